@@ -1,0 +1,14 @@
+//! ringkv's protocol as a deterministic, sans-IO state-machine core.
+//!
+//! Every role is a plain struct driven through `handle(now, input)`, drained through
+//! `poll_output()`, and woken at `poll_timeout()`. Nothing here touches sockets, files,
+//! clocks, threads or OS randomness, so the simulator and the real shells run the very
+//! same code, and a seed reproduces any run.
+
+pub mod cache;
+pub mod limits;
+pub mod log;
+pub mod ring;
+
+/// A point in time, in milliseconds, as the caller sees it. The core never reads a clock.
+pub type Ts = u64;
