@@ -7,8 +7,15 @@
 
 pub mod cache;
 pub mod limits;
+pub mod proto;
+pub mod replica;
 pub mod log;
 pub mod ring;
 
 /// A point in time, in milliseconds, as the caller sees it. The core never reads a clock.
 pub type Ts = u64;
+
+/// Where an answer goes: an opaque handle the caller gave with the request (in the
+/// shells a connection and a request on it; in the simulator a link).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReplyTo(pub u64);

@@ -1,0 +1,243 @@
+//! Strict JSON objects in, compact JSON objects out.
+//!
+//! serde_json already rejects invalid UTF-8, lone surrogate escapes, trailing garbage and
+//! nesting deeper than 128; what it does not reject is a field given twice, which the
+//! protocol calls `malformed`, so objects are read through a visitor that refuses it.
+
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+
+use super::{DecodeError, RequestId};
+
+/// The fields of one top-level JSON object, in the order they came.
+pub(crate) struct Object {
+    fields: Vec<(String, Value)>,
+}
+
+impl Object {
+    /// Parses a line that must be exactly one JSON object.
+    pub(crate) fn parse(line: &[u8]) -> Result<Object, DecodeError> {
+        serde_json::from_slice::<Object>(line)
+            .map_err(|err| DecodeError::malformed(None, format!("not a JSON object: {err}")))
+    }
+
+    /// Removes and returns a field, so that large strings move out without a copy.
+    pub(crate) fn take(&mut self, name: &str) -> Option<Value> {
+        let at = self.fields.iter().position(|(field, _)| field == name)?;
+        Some(self.fields.swap_remove(at).1)
+    }
+
+    /// Whether the object has the field.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.fields.iter().any(|(field, _)| field == name)
+    }
+}
+
+impl<'de> Deserialize<'de> for Object {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+struct ObjectVisitor;
+
+impl<'de> Visitor<'de> for ObjectVisitor {
+    type Value = Object;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object, A::Error> {
+        let mut fields: Vec<(String, Value)> = Vec::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if fields.iter().any(|(field, _)| *field == name) {
+                return Err(de::Error::custom(format_args!("duplicate field \"{name}\"")));
+            }
+            let value: Value = map.next_value()?;
+            fields.push((name, value));
+        }
+        Ok(Object { fields })
+    }
+}
+
+/// Reads the optional request `"id"`: a string or an integer in -2^63..2^64-1.
+pub(crate) fn take_request_id(obj: &mut Object) -> Result<Option<RequestId>, DecodeError> {
+    match obj.take("id") {
+        None => Ok(None),
+        Some(Value::String(text)) => Ok(Some(RequestId::Text(text))),
+        Some(Value::Number(number)) => {
+            if let Some(unsigned) = number.as_u64() {
+                Ok(Some(RequestId::Unsigned(unsigned)))
+            } else if let Some(negative) = number.as_i64() {
+                Ok(Some(RequestId::Negative(negative)))
+            } else {
+                Err(DecodeError::malformed(
+                    None,
+                    "\"id\" must be a string or an integer in -2^63..2^64-1",
+                ))
+            }
+        }
+        Some(_) => Err(DecodeError::malformed(
+            None,
+            "\"id\" must be a string or an integer",
+        )),
+    }
+}
+
+/// Field accessors that turn a missing or mistyped field into a `malformed` error
+/// carrying the request's id.
+pub(crate) struct Fields<'a> {
+    pub(crate) obj: &'a mut Object,
+    pub(crate) id: &'a Option<RequestId>,
+}
+
+impl Fields<'_> {
+    fn error(&self, message: String) -> DecodeError {
+        DecodeError::malformed(self.id.clone(), message)
+    }
+
+    /// A required string field.
+    pub(crate) fn string(&mut self, name: &str) -> Result<String, DecodeError> {
+        match self.obj.take(name) {
+            Some(Value::String(text)) => Ok(text),
+            Some(_) => Err(self.error(format!("\"{name}\" must be a string"))),
+            None => Err(self.error(format!("missing field \"{name}\""))),
+        }
+    }
+
+    /// An optional string field.
+    pub(crate) fn opt_string(&mut self, name: &str) -> Result<Option<String>, DecodeError> {
+        match self.obj.take(name) {
+            Some(Value::String(text)) => Ok(Some(text)),
+            Some(_) => Err(self.error(format!("\"{name}\" must be a string"))),
+            None => Ok(None),
+        }
+    }
+
+    /// A required integer field in 0..2^64-1.
+    pub(crate) fn u64(&mut self, name: &str) -> Result<u64, DecodeError> {
+        match self.obj.take(name) {
+            Some(Value::Number(number)) => number.as_u64().ok_or_else(|| {
+                self.error(format!("\"{name}\" must be an integer in 0..2^64-1"))
+            }),
+            Some(_) => Err(self.error(format!("\"{name}\" must be an integer"))),
+            None => Err(self.error(format!("missing field \"{name}\""))),
+        }
+    }
+
+    /// A required array field.
+    pub(crate) fn array(&mut self, name: &str) -> Result<Vec<Value>, DecodeError> {
+        match self.obj.take(name) {
+            Some(Value::Array(items)) => Ok(items),
+            Some(_) => Err(self.error(format!("\"{name}\" must be an array"))),
+            None => Err(self.error(format!("missing field \"{name}\""))),
+        }
+    }
+
+    /// The required `"type"` field.
+    pub(crate) fn kind(&mut self) -> Result<String, DecodeError> {
+        self.string("type")
+    }
+
+    /// The error for a `"type"` this port does not take.
+    pub(crate) fn unknown_kind(&self, kind: &str) -> DecodeError {
+        self.error(format!("unknown type \"{kind}\""))
+    }
+
+    /// The error for a field that has the wrong value.
+    pub(crate) fn invalid(&self, message: impl Into<String>) -> DecodeError {
+        self.error(message.into())
+    }
+}
+
+/// Writes one compact JSON object and its line end.
+pub(crate) struct ObjectWriter<'a> {
+    out: &'a mut Vec<u8>,
+    empty: bool,
+}
+
+impl<'a> ObjectWriter<'a> {
+    /// Starts an object with its `"type"` field.
+    pub(crate) fn new(out: &'a mut Vec<u8>, kind: &str) -> Self {
+        let mut writer = Self::untyped(out);
+        writer.str("type", kind);
+        writer
+    }
+
+    /// Starts an object without a `"type"` field (an item nested in another object).
+    pub(crate) fn untyped(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Self { out, empty: true }
+    }
+
+    fn name(&mut self, name: &str) {
+        if !self.empty {
+            self.out.push(b',');
+        }
+        self.empty = false;
+        write_json_string(self.out, name);
+        self.out.push(b':');
+    }
+
+    pub(crate) fn str(&mut self, name: &str, value: &str) -> &mut Self {
+        self.name(name);
+        write_json_string(self.out, value);
+        self
+    }
+
+    pub(crate) fn u64(&mut self, name: &str, value: u64) -> &mut Self {
+        self.name(name);
+        self.out.extend_from_slice(value.to_string().as_bytes());
+        self
+    }
+
+    pub(crate) fn bool(&mut self, name: &str, value: bool) -> &mut Self {
+        self.name(name);
+        self.out
+            .extend_from_slice(if value { b"true" } else { b"false" });
+        self
+    }
+
+    /// Starts a field whose value the caller writes raw (arrays of objects).
+    pub(crate) fn raw(&mut self, name: &str) -> &mut Vec<u8> {
+        self.name(name);
+        self.out
+    }
+
+    pub(crate) fn id(&mut self, id: Option<&RequestId>) -> &mut Self {
+        match id {
+            None => {}
+            Some(RequestId::Unsigned(number)) => {
+                self.u64("id", *number);
+            }
+            Some(RequestId::Negative(number)) => {
+                self.name("id");
+                self.out.extend_from_slice(number.to_string().as_bytes());
+            }
+            Some(RequestId::Text(text)) => {
+                self.str("id", text);
+            }
+        }
+        self
+    }
+
+    /// Closes the object and ends the line.
+    pub(crate) fn finish(self) {
+        self.out.extend_from_slice(b"}\n");
+    }
+
+    /// Closes a nested object.
+    pub(crate) fn close(self) {
+        self.out.push(b'}');
+    }
+}
+
+/// Writes `text` as a JSON string with the escapes JSON needs.
+pub(crate) fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    // Serializing a str into a Vec can fail neither in serde_json nor in the Vec.
+    let written = serde_json::to_writer(&mut *out, text);
+    debug_assert!(written.is_ok());
+}

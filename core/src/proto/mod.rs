@@ -1,0 +1,114 @@
+//! Every message of the wire protocol (`docs/protocol.md`) as typed values, with one
+//! strict decoder per port that never panics and an exact encoder.
+//!
+//! A line is decoded in two steps: [`json`] turns the bytes into a JSON object (rejecting
+//! duplicate fields and anything that is not an object), then each message type picks its
+//! fields out of it. The order of faults is the protocol's: `malformed` before the limit
+//! codes, `empty_key` before `key_too_long` before `value_too_large`.
+
+mod client;
+mod error;
+mod json;
+mod lines;
+mod participant;
+mod register;
+
+pub use client::{ClientRequest, ClientResponse, ServerStatus};
+pub use error::{DecodeError, ErrorCode, ErrorReply};
+pub use lines::{LineEvent, LineSplitter};
+pub use participant::{ParticipantRequest, ParticipantResponse, TxOp};
+pub use register::{Register, RegisterResponse};
+
+use crate::limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+
+/// The identifier of a transaction, unique per transaction.
+pub type TxId = u64;
+
+/// A request's `"id"`: echoed on its answer so that a client can match the two.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RequestId {
+    /// A non-negative JSON integer (0..2^64-1).
+    Unsigned(u64),
+    /// A negative JSON integer (-2^63..-1).
+    Negative(i64),
+    /// A JSON string.
+    Text(String),
+}
+
+/// A message with the `"id"` it carried on the wire, if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope<M> {
+    /// The request's id, echoed on its answer.
+    pub id: Option<RequestId>,
+    /// The message itself.
+    pub msg: M,
+}
+
+impl<M> Envelope<M> {
+    /// A message without an id.
+    pub fn bare(msg: M) -> Self {
+        Self { id: None, msg }
+    }
+
+    /// A message carrying `id`.
+    pub fn with_id(id: Option<RequestId>, msg: M) -> Self {
+        Self { id, msg }
+    }
+}
+
+impl<M: WireMessage> Envelope<M> {
+    /// The message as one line, `\n` included.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        self.msg.encode_into(self.id.as_ref(), &mut out);
+        out
+    }
+
+    /// Appends the message as one line, `\n` included.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        self.msg.encode_into(self.id.as_ref(), out);
+    }
+
+    /// Decodes one line (without its line end) into a message.
+    pub fn decode(line: &[u8]) -> Result<Self, DecodeError> {
+        M::decode(line)
+    }
+}
+
+/// A message that travels as one JSON line.
+pub trait WireMessage: Sized {
+    /// Appends the message as one JSON line ending in `\n`, carrying `id` if given.
+    fn encode_into(&self, id: Option<&RequestId>, out: &mut Vec<u8>);
+
+    /// Decodes one line (without its line end). Never panics, whatever the bytes.
+    fn decode(line: &[u8]) -> Result<Envelope<Self>, DecodeError>;
+}
+
+/// Checks a key against the protocol's limits, in the protocol's order of faults.
+pub fn check_key(key: &str) -> Result<(), ErrorCode> {
+    if key.is_empty() {
+        Err(ErrorCode::EmptyKey)
+    } else if key.len() > MAX_KEY_BYTES {
+        Err(ErrorCode::KeyTooLong)
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a value against the protocol's limit.
+pub fn check_value(value: &str) -> Result<(), ErrorCode> {
+    if value.len() > MAX_VALUE_BYTES {
+        Err(ErrorCode::ValueTooLarge)
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a key and an optional value, key faults first.
+pub fn check_key_value(key: &str, value: Option<&str>) -> Result<(), ErrorCode> {
+    check_key(key)?;
+    value.map_or(Ok(()), check_value)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,333 @@
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::*;
+use crate::log::StopReason;
+
+/// The log as the tests' disk: appended by the test as the replica asks.
+#[derive(Clone, Default)]
+struct MemLog(Rc<RefCell<Vec<u8>>>);
+
+impl LogReader for MemLog {
+    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, StorageError> {
+        let log = self.0.borrow();
+        let start = offset as usize;
+        log.get(start..start + len)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| StorageError("out of range".into()))
+    }
+}
+
+struct Harness {
+    replica: Replica<MemLog>,
+    log: MemLog,
+    replies: Vec<(ReplyTo, ParticipantResponse)>,
+    unsynced: Vec<PersistToken>,
+}
+
+const C: ReplyTo = ReplyTo(1);
+
+impl Harness {
+    fn new(config: ReplicaConfig) -> Self {
+        let log = MemLog::default();
+        Self {
+            replica: Replica::new(config, log.clone()).unwrap(),
+            log,
+            replies: Vec::new(),
+            unsynced: Vec::new(),
+        }
+    }
+
+    fn recover(log_bytes: Vec<u8>) -> (Self, RecoveryReport) {
+        let log = MemLog(Rc::new(RefCell::new(log_bytes)));
+        let bytes = log.0.borrow().clone();
+        let (replica, report) = Replica::recover(ReplicaConfig::default(), &bytes, log.clone()).unwrap();
+        log.0.borrow_mut().truncate(report.valid_len as usize);
+        (
+            Self {
+                replica,
+                log,
+                replies: Vec::new(),
+                unsynced: Vec::new(),
+            },
+            report,
+        )
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.replica.poll_output() {
+            match out {
+                ReplicaOutput::Reply { to, msg } => self.replies.push((to, msg)),
+                ReplicaOutput::Persist { token, bytes } => {
+                    self.log.0.borrow_mut().extend_from_slice(&bytes);
+                    self.unsynced.push(token);
+                }
+            }
+        }
+    }
+
+    /// Sends a request and returns the answers that came at once.
+    fn send(&mut self, msg: ParticipantRequest) -> Vec<ParticipantResponse> {
+        self.replica.handle(0, ReplicaInput::Request { from: C, msg });
+        self.drain();
+        self.replies.drain(..).map(|(_, m)| m).collect()
+    }
+
+    /// Makes every write durable and returns the answers that were waiting for it.
+    fn sync(&mut self) -> Vec<ParticipantResponse> {
+        if let Some(&token) = self.unsynced.last() {
+            self.unsynced.clear();
+            self.replica.handle(0, ReplicaInput::Persisted { token });
+            self.drain();
+        }
+        self.replies.drain(..).map(|(_, m)| m).collect()
+    }
+}
+
+fn put(txid: TxId, key: &str, value: &str) -> ParticipantRequest {
+    ParticipantRequest::Prepare {
+        txid,
+        key: key.into(),
+        op: TxOp::Put {
+            value: value.into(),
+        },
+    }
+}
+
+fn del(txid: TxId, key: &str) -> ParticipantRequest {
+    ParticipantRequest::Prepare {
+        txid,
+        key: key.into(),
+        op: TxOp::Del,
+    }
+}
+
+fn get(key: &str) -> ParticipantRequest {
+    ParticipantRequest::Get { key: key.into() }
+}
+
+fn commit(txid: TxId) -> ParticipantRequest {
+    ParticipantRequest::Commit { txid }
+}
+
+fn abort(txid: TxId) -> ParticipantRequest {
+    ParticipantRequest::Abort { txid }
+}
+
+fn value(key: &str, value: &str) -> ParticipantResponse {
+    ParticipantResponse::Value {
+        key: key.into(),
+        value: value.into(),
+    }
+}
+
+fn error_code(answers: &[ParticipantResponse]) -> Vec<ErrorCode> {
+    answers
+        .iter()
+        .map(|a| match a {
+            ParticipantResponse::Error(reply) => reply.code,
+            ParticipantResponse::Refuse { code, .. } => *code,
+            other => panic!("not an error: {other:?}"),
+        })
+        .collect()
+}
+
+const READY_1: ParticipantResponse = ParticipantResponse::Ready { txid: 1 };
+const ACK_1: ParticipantResponse = ParticipantResponse::Ack { txid: 1 };
+
+#[test]
+fn ready_waits_for_the_prepare_record_and_ack_for_the_decision() {
+    let mut h = Harness::new(ReplicaConfig::default());
+    assert_eq!(h.send(put(1, "k", "v")), vec![]);
+    assert_eq!(h.sync(), vec![READY_1]);
+    // Prepared and undecided: invisible.
+    assert_eq!(error_code(&h.send(get("k"))), vec![ErrorCode::NotFound]);
+    assert_eq!(h.send(commit(1)), vec![]);
+    // Not applied before the decision is durable.
+    assert_eq!(error_code(&h.send(get("k"))), vec![ErrorCode::NotFound]);
+    assert_eq!(h.sync(), vec![ACK_1]);
+    assert_eq!(h.send(get("k")), vec![value("k", "v")]);
+    assert_eq!(h.replica.in_doubt().count(), 0);
+}
+
+#[test]
+fn repeated_phase_two_is_idempotent_and_unknown_is_presumed_abort() {
+    let mut h = Harness::new(ReplicaConfig::default());
+    h.send(put(1, "k", "v"));
+    h.sync();
+    h.send(commit(1));
+    assert_eq!(h.send(commit(1)), vec![], "a repeat waits for the same decision");
+    assert_eq!(h.sync(), vec![ACK_1, ACK_1]);
+    assert_eq!(h.send(commit(1)), vec![ACK_1]);
+    assert_eq!(h.send(abort(1)), vec![ACK_1], "the first decision stands");
+    assert_eq!(h.send(get("k")), vec![value("k", "v")]);
+    assert_eq!(h.send(abort(77)), vec![ParticipantResponse::Ack { txid: 77 }]);
+    assert_eq!(h.send(commit(78)), vec![ParticipantResponse::Ack { txid: 78 }]);
+}
+
+#[test]
+fn a_prepare_arriving_after_its_abort_is_refused() {
+    let mut h = Harness::new(ReplicaConfig::default());
+    assert_eq!(h.send(abort(5)), vec![ParticipantResponse::Ack { txid: 5 }]);
+    assert_eq!(error_code(&h.send(put(5, "k", "v"))), vec![ErrorCode::Aborted]);
+    assert!(h.unsynced.is_empty());
+    // The key was never locked.
+    assert_eq!(h.send(put(6, "k", "w")), vec![]);
+}
+
+#[test]
+fn a_locked_key_refuses_a_second_prepare_until_decided() {
+    let mut h = Harness::new(ReplicaConfig::default());
+    h.send(put(1, "k", "v"));
+    h.sync();
+    let answers = h.send(put(2, "k", "w"));
+    assert_eq!(error_code(&answers), vec![ErrorCode::Locked]);
+    h.send(abort(1));
+    assert_eq!(h.sync(), vec![ACK_1]);
+    h.send(put(2, "k", "w"));
+    assert_eq!(h.sync(), vec![ParticipantResponse::Ready { txid: 2 }]);
+    // An abort changed nothing.
+    assert_eq!(error_code(&h.send(get("k"))), vec![ErrorCode::NotFound]);
+}
+
+#[test]
+fn delete_of_a_missing_key_votes_not_found_and_a_committed_delete_removes() {
+    let mut h = Harness::new(ReplicaConfig::default());
+    assert_eq!(error_code(&h.send(del(1, "k"))), vec![ErrorCode::NotFound]);
+    h.send(put(2, "k", "v"));
+    h.sync();
+    h.send(commit(2));
+    h.sync();
+    h.send(del(3, "k"));
+    assert_eq!(h.sync(), vec![ParticipantResponse::Ready { txid: 3 }]);
+    h.send(commit(3));
+    h.sync();
+    assert_eq!(error_code(&h.send(get("k"))), vec![ErrorCode::NotFound]);
+}
+
+#[test]
+fn limits_are_votes_to_abort_and_read_errors() {
+    let mut h = Harness::new(ReplicaConfig::default());
+    let long_key = "k".repeat(257);
+    let big = "v".repeat(256 * 1024 + 1);
+    assert_eq!(error_code(&h.send(put(1, "", "v"))), vec![ErrorCode::EmptyKey]);
+    assert_eq!(error_code(&h.send(put(2, &long_key, &big))), vec![ErrorCode::KeyTooLong]);
+    assert_eq!(error_code(&h.send(put(3, "k", &big))), vec![ErrorCode::ValueTooLarge]);
+    assert_eq!(error_code(&h.send(get(""))), vec![ErrorCode::EmptyKey]);
+    assert_eq!(error_code(&h.send(get(&long_key))), vec![ErrorCode::KeyTooLong]);
+    assert!(h.unsynced.is_empty(), "refused prepares write nothing");
+}
+
+#[test]
+fn prepares_beyond_the_limit_are_overloaded() {
+    let mut h = Harness::new(ReplicaConfig {
+        max_prepared: 1,
+        ..ReplicaConfig::default()
+    });
+    h.send(put(1, "a", "v"));
+    assert_eq!(error_code(&h.send(put(2, "b", "v"))), vec![ErrorCode::Overloaded]);
+    assert_eq!(h.sync(), vec![READY_1]);
+}
+
+#[test]
+fn values_come_back_from_the_log_when_the_cache_misses() {
+    let mut h = Harness::new(ReplicaConfig {
+        cache: CacheConfig { sets: 1, ways: 1 },
+        ..ReplicaConfig::default()
+    });
+    for (txid, key) in [(1, "a"), (2, "b"), (3, "c")] {
+        h.send(put(txid, key, &format!("value of {key}")));
+        h.sync();
+        h.send(commit(txid));
+        h.sync();
+    }
+    for key in ["a", "b", "c", "a"] {
+        assert_eq!(h.send(get(key)), vec![value(key, &format!("value of {key}"))]);
+    }
+}
+
+#[test]
+fn recovery_rebuilds_committed_values_and_in_doubt_locks() {
+    let mut h = Harness::new(ReplicaConfig::default());
+    h.send(put(1, "a", "one"));
+    h.sync();
+    h.send(commit(1));
+    h.sync();
+    h.send(put(2, "b", "two"));
+    h.sync();
+    h.send(put(3, "c", "three"));
+    h.sync();
+    h.send(abort(3));
+    h.sync();
+    h.send(put(4, "a", "uno"));
+    h.sync();
+    h.send(commit(4));
+    h.sync();
+    let bytes = h.log.0.borrow().clone();
+
+    let (mut h, report) = Harness::recover(bytes.clone());
+    assert_eq!(report.stop, StopReason::End);
+    assert_eq!(report.valid_len, bytes.len() as u64);
+    assert_eq!(report.in_doubt, 1);
+    assert!(report.anomalies.is_empty());
+    assert_eq!(h.send(get("a")), vec![value("a", "uno")]);
+    assert_eq!(error_code(&h.send(get("b"))), vec![ErrorCode::NotFound]);
+    assert_eq!(error_code(&h.send(get("c"))), vec![ErrorCode::NotFound]);
+    // The in-doubt transaction keeps its key locked until the decision comes again.
+    assert_eq!(error_code(&h.send(put(9, "b", "x"))), vec![ErrorCode::Locked]);
+    assert_eq!(
+        h.send(put(2, "b", "two")),
+        vec![ParticipantResponse::Ready { txid: 2 }],
+        "a repeated prepare of the in-doubt transaction is still ready"
+    );
+    h.send(commit(2));
+    assert_eq!(h.sync(), vec![ParticipantResponse::Ack { txid: 2 }]);
+    assert_eq!(h.send(get("b")), vec![value("b", "two")]);
+    // Appends after recovery land after the valid prefix and recover again.
+    let bytes = h.log.0.borrow().clone();
+    let (mut h, report) = Harness::recover(bytes);
+    assert_eq!(report.in_doubt, 0);
+    assert_eq!(h.send(get("b")), vec![value("b", "two")]);
+}
+
+#[test]
+fn recovery_stops_at_a_torn_tail() {
+    let mut h = Harness::new(ReplicaConfig::default());
+    h.send(put(1, "a", "one"));
+    h.sync();
+    h.send(commit(1));
+    h.sync();
+    let whole = h.log.0.borrow().len();
+    h.send(put(2, "a", "two"));
+    h.sync();
+    h.send(commit(2));
+    h.sync();
+    let mut bytes = h.log.0.borrow().clone();
+    for cut in whole..bytes.len() {
+        let (mut r, report) = Harness::recover(bytes[..cut].to_vec());
+        assert!(report.valid_len <= cut as u64);
+        assert!(report.valid_len >= whole as u64);
+        let expect_two = report.in_doubt == 0 && report.records == 4;
+        let want = if expect_two { "two" } else { "one" };
+        assert_eq!(r.send(get("a")), vec![value("a", want)], "cut at {cut}");
+    }
+    // A corrupt byte in the tail: the prefix before it survives.
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    let (mut r, report) = Harness::recover(bytes);
+    assert_eq!(report.stop, StopReason::BadChecksum);
+    assert_eq!(report.in_doubt, 1);
+    assert_eq!(r.send(get("a")), vec![value("a", "one")]);
+}
+
+#[test]
+#[should_panic(expected = "out of order")]
+fn a_persisted_token_never_asked_for_is_a_loud_bug() {
+    let mut h = Harness::new(ReplicaConfig::default());
+    h.replica.handle(
+        0,
+        ReplicaInput::Persisted {
+            token: PersistToken(3),
+        },
+    );
+}
