@@ -6,10 +6,11 @@
 //! same code, and a seed reproduces any run.
 
 pub mod cache;
+pub mod coordinator;
 pub mod limits;
+pub mod log;
 pub mod proto;
 pub mod replica;
-pub mod log;
 pub mod ring;
 
 /// A point in time, in milliseconds, as the caller sees it. The core never reads a clock.

@@ -71,7 +71,9 @@ impl ErrorCode {
 
     /// Parses a code as it is spelled on the wire.
     pub fn parse(text: &str) -> Option<ErrorCode> {
-        ErrorCode::ALL.into_iter().find(|code| code.as_str() == text)
+        ErrorCode::ALL
+            .into_iter()
+            .find(|code| code.as_str() == text)
     }
 
     /// The message CS162 clients expect for the data errors; a plain phrase otherwise.

@@ -54,7 +54,9 @@ impl<'de> Visitor<'de> for ObjectVisitor {
         let mut fields: Vec<(String, Value)> = Vec::new();
         while let Some(name) = map.next_key::<String>()? {
             if fields.iter().any(|(field, _)| *field == name) {
-                return Err(de::Error::custom(format_args!("duplicate field \"{name}\"")));
+                return Err(de::Error::custom(format_args!(
+                    "duplicate field \"{name}\""
+                )));
             }
             let value: Value = map.next_value()?;
             fields.push((name, value));
@@ -120,9 +122,9 @@ impl Fields<'_> {
     /// A required integer field in 0..2^64-1.
     pub(crate) fn u64(&mut self, name: &str) -> Result<u64, DecodeError> {
         match self.obj.take(name) {
-            Some(Value::Number(number)) => number.as_u64().ok_or_else(|| {
-                self.error(format!("\"{name}\" must be an integer in 0..2^64-1"))
-            }),
+            Some(Value::Number(number)) => number
+                .as_u64()
+                .ok_or_else(|| self.error(format!("\"{name}\" must be an integer in 0..2^64-1"))),
             Some(_) => Err(self.error(format!("\"{name}\" must be an integer"))),
             None => Err(self.error(format!("missing field \"{name}\""))),
         }

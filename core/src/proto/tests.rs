@@ -82,7 +82,10 @@ fn ids_at_the_edges_are_valid_and_echoed_on_errors() {
     let err = decode_client(r#"{"type":"nosuch","id":"abc"}"#).unwrap_err();
     assert_eq!(err.id, Some(RequestId::Text("abc".into())));
     let err = decode_client(r#"{"type":"getreq","key":"","id":3}"#).unwrap_err();
-    assert_eq!((err.code, err.id), (ErrorCode::EmptyKey, Some(RequestId::Unsigned(3))));
+    assert_eq!(
+        (err.code, err.id),
+        (ErrorCode::EmptyKey, Some(RequestId::Unsigned(3)))
+    );
     // An invalid id cannot be echoed.
     let err = decode_client(r#"{"type":"getreq","key":"k","id":{}}"#).unwrap_err();
     assert_eq!(err.id, None);
@@ -92,7 +95,10 @@ fn ids_at_the_edges_are_valid_and_echoed_on_errors() {
 fn limit_faults_come_in_protocol_order() {
     let long_key = "k".repeat(257);
     let big_value = "v".repeat(262_145);
-    assert_eq!(code_of(r#"{"type":"getreq","key":""}"#), ErrorCode::EmptyKey);
+    assert_eq!(
+        code_of(r#"{"type":"getreq","key":""}"#),
+        ErrorCode::EmptyKey
+    );
     assert_eq!(
         code_of(&format!(r#"{{"type":"getreq","key":"{long_key}"}}"#)),
         ErrorCode::KeyTooLong
@@ -104,16 +110,20 @@ fn limit_faults_come_in_protocol_order() {
         ErrorCode::KeyTooLong
     );
     assert_eq!(
-        code_of(&format!(r#"{{"type":"putreq","key":"","value":"{big_value}"}}"#)),
+        code_of(&format!(
+            r#"{{"type":"putreq","key":"","value":"{big_value}"}}"#
+        )),
         ErrorCode::EmptyKey
     );
     assert_eq!(
-        code_of(&format!(r#"{{"type":"putreq","key":"k","value":"{big_value}"}}"#)),
+        code_of(&format!(
+            r#"{{"type":"putreq","key":"k","value":"{big_value}"}}"#
+        )),
         ErrorCode::ValueTooLarge
     );
     // malformed wins over every limit
     assert_eq!(
-        code_of(&format!(r#"{{"type":"putreq","key":"","value":5}}"#)),
+        code_of(r#"{"type":"putreq","key":"","value":5}"#),
         ErrorCode::Malformed
     );
     // exactly at the limits is fine, counted in UTF-8 bytes after unescaping
@@ -127,7 +137,10 @@ fn limit_faults_come_in_protocol_order() {
     let escaped = "\\u00e9".repeat(128);
     assert!(decode_client(&format!(r#"{{"type":"getreq","key":"{escaped}"}}"#)).is_ok());
     let value = "v".repeat(262_144);
-    assert!(decode_client(&format!(r#"{{"type":"putreq","key":"k","value":"{value}"}}"#)).is_ok());
+    assert!(decode_client(&format!(
+        r#"{{"type":"putreq","key":"k","value":"{value}"}}"#
+    ))
+    .is_ok());
 }
 
 #[test]
@@ -202,7 +215,10 @@ fn participant_port_leaves_limits_to_the_participant() {
         format!(r#"{{"type":"putreq","txid":1,"key":"{long_key}","value":"v"}}"#).as_bytes(),
     )
     .unwrap();
-    assert!(matches!(req.msg, ParticipantRequest::Prepare { txid: 1, .. }));
+    assert!(matches!(
+        req.msg,
+        ParticipantRequest::Prepare { txid: 1, .. }
+    ));
     let abort = ParticipantRequest::decode(br#"{"type":"abort","txid":4}"#).unwrap();
     assert_eq!(abort.msg, ParticipantRequest::Abort { txid: 4 });
     let bad = ParticipantRequest::decode(br#"{"type":"commit","txid":-1}"#).unwrap_err();
@@ -211,8 +227,8 @@ fn participant_port_leaves_limits_to_the_participant() {
 
 #[test]
 fn register_uses_id_as_the_server_id() {
-    let reg = Register::decode(br#"{"type":"register","id":18446744073709551615,"addr":"h:1"}"#)
-        .unwrap();
+    let reg =
+        Register::decode(br#"{"type":"register","id":18446744073709551615,"addr":"h:1"}"#).unwrap();
     assert_eq!(
         reg.msg,
         Register {
@@ -233,8 +249,14 @@ fn line_splitter_handles_ends_blanks_and_limits() {
     split.push(b"f\n");
     assert_eq!(split.next_event(), Some(LineEvent::Line(b"def".to_vec())));
     split.push(b"12345678\r\n12345678\n");
-    assert_eq!(split.next_event(), Some(LineEvent::Line(b"12345678".to_vec())));
-    assert_eq!(split.next_event(), Some(LineEvent::Line(b"12345678".to_vec())));
+    assert_eq!(
+        split.next_event(),
+        Some(LineEvent::Line(b"12345678".to_vec()))
+    );
+    assert_eq!(
+        split.next_event(),
+        Some(LineEvent::Line(b"12345678".to_vec()))
+    );
     split.push(b"tail");
     assert_eq!(split.next_event(), None);
     assert_eq!(split.finish(), Some(LineEvent::Line(b"tail".to_vec())));
@@ -291,8 +313,11 @@ fn client_request() -> impl Strategy<Value = ClientRequest> {
 }
 
 fn client_response() -> impl Strategy<Value = ClientResponse> {
-    let server = (any::<u64>(), text(), any::<bool>())
-        .prop_map(|(id, addr, up)| ServerStatus { id, addr, up });
+    let server = (any::<u64>(), text(), any::<bool>()).prop_map(|(id, addr, up)| ServerStatus {
+        id,
+        addr,
+        up,
+    });
     prop_oneof![
         (text(), text()).prop_map(|(key, value)| ClientResponse::Value { key, value }),
         Just(ClientResponse::Success),

@@ -274,7 +274,10 @@ impl<R: LogReader> Replica<R> {
                 self.reply(from, overloaded());
                 return;
             }
-            self.defer(token, Deferred::Reply(from, ParticipantResponse::Ready { txid }));
+            self.defer(
+                token,
+                Deferred::Reply(from, ParticipantResponse::Ready { txid }),
+            );
             return;
         }
         if let Some(&committed) = self.decided.get(&txid) {
@@ -353,7 +356,10 @@ impl<R: LogReader> Replica<R> {
                 deciding: None,
             },
         );
-        self.defer(token, Deferred::Reply(from, ParticipantResponse::Ready { txid }));
+        self.defer(
+            token,
+            Deferred::Reply(from, ParticipantResponse::Ready { txid }),
+        );
     }
 
     fn on_decision(&mut self, from: ReplyTo, txid: TxId, commit: bool) {

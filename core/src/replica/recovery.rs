@@ -58,7 +58,9 @@ impl<R: LogReader> Replica<R> {
             };
             report.records += 1;
             if let Err(anomaly) = replica.replay(record, frame.payload_offset) {
-                report.anomalies.push(format!("at offset {}: {anomaly}", frame.offset));
+                report
+                    .anomalies
+                    .push(format!("at offset {}: {anomaly}", frame.offset));
             }
         }
         replica.log_len = report.valid_len;

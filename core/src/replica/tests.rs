@@ -41,7 +41,8 @@ impl Harness {
     fn recover(log_bytes: Vec<u8>) -> (Self, RecoveryReport) {
         let log = MemLog(Rc::new(RefCell::new(log_bytes)));
         let bytes = log.0.borrow().clone();
-        let (replica, report) = Replica::recover(ReplicaConfig::default(), &bytes, log.clone()).unwrap();
+        let (replica, report) =
+            Replica::recover(ReplicaConfig::default(), &bytes, log.clone()).unwrap();
         log.0.borrow_mut().truncate(report.valid_len as usize);
         (
             Self {
@@ -68,7 +69,8 @@ impl Harness {
 
     /// Sends a request and returns the answers that came at once.
     fn send(&mut self, msg: ParticipantRequest) -> Vec<ParticipantResponse> {
-        self.replica.handle(0, ReplicaInput::Request { from: C, msg });
+        self.replica
+            .handle(0, ReplicaInput::Request { from: C, msg });
         self.drain();
         self.replies.drain(..).map(|(_, m)| m).collect()
     }
@@ -156,20 +158,33 @@ fn repeated_phase_two_is_idempotent_and_unknown_is_presumed_abort() {
     h.send(put(1, "k", "v"));
     h.sync();
     h.send(commit(1));
-    assert_eq!(h.send(commit(1)), vec![], "a repeat waits for the same decision");
+    assert_eq!(
+        h.send(commit(1)),
+        vec![],
+        "a repeat waits for the same decision"
+    );
     assert_eq!(h.sync(), vec![ACK_1, ACK_1]);
     assert_eq!(h.send(commit(1)), vec![ACK_1]);
     assert_eq!(h.send(abort(1)), vec![ACK_1], "the first decision stands");
     assert_eq!(h.send(get("k")), vec![value("k", "v")]);
-    assert_eq!(h.send(abort(77)), vec![ParticipantResponse::Ack { txid: 77 }]);
-    assert_eq!(h.send(commit(78)), vec![ParticipantResponse::Ack { txid: 78 }]);
+    assert_eq!(
+        h.send(abort(77)),
+        vec![ParticipantResponse::Ack { txid: 77 }]
+    );
+    assert_eq!(
+        h.send(commit(78)),
+        vec![ParticipantResponse::Ack { txid: 78 }]
+    );
 }
 
 #[test]
 fn a_prepare_arriving_after_its_abort_is_refused() {
     let mut h = Harness::new(ReplicaConfig::default());
     assert_eq!(h.send(abort(5)), vec![ParticipantResponse::Ack { txid: 5 }]);
-    assert_eq!(error_code(&h.send(put(5, "k", "v"))), vec![ErrorCode::Aborted]);
+    assert_eq!(
+        error_code(&h.send(put(5, "k", "v"))),
+        vec![ErrorCode::Aborted]
+    );
     assert!(h.unsynced.is_empty());
     // The key was never locked.
     assert_eq!(h.send(put(6, "k", "w")), vec![]);
@@ -210,11 +225,23 @@ fn limits_are_votes_to_abort_and_read_errors() {
     let mut h = Harness::new(ReplicaConfig::default());
     let long_key = "k".repeat(257);
     let big = "v".repeat(256 * 1024 + 1);
-    assert_eq!(error_code(&h.send(put(1, "", "v"))), vec![ErrorCode::EmptyKey]);
-    assert_eq!(error_code(&h.send(put(2, &long_key, &big))), vec![ErrorCode::KeyTooLong]);
-    assert_eq!(error_code(&h.send(put(3, "k", &big))), vec![ErrorCode::ValueTooLarge]);
+    assert_eq!(
+        error_code(&h.send(put(1, "", "v"))),
+        vec![ErrorCode::EmptyKey]
+    );
+    assert_eq!(
+        error_code(&h.send(put(2, &long_key, &big))),
+        vec![ErrorCode::KeyTooLong]
+    );
+    assert_eq!(
+        error_code(&h.send(put(3, "k", &big))),
+        vec![ErrorCode::ValueTooLarge]
+    );
     assert_eq!(error_code(&h.send(get(""))), vec![ErrorCode::EmptyKey]);
-    assert_eq!(error_code(&h.send(get(&long_key))), vec![ErrorCode::KeyTooLong]);
+    assert_eq!(
+        error_code(&h.send(get(&long_key))),
+        vec![ErrorCode::KeyTooLong]
+    );
     assert!(h.unsynced.is_empty(), "refused prepares write nothing");
 }
 
@@ -225,7 +252,10 @@ fn prepares_beyond_the_limit_are_overloaded() {
         ..ReplicaConfig::default()
     });
     h.send(put(1, "a", "v"));
-    assert_eq!(error_code(&h.send(put(2, "b", "v"))), vec![ErrorCode::Overloaded]);
+    assert_eq!(
+        error_code(&h.send(put(2, "b", "v"))),
+        vec![ErrorCode::Overloaded]
+    );
     assert_eq!(h.sync(), vec![READY_1]);
 }
 
@@ -242,7 +272,10 @@ fn values_come_back_from_the_log_when_the_cache_misses() {
         h.sync();
     }
     for key in ["a", "b", "c", "a"] {
-        assert_eq!(h.send(get(key)), vec![value(key, &format!("value of {key}"))]);
+        assert_eq!(
+            h.send(get(key)),
+            vec![value(key, &format!("value of {key}"))]
+        );
     }
 }
 
@@ -274,7 +307,10 @@ fn recovery_rebuilds_committed_values_and_in_doubt_locks() {
     assert_eq!(error_code(&h.send(get("b"))), vec![ErrorCode::NotFound]);
     assert_eq!(error_code(&h.send(get("c"))), vec![ErrorCode::NotFound]);
     // The in-doubt transaction keeps its key locked until the decision comes again.
-    assert_eq!(error_code(&h.send(put(9, "b", "x"))), vec![ErrorCode::Locked]);
+    assert_eq!(
+        error_code(&h.send(put(9, "b", "x"))),
+        vec![ErrorCode::Locked]
+    );
     assert_eq!(
         h.send(put(2, "b", "two")),
         vec![ParticipantResponse::Ready { txid: 2 }],

@@ -1,0 +1,371 @@
+//! The coordinator: registration of KV servers, routing of client requests on the ring,
+//! the two-phase-commit driver, and a write-through cache of committed values.
+//!
+//! Linearizability rests on three rules:
+//! - updates of one key run one at a time, each to the end of its phase 2, so a replica
+//!   never sees a key's transactions out of order;
+//! - from the moment a commit is decided until both replicas acknowledged it, GETs of the
+//!   key are answered from the transaction itself, never from a replica that may still
+//!   trail;
+//! - the cache changes only when a commit is decided, and a value read from a replica is
+//!   cached only if no commit of its key was decided while the read was out.
+//!
+//! GETs never wait for an update: before a decision the committed value is still the
+//! current one, and after it the transaction answers.
+
+mod membership;
+mod read;
+mod txn;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::cache::{CacheConfig, CacheConfigError, SetAssociativeCache};
+use crate::proto::{
+    ClientRequest, ClientResponse, Envelope, ErrorCode, ParticipantRequest, ParticipantResponse,
+    Register, RegisterResponse, TxId,
+};
+use crate::ring::{Ring, ServerId};
+use crate::{ReplyTo, Ts};
+
+use membership::ServerState;
+use read::Read;
+use txn::{KeyState, Tx};
+
+/// The coordinator's settings and limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoordinatorConfig {
+    /// How many KV servers make the ring complete (at least 2).
+    pub expected_servers: usize,
+    /// The write-through cache of committed values.
+    pub cache: CacheConfig,
+    /// How long phase 1 may take, and how long one replica may take to answer a GET.
+    pub timeout_ms: u64,
+    /// The first wait before a message of a transaction is sent again; doubles each time.
+    pub retry_min_ms: u64,
+    /// The longest wait between two sends of a transaction's message.
+    pub retry_max_ms: u64,
+    /// How often every server is pinged, so that `up` in `statusreq` stays true.
+    pub heartbeat_interval_ms: u64,
+    /// A server that sent nothing for this long is reported down and read from last.
+    pub down_after_ms: u64,
+    /// The first transaction ID. Shells derive it from the wall clock so that IDs stay
+    /// unique across restarts of the coordinator.
+    pub first_txid: TxId,
+    /// Updates in the system at once (in two-phase commit or queued behind another update
+    /// of the same key); beyond this an update is answered `overloaded`.
+    pub max_updates: usize,
+    /// Updates queued behind one key's transaction; beyond this `overloaded`.
+    pub max_queued_per_key: usize,
+    /// GETs waiting for a replica at once; beyond this `overloaded`.
+    pub max_reads: usize,
+}
+
+impl CoordinatorConfig {
+    /// The defaults, expecting `expected_servers` servers.
+    pub fn new(expected_servers: usize) -> Self {
+        Self {
+            expected_servers,
+            cache: CacheConfig::COORDINATOR_DEFAULT,
+            timeout_ms: 3000,
+            retry_min_ms: 100,
+            retry_max_ms: 1000,
+            heartbeat_interval_ms: 1000,
+            down_after_ms: 5000,
+            first_txid: 1,
+            max_updates: 4096,
+            max_queued_per_key: 64,
+            max_reads: 4096,
+        }
+    }
+
+    /// Checks the settings, naming the first that cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.expected_servers < 2 {
+            return Err(ConfigError("expected servers must be at least 2".into()));
+        }
+        if self.timeout_ms == 0 {
+            return Err(ConfigError("timeout must be at least 1 ms".into()));
+        }
+        if self.retry_min_ms == 0 || self.retry_max_ms < self.retry_min_ms {
+            return Err(ConfigError(
+                "retry waits must be at least 1 ms, the longest no shorter than the first".into(),
+            ));
+        }
+        if self.heartbeat_interval_ms == 0 || self.down_after_ms <= self.heartbeat_interval_ms {
+            return Err(ConfigError(
+                "the down time must be longer than the heartbeat interval".into(),
+            ));
+        }
+        if self.max_updates == 0 || self.max_reads == 0 {
+            return Err(ConfigError("in-flight limits must be at least 1".into()));
+        }
+        SetAssociativeCache::<String>::new(self.cache)
+            .map(|_| ())
+            .map_err(|err| ConfigError(format!("cache: {err}")))
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<CacheConfigError> for ConfigError {
+    fn from(err: CacheConfigError) -> Self {
+        ConfigError(format!("cache: {err}"))
+    }
+}
+
+/// What the coordinator is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoordinatorInput {
+    /// A client's request (already decoded and checked against the limits).
+    Client {
+        /// Where the answer goes.
+        from: ReplyTo,
+        /// The request.
+        msg: ClientRequest,
+    },
+    /// A KV server's registration.
+    Register {
+        /// Where the answer goes.
+        from: ReplyTo,
+        /// The registration.
+        msg: Register,
+    },
+    /// An answer from a KV server, on a connection the coordinator opened to it.
+    Server {
+        /// The server that answered.
+        server: ServerId,
+        /// The answer, with the id of the request it answers, if any.
+        msg: Envelope<ParticipantResponse>,
+    },
+    /// Nothing arrived; time passed (`poll_timeout` was reached).
+    Tick,
+}
+
+/// What the coordinator asks its caller to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoordinatorOutput {
+    /// Answer a client.
+    ClientReply {
+        /// Where the answer goes.
+        to: ReplyTo,
+        /// The answer.
+        msg: ClientResponse,
+    },
+    /// Answer a registration.
+    RegisterReply {
+        /// Where the answer goes.
+        to: ReplyTo,
+        /// The answer.
+        msg: RegisterResponse,
+    },
+    /// Send a request to a KV server (at its latest registered address).
+    Send {
+        /// The server.
+        server: ServerId,
+        /// The request.
+        msg: Envelope<ParticipantRequest>,
+    },
+    /// A server registered, or registered again at a new address: connect there from now
+    /// on (and drop connections to its old address).
+    ServerAddr {
+        /// The server.
+        server: ServerId,
+        /// Where it listens.
+        addr: String,
+    },
+}
+
+/// Why a timer was set; stale timers (whose subject is gone) are ignored when they fire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Timer {
+    /// Phase 1 of a transaction must be decided by now.
+    Phase1Deadline(TxId),
+    /// Send a transaction's unanswered messages again; only the timer of the
+    /// transaction's current round counts.
+    Retry { txid: TxId, round: u32 },
+    /// A queued update must have started by now.
+    QueuedDeadline { key: String, update: u64 },
+    /// The replica asked for a GET did not answer in time.
+    ReadDeadline { read: u64, attempt: u8 },
+    /// Ping every server.
+    Heartbeat,
+}
+
+/// The coordinator's protocol state.
+pub struct Coordinator {
+    config: CoordinatorConfig,
+    now: Ts,
+    ring: Ring,
+    servers: BTreeMap<ServerId, ServerState>,
+    cache: SetAssociativeCache<String>,
+    keys: BTreeMap<String, KeyState>,
+    txs: BTreeMap<TxId, Tx>,
+    /// Updates queued behind another update of the same key, over all keys.
+    queued_updates: usize,
+    reads: BTreeMap<u64, Read>,
+    timers: BTreeMap<(Ts, u64), Timer>,
+    next_txid: TxId,
+    next_read: u64,
+    next_update: u64,
+    next_timer: u64,
+    heartbeat_armed: bool,
+    outputs: VecDeque<CoordinatorOutput>,
+}
+
+impl Coordinator {
+    /// A coordinator with no servers registered yet.
+    pub fn new(config: CoordinatorConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            cache: SetAssociativeCache::new(config.cache)?,
+            next_txid: config.first_txid,
+            config,
+            now: 0,
+            ring: Ring::new(),
+            servers: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            txs: BTreeMap::new(),
+            queued_updates: 0,
+            reads: BTreeMap::new(),
+            timers: BTreeMap::new(),
+            next_read: 1,
+            next_update: 1,
+            next_timer: 0,
+            heartbeat_armed: false,
+            outputs: VecDeque::new(),
+        })
+    }
+
+    /// Handles one input at time `now`; timers due by `now` fire first.
+    pub fn handle(&mut self, now: Ts, input: CoordinatorInput) {
+        assert!(now >= self.now, "time went backwards: {now} < {}", self.now);
+        self.now = now;
+        self.fire_timers();
+        match input {
+            CoordinatorInput::Client { from, msg } => self.on_client(from, msg),
+            CoordinatorInput::Register { from, msg } => self.on_register(from, msg),
+            CoordinatorInput::Server { server, msg } => self.on_server(server, msg),
+            CoordinatorInput::Tick => {}
+        }
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_output(&mut self) -> Option<CoordinatorOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When to call `handle` with [`CoordinatorInput::Tick`] if nothing else arrives.
+    pub fn poll_timeout(&self) -> Option<Ts> {
+        self.timers.keys().next().map(|&(at, _)| at)
+    }
+
+    /// Whether every expected server has registered.
+    pub fn ring_complete(&self) -> bool {
+        self.ring.len() >= self.config.expected_servers
+    }
+
+    /// The ring of registered servers.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// Transactions not yet acknowledged by both replicas.
+    pub fn open_transactions(&self) -> usize {
+        self.txs.len()
+    }
+
+    fn set_timer(&mut self, at: Ts, timer: Timer) {
+        self.timers.insert((at, self.next_timer), timer);
+        self.next_timer += 1;
+    }
+
+    fn fire_timers(&mut self) {
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > self.now {
+                break;
+            }
+            let timer = entry.remove();
+            match timer {
+                Timer::Phase1Deadline(txid) => self.on_phase1_deadline(txid),
+                Timer::Retry { txid, round } => self.on_retry(txid, round),
+                Timer::QueuedDeadline { key, update } => self.on_queued_deadline(&key, update),
+                Timer::ReadDeadline { read, attempt } => self.on_read_deadline(read, attempt),
+                Timer::Heartbeat => self.on_heartbeat(),
+            }
+        }
+    }
+
+    fn reply(&mut self, to: ReplyTo, msg: ClientResponse) {
+        self.outputs
+            .push_back(CoordinatorOutput::ClientReply { to, msg });
+    }
+
+    fn send(&mut self, server: ServerId, id: Option<u64>, msg: ParticipantRequest) {
+        let id = id.map(crate::proto::RequestId::Unsigned);
+        self.outputs.push_back(CoordinatorOutput::Send {
+            server,
+            msg: Envelope::with_id(id, msg),
+        });
+    }
+
+    fn on_client(&mut self, from: ReplyTo, msg: ClientRequest) {
+        match msg {
+            ClientRequest::Status => {
+                let status = self.status();
+                self.reply(from, status);
+            }
+            _ if !self.ring_complete() => self.reply(
+                from,
+                ClientResponse::Error(crate::proto::ErrorReply::with_message(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "Unavailable: {} of {} servers registered",
+                        self.ring.len(),
+                        self.config.expected_servers
+                    ),
+                )),
+            ),
+            ClientRequest::Get { key } => self.on_get(from, key),
+            ClientRequest::Put { key, value } => {
+                self.on_update(from, key, crate::proto::TxOp::Put { value })
+            }
+            ClientRequest::Del { key } => self.on_update(from, key, crate::proto::TxOp::Del),
+        }
+    }
+
+    fn on_server(&mut self, server: ServerId, envelope: Envelope<ParticipantResponse>) {
+        if !self.servers.contains_key(&server) {
+            return;
+        }
+        self.heard_from(server);
+        match envelope.msg {
+            ParticipantResponse::Ready { txid } => self.on_vote(server, txid, None),
+            ParticipantResponse::Refuse {
+                txid,
+                code,
+                message,
+            } => self.on_vote(server, txid, Some((code, message))),
+            ParticipantResponse::Ack { txid } => self.on_ack(server, txid),
+            ParticipantResponse::Value { key, value } => {
+                self.on_read_answer(server, envelope.id, Ok((key, value)))
+            }
+            ParticipantResponse::Error(reply) => {
+                self.on_read_answer(server, envelope.id, Err(reply))
+            }
+            ParticipantResponse::Pong => {}
+        }
+    }
+}

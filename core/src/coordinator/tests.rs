@@ -1,0 +1,581 @@
+use super::*;
+use crate::proto::{ErrorReply, RequestId, ServerStatus, TxOp};
+use crate::ring::key_position;
+
+/// Drives a coordinator and records what it asks for.
+struct Harness {
+    coord: Coordinator,
+    now: Ts,
+    client_replies: Vec<(ReplyTo, ClientResponse)>,
+    register_replies: Vec<(ReplyTo, RegisterResponse)>,
+    sent: Vec<(ServerId, Envelope<ParticipantRequest>)>,
+    addrs: Vec<(ServerId, String)>,
+}
+
+const ALICE: ReplyTo = ReplyTo(100);
+const BOB: ReplyTo = ReplyTo(200);
+
+impl Harness {
+    fn new(config: CoordinatorConfig) -> Self {
+        Self {
+            coord: Coordinator::new(config).unwrap(),
+            now: 0,
+            client_replies: Vec::new(),
+            register_replies: Vec::new(),
+            sent: Vec::new(),
+            addrs: Vec::new(),
+        }
+    }
+
+    /// A coordinator with servers 10, 20 and 30 registered.
+    fn with_ring() -> Self {
+        let mut h = Self::new(CoordinatorConfig::new(3));
+        for id in [10, 20, 30] {
+            h.register(id, &format!("127.0.0.1:{}", 4000 + id));
+        }
+        h.take_sent();
+        h.register_replies.clear();
+        h.addrs.clear();
+        h
+    }
+
+    fn input(&mut self, input: CoordinatorInput) {
+        self.coord.handle(self.now, input);
+        while let Some(out) = self.coord.poll_output() {
+            match out {
+                CoordinatorOutput::ClientReply { to, msg } => self.client_replies.push((to, msg)),
+                CoordinatorOutput::RegisterReply { to, msg } => {
+                    self.register_replies.push((to, msg))
+                }
+                CoordinatorOutput::Send { server, msg } => self.sent.push((server, msg)),
+                CoordinatorOutput::ServerAddr { server, addr } => self.addrs.push((server, addr)),
+            }
+        }
+    }
+
+    fn register(&mut self, id: u64, addr: &str) -> RegisterResponse {
+        self.input(CoordinatorInput::Register {
+            from: ReplyTo(id),
+            msg: Register {
+                id,
+                addr: addr.into(),
+            },
+        });
+        self.register_replies.pop().unwrap().1
+    }
+
+    fn client(&mut self, from: ReplyTo, msg: ClientRequest) {
+        self.input(CoordinatorInput::Client { from, msg });
+    }
+
+    fn server(&mut self, server: ServerId, id: Option<RequestId>, msg: ParticipantResponse) {
+        self.input(CoordinatorInput::Server {
+            server,
+            msg: Envelope::with_id(id, msg),
+        });
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now += ms;
+        self.input(CoordinatorInput::Tick);
+    }
+
+    /// What was sent, heartbeats left out.
+    fn take_sent(&mut self) -> Vec<(ServerId, ParticipantRequest)> {
+        self.take_sent_with_ids()
+            .into_iter()
+            .map(|(s, e)| (s, e.msg))
+            .collect()
+    }
+
+    fn take_sent_with_ids(&mut self) -> Vec<(ServerId, Envelope<ParticipantRequest>)> {
+        self.sent
+            .drain(..)
+            .filter(|(_, e)| e.msg != ParticipantRequest::Ping)
+            .collect()
+    }
+
+    fn replies(&mut self) -> Vec<(ReplyTo, ClientResponse)> {
+        self.client_replies.drain(..).collect()
+    }
+}
+
+fn put(key: &str, value: &str) -> ClientRequest {
+    ClientRequest::Put {
+        key: key.into(),
+        value: value.into(),
+    }
+}
+
+fn get(key: &str) -> ClientRequest {
+    ClientRequest::Get { key: key.into() }
+}
+
+fn code(reply: &ClientResponse) -> ErrorCode {
+    match reply {
+        ClientResponse::Error(ErrorReply { code, .. }) => *code,
+        other => panic!("not an error: {other:?}"),
+    }
+}
+
+/// The replicas of `key` on the ring 10, 20, 30.
+fn pair(key: &str) -> (ServerId, ServerId) {
+    let p = key_position(key);
+    match p {
+        0..=10 => (10, 20),
+        11..=20 => (20, 30),
+        21..=30 => (30, 10),
+        _ => (10, 20),
+    }
+}
+
+fn prepare_txid(sent: &[(ServerId, ParticipantRequest)]) -> TxId {
+    sent.iter()
+        .find_map(|(_, m)| match m {
+            ParticipantRequest::Prepare { txid, .. } => Some(*txid),
+            _ => None,
+        })
+        .expect("a prepare was sent")
+}
+
+fn ready(txid: TxId) -> ParticipantResponse {
+    ParticipantResponse::Ready { txid }
+}
+
+fn ack(txid: TxId) -> ParticipantResponse {
+    ParticipantResponse::Ack { txid }
+}
+
+fn refuse(txid: TxId, code: ErrorCode, message: &str) -> ParticipantResponse {
+    ParticipantResponse::Refuse {
+        txid,
+        code,
+        message: message.into(),
+    }
+}
+
+/// Runs one update through both phases with both replicas agreeing.
+fn commit_update(h: &mut Harness, key: &str, msg: ClientRequest) {
+    h.client(ALICE, msg);
+    let sent = h.take_sent();
+    let txid = prepare_txid(&sent);
+    let (a, b) = pair(key);
+    h.server(a, None, ready(txid));
+    h.server(b, None, ready(txid));
+    assert_eq!(h.replies(), vec![(ALICE, ClientResponse::Success)]);
+    h.server(a, None, ack(txid));
+    h.server(b, None, ack(txid));
+    h.take_sent();
+}
+
+#[test]
+fn requests_before_the_ring_is_complete_are_unavailable_but_status_answers() {
+    let mut h = Harness::new(CoordinatorConfig::new(2));
+    assert_eq!(h.register(7, "h:1"), RegisterResponse::Ack);
+    h.client(ALICE, get("k"));
+    h.client(ALICE, put("k", "v"));
+    h.client(ALICE, ClientRequest::Del { key: "k".into() });
+    let replies = h.replies();
+    assert!(replies
+        .iter()
+        .all(|(_, r)| code(r) == ErrorCode::Unavailable));
+    assert!(h.take_sent().is_empty());
+    h.client(ALICE, ClientRequest::Status);
+    assert_eq!(
+        h.replies(),
+        vec![(
+            ALICE,
+            ClientResponse::Status {
+                servers: vec![ServerStatus {
+                    id: 7,
+                    addr: "h:1".into(),
+                    up: true
+                }],
+                expected: 2
+            }
+        )]
+    );
+}
+
+#[test]
+fn registration_refuses_new_ids_beyond_the_ring_and_bad_addresses() {
+    let mut h = Harness::new(CoordinatorConfig::new(2));
+    assert_eq!(h.register(u64::MAX, "h:1"), RegisterResponse::Ack);
+    assert!(matches!(
+        h.register(3, "nonsense"),
+        RegisterResponse::Error(ErrorReply {
+            code: ErrorCode::Refused,
+            ..
+        })
+    ));
+    assert_eq!(h.register(0, "h:2"), RegisterResponse::Ack);
+    assert!(matches!(
+        h.register(5, "h:3"),
+        RegisterResponse::Error(ErrorReply {
+            code: ErrorCode::Refused,
+            ..
+        })
+    ));
+    // A restarted server comes back with the same ID and a new address.
+    assert_eq!(h.register(0, "h:9"), RegisterResponse::Ack);
+    assert_eq!(h.addrs.last(), Some(&(0, "h:9".to_string())));
+    assert_eq!(h.coord.ring().ids().collect::<Vec<_>>(), vec![0, u64::MAX]);
+}
+
+#[test]
+fn a_put_commits_on_two_ready_votes_and_reads_see_it_during_phase_two() {
+    let mut h = Harness::with_ring();
+    h.client(ALICE, put("k", "v"));
+    let sent = h.take_sent();
+    let (a, b) = pair("k");
+    let txid = prepare_txid(&sent);
+    let targets: Vec<ServerId> = sent.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        targets,
+        vec![a, b],
+        "prepare goes to both replicas in parallel"
+    );
+    h.server(a, None, ready(txid));
+    assert!(h.replies().is_empty(), "one vote is not enough");
+    h.server(b, None, ready(txid));
+    assert_eq!(h.replies(), vec![(ALICE, ClientResponse::Success)]);
+    let sent = h.take_sent();
+    assert_eq!(
+        sent,
+        vec![
+            (a, ParticipantRequest::Commit { txid }),
+            (b, ParticipantRequest::Commit { txid })
+        ]
+    );
+    // Phase 2 unacknowledged: the GET is answered by the coordinator, not a replica.
+    h.client(BOB, get("k"));
+    assert_eq!(
+        h.replies(),
+        vec![(
+            BOB,
+            ClientResponse::Value {
+                key: "k".into(),
+                value: "v".into()
+            }
+        )]
+    );
+    assert!(h.take_sent().is_empty());
+    h.server(a, None, ack(txid));
+    h.server(b, None, ack(txid));
+    assert_eq!(h.coord.open_transactions(), 0);
+}
+
+#[test]
+fn phase_one_timeout_aborts_with_unavailable_and_phase_two_is_resent_until_acked() {
+    let mut h = Harness::with_ring();
+    h.client(ALICE, put("k", "v"));
+    let txid = prepare_txid(&h.take_sent());
+    let (a, b) = pair("k");
+    h.server(a, None, ready(txid));
+    h.advance(2999);
+    assert!(h.replies().is_empty());
+    // Prepares to the silent replica were resent meanwhile.
+    assert!(h
+        .take_sent()
+        .iter()
+        .all(|(s, m)| *s == b && matches!(m, ParticipantRequest::Prepare { .. })));
+    h.advance(1);
+    let replies = h.replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(code(&replies[0].1), ErrorCode::Unavailable);
+    let aborts = h.take_sent();
+    assert_eq!(
+        aborts,
+        vec![
+            (a, ParticipantRequest::Abort { txid }),
+            (b, ParticipantRequest::Abort { txid })
+        ]
+    );
+    h.server(a, None, ack(txid));
+    // The abort goes again to the replica that has not acknowledged, with growing waits.
+    let mut resend_times = Vec::new();
+    for _ in 0..3000 {
+        h.advance(1);
+        for (s, m) in h.take_sent() {
+            if matches!(m, ParticipantRequest::Abort { .. }) {
+                assert_eq!(s, b);
+                resend_times.push(h.now);
+            }
+        }
+    }
+    assert!(resend_times.len() >= 3, "{resend_times:?}");
+    let gaps: Vec<u64> = resend_times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.windows(2).all(|g| g[1] >= g[0]),
+        "waits never shrink: {gaps:?}"
+    );
+    // Registration again resends at once and the ack ends it.
+    h.register(b, "127.0.0.1:9999");
+    assert_eq!(h.take_sent(), vec![(b, ParticipantRequest::Abort { txid })]);
+    h.server(b, None, ack(txid));
+    assert_eq!(h.coord.open_transactions(), 0);
+}
+
+#[test]
+fn votes_are_combined_by_precedence() {
+    let mut h = Harness::with_ring();
+    let (a, b) = pair("k");
+    commit_update(&mut h, "k", put("k", "v"));
+
+    // not_found from both: not_found.
+    h.client(ALICE, ClientRequest::Del { key: "gone".into() });
+    let txid = prepare_txid(&h.take_sent());
+    let (ga, gb) = pair("gone");
+    h.server(
+        ga,
+        None,
+        refuse(txid, ErrorCode::NotFound, "Data Error: Key does not exist"),
+    );
+    h.server(
+        gb,
+        None,
+        refuse(txid, ErrorCode::NotFound, "Data Error: Key does not exist"),
+    );
+    let replies = h.replies();
+    assert_eq!(code(&replies[0].1), ErrorCode::NotFound);
+    // Refusing replicas hold nothing: no phase 2 needed.
+    assert!(h.take_sent().is_empty());
+    assert_eq!(h.coord.open_transactions(), 0);
+
+    // A lock on one replica beats not_found on the other: aborted, naming the reasons.
+    h.client(ALICE, put("k", "w"));
+    let txid = prepare_txid(&h.take_sent());
+    h.server(
+        a,
+        None,
+        refuse(txid, ErrorCode::Locked, "key is locked by transaction 3"),
+    );
+    h.server(b, None, ready(txid));
+    let replies = h.replies();
+    match &replies[0].1 {
+        ClientResponse::Error(ErrorReply { code, message }) => {
+            assert_eq!(*code, ErrorCode::Aborted);
+            assert_eq!(message, &format!("@{a}:=key is locked by transaction 3"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.take_sent(), vec![(b, ParticipantRequest::Abort { txid })]);
+    h.server(b, None, ack(txid));
+    // The old value stands.
+    h.client(BOB, get("k"));
+    assert_eq!(
+        h.replies(),
+        vec![(
+            BOB,
+            ClientResponse::Value {
+                key: "k".into(),
+                value: "v".into()
+            }
+        )]
+    );
+
+    // A silent replica beats an abort vote: unavailable.
+    h.client(ALICE, put("k", "x"));
+    let txid = prepare_txid(&h.take_sent());
+    h.server(a, None, refuse(txid, ErrorCode::Overloaded, "busy"));
+    h.advance(3000);
+    assert_eq!(code(&h.replies()[0].1), ErrorCode::Unavailable);
+}
+
+#[test]
+fn gets_fall_back_to_the_secondary_and_then_give_up() {
+    let mut h = Harness::with_ring();
+    let (a, b) = pair("k");
+    h.client(ALICE, get("k"));
+    let sent = h.take_sent_with_ids();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, a);
+    h.advance(3000);
+    let sent = h.take_sent_with_ids();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, b);
+    let id = sent[0].1.id.clone();
+    h.server(
+        b,
+        id,
+        ParticipantResponse::Value {
+            key: "k".into(),
+            value: "v".into(),
+        },
+    );
+    assert_eq!(
+        h.replies(),
+        vec![(
+            ALICE,
+            ClientResponse::Value {
+                key: "k".into(),
+                value: "v".into()
+            }
+        )]
+    );
+    // Cached now: the next GET needs no replica.
+    h.client(ALICE, get("k"));
+    assert_eq!(h.replies().len(), 1);
+    assert!(h.take_sent().is_empty());
+
+    h.client(ALICE, get("other"));
+    h.advance(3000);
+    h.advance(3000);
+    let replies = h.replies();
+    assert_eq!(code(&replies[0].1), ErrorCode::Unavailable);
+}
+
+#[test]
+fn a_server_known_down_is_read_from_last() {
+    let mut h = Harness::with_ring();
+    let (a, b) = pair("k");
+    // Everyone but the primary answers heartbeats for a while.
+    for _ in 0..7 {
+        h.advance(1000);
+        let pings: Vec<_> = h.sent.drain(..).collect();
+        assert!(pings.iter().all(|(_, e)| e.msg == ParticipantRequest::Ping));
+        for (s, _) in pings {
+            if s != a {
+                h.server(s, None, ParticipantResponse::Pong);
+            }
+        }
+    }
+    h.client(ALICE, ClientRequest::Status);
+    let ClientResponse::Status { servers, .. } = h.replies().remove(0).1 else {
+        panic!("status")
+    };
+    for s in &servers {
+        assert_eq!(s.up, s.id != a, "{s:?}");
+    }
+    h.client(ALICE, get("k"));
+    let sent = h.take_sent();
+    assert_eq!(sent, vec![(b, ParticipantRequest::Get { key: "k".into() })]);
+}
+
+#[test]
+fn updates_of_one_key_run_one_at_a_time_and_other_keys_are_not_held_up() {
+    let mut h = Harness::with_ring();
+    let (a, b) = pair("k");
+    h.client(ALICE, put("k", "1"));
+    let first = prepare_txid(&h.take_sent());
+    h.client(BOB, put("k", "2"));
+    assert!(h.take_sent().is_empty(), "the second update waits");
+    // A GET of another key goes out at once.
+    h.client(BOB, get("elsewhere"));
+    assert_eq!(h.take_sent().len(), 1);
+    h.server(a, None, ready(first));
+    h.server(b, None, ready(first));
+    h.take_sent();
+    h.server(a, None, ack(first));
+    assert!(
+        h.take_sent().is_empty(),
+        "still waits for phase 2 to finish"
+    );
+    h.server(b, None, ack(first));
+    let second = prepare_txid(&h.take_sent());
+    assert!(second > first);
+}
+
+#[test]
+fn a_queued_update_behind_a_stuck_one_answers_unavailable_in_time() {
+    let mut h = Harness::with_ring();
+    let (a, b) = pair("k");
+    h.client(ALICE, put("k", "1"));
+    let first = prepare_txid(&h.take_sent());
+    h.server(a, None, ready(first));
+    h.server(b, None, ready(first));
+    h.server(a, None, ack(first));
+    // b never acknowledges the commit.
+    h.client(BOB, put("k", "2"));
+    h.replies();
+    h.advance(3000);
+    let replies = h.replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].0, BOB);
+    assert_eq!(code(&replies[0].1), ErrorCode::Unavailable);
+}
+
+#[test]
+fn a_read_that_raced_a_commit_is_answered_but_not_cached() {
+    let mut h = Harness::with_ring();
+    let (a, b) = pair("k");
+    h.client(BOB, get("k"));
+    let read = h.take_sent_with_ids().remove(0);
+    commit_update(&mut h, "k", put("k", "new"));
+    // The replica answers the old value it had when the read reached it.
+    h.server(
+        read.0,
+        read.1.id,
+        ParticipantResponse::Value {
+            key: "k".into(),
+            value: "old".into(),
+        },
+    );
+    assert_eq!(
+        h.replies(),
+        vec![(
+            BOB,
+            ClientResponse::Value {
+                key: "k".into(),
+                value: "old".into()
+            }
+        )]
+    );
+    h.client(BOB, get("k"));
+    assert_eq!(
+        h.replies(),
+        vec![(
+            BOB,
+            ClientResponse::Value {
+                key: "k".into(),
+                value: "new".into()
+            }
+        )]
+    );
+    let _ = (a, b);
+}
+
+#[test]
+fn a_stray_ready_vote_is_answered_with_an_abort() {
+    let mut h = Harness::with_ring();
+    h.server(20, None, ready(999));
+    assert_eq!(
+        h.take_sent(),
+        vec![(20, ParticipantRequest::Abort { txid: 999 })]
+    );
+}
+
+#[test]
+fn limits_answer_overloaded() {
+    let mut config = CoordinatorConfig::new(2);
+    config.max_updates = 1;
+    config.max_reads = 1;
+    let mut h = Harness::new(config);
+    h.register(1, "h:1");
+    h.register(2, "h:2");
+    h.client(ALICE, put("a", "v"));
+    h.client(BOB, put("b", "v"));
+    h.client(ALICE, get("c"));
+    h.client(BOB, get("d"));
+    let replies = h.replies();
+    assert_eq!(replies.len(), 2);
+    assert!(replies
+        .iter()
+        .all(|(_, r)| code(r) == ErrorCode::Overloaded));
+    let sent = h.take_sent();
+    assert!(sent.iter().any(|(_, m)| matches!(
+        m,
+        ParticipantRequest::Prepare {
+            op: TxOp::Put { .. },
+            ..
+        }
+    )));
+}
+
+#[test]
+fn invalid_configurations_are_refused() {
+    assert!(Coordinator::new(CoordinatorConfig::new(1)).is_err());
+    let mut config = CoordinatorConfig::new(2);
+    config.cache.ways = 0;
+    assert!(Coordinator::new(config).is_err());
+}
