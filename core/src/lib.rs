@@ -10,6 +10,7 @@ pub mod coordinator;
 pub mod limits;
 pub mod log;
 pub mod proto;
+pub mod registration;
 pub mod replica;
 pub mod ring;
 
