@@ -1,10 +1,13 @@
 //! A KV server's side of registration: announce the ID and address to the coordinator,
-//! again with doubling waits until it answers, and again whenever the connection to the
-//! coordinator is lost (the coordinator may have restarted and forgotten the address).
+//! again with doubling waits until it answers, again whenever the connection to the
+//! coordinator is lost (the coordinator may have restarted and forgotten the address),
+//! and again every refresh interval while registered: a registration from an earlier run
+//! of the server, delayed in the network, may reach the coordinator after the current one
+//! and point it at a dead address; the refresh corrects that within one interval.
 
 use std::collections::VecDeque;
 
-use crate::proto::{Register, RegisterResponse};
+use crate::proto::{ErrorCode, Register, RegisterResponse};
 use crate::Ts;
 
 /// How registration retries.
@@ -14,6 +17,8 @@ pub struct RegistrationConfig {
     pub retry_min_ms: u64,
     /// The longest wait between two registrations.
     pub retry_max_ms: u64,
+    /// How often a registered server registers again.
+    pub refresh_ms: u64,
 }
 
 impl Default for RegistrationConfig {
@@ -21,6 +26,7 @@ impl Default for RegistrationConfig {
         Self {
             retry_min_ms: 100,
             retry_max_ms: 5000,
+            refresh_ms: 2000,
         }
     }
 }
@@ -41,7 +47,7 @@ pub enum RegistrationInput {
 pub enum RegistrationOutput {
     /// Send this registration to the coordinator (opening a connection if needed).
     Send(Register),
-    /// The coordinator acknowledged.
+    /// The coordinator acknowledged (said once, and again only after a disconnect).
     Registered,
     /// The coordinator refused for good (a new ID when the ring is complete, a bad
     /// address): the server cannot join and should stop with this message.
@@ -51,7 +57,7 @@ pub enum RegistrationOutput {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum State {
     Waiting { next_attempt_at: Ts, wait_ms: u64 },
-    Registered,
+    Registered { refresh_at: Ts },
     Refused,
 }
 
@@ -61,6 +67,8 @@ pub struct Registrar {
     msg: Register,
     config: RegistrationConfig,
     state: State,
+    /// Whether the coordinator acknowledged since the start or the last disconnect.
+    registered: bool,
     outputs: VecDeque<RegistrationOutput>,
 }
 
@@ -70,7 +78,8 @@ impl Registrar {
         let mut registrar = Self {
             msg,
             config,
-            state: State::Registered,
+            state: State::Refused,
+            registered: false,
             outputs: VecDeque::new(),
         };
         registrar.attempt(now, config.retry_min_ms);
@@ -93,34 +102,50 @@ impl Registrar {
         }
         match input {
             RegistrationInput::Answer(RegisterResponse::Ack) => {
-                if self.state != State::Registered {
-                    self.state = State::Registered;
+                if matches!(self.state, State::Waiting { .. }) {
+                    self.state = State::Registered {
+                        refresh_at: now + self.config.refresh_ms,
+                    };
+                }
+                if !self.registered {
+                    self.registered = true;
                     self.outputs.push_back(RegistrationOutput::Registered);
                 }
             }
-            RegistrationInput::Answer(RegisterResponse::Error(reply)) => {
+            RegistrationInput::Answer(RegisterResponse::Error(reply))
+                if reply.code == ErrorCode::Refused =>
+            {
                 self.state = State::Refused;
                 self.outputs
                     .push_back(RegistrationOutput::Refused(reply.message));
             }
+            RegistrationInput::Answer(RegisterResponse::Error(_)) => {
+                // Any other error (overloaded, malformed from a confused peer) passes:
+                // try again after the usual wait.
+                if let State::Registered { .. } = self.state {
+                    self.attempt(now, self.config.retry_min_ms);
+                }
+            }
             RegistrationInput::Disconnected => {
-                if self.state == State::Registered {
+                self.registered = false;
+                if matches!(self.state, State::Registered { .. }) {
                     // Register again at once: the coordinator may be back already.
                     self.attempt(now, self.config.retry_min_ms);
                 }
             }
-            RegistrationInput::Tick => {
-                if let State::Waiting {
+            RegistrationInput::Tick => match self.state {
+                State::Waiting {
                     next_attempt_at,
                     wait_ms,
-                } = self.state
-                {
-                    if now >= next_attempt_at {
-                        let next_wait_ms = (wait_ms * 2).min(self.config.retry_max_ms);
-                        self.attempt(now, next_wait_ms);
-                    }
+                } if now >= next_attempt_at => {
+                    let next_wait_ms = (wait_ms * 2).min(self.config.retry_max_ms);
+                    self.attempt(now, next_wait_ms);
                 }
-            }
+                State::Registered { refresh_at } if now >= refresh_at => {
+                    self.attempt(now, self.config.retry_min_ms);
+                }
+                _ => {}
+            },
         }
     }
 
@@ -129,19 +154,20 @@ impl Registrar {
         self.outputs.pop_front()
     }
 
-    /// When to tick next, while waiting for an answer.
+    /// When to tick next: the next attempt or the next refresh.
     pub fn poll_timeout(&self) -> Option<Ts> {
         match self.state {
             State::Waiting {
                 next_attempt_at, ..
             } => Some(next_attempt_at),
-            _ => None,
+            State::Registered { refresh_at } => Some(refresh_at),
+            State::Refused => None,
         }
     }
 
-    /// Whether the coordinator acknowledged the latest registration.
+    /// Whether the coordinator acknowledged since the start or the last disconnect.
     pub fn is_registered(&self) -> bool {
-        self.state == State::Registered
+        self.registered
     }
 
     /// The registration this registrar sends.
@@ -153,7 +179,7 @@ impl Registrar {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{ErrorCode, ErrorReply};
+    use crate::proto::ErrorReply;
 
     fn drain(r: &mut Registrar) -> Vec<RegistrationOutput> {
         std::iter::from_fn(|| r.poll_output()).collect()
@@ -180,10 +206,32 @@ mod tests {
         r.handle(now, RegistrationInput::Answer(RegisterResponse::Ack));
         assert_eq!(drain(&mut r), vec![RegistrationOutput::Registered]);
         assert!(r.is_registered());
-        assert_eq!(r.poll_timeout(), None);
-        r.handle(now + 1, RegistrationInput::Disconnected);
+        // Registered: it refreshes the registration every interval, quietly.
+        assert_eq!(r.poll_timeout(), Some(now + 2000));
+        r.handle(now + 2000, RegistrationInput::Tick);
+        assert_eq!(drain(&mut r), vec![RegistrationOutput::Send(msg.clone())]);
+        r.handle(now + 2001, RegistrationInput::Answer(RegisterResponse::Ack));
+        assert!(drain(&mut r).is_empty());
+        assert!(r.is_registered());
+        r.handle(now + 2002, RegistrationInput::Disconnected);
         assert_eq!(drain(&mut r), vec![RegistrationOutput::Send(msg)]);
         assert!(!r.is_registered());
+    }
+
+    #[test]
+    fn errors_other_than_refused_are_retried() {
+        let msg = Register {
+            id: 5,
+            addr: "h:1".into(),
+        };
+        let mut r = Registrar::new(0, msg.clone(), RegistrationConfig::default());
+        drain(&mut r);
+        let busy = ErrorReply::new(ErrorCode::Overloaded);
+        r.handle(1, RegistrationInput::Answer(RegisterResponse::Error(busy)));
+        assert!(drain(&mut r).is_empty());
+        assert_eq!(r.poll_timeout(), Some(100));
+        r.handle(100, RegistrationInput::Tick);
+        assert_eq!(drain(&mut r), vec![RegistrationOutput::Send(msg)]);
     }
 
     #[test]

@@ -91,8 +91,14 @@ impl History {
     /// If the operation does not exist or was already completed: a bug in the workload.
     pub fn complete(&mut self, index: usize, outcome: Outcome, now: Ts) {
         let op = &mut self.operations[index];
-        assert!(op.complete_ms.is_none(), "operation {index} completed twice");
-        assert!(now >= op.invoke_ms, "operation {index} completed before it was invoked");
+        assert!(
+            op.complete_ms.is_none(),
+            "operation {index} completed twice"
+        );
+        assert!(
+            now >= op.invoke_ms,
+            "operation {index} completed before it was invoked"
+        );
         assert!(outcome != Outcome::Unknown, "an answer cannot be Unknown");
         op.complete_ms = Some(now);
         op.outcome = outcome;

@@ -39,12 +39,15 @@ impl Coordinator {
         let answer = if let Err(why) = check_addr(&addr) {
             refused(format!("bad address {addr:?}: {why}"))
         } else if let Some(state) = self.servers.get_mut(&id) {
-            state.addr = addr.clone();
             state.last_heard = self.now;
-            self.outputs
-                .push_back(CoordinatorOutput::ServerAddr { server: id, addr });
-            // A restarted server lost what was in flight to it: send it again now.
-            self.resend_to(id);
+            // The same address again is a refresh: nothing was lost in between.
+            if state.addr != addr {
+                state.addr = addr.clone();
+                self.outputs
+                    .push_back(CoordinatorOutput::ServerAddr { server: id, addr });
+                // A restarted server lost what was in flight to it: send it again now.
+                self.resend_to(id);
+            }
             RegisterResponse::Ack
         } else if self.ring.len() >= self.config.expected_servers {
             refused(format!(

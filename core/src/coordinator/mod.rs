@@ -41,7 +41,10 @@ pub struct CoordinatorConfig {
     pub expected_servers: usize,
     /// The write-through cache of committed values.
     pub cache: CacheConfig,
-    /// How long phase 1 may take, and how long one replica may take to answer a GET.
+    /// How long phase 1 may take, how long an update may wait for an earlier update of
+    /// its key to finish, and how long one replica may take to answer a GET. An update is
+    /// thus answered within two timeouts, and within one when a replica of its key is
+    /// down (the update ahead of it cannot finish, so it never starts).
     pub timeout_ms: u64,
     /// The first wait before a message of a transaction is sent again; doubles each time.
     pub retry_min_ms: u64,
@@ -51,9 +54,9 @@ pub struct CoordinatorConfig {
     pub heartbeat_interval_ms: u64,
     /// A server that sent nothing for this long is reported down and read from last.
     pub down_after_ms: u64,
-    /// The first transaction ID. Shells derive it from the wall clock so that IDs stay
-    /// unique across restarts of the coordinator.
-    pub first_txid: TxId,
+    /// The first transaction ID; `None` starts at 1. Shells derive it from the wall
+    /// clock so that IDs stay unique across restarts of the coordinator.
+    pub first_txid: Option<TxId>,
     /// Updates in the system at once (in two-phase commit or queued behind another update
     /// of the same key); beyond this an update is answered `overloaded`.
     pub max_updates: usize,
@@ -74,7 +77,7 @@ impl CoordinatorConfig {
             retry_max_ms: 1000,
             heartbeat_interval_ms: 1000,
             down_after_ms: 5000,
-            first_txid: 1,
+            first_txid: None,
             max_updates: 4096,
             max_queued_per_key: 64,
             max_reads: 4096,
@@ -200,6 +203,8 @@ enum Timer {
     QueuedDeadline { key: String, update: u64 },
     /// The replica asked for a GET did not answer in time.
     ReadDeadline { read: u64, attempt: u8 },
+    /// Send again the abort of a transaction a server voted ready for after it ended.
+    OrphanRetry { txid: TxId, server: ServerId },
     /// Ping every server.
     Heartbeat,
 }
@@ -216,6 +221,10 @@ pub struct Coordinator {
     /// Updates queued behind another update of the same key, over all keys.
     queued_updates: usize,
     reads: BTreeMap<u64, Read>,
+    /// Transactions that ended while a server still prepared them (a late or repeated
+    /// prepare voted ready): each is aborted there until the server acknowledges, with
+    /// the current wait between two sends.
+    orphans: BTreeMap<(TxId, ServerId), u64>,
     timers: BTreeMap<(Ts, u64), Timer>,
     next_txid: TxId,
     next_read: u64,
@@ -231,7 +240,7 @@ impl Coordinator {
         config.validate()?;
         Ok(Self {
             cache: SetAssociativeCache::new(config.cache)?,
-            next_txid: config.first_txid,
+            next_txid: config.first_txid.unwrap_or(1),
             config,
             now: 0,
             ring: Ring::new(),
@@ -240,6 +249,7 @@ impl Coordinator {
             txs: BTreeMap::new(),
             queued_updates: 0,
             reads: BTreeMap::new(),
+            orphans: BTreeMap::new(),
             timers: BTreeMap::new(),
             next_read: 1,
             next_update: 1,
@@ -282,9 +292,10 @@ impl Coordinator {
         &self.ring
     }
 
-    /// Transactions not yet acknowledged by both replicas.
+    /// Transactions not yet acknowledged by both replicas, and aborts of stray prepares
+    /// not yet acknowledged.
     pub fn open_transactions(&self) -> usize {
-        self.txs.len()
+        self.txs.len() + self.orphans.len()
     }
 
     fn set_timer(&mut self, at: Ts, timer: Timer) {
@@ -303,6 +314,7 @@ impl Coordinator {
                 Timer::Retry { txid, round } => self.on_retry(txid, round),
                 Timer::QueuedDeadline { key, update } => self.on_queued_deadline(&key, update),
                 Timer::ReadDeadline { read, attempt } => self.on_read_deadline(read, attempt),
+                Timer::OrphanRetry { txid, server } => self.on_orphan_retry(txid, server),
                 Timer::Heartbeat => self.on_heartbeat(),
             }
         }

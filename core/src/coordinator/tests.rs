@@ -219,6 +219,10 @@ fn registration_refuses_new_ids_beyond_the_ring_and_bad_addresses() {
     // A restarted server comes back with the same ID and a new address.
     assert_eq!(h.register(0, "h:9"), RegisterResponse::Ack);
     assert_eq!(h.addrs.last(), Some(&(0, "h:9".to_string())));
+    // A refresh at the same address changes nothing.
+    h.addrs.clear();
+    assert_eq!(h.register(0, "h:9"), RegisterResponse::Ack);
+    assert!(h.addrs.is_empty());
     assert_eq!(h.coord.ring().ids().collect::<Vec<_>>(), vec![0, u64::MAX]);
 }
 

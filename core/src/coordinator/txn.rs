@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use crate::proto::{ClientResponse, ErrorCode, ErrorReply, ParticipantRequest, TxId, TxOp};
 use crate::ring::ServerId;
-use crate::{ReplyTo, Ts};
+use crate::ReplyTo;
 
 use super::{Coordinator, Timer};
 
@@ -33,7 +33,6 @@ struct QueuedUpdate {
     id: u64,
     client: ReplyTo,
     op: TxOp,
-    deadline: Ts,
 }
 
 /// A replica's phase-1 vote.
@@ -89,30 +88,27 @@ impl Coordinator {
             self.reply(client, ClientResponse::error(ErrorCode::Overloaded));
             return;
         }
-        let deadline = self.now + self.config.timeout_ms;
         let state = self.keys.entry(key.clone()).or_default();
         if state.active.is_none() {
-            self.start(key, client, op, deadline);
+            self.start(key, client, op);
             return;
         }
+        // A queued update waits at most one timeout for its turn: if the update ahead of
+        // it cannot finish (a replica is down), it is answered within the timeout.
+        let deadline = self.now + self.config.timeout_ms;
         if state.queue.len() >= self.config.max_queued_per_key {
             self.reply(client, ClientResponse::error(ErrorCode::Overloaded));
             return;
         }
         let id = self.next_update;
         self.next_update += 1;
-        state.queue.push_back(QueuedUpdate {
-            id,
-            client,
-            op,
-            deadline,
-        });
+        state.queue.push_back(QueuedUpdate { id, client, op });
         self.queued_updates += 1;
         self.set_timer(deadline, Timer::QueuedDeadline { key, update: id });
     }
 
-    /// Starts phase 1; `deadline` is when the client must have its answer.
-    fn start(&mut self, key: String, client: ReplyTo, op: TxOp, deadline: Ts) {
+    /// Starts phase 1, which has one timeout to collect both votes.
+    fn start(&mut self, key: String, client: ReplyTo, op: TxOp) {
         let Some(pair) = self.ring.replicas_for_key(&key) else {
             self.reply(client, ClientResponse::error(ErrorCode::Unavailable));
             self.forget_key_if_idle(&key);
@@ -137,6 +133,7 @@ impl Coordinator {
         for server in [pair.primary, pair.secondary] {
             self.send_prepare(txid, server);
         }
+        let deadline = self.now + self.config.timeout_ms;
         self.set_timer(deadline, Timer::Phase1Deadline(txid));
         self.restart_retries(txid);
     }
@@ -172,7 +169,7 @@ impl Coordinator {
             // A vote for a transaction already finished: a late or repeated prepare. If it
             // was a vote to commit, make sure the replica does not keep its key locked.
             if refusal.is_none() {
-                self.send_decision(txid, server, false);
+                self.abort_orphan(txid, server);
             }
             return;
         };
@@ -241,6 +238,7 @@ impl Coordinator {
 
     pub(super) fn on_ack(&mut self, server: ServerId, txid: TxId) {
         let Some(tx) = self.txs.get_mut(&txid) else {
+            self.orphans.remove(&(txid, server));
             return;
         };
         let Some(slot) = tx.slot(server) else {
@@ -357,7 +355,7 @@ impl Coordinator {
         match next {
             Some(update) => {
                 self.queued_updates -= 1;
-                self.start(key.to_owned(), update.client, update.op, update.deadline);
+                self.start(key.to_owned(), update.client, update.op);
             }
             None => self.forget_key_if_idle(key),
         }
@@ -382,6 +380,33 @@ impl Coordinator {
             )),
         );
         self.forget_key_if_idle(key);
+    }
+
+    /// Aborts a transaction that a server prepared after it ended, until acknowledged.
+    /// Beyond `max_updates` such aborts, the oldest is given up (its key stays locked on
+    /// that server until a later stray vote for it).
+    fn abort_orphan(&mut self, txid: TxId, server: ServerId) {
+        if self.orphans.contains_key(&(txid, server)) {
+            return;
+        }
+        if self.orphans.len() >= self.config.max_updates {
+            self.orphans.pop_first();
+        }
+        self.orphans
+            .insert((txid, server), self.config.retry_min_ms);
+        self.send_decision(txid, server, false);
+        let at = self.now + self.config.retry_min_ms;
+        self.set_timer(at, Timer::OrphanRetry { txid, server });
+    }
+
+    pub(super) fn on_orphan_retry(&mut self, txid: TxId, server: ServerId) {
+        let Some(wait_ms) = self.orphans.get_mut(&(txid, server)) else {
+            return;
+        };
+        *wait_ms = (*wait_ms * 2).min(self.config.retry_max_ms);
+        let at = self.now + *wait_ms;
+        self.send_decision(txid, server, false);
+        self.set_timer(at, Timer::OrphanRetry { txid, server });
     }
 
     pub(super) fn forget_key_if_idle(&mut self, key: &str) {

@@ -121,6 +121,15 @@ enum PreparedOp {
     Del,
 }
 
+/// How a transaction ended here, remembered to answer repeated messages the same way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Decision {
+    Committed,
+    Aborted,
+    /// This replica voted to abort, for this reason.
+    Refused(ErrorCode, String),
+}
+
 /// What to do once a write is durable.
 #[derive(Clone, Debug)]
 enum Deferred {
@@ -134,7 +143,7 @@ pub struct Replica<R> {
     store: Store<R>,
     prepared: BTreeMap<TxId, Prepared>,
     locks: BTreeMap<String, TxId>,
-    decided: BTreeMap<TxId, bool>,
+    decided: BTreeMap<TxId, Decision>,
     decided_order: VecDeque<TxId>,
     /// Bytes in the log, including those asked for and not yet durable.
     log_len: u64,
@@ -280,48 +289,23 @@ impl<R: LogReader> Replica<R> {
             );
             return;
         }
-        if let Some(&committed) = self.decided.get(&txid) {
-            let answer = if committed {
-                ParticipantResponse::Ready { txid }
-            } else {
-                refuse(
+        if let Some(decision) = self.decided.get(&txid) {
+            let answer = match decision {
+                Decision::Committed => ParticipantResponse::Ready { txid },
+                Decision::Aborted => refuse(
                     ErrorCode::Aborted,
                     format!("transaction {txid} was already aborted"),
-                )
+                ),
+                Decision::Refused(code, message) => refuse(*code, message.clone()),
             };
             self.reply(from, answer);
             return;
         }
-        let value = match &op {
-            TxOp::Put { value } => Some(value.as_str()),
-            TxOp::Del => None,
-        };
-        if let Err(code) = check_key_value(&key, value) {
-            self.reply(from, refuse(code, code.default_message().to_owned()));
-            return;
-        }
-        if let Some(&holder) = self.locks.get(&key) {
-            let answer = refuse(
-                ErrorCode::Locked,
-                format!("key is locked by transaction {holder}"),
-            );
-            self.reply(from, answer);
-            return;
-        }
-        if matches!(op, TxOp::Del) && !self.store.contains(&key) {
-            let answer = refuse(
-                ErrorCode::NotFound,
-                ErrorCode::NotFound.default_message().to_owned(),
-            );
-            self.reply(from, answer);
-            return;
-        }
-        if self.prepared.len() >= self.config.max_prepared || !self.has_room_to_wait(1) {
-            let answer = refuse(
-                ErrorCode::Overloaded,
-                ErrorCode::Overloaded.default_message().to_owned(),
-            );
-            self.reply(from, answer);
+        if let Some((code, message)) = self.refusal(&key, &op) {
+            // A vote to abort is this replica's decision: a repeated or late prepare of
+            // the transaction gets the same vote, even if the key changed meanwhile.
+            self.remember_decision(txid, Decision::Refused(code, message.clone()));
+            self.reply(from, refuse(code, message));
             return;
         }
         let (payload, value) = match op {
@@ -362,13 +346,40 @@ impl<R: LogReader> Replica<R> {
         );
     }
 
+    /// Why this replica votes to abort a prepare, if it does: the protocol's limits, a
+    /// key locked by another transaction, a delete of a missing key, or no room.
+    fn refusal(&self, key: &str, op: &TxOp) -> Option<(ErrorCode, String)> {
+        let value = match op {
+            TxOp::Put { value } => Some(value.as_str()),
+            TxOp::Del => None,
+        };
+        if let Err(code) = check_key_value(key, value) {
+            return Some((code, code.default_message().to_owned()));
+        }
+        if let Some(holder) = self.locks.get(key) {
+            return Some((
+                ErrorCode::Locked,
+                format!("key is locked by transaction {holder}"),
+            ));
+        }
+        if matches!(op, TxOp::Del) && !self.store.contains(key) {
+            let code = ErrorCode::NotFound;
+            return Some((code, code.default_message().to_owned()));
+        }
+        if self.prepared.len() >= self.config.max_prepared || !self.has_room_to_wait(1) {
+            let code = ErrorCode::Overloaded;
+            return Some((code, code.default_message().to_owned()));
+        }
+        None
+    }
+
     fn on_decision(&mut self, from: ReplyTo, txid: TxId, commit: bool) {
         let ack = ParticipantResponse::Ack { txid };
         let Some(prepared) = self.prepared.get_mut(&txid) else {
             // Decided before, or never prepared here: presumed abort. Remember an abort of
             // an unknown transaction so that a prepare arriving late is not taken for new.
             if !commit && !self.decided.contains_key(&txid) {
-                self.remember_decision(txid, false);
+                self.remember_decision(txid, Decision::Aborted);
             }
             self.reply(from, ack);
             return;
@@ -441,11 +452,16 @@ impl<R: LogReader> Replica<R> {
                 PreparedOp::Del => self.store.remove(&prepared.key),
             }
         }
-        self.remember_decision(txid, commit);
+        let decision = if commit {
+            Decision::Committed
+        } else {
+            Decision::Aborted
+        };
+        self.remember_decision(txid, decision);
     }
 
-    fn remember_decision(&mut self, txid: TxId, commit: bool) {
-        if self.decided.insert(txid, commit).is_none() {
+    fn remember_decision(&mut self, txid: TxId, decision: Decision) {
+        if self.decided.insert(txid, decision).is_none() {
             self.decided_order.push_back(txid);
         }
         while self.decided_order.len() > self.config.decided_memory {

@@ -4,7 +4,7 @@ use crate::cache::CacheConfigError;
 use crate::log::{decode_frames, StopReason};
 
 use super::record::{value_offset_in_payload, Record, RecordError};
-use super::{LogReader, Prepared, PreparedOp, Replica, ReplicaConfig, ValueLoc};
+use super::{Decision, LogReader, Prepared, PreparedOp, Replica, ReplicaConfig, ValueLoc};
 
 /// What recovery found in the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,8 +108,13 @@ impl<R: LogReader> Replica<R> {
 
     fn replay_decision(&mut self, txid: u64, commit: bool) -> Result<(), String> {
         let Some(prepared) = self.prepared.remove(&txid) else {
+            let same = if commit {
+                Decision::Committed
+            } else {
+                Decision::Aborted
+            };
             return match self.decided.get(&txid) {
-                Some(&earlier) if earlier == commit => Ok(()),
+                Some(earlier) if *earlier == same => Ok(()),
                 Some(_) => Err(format!("transaction {txid} decided both ways")),
                 None => Err(format!("decision of transaction {txid}, never prepared")),
             };
@@ -121,7 +126,12 @@ impl<R: LogReader> Replica<R> {
                 PreparedOp::Del => self.store.remove(&prepared.key),
             }
         }
-        self.remember_decision(txid, commit);
+        let decision = if commit {
+            Decision::Committed
+        } else {
+            Decision::Aborted
+        };
+        self.remember_decision(txid, decision);
         Ok(())
     }
 }

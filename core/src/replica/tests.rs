@@ -191,6 +191,21 @@ fn a_prepare_arriving_after_its_abort_is_refused() {
 }
 
 #[test]
+fn a_refusal_is_remembered_and_repeated_even_after_the_key_changed() {
+    let mut h = Harness::new(ReplicaConfig::default());
+    assert_eq!(error_code(&h.send(del(1, "k"))), vec![ErrorCode::NotFound]);
+    h.send(put(2, "k", "v"));
+    h.sync();
+    h.send(commit(2));
+    h.sync();
+    // The DEL's prepare arrives again (duplicated, delayed): same vote, no lock.
+    assert_eq!(error_code(&h.send(del(1, "k"))), vec![ErrorCode::NotFound]);
+    assert!(h.unsynced.is_empty());
+    h.send(put(3, "k", "w"));
+    assert_eq!(h.sync(), vec![ParticipantResponse::Ready { txid: 3 }]);
+}
+
+#[test]
 fn a_locked_key_refuses_a_second_prepare_until_decided() {
     let mut h = Harness::new(ReplicaConfig::default());
     h.send(put(1, "k", "v"));
@@ -199,8 +214,13 @@ fn a_locked_key_refuses_a_second_prepare_until_decided() {
     assert_eq!(error_code(&answers), vec![ErrorCode::Locked]);
     h.send(abort(1));
     assert_eq!(h.sync(), vec![ACK_1]);
-    h.send(put(2, "k", "w"));
-    assert_eq!(h.sync(), vec![ParticipantResponse::Ready { txid: 2 }]);
+    // The refused transaction stays refused; a new one goes through.
+    assert_eq!(
+        error_code(&h.send(put(2, "k", "w"))),
+        vec![ErrorCode::Locked]
+    );
+    h.send(put(3, "k", "w"));
+    assert_eq!(h.sync(), vec![ParticipantResponse::Ready { txid: 3 }]);
     // An abort changed nothing.
     assert_eq!(error_code(&h.send(get("k"))), vec![ErrorCode::NotFound]);
 }

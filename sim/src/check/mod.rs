@@ -1,1 +1,19 @@
-//! Placeholder.
+//! Checkers that judge a run's history; each one states a guarantee of ringkv and fails
+//! with a report naming the operations that break it.
+//!
+//! - [`linearizability`]: every key behaves as one register that each operation reads or
+//!   writes atomically at some instant between its invocation and its answer (or at any
+//!   time after its invocation, or never, if it got no answer).
+//! - [`durability`]: once the cluster is quiet, no key's final value is older than an
+//!   acknowledged PUT or DEL of that key, and no key holds a value nobody wrote.
+
+mod describe;
+pub mod durability;
+#[cfg(test)]
+mod generated;
+pub mod linearizability;
+
+pub use durability::{check_no_lost_writes, DurabilityError};
+pub use linearizability::{
+    check_linearizable, LinearizabilityConfig, LinearizabilityError, LinearizabilityStats,
+};

@@ -1,0 +1,31 @@
+//! ringkv's shells: mio event loops that run the sans-IO core on real sockets and files.
+//!
+//! The shells hold no protocol logic. They frame bytes into lines, decode them, hand the
+//! messages to the core, write what the core polls out, perform its `Persist` outputs with
+//! write + fdatasync (one fsync per loop iteration: group commit), and sleep until the
+//! core's `poll_timeout`. A peer can never crash or hang a process: bad bytes get an error
+//! answer or a closed connection, and every queue has a limit with a defined answer.
+//!
+//! Two roles run here, one event loop each, on the calling thread:
+//! [`run_coordinator`] and [`run_server`]. [`Shutdown`] stops them from another thread.
+
+#![warn(missing_docs)]
+
+mod clock;
+mod coordinator;
+mod datadir;
+mod error;
+mod event_loop;
+mod inbound;
+mod limits;
+mod logfile;
+mod outbound;
+mod server;
+mod shutdown;
+mod tokens;
+
+pub use coordinator::{run_coordinator, CoordinatorAddrs, CoordinatorOptions};
+pub use error::NetError;
+pub use limits::NetLimits;
+pub use server::{run_server, ServerInfo, ServerOptions};
+pub use shutdown::Shutdown;

@@ -1,0 +1,174 @@
+//! The write-ahead log on disk: appends as the replica asks for them, and one fdatasync
+//! for all the appends of a loop iteration (group commit).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use ringkv_core::replica::{LogReader, PersistToken, StorageError};
+
+use crate::datadir::sync_dir;
+use crate::error::NetError;
+
+/// The log's file name in the data directory.
+pub(crate) const LOG_FILE: &str = "wal.log";
+
+/// The log file as the replica writes it.
+///
+/// Appends go to the file at once (the page cache); [`LogFile::sync`] makes everything
+/// appended durable with one `fdatasync` and names the last write it covers, so every
+/// answer waiting on any of those writes can go out. An error is final: after a failed
+/// fsync the kernel may have dropped the dirty pages, so nothing may be acknowledged.
+pub(crate) struct LogFile {
+    path: PathBuf,
+    file: File,
+    /// The last write appended and not yet synced.
+    unsynced: Option<PersistToken>,
+    /// Syncs done, for the statistics logged at shutdown.
+    syncs: u64,
+}
+
+impl LogFile {
+    /// Opens (creating if missing) the log in `dir` and returns it with its whole
+    /// contents, for recovery. A new file's directory entry is made durable.
+    pub(crate) fn open(dir: &Path) -> Result<(Self, Vec<u8>), NetError> {
+        let path = dir.join(LOG_FILE);
+        let existed = path.exists();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(|err| NetError::io(format!("opening the log {}", path.display()), err))?;
+        if !existed {
+            sync_dir(dir)?;
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|err| NetError::io(format!("reading the log {}", path.display()), err))?;
+        let log = Self {
+            path,
+            file,
+            unsynced: None,
+            syncs: 0,
+        };
+        Ok((log, bytes))
+    }
+
+    /// Cuts a torn or corrupt tail off, durably, so that appends follow valid records.
+    pub(crate) fn truncate(&mut self, len: u64) -> Result<(), NetError> {
+        self.file
+            .set_len(len)
+            .and_then(|()| self.file.sync_all())
+            .map_err(|err| {
+                NetError::io(
+                    format!("truncating the log {} to {len} bytes", self.path.display()),
+                    err,
+                )
+            })
+    }
+
+    /// A reader of the same file, for the replica to read values back.
+    pub(crate) fn reader(&self) -> Result<FileLogReader, NetError> {
+        File::open(&self.path)
+            .map(|file| FileLogReader { file })
+            .map_err(|err| {
+                NetError::io(
+                    format!("opening the log {} for reading", self.path.display()),
+                    err,
+                )
+            })
+    }
+
+    /// Appends the bytes of write `token`; durable only after the next [`LogFile::sync`].
+    pub(crate) fn append(&mut self, token: PersistToken, bytes: &[u8]) -> Result<(), NetError> {
+        self.file.write_all(bytes).map_err(|err| {
+            NetError::io(format!("appending to the log {}", self.path.display()), err)
+        })?;
+        self.unsynced = Some(token);
+        Ok(())
+    }
+
+    /// Makes every append so far durable with one fdatasync; returns the last write it
+    /// covered, or `None` if nothing was appended since the last sync.
+    pub(crate) fn sync(&mut self) -> Result<Option<PersistToken>, NetError> {
+        let Some(token) = self.unsynced else {
+            return Ok(None);
+        };
+        self.file
+            .sync_data()
+            .map_err(|err| NetError::io(format!("syncing the log {}", self.path.display()), err))?;
+        self.syncs += 1;
+        self.unsynced = None;
+        Ok(Some(token))
+    }
+
+    /// How many fdatasyncs were done: appends divided by this is the group-commit factor.
+    pub(crate) fn syncs(&self) -> u64 {
+        self.syncs
+    }
+}
+
+/// Reads values back from the log file for the replica, with positioned reads on a
+/// read-only handle so that they do not move the appending handle.
+pub(crate) struct FileLogReader {
+    file: File,
+}
+
+impl LogReader for FileLogReader {
+    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, StorageError> {
+        let mut buf = vec![0; len];
+        self.file.read_exact_at(&mut buf, offset).map_err(|err| {
+            StorageError(format!(
+                "reading {len} bytes at offset {offset} of the log: {err}"
+            ))
+        })?;
+        Ok(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_appends_share_one_sync_that_names_the_last() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut log, bytes) = LogFile::open(tmp.path()).unwrap();
+        assert!(bytes.is_empty());
+        assert_eq!(log.sync().unwrap(), None, "nothing to sync");
+        log.append(PersistToken(1), b"one").unwrap();
+        log.append(PersistToken(2), b"two").unwrap();
+        log.append(PersistToken(3), b"three").unwrap();
+        assert_eq!(log.sync().unwrap(), Some(PersistToken(3)));
+        assert_eq!(log.syncs(), 1);
+        assert_eq!(log.sync().unwrap(), None);
+        assert_eq!(log.syncs(), 1);
+        log.append(PersistToken(4), b"four").unwrap();
+        assert_eq!(log.sync().unwrap(), Some(PersistToken(4)));
+        assert_eq!(log.syncs(), 2);
+        let reader = log.reader().unwrap();
+        assert_eq!(reader.read_at(3, 3).unwrap(), b"two");
+        assert!(
+            reader.read_at(100, 3).is_err(),
+            "reads past the end fail, never panic"
+        );
+    }
+
+    #[test]
+    fn reopening_returns_the_contents_and_truncation_sticks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut log, _) = LogFile::open(tmp.path()).unwrap();
+        log.append(PersistToken(1), b"abcdef").unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let (mut log, bytes) = LogFile::open(tmp.path()).unwrap();
+        assert_eq!(bytes, b"abcdef");
+        log.truncate(4).unwrap();
+        log.append(PersistToken(1), b"XY").unwrap();
+        drop(log);
+        let (_, bytes) = LogFile::open(tmp.path()).unwrap();
+        assert_eq!(bytes, b"abcdXY");
+    }
+}

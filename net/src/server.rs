@@ -1,0 +1,351 @@
+//! A KV server's shell: the data directory and its log file, the participant port, and
+//! the registration link to the coordinator, around [`ringkv_core::replica::Replica`].
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+use mio::Registry;
+use ringkv_core::log::StopReason;
+use ringkv_core::proto::{
+    Envelope, ErrorReply, ParticipantRequest, ParticipantResponse, Register, RegisterResponse,
+    WireMessage,
+};
+use ringkv_core::registration::{
+    Registrar, RegistrationConfig, RegistrationInput, RegistrationOutput,
+};
+use ringkv_core::replica::{RecoveryReport, Replica, ReplicaConfig, ReplicaInput, ReplicaOutput};
+
+use crate::datadir::DataDir;
+use crate::error::NetError;
+use crate::event_loop::{earliest, EventLoop, Readiness};
+use crate::inbound::{Port, PortSpec};
+use crate::limits::NetLimits;
+use crate::logfile::{FileLogReader, LogFile};
+use crate::outbound::{Link, LinkConfig, LinkEvent};
+use crate::tokens::{kind_of, Kind, TokenSource};
+
+/// Bytes of registrations waiting for the coordinator connection: one registration is
+/// far smaller, and only the latest one matters.
+const REGISTER_QUEUE_BYTES: usize = 64 * 1024;
+
+/// Where and how a KV server runs.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// The server's ring ID; `None` uses the ID the data directory remembers (an error if
+    /// it has none).
+    pub id: Option<u64>,
+    /// The coordinator's registration port, as `host:port`.
+    pub coordinator: String,
+    /// Where the log, the ID and the lock live.
+    pub data_dir: PathBuf,
+    /// Where to listen for the coordinator's requests; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// The host to register; by default the listen IP, or 127.0.0.1 if that is
+    /// unspecified (0.0.0.0 or ::).
+    pub advertise_host: Option<String>,
+    /// The replica's limits and sizes.
+    pub replica: ReplicaConfig,
+    /// The participant port's limits.
+    pub limits: NetLimits,
+}
+
+/// What a started server tells its caller: who it is, where it listens, and what it
+/// found in its log.
+#[derive(Clone, Debug)]
+pub struct ServerInfo {
+    /// The server's ring ID (given or remembered).
+    pub id: u64,
+    /// The address actually bound.
+    pub listen: SocketAddr,
+    /// What recovery found in the log.
+    pub recovery: RecoveryReport,
+}
+
+/// Opens the data directory, recovers from the log, listens, and registers with the
+/// coordinator; then serves until `shutdown` is triggered. Calls `on_ready` once
+/// listening. A failed write or fsync of the log stops the server with an error: nothing
+/// that is not durable is ever acknowledged.
+pub fn run_server(
+    opts: ServerOptions,
+    shutdown: crate::Shutdown,
+    on_ready: impl FnOnce(&ServerInfo),
+) -> Result<(), NetError> {
+    opts.limits.validate().map_err(NetError::Config)?;
+    if opts.coordinator.trim().is_empty() {
+        return Err(NetError::Config("the coordinator address is empty".into()));
+    }
+    if opts
+        .advertise_host
+        .as_deref()
+        .is_some_and(|host| host.trim().is_empty())
+    {
+        return Err(NetError::Config("the advertised host is empty".into()));
+    }
+    let dir = DataDir::open(&opts.data_dir, opts.id)?;
+    let (mut log, bytes) = LogFile::open(dir.path())?;
+    let reader = log.reader()?;
+    let (replica, report) = Replica::recover(opts.replica, &bytes, reader)
+        .map_err(|err| NetError::Config(format!("replica cache: {err}")))?;
+    if report.valid_len < bytes.len() as u64 {
+        log.truncate(report.valid_len)?;
+    }
+    log_recovery(dir.id(), bytes.len() as u64, &report);
+    drop(bytes);
+
+    let mut ev = EventLoop::new(shutdown)?;
+    let port = Port::bind(
+        opts.listen,
+        Kind::PortA,
+        ev.registry(),
+        participant_spec(),
+        opts.limits.clone(),
+    )?;
+    let listen = port.local_addr()?;
+    let advertised = advertise_addr(opts.advertise_host.as_deref(), listen);
+    let info = ServerInfo {
+        id: dir.id(),
+        listen,
+        recovery: report,
+    };
+    tracing::info!(id = info.id, %listen, %advertised, coordinator = %opts.coordinator, "server listening");
+    on_ready(&info);
+
+    let registrar = Registrar::new(
+        ev.now_ms(),
+        Register {
+            id: info.id,
+            addr: advertised,
+        },
+        RegistrationConfig::default(),
+    );
+    let mut tokens = TokenSource::new(Kind::Link);
+    let coordinator = Link::new(
+        "coordinator".into(),
+        opts.coordinator.clone(),
+        tokens.next(),
+        LinkConfig {
+            max_queued_bytes: REGISTER_QUEUE_BYTES,
+            max_queued_msgs: 1,
+            max_frame_bytes: opts.limits.max_frame_bytes,
+            // The registrar paces its own retries.
+            backoff_min_ms: 0,
+            backoff_max_ms: 0,
+        },
+    );
+    let mut shell = Shell {
+        replica,
+        log,
+        port,
+        registrar,
+        coordinator,
+        link_events: Vec::new(),
+        appends: 0,
+    };
+    let mut ready = Vec::new();
+    let result = loop {
+        if ev.stopping() {
+            break Ok(());
+        }
+        let deadline = earliest([
+            shell.registrar.poll_timeout(),
+            shell.port.next_deadline_ms(),
+            shell.coordinator.next_deadline_ms(),
+        ]);
+        let busy = shell.port.has_ready()
+            || shell.coordinator.wants_pump()
+            || !shell.link_events.is_empty();
+        let now_ms = ev.wait(deadline, busy, &mut ready)?;
+        if let Err(err) = shell.turn(now_ms, ev.registry(), &ready) {
+            break Err(err);
+        }
+    };
+    match &result {
+        Ok(()) => tracing::info!(
+            id = info.id,
+            appends = shell.appends,
+            syncs = shell.log.syncs(),
+            "server stopped"
+        ),
+        Err(err) => tracing::error!(id = info.id, %err, "server stopped"),
+    }
+    result
+}
+
+fn participant_spec() -> PortSpec<ParticipantRequest> {
+    PortSpec {
+        name: "participant",
+        decode: |line| {
+            ParticipantRequest::decode(line).map_err(|err| {
+                Envelope::with_id(err.id.clone(), ParticipantResponse::Error(err.reply())).encode()
+            })
+        },
+        error_line: |code| {
+            Envelope::bare(ParticipantResponse::Error(ErrorReply::new(code))).encode()
+        },
+        idle_timeout: true,
+    }
+}
+
+/// The address to register: the coordinator connects there.
+fn advertise_addr(host: Option<&str>, listen: SocketAddr) -> String {
+    let port = listen.port();
+    match host {
+        Some(host) if host.parse::<Ipv6Addr>().is_ok() => format!("[{host}]:{port}"),
+        Some(host) => format!("{host}:{port}"),
+        None => {
+            let ip = if listen.ip().is_unspecified() {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                listen.ip()
+            };
+            SocketAddr::new(ip, port).to_string()
+        }
+    }
+}
+
+fn log_recovery(id: u64, file_len: u64, report: &RecoveryReport) {
+    tracing::info!(
+        id,
+        records = report.records,
+        keys = report.committed_keys,
+        in_doubt = report.in_doubt,
+        bytes = report.valid_len,
+        "log recovered"
+    );
+    if report.valid_len < file_len {
+        tracing::warn!(
+            id,
+            stop = ?report.stop,
+            cut_bytes = file_len - report.valid_len,
+            "the log's tail was torn or corrupt and was cut off"
+        );
+    } else if report.stop != StopReason::End {
+        tracing::warn!(id, stop = ?report.stop, "log decoding stopped early");
+    }
+    if let Some((offset, err)) = &report.bad_record {
+        tracing::warn!(id, offset, err = ?err, "a record with a good checksum could not be read; replay stopped there");
+    }
+    for anomaly in &report.anomalies {
+        tracing::warn!(id, anomaly = %anomaly, "log anomaly skipped");
+    }
+}
+
+/// The replica and everything its loop moves bytes for.
+struct Shell {
+    replica: Replica<FileLogReader>,
+    log: LogFile,
+    port: Port<ParticipantRequest>,
+    registrar: Registrar,
+    coordinator: Link,
+    link_events: Vec<LinkEvent>,
+    /// Log writes done, for the statistics at shutdown.
+    appends: u64,
+}
+
+impl Shell {
+    /// One loop iteration's work after the wait. Ends with the group commit: one fsync
+    /// for every log write of the iteration, then the answers that waited for it.
+    fn turn(
+        &mut self,
+        now_ms: u64,
+        registry: &Registry,
+        ready: &[Readiness],
+    ) -> Result<(), NetError> {
+        for event in ready {
+            match kind_of(event.token) {
+                Some(Kind::PortA) => self.port.on_event(now_ms, registry, event),
+                Some(Kind::Link) if event.token == self.coordinator.token() => {
+                    self.coordinator
+                        .on_event(now_ms, registry, event, &mut self.link_events);
+                }
+                _ => {}
+            }
+        }
+        if self.coordinator.wants_pump() {
+            self.coordinator
+                .pump(now_ms, registry, &mut self.link_events);
+        }
+        self.coordinator
+            .tick(now_ms, registry, &mut self.link_events);
+        self.registration_events(now_ms, registry)?;
+        if self.registrar.poll_timeout().is_some_and(|at| at <= now_ms) {
+            self.registrar.handle(now_ms, RegistrationInput::Tick);
+        }
+        self.registration_outputs(now_ms, registry)?;
+
+        let mut requests = Vec::new();
+        self.port.take_requests(now_ms, registry, &mut requests);
+        for (from, msg) in requests {
+            self.handle(now_ms, ReplicaInput::Request { from, msg })?;
+        }
+        if let Some(token) = self.log.sync()? {
+            self.handle(now_ms, ReplicaInput::Persisted { token })?;
+        }
+        self.port.sweep(now_ms, registry);
+        self.port.flush(now_ms, registry);
+        self.coordinator
+            .flush(now_ms, registry, &mut self.link_events);
+        // A failed write shows up as a disconnect, handled in the next iteration (which
+        // then does not sleep).
+        Ok(())
+    }
+
+    /// Feeds one input to the replica and carries out what it asks for: answers go to
+    /// their slots, log writes to the file (synced at the end of the iteration).
+    fn handle(&mut self, now_ms: u64, input: ReplicaInput) -> Result<(), NetError> {
+        self.replica.handle(now_ms, input);
+        while let Some(output) = self.replica.poll_output() {
+            match output {
+                ReplicaOutput::Reply { to, msg } => self.port.reply(to, &msg),
+                ReplicaOutput::Persist { token, bytes } => {
+                    self.log.append(token, &bytes)?;
+                    self.appends += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns what the coordinator link reported into registrar inputs.
+    fn registration_events(&mut self, now_ms: u64, registry: &Registry) -> Result<(), NetError> {
+        for event in std::mem::take(&mut self.link_events) {
+            let input = match event {
+                LinkEvent::Line(line) => match RegisterResponse::decode(&line) {
+                    Ok(answer) => RegistrationInput::Answer(answer.msg),
+                    Err(err) => {
+                        tracing::warn!(%err, "undecodable line from the coordinator dropped");
+                        continue;
+                    }
+                },
+                LinkEvent::Disconnected => RegistrationInput::Disconnected,
+            };
+            self.registrar.handle(now_ms, input);
+            self.registration_outputs(now_ms, registry)?;
+        }
+        Ok(())
+    }
+
+    fn registration_outputs(&mut self, now_ms: u64, registry: &Registry) -> Result<(), NetError> {
+        while let Some(output) = self.registrar.poll_output() {
+            match output {
+                RegistrationOutput::Send(register) => {
+                    tracing::debug!(id = register.id, addr = %register.addr, "registering");
+                    self.coordinator.send(
+                        now_ms,
+                        registry,
+                        Envelope::bare(register).encode(),
+                        &mut self.link_events,
+                    );
+                }
+                RegistrationOutput::Registered => {
+                    tracing::info!(
+                        id = self.registrar.registration().id,
+                        "registered with the coordinator"
+                    );
+                }
+                RegistrationOutput::Refused(reason) => return Err(NetError::Refused(reason)),
+            }
+        }
+        Ok(())
+    }
+}
