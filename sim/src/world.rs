@@ -19,6 +19,7 @@ use ringkv_core::registration::{
 use ringkv_core::replica::{Replica, ReplicaConfig, ReplicaInput, ReplicaOutput};
 use ringkv_core::{ReplyTo, Ts};
 
+use crate::check::{ClusterSnapshot, ServerSnapshot};
 use crate::config::SimConfig;
 use crate::disk::SimDisk;
 use crate::history::{Command, History, Outcome};
@@ -792,40 +793,37 @@ impl World {
 
     // ----- inspection for the checkers -----
 
-    /// Each server's committed value of `key`, and whether it is running.
-    pub(crate) fn replica_value(&self, id: u64, key: &str) -> Result<Option<String>, String> {
-        let live = self
-            .servers
-            .get(&id)
-            .and_then(|s| s.live.as_ref())
-            .ok_or_else(|| format!("server {id} is not running"))?;
-        live.replica
-            .committed_value(key)
-            .map_err(|err| format!("server {id} cannot read {key:?}: {err}"))
-    }
-
-    /// Transactions some running server holds in doubt.
-    pub(crate) fn in_doubt(&self) -> Vec<(u64, u64)> {
-        self.servers
-            .values()
-            .filter_map(|s| s.live.as_ref().map(|l| (s.id, l)))
-            .flat_map(|(id, live)| live.replica.in_doubt().map(move |tx| (id, tx)))
-            .collect()
-    }
-
-    /// The keys each running server holds.
-    pub(crate) fn server_keys(&self) -> Vec<(u64, Vec<String>)> {
-        self.servers
-            .values()
-            .filter_map(|s| {
-                s.live.as_ref().map(|l| {
-                    (
-                        s.id,
-                        l.replica.committed_keys().map(str::to_owned).collect(),
-                    )
-                })
-            })
-            .collect()
+    /// The cluster as it is now, for the final checks, and any value that could not be
+    /// read back from a server's log.
+    pub(crate) fn snapshot(&self) -> (ClusterSnapshot, Vec<String>) {
+        let mut errors = Vec::new();
+        let mut servers = BTreeMap::new();
+        for (&id, node) in &self.servers {
+            let snapshot = node.live.as_ref().map(|live| {
+                let mut values = BTreeMap::new();
+                for key in live.replica.committed_keys() {
+                    match live.replica.committed_value(key) {
+                        Ok(Some(value)) => {
+                            values.insert(key.to_owned(), value);
+                        }
+                        Ok(None) => {
+                            errors.push(format!("server {id} lists {key:?} without a value"))
+                        }
+                        Err(err) => errors.push(format!("server {id} cannot read {key:?}: {err}")),
+                    }
+                }
+                ServerSnapshot {
+                    values,
+                    in_doubt: live.replica.in_doubt().collect(),
+                }
+            });
+            servers.insert(id, snapshot);
+        }
+        let snapshot = ClusterSnapshot {
+            servers,
+            open_transactions: self.coordinator.open_transactions(),
+        };
+        (snapshot, errors)
     }
 }
 
