@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 use super::{DecodeError, RequestId};
@@ -14,6 +14,9 @@ use super::{DecodeError, RequestId};
 /// The fields of one top-level JSON object, in the order they came.
 pub(crate) struct Object {
     fields: Vec<(String, Value)>,
+    /// The first field name given twice. The object is still read to its end, so that
+    /// the `malformed` answer can echo the request's id.
+    duplicate: Option<String>,
 }
 
 impl Object {
@@ -27,6 +30,17 @@ impl Object {
     pub(crate) fn take(&mut self, name: &str) -> Option<Value> {
         let at = self.fields.iter().position(|(field, _)| field == name)?;
         Some(self.fields.swap_remove(at).1)
+    }
+
+    /// `malformed` (echoing `id`) if a field was given twice.
+    pub(crate) fn reject_duplicates(&self, id: &Option<RequestId>) -> Result<(), DecodeError> {
+        match &self.duplicate {
+            Some(name) => Err(DecodeError::malformed(
+                id.clone(),
+                format!("duplicate field \"{name}\""),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Whether the object has the field.
@@ -52,21 +66,28 @@ impl<'de> Visitor<'de> for ObjectVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object, A::Error> {
         let mut fields: Vec<(String, Value)> = Vec::new();
+        let mut duplicate = None;
         while let Some(name) = map.next_key::<String>()? {
-            if fields.iter().any(|(field, _)| *field == name) {
-                return Err(de::Error::custom(format_args!(
-                    "duplicate field \"{name}\""
-                )));
-            }
             let value: Value = map.next_value()?;
-            fields.push((name, value));
+            if fields.iter().any(|(field, _)| *field == name) {
+                duplicate.get_or_insert(name);
+            } else {
+                fields.push((name, value));
+            }
         }
-        Ok(Object { fields })
+        Ok(Object { fields, duplicate })
     }
 }
 
-/// Reads the optional request `"id"`: a string or an integer in -2^63..2^64-1.
+/// Reads the optional request `"id"` (a string or an integer in -2^63..2^64-1), then
+/// refuses a duplicate field with an answer that carries it.
 pub(crate) fn take_request_id(obj: &mut Object) -> Result<Option<RequestId>, DecodeError> {
+    let id = read_request_id(obj)?;
+    obj.reject_duplicates(&id)?;
+    Ok(id)
+}
+
+fn read_request_id(obj: &mut Object) -> Result<Option<RequestId>, DecodeError> {
     match obj.take("id") {
         None => Ok(None),
         Some(Value::String(text)) => Ok(Some(RequestId::Text(text))),

@@ -23,6 +23,7 @@ impl WireMessage for Register {
 
     fn decode(line: &[u8]) -> Result<Envelope<Self>, DecodeError> {
         let mut obj = Object::parse(line)?;
+        obj.reject_duplicates(&None)?;
         let mut fields = Fields {
             obj: &mut obj,
             id: &None,
@@ -61,6 +62,7 @@ impl WireMessage for RegisterResponse {
 
     fn decode(line: &[u8]) -> Result<Envelope<Self>, DecodeError> {
         let mut obj = Object::parse(line)?;
+        obj.reject_duplicates(&None)?;
         let mut fields = Fields {
             obj: &mut obj,
             id: &None,

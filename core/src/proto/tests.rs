@@ -86,6 +86,13 @@ fn ids_at_the_edges_are_valid_and_echoed_on_errors() {
         (err.code, err.id),
         (ErrorCode::EmptyKey, Some(RequestId::Unsigned(3)))
     );
+    // A duplicate field is malformed, and the line is still an object with an id.
+    let err = decode_client(r#"{"type":"getreq","key":"a","key":"b","id":13}"#).unwrap_err();
+    assert_eq!(
+        (err.code, err.id),
+        (ErrorCode::Malformed, Some(RequestId::Unsigned(13)))
+    );
+    assert!(Register::decode(br#"{"type":"register","id":1,"id":2,"addr":"h:1"}"#).is_err());
     // An invalid id cannot be echoed.
     let err = decode_client(r#"{"type":"getreq","key":"k","id":{}}"#).unwrap_err();
     assert_eq!(err.id, None);

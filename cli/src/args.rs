@@ -1,0 +1,348 @@
+//! The command line: every subcommand, its flags and their defaults, as `--help` shows
+//! them. Kept apart from what the commands do so that the interface reads in one place.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use ringkv_core::cache::CacheConfig;
+use ringkv_core::limits::{DEFAULT_MAX_FRAME_BYTES, MAX_VALUE_BYTES};
+
+/// The default client port of the coordinator, as the protocol names it.
+pub const DEFAULT_CLIENT_ADDR: &str = "127.0.0.1:8080";
+/// The default registration port of the coordinator, as the protocol names it.
+pub const DEFAULT_SERVER_ADDR: &str = "127.0.0.1:9090";
+/// The phase-1 timeout of two-phase commit, as the protocol sets it.
+pub const DEFAULT_TIMEOUT_MS: u64 = 3000;
+
+/// ringkv: a replicated key-value store.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ringkv",
+    version,
+    about = "ringkv: a replicated key-value store (coordinator + KV servers, two-phase commit)",
+    long_about = "ringkv: a replicated key-value store. Every key lives on two KV servers of a \
+                  hash ring; a coordinator writes both with two-phase commit.\n\n\
+                  Start a whole cluster on this machine with `ringkv local`, or one role per \
+                  process with `ringkv coordinator` and `ringkv server`. Talk to it with \
+                  `ringkv console`, `ringkv get|put|del|status`, and measure it with \
+                  `ringkv bench`.\n\n\
+                  Exit codes: 0 success, 1 key not found, 2 usage, connection or startup \
+                  error, 3 any other error answer from the store, 130 forced stop (a second \
+                  Ctrl-C)."
+)]
+pub struct Cli {
+    /// Log more on stderr: -v info, -vv debug, -vvv trace (default: warnings only).
+    /// RUST_LOG, when set, overrides it (e.g. RUST_LOG=ringkv_net=debug).
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a whole cluster in this process: a coordinator and N KV servers.
+    #[command(
+        long_about = "Run a whole strong-mode cluster in this process: one coordinator and N KV \
+                      servers, each on its own thread. Server i keeps its data in \
+                      <DATA_DIR>/server-<i> under a fixed ID (i * ((2^64-1) / N), evenly spaced on \
+                      the ring), so running `ringkv local` again on the same data directory with \
+                      the same --servers brings the same servers and data back. Servers listen \
+                      on free loopback ports.\n\n\
+                      Prints the ring once every server registered. If stdin and stdout are terminals, \
+                      opens the console against the cluster; leaving it (exit, quit, Ctrl-D, \
+                      Ctrl-C) stops the cluster. Otherwise runs until SIGINT or SIGTERM. A \
+                      second signal quits at once (exit 130)."
+    )]
+    Local(LocalArgs),
+    /// Run one coordinator until SIGINT/SIGTERM.
+    #[command(
+        long_about = "Run one coordinator until SIGINT or SIGTERM. As soon as both ports listen, \
+                      prints `client HOST:PORT` and `server HOST:PORT` on stdout (port 0 resolved \
+                      to the port actually bound), so that scripts can read them. Exits 2 if it \
+                      cannot start (a port in use, a bad setting)."
+    )]
+    Coordinator(CoordinatorArgs),
+    /// Run one KV server until SIGINT/SIGTERM.
+    #[command(
+        long_about = "Run one KV server until SIGINT or SIGTERM: recover from the data \
+                      directory's log, listen, and register with the coordinator. Once \
+                      listening, prints `listen HOST:PORT` and `id ID` on stdout. Exits 2 with \
+                      one line on stderr if it cannot start or run: the data directory is \
+                      locked by another server, belongs to another ID, has no ID and none was \
+                      given, or the coordinator refused the registration."
+    )]
+    Server(ServerArgs),
+    /// Interactive console: get, put, del, status, with line editing and history.
+    #[command(
+        long_about = "Interactive console with line editing and history (kept in \
+                      $HOME/.ringkv_history). Commands: `get KEY`, `put KEY VALUE` (VALUE is the \
+                      rest of the line, spaces included), `del KEY`, `status`, `help`, \
+                      `exit`/`quit` (or Ctrl-D, Ctrl-C). Values are printed plainly, errors as \
+                      `error CODE: MESSAGE`. A dropped connection is re-established at the next \
+                      command."
+    )]
+    Console(ConsoleArgs),
+    /// Print a key's value (exit 1 if it does not exist).
+    #[command(
+        long_about = "Print a key's value followed by a newline. Exits 0 if found, 1 if the key \
+                      does not exist, 2 if the store cannot be reached, 3 on another error \
+                      answer (printed as `error CODE: MESSAGE` on stderr)."
+    )]
+    Get(GetArgs),
+    /// Write a key (prints OK).
+    #[command(
+        long_about = "Write a key on both of its replicas (two-phase commit) and print OK. \
+                      Exits 0 on success, 2 if the store cannot be reached, 3 on an error answer \
+                      (printed as `error CODE: MESSAGE` on stderr)."
+    )]
+    Put(PutArgs),
+    /// Delete a key (prints OK; exit 1 if it does not exist).
+    #[command(
+        long_about = "Delete a key from both of its replicas and print OK. Exits 0 on success, \
+                      1 if the key does not exist, 2 if the store cannot be reached, 3 on another \
+                      error answer."
+    )]
+    Del(DelArgs),
+    /// Print the ring: every registered server, in ring order.
+    #[command(
+        long_about = "Print the ring as a table: every registered server in ring order with its \
+                      ID, address, whether it answers, and the share of keys it is the primary \
+                      replica of. With --json, the raw answer line instead."
+    )]
+    Status(StatusArgs),
+    /// Closed-loop load generator: ops/s and latency percentiles.
+    #[command(
+        long_about = "Closed-loop load generator. C connections, one thread each, keep up to Q \
+                      requests in flight each (pipelined), on random keys k0..k{K-1}, GET with \
+                      the given percentage and PUT of B-byte values otherwise. Runs for \
+                      --duration-s seconds or until --ops operations completed (Ctrl-C stops \
+                      early and still reports). Prints ops/s, p50/p99/p99.9/max latency in \
+                      microseconds per operation kind, GET misses (not_found: not an error), and \
+                      error answers by code; --json prints one JSON line instead. Exits 2 if it cannot connect or a connection is \
+                      lost; error answers are reported, not fatal."
+    )]
+    Bench(BenchArgs),
+}
+
+/// `ringkv local`.
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    /// How many KV servers (2 to 64).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=64))]
+    pub servers: u16,
+    /// Where the servers keep their data: one directory per server inside it.
+    #[arg(long, default_value = "./ringkv-data")]
+    pub data_dir: PathBuf,
+    /// The coordinator's client port (HOST:PORT; port 0 picks a free one).
+    #[arg(long, default_value = DEFAULT_CLIENT_ADDR)]
+    pub client_addr: String,
+    /// The coordinator's registration port for KV servers (HOST:PORT; port 0 picks a free one).
+    #[arg(long, default_value = DEFAULT_SERVER_ADDR)]
+    pub server_addr: String,
+    /// Phase-1 timeout of two-phase commit, in milliseconds.
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_ms: u64,
+    /// Do not open the console even if stdin is a terminal; run until SIGINT/SIGTERM.
+    #[arg(long)]
+    pub no_console: bool,
+}
+
+/// `ringkv coordinator`.
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    /// The client port (HOST:PORT; port 0 picks a free one).
+    #[arg(long, default_value = DEFAULT_CLIENT_ADDR)]
+    pub client_addr: String,
+    /// The registration port for KV servers (HOST:PORT; port 0 picks a free one).
+    #[arg(long, default_value = DEFAULT_SERVER_ADDR)]
+    pub server_addr: String,
+    /// How many KV servers make the ring complete (at least 2). Until that many
+    /// registered, GET/PUT/DEL answer `unavailable`.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=65_536))]
+    pub servers: u64,
+    /// Sets of the coordinator's write-through cache.
+    #[arg(long, default_value_t = CacheConfig::COORDINATOR_DEFAULT.sets)]
+    pub cache_sets: usize,
+    /// Entries per set of the coordinator's write-through cache.
+    #[arg(long, default_value_t = CacheConfig::COORDINATOR_DEFAULT.ways)]
+    pub cache_ways: usize,
+    /// Phase-1 timeout of two-phase commit, in milliseconds.
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_ms: u64,
+    /// The longest request line accepted, in bytes (line end not counted).
+    #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
+}
+
+/// `ringkv server`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The server's ID on the ring (0 to 2^64-1). May be omitted when the data directory
+    /// remembers one from an earlier start.
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// The coordinator's registration port (HOST:PORT).
+    #[arg(long, default_value = DEFAULT_SERVER_ADDR)]
+    pub coordinator: String,
+    /// The data directory (created if missing): log, server ID, lock.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Where to listen for the coordinator (HOST:PORT; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// The host to register with the coordinator, when it must dial another name than
+    /// the listen IP (default: the listen IP, or 127.0.0.1 if that is 0.0.0.0 or ::).
+    #[arg(long)]
+    pub advertise_host: Option<String>,
+    /// The longest request line accepted, in bytes (line end not counted).
+    #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
+}
+
+/// Where a client connects.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The coordinator's client port (HOST:PORT).
+    #[arg(long, default_value = DEFAULT_CLIENT_ADDR)]
+    pub addr: String,
+}
+
+/// How a one-shot command prints its answer.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print the store's raw answer line (JSON) on stdout instead, errors included.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ringkv console`.
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Where to connect.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `ringkv get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The key (1 to 256 bytes of UTF-8).
+    #[arg(allow_hyphen_values = true)]
+    pub key: String,
+    /// Where to connect.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// How to print the answer.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `ringkv put`.
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// The key (1 to 256 bytes of UTF-8).
+    #[arg(allow_hyphen_values = true)]
+    pub key: String,
+    /// The value (up to 256 KiB of UTF-8; quote it if it has spaces).
+    #[arg(allow_hyphen_values = true)]
+    pub value: String,
+    /// Where to connect.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// How to print the answer.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `ringkv del`.
+#[derive(Debug, Args)]
+pub struct DelArgs {
+    /// The key (1 to 256 bytes of UTF-8).
+    #[arg(allow_hyphen_values = true)]
+    pub key: String,
+    /// Where to connect.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// How to print the answer.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `ringkv status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Where to connect.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// How to print the answer.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `ringkv bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Where to connect.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Connections, one thread each (1 to 1024: a port serves 1024 connections at most).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub connections: u64,
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 10, conflicts_with = "ops", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub duration_s: u64,
+    /// Stop after this many operations instead of after --duration-s.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ops: Option<u64>,
+    /// How many distinct keys (k0, k1, ...) to pick from at random.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keys: u64,
+    /// Bytes of each PUT's value.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=MAX_VALUE_BYTES as u64))]
+    pub value_bytes: u64,
+    /// Percentage of GETs; the rest are PUTs.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub get_percent: u8,
+    /// Requests in flight per connection (1 to 1024; answers come in order).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub pipeline: u64,
+    /// Print one JSON line instead of a table: ops, duration_s, ops_per_s, errors (code ->
+    /// count), get and put (count, p50_us, p99_us, p999_us, max_us; get also misses).
+    #[arg(long)]
+    pub json: bool,
+    /// PUT every key once before measuring, so that GETs find their keys.
+    #[arg(long)]
+    pub preload: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn put_takes_values_that_look_like_flags() {
+        let cli = Cli::try_parse_from(["ringkv", "put", "k", "-5"]).unwrap();
+        let Command::Put(put) = cli.command else {
+            panic!("not put")
+        };
+        assert_eq!(put.value, "-5");
+    }
+
+    #[test]
+    fn bench_duration_and_ops_exclude_each_other() {
+        assert!(
+            Cli::try_parse_from(["ringkv", "bench", "--ops", "5", "--duration-s", "2"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["ringkv", "bench", "--ops", "5"]).is_ok());
+    }
+}

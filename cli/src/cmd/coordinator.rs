@@ -1,0 +1,63 @@
+//! `ringkv coordinator`: one coordinator in this process until SIGINT/SIGTERM.
+
+use ringkv_core::cache::CacheConfig;
+use ringkv_core::coordinator::CoordinatorConfig;
+use ringkv_net::{run_coordinator, CoordinatorOptions, NetLimits, Shutdown};
+
+use crate::addr::resolve_listen;
+use crate::args::CoordinatorArgs;
+use crate::exit::Exit;
+use crate::{out, signals};
+
+/// Runs the coordinator; prints `client ADDR` and `server ADDR` once both ports listen.
+pub fn run(args: &CoordinatorArgs) -> Exit {
+    let options = match options(args) {
+        Ok(options) => options,
+        Err(why) => {
+            eprintln!("error: {why}");
+            return Exit::Failure;
+        }
+    };
+    let shutdown = Shutdown::new();
+    let stopper = shutdown.clone();
+    if let Err(err) = signals::on_stop(move || stopper.trigger(), false) {
+        eprintln!("error: cannot handle SIGINT/SIGTERM: {err}");
+        return Exit::Failure;
+    }
+    let result = run_coordinator(options, shutdown, |addrs| {
+        out::line_or_warn(&format!("client {}\nserver {}", addrs.client, addrs.server));
+    });
+    match result {
+        Ok(()) => Exit::Ok,
+        Err(err) => {
+            eprintln!("error: {err}");
+            Exit::Failure
+        }
+    }
+}
+
+/// The coordinator's options from the flags, checked before anything listens.
+fn options(args: &CoordinatorArgs) -> Result<CoordinatorOptions, String> {
+    let expected_servers = usize::try_from(args.servers)
+        .map_err(|_| format!("--servers {} is too large", args.servers))?;
+    let mut config = CoordinatorConfig::new(expected_servers);
+    config.cache = CacheConfig {
+        sets: args.cache_sets,
+        ways: args.cache_ways,
+    };
+    config.timeout_ms = args.timeout_ms;
+    config.validate().map_err(|err| err.to_string())?;
+    let limits = NetLimits {
+        max_frame_bytes: args.max_frame_bytes,
+        ..NetLimits::default()
+    };
+    if limits.max_frame_bytes == 0 {
+        return Err("--max-frame-bytes must be at least 1".into());
+    }
+    Ok(CoordinatorOptions {
+        client_addr: resolve_listen("--client-addr", &args.client_addr)?,
+        server_addr: resolve_listen("--server-addr", &args.server_addr)?,
+        config,
+        limits,
+    })
+}
