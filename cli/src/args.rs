@@ -126,6 +126,11 @@ pub enum Command {
                       lost; error answers are reported, not fatal."
     )]
     Bench(BenchArgs),
+    /// Measure this machine's floor under a PUT: fsync latency and loopback round trip.
+    #[command(
+        long_about = "Measure the two costs no PUT can avoid on this machine: the latency of                       appending a small record and fdatasync-ing it in --dir (use the                       filesystem the data directories live on), and the round trip of a small                       line over loopback TCP. A PUT needs at least two round trips and two                       fsyncs one after the other, so the sum is its latency floor. Prints                       percentiles in microseconds; --json prints one JSON line."
+    )]
+    Probe(ProbeArgs),
 }
 
 /// `ringkv local`.
@@ -345,4 +350,18 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["ringkv", "bench", "--ops", "5"]).is_ok());
     }
+}
+
+/// `ringkv probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The directory to measure fsync in (a scratch file is created and removed).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// How many fsyncs and round trips to time.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub samples: u64,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    pub json: bool,
 }

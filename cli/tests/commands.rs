@@ -19,6 +19,7 @@ fn every_subcommand_explains_itself() {
         ("del", "--json"),
         ("status", "--json"),
         ("bench", "--pipeline"),
+        ("probe", "--samples"),
     ];
     for (name, flag) in subcommands {
         let help = run(&[name, "--help"]);
@@ -32,6 +33,35 @@ fn every_subcommand_explains_itself() {
     let top = run(&["--help"]);
     assert_eq!(code(top.status), 0);
     assert!(stdout(&top).contains("Exit codes"));
+}
+
+#[test]
+fn probe_measures_the_floor_under_a_put() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = run(&[
+        "probe",
+        "--samples",
+        "20",
+        "--json",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code(probe.status), 0);
+    let line: serde_json::Value = serde_json::from_str(stdout(&probe).trim()).unwrap();
+    for figure in ["fsync_us", "loopback_rtt_us"] {
+        assert!(line[figure]["p50"].as_u64().unwrap() >= 1, "{line}");
+    }
+    let floor = line["put_floor_p50_us"].as_u64().unwrap();
+    let parts = 2 * line["fsync_us"]["p50"].as_u64().unwrap()
+        + 2 * line["loopback_rtt_us"]["p50"].as_u64().unwrap();
+    assert_eq!(floor, parts);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "the scratch file is gone"
+    );
+    let missing = run(&["probe", "--dir", "/nonexistent/ringkv"]);
+    assert_eq!(code(missing.status), 2);
 }
 
 #[test]

@@ -5,6 +5,7 @@ pub mod console;
 pub mod coordinator;
 pub mod local;
 pub mod oneshot;
+pub mod probe;
 pub mod server;
 
 use crate::args::Command;
@@ -22,5 +23,6 @@ pub fn run(command: &Command) -> Exit {
         Command::Del(args) => oneshot::del(args),
         Command::Status(args) => oneshot::status(args),
         Command::Bench(args) => bench::run(args),
+        Command::Probe(args) => probe::run(args),
     }
 }
