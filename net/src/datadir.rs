@@ -79,17 +79,27 @@ fn create_dir_durably(path: &Path) -> Result<(), NetError> {
     if path.is_dir() {
         return Ok(());
     }
+    // Every directory about to be created, outermost first: each one's entry lives in
+    // its parent, which must be synced once the entry exists.
+    let mut missing: Vec<&Path> = path
+        .ancestors()
+        .take_while(|dir| !dir.as_os_str().is_empty() && !dir.is_dir())
+        .collect();
+    missing.reverse();
     fs::create_dir_all(path).map_err(|err| {
         NetError::io(
             format!("creating the data directory {}", path.display()),
             err,
         )
     })?;
-    let parent = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    sync_dir(parent)
+    for dir in missing {
+        let parent = match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        sync_dir(parent)?;
+    }
+    Ok(())
 }
 
 /// Makes the entries of directory `dir` (created, renamed files) durable.

@@ -140,6 +140,8 @@ pub fn run_server(
         coordinator,
         link_events: Vec::new(),
         appends: 0,
+        unregistered_since_ms: Some(0),
+        coordinator_addr: opts.coordinator.clone(),
     };
     let mut ready = Vec::new();
     let result = loop {
@@ -230,6 +232,9 @@ fn log_recovery(id: u64, file_len: u64, report: &RecoveryReport) {
     }
 }
 
+/// How long a server may stay unregistered before it warns.
+const UNREGISTERED_WARN_MS: u64 = 5000;
+
 /// The replica and everything its loop moves bytes for.
 struct Shell {
     replica: Replica<FileLogReader>,
@@ -240,6 +245,11 @@ struct Shell {
     link_events: Vec<LinkEvent>,
     /// Log writes done, for the statistics at shutdown.
     appends: u64,
+    /// Since when the server has not been registered, until it is warned about; a server
+    /// that cannot reach its coordinator would otherwise look healthy.
+    unregistered_since_ms: Option<u64>,
+    /// Where the coordinator is, for that warning.
+    coordinator_addr: String,
 }
 
 impl Shell {
@@ -272,6 +282,7 @@ impl Shell {
             self.registrar.handle(now_ms, RegistrationInput::Tick);
         }
         self.registration_outputs(now_ms, registry)?;
+        self.warn_if_unregistered(now_ms);
 
         let mut requests = Vec::new();
         self.port.take_requests(now_ms, registry, &mut requests);
@@ -304,6 +315,25 @@ impl Shell {
             }
         }
         Ok(())
+    }
+
+    /// Warns once when the server stayed unregistered for [`UNREGISTERED_WARN_MS`].
+    fn warn_if_unregistered(&mut self, now_ms: u64) {
+        if self.registrar.is_registered() {
+            self.unregistered_since_ms = Some(now_ms);
+            return;
+        }
+        let Some(since_ms) = self.unregistered_since_ms else {
+            return;
+        };
+        if now_ms.saturating_sub(since_ms) >= UNREGISTERED_WARN_MS {
+            tracing::warn!(
+                coordinator = %self.coordinator_addr,
+                "not registered with the coordinator after {} s; still trying",
+                UNREGISTERED_WARN_MS / 1000
+            );
+            self.unregistered_since_ms = None;
+        }
     }
 
     /// Turns what the coordinator link reported into registrar inputs.
