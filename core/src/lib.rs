@@ -13,6 +13,7 @@ pub mod proto;
 pub mod registration;
 pub mod replica;
 pub mod ring;
+pub mod session;
 
 /// A point in time, in milliseconds, as the caller sees it. The core never reads a clock.
 pub type Ts = u64;

@@ -158,6 +158,7 @@ fn client_spec() -> PortSpec<ClientRequest> {
         },
         error_line: |code| Envelope::bare(ClientResponse::error(code)).encode(),
         idle_timeout: true,
+        access: ClientRequest::access,
     }
 }
 
@@ -172,6 +173,7 @@ fn register_spec() -> PortSpec<Register> {
             Envelope::bare(RegisterResponse::Error(ErrorReply::new(code))).encode()
         },
         idle_timeout: false,
+        access: |_| None,
     }
 }
 

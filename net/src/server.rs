@@ -185,6 +185,7 @@ fn participant_spec() -> PortSpec<ParticipantRequest> {
             Envelope::bare(ParticipantResponse::Error(ErrorReply::new(code))).encode()
         },
         idle_timeout: true,
+        access: |_| None,
     }
 }
 

@@ -57,8 +57,8 @@ fn put_get_del_status_pipelining_malformed_lines_and_half_close() {
     }
 
     // Pipelined: all sent before any answer is read; answered in order, ids echoed. The
-    // GET runs concurrently with the PUT before it (the core does not make a GET wait for
-    // an undecided update, even on the same connection), so it reads another key.
+    // GET of the key the PUT before it writes reads that write (program order within a
+    // connection).
     assert_eq!(
         c.ask(r#"{"type":"putreq","key":"r","value":"before"}"#).msg,
         ClientResponse::Success
@@ -66,7 +66,7 @@ fn put_get_del_status_pipelining_malformed_lines_and_half_close() {
     c.send(concat!(
         r#"{"type":"putreq","key":"p","value":"1","id":1}"#,
         "\n",
-        r#"{"type":"getreq","key":"r","id":"two"}"#,
+        r#"{"type":"getreq","key":"p","id":"two"}"#,
         "\n",
         "\n   \n",
         r#"{"type":"getreq","key":"nope","id":-3}"#,
@@ -84,7 +84,7 @@ fn put_get_del_status_pipelining_malformed_lines_and_half_close() {
     let second = c.answer();
     assert_eq!(
         (second.id, second.msg),
-        (Some(RequestId::Text("two".into())), value("r", "before"))
+        (Some(RequestId::Text("two".into())), value("p", "1"))
     );
     let third = c.answer();
     assert_eq!(third.id, Some(RequestId::Negative(-3)));

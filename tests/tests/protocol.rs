@@ -335,3 +335,33 @@ fn a_kv_server_port_speaks_the_participant_protocol() {
         assert_eq!(error_code(&malformed), Some("malformed"));
     }
 }
+
+#[test]
+fn a_pipeline_takes_effect_in_program_order_per_key() {
+    let c = cluster();
+    let mut client = c.client();
+    for round in 0..20 {
+        let value = format!("v{round}");
+        let batch = [
+            put("rw", &value),
+            get("rw"),
+            put("rw", &format!("{value}-second")),
+            get("rw"),
+            del("rw"),
+            get("rw"),
+            put("rw", &value),
+            get("other"),
+        ]
+        .join("\n");
+        client.send(&batch);
+        let answers: Vec<Value> = (0..8).map(|_| client.recv()).collect();
+        assert_eq!(answers[0]["message"], "Success");
+        assert_eq!(answers[1]["value"], value.as_str(), "read your write");
+        assert_eq!(answers[2]["message"], "Success");
+        assert_eq!(answers[3]["value"], format!("{value}-second"));
+        assert_eq!(answers[4]["message"], "Success");
+        assert_eq!(error_code(&answers[5]), Some("not_found"));
+        assert_eq!(answers[6]["message"], "Success");
+        assert_eq!(error_code(&answers[7]), Some("not_found"));
+    }
+}

@@ -32,6 +32,19 @@ pub enum ClientRequest {
 }
 
 impl ClientRequest {
+    /// The key the request is about and how it touches it, for ordering the requests of
+    /// one connection; `None` for requests on no key.
+    pub fn access(&self) -> Option<(&str, crate::session::Access)> {
+        use crate::session::Access;
+        match self {
+            ClientRequest::Get { key } => Some((key, Access::Read)),
+            ClientRequest::Put { key, .. } | ClientRequest::Del { key } => {
+                Some((key, Access::Write))
+            }
+            ClientRequest::Status => None,
+        }
+    }
+
     /// The key the request is about, if any.
     pub fn key(&self) -> Option<&str> {
         match self {

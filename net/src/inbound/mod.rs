@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use ringkv_core::proto::{Envelope, ErrorCode, WireMessage};
+use ringkv_core::session::{Access, Sequencer};
 use ringkv_core::ReplyTo;
 
 use crate::error::NetError;
@@ -46,6 +47,10 @@ pub(crate) struct PortSpec<R> {
     /// Whether idle connections are closed. Servers keep their registration connection
     /// open on purpose (to notice a coordinator restart), so that port does not.
     pub(crate) idle_timeout: bool,
+    /// The key a request touches and how, so that the requests of one connection take
+    /// effect in program order ([`Sequencer`]); `None` for ports or requests that need
+    /// no ordering.
+    pub(crate) access: fn(&R) -> Option<(&str, Access)>,
 }
 
 /// A listening port and its connections.
@@ -62,6 +67,10 @@ pub(crate) struct Port<R> {
     refusing: usize,
     /// Which connection each outstanding reply handle belongs to.
     handles: HashMap<u64, Token>,
+    /// Per connection with keyed requests under way: what may run and what waits.
+    sequencers: BTreeMap<Token, Sequencer<R>>,
+    /// Requests a [`Sequencer`] released, to hand to the role in the next turn.
+    released: Vec<(ReplyTo, R)>,
     next_handle: u64,
     /// Connections to pump in the next turn.
     ready: BTreeSet<Token>,
@@ -98,6 +107,8 @@ impl<R> Port<R> {
             served: 0,
             refusing: 0,
             handles: HashMap::new(),
+            sequencers: BTreeMap::new(),
+            released: Vec::new(),
             next_handle: 1,
             ready: BTreeSet::new(),
             touched: BTreeSet::new(),
@@ -197,7 +208,7 @@ impl<R> Port<R> {
 
     /// Whether some connection can make progress without waiting for an event.
     pub(crate) fn has_ready(&self) -> bool {
-        !self.ready.is_empty()
+        !self.ready.is_empty() || !self.released.is_empty()
     }
 
     /// Reads from the connections that are ready, and returns the decoded requests with
@@ -208,6 +219,7 @@ impl<R> Port<R> {
         registry: &Registry,
         requests: &mut Vec<(ReplyTo, R)>,
     ) {
+        requests.append(&mut self.released);
         let ready = std::mem::take(&mut self.ready);
         let mut inputs = Vec::new();
         for token in ready {
@@ -224,7 +236,19 @@ impl<R> Port<R> {
                         Ok(envelope) => {
                             conn.answers_mut().push_pending(handle, envelope.id);
                             self.handles.insert(handle, token);
-                            requests.push((ReplyTo(handle), envelope.msg));
+                            let access = (self.spec.access)(&envelope.msg)
+                                .map(|(key, access)| (key.to_owned(), access));
+                            let admitted = match access {
+                                Some((key, access)) => self
+                                    .sequencers
+                                    .entry(token)
+                                    .or_default()
+                                    .admit(handle, &key, access, envelope.msg),
+                                None => Some(envelope.msg),
+                            };
+                            if let Some(msg) = admitted {
+                                requests.push((ReplyTo(handle), msg));
+                            }
                         }
                         Err(answer) => conn.answers_mut().push_ready(handle, answer),
                     },
@@ -248,6 +272,14 @@ impl<R> Port<R> {
         let Some(token) = self.handles.remove(&to.0) else {
             return;
         };
+        if let Some(sequencer) = self.sequencers.get_mut(&token) {
+            for (handle, request) in sequencer.complete(to.0) {
+                self.released.push((ReplyTo(handle), request));
+            }
+            if sequencer.is_idle() {
+                self.sequencers.remove(&token);
+            }
+        }
         if let Some(conn) = self.conns.get_mut(&token) {
             conn.answers_mut().fill(to.0, |id| {
                 let mut line = Vec::with_capacity(64);
@@ -326,6 +358,11 @@ impl<R> Port<R> {
         for handle in conn.answers().pending_handles() {
             self.handles.remove(&handle);
         }
+        self.sequencers.remove(&token);
+        // A released request of a closed connection is dropped with it.
+        let handles = &self.handles;
+        self.released
+            .retain(|(handle, _)| handles.contains_key(&handle.0));
         if conn.is_refused() {
             self.refusing = self.refusing.saturating_sub(1);
         } else {
