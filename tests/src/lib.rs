@@ -115,6 +115,21 @@ fn has(labels: &'static [&'static str]) -> impl Fn(&[String]) -> bool {
     }
 }
 
+fn start_coordinator(client: &str, server: &str, expected: usize, flags: &[String]) -> Proc {
+    let expected = expected.to_string();
+    let mut args = vec![
+        "coordinator",
+        "--client-addr",
+        client,
+        "--server-addr",
+        server,
+        "--servers",
+        &expected,
+    ];
+    args.extend(flags.iter().map(String::as_str));
+    Proc::start(&args, has(&["client", "server"]))
+}
+
 /// A coordinator and its KV servers, each a process, with data in a temporary directory.
 pub struct Cluster {
     /// The coordinator process.
@@ -127,6 +142,8 @@ pub struct Cluster {
     pub client_addr: SocketAddr,
     /// The servers' registration port.
     pub server_addr: SocketAddr,
+    /// The coordinator's flags beyond its addresses and server count.
+    coordinator_flags: Vec<String>,
     dir: tempfile::TempDir,
 }
 
@@ -134,24 +151,15 @@ impl Cluster {
     /// Starts a coordinator expecting `ids.len()` servers, with extra flags, and the
     /// servers, and waits until the ring is complete.
     pub fn start(ids: &[u64], coordinator_flags: &[&str]) -> Cluster {
-        let expected = ids.len().to_string();
-        let mut args = vec![
-            "coordinator",
-            "--client-addr",
-            "127.0.0.1:0",
-            "--server-addr",
-            "127.0.0.1:0",
-            "--servers",
-            &expected,
-        ];
-        args.extend_from_slice(coordinator_flags);
-        let coordinator = Proc::start(&args, has(&["client", "server"]));
+        let flags: Vec<String> = coordinator_flags.iter().map(|f| f.to_string()).collect();
+        let coordinator = start_coordinator("127.0.0.1:0", "127.0.0.1:0", ids.len(), &flags);
         let mut cluster = Cluster {
             client_addr: coordinator.addr("client"),
             server_addr: coordinator.addr("server"),
             coordinator,
             servers: ids.iter().map(|_| None).collect(),
             ids: ids.to_vec(),
+            coordinator_flags: flags,
             dir: tempfile::tempdir().expect("a temporary directory"),
         };
         for i in 0..ids.len() {
@@ -159,6 +167,18 @@ impl Cluster {
         }
         cluster.wait_for_ring(ids.len());
         cluster
+    }
+
+    /// SIGKILLs the coordinator and starts a new one on the same ports; the servers must
+    /// notice and register again.
+    pub fn restart_coordinator(&mut self) {
+        self.coordinator.kill();
+        self.coordinator = start_coordinator(
+            &self.client_addr.to_string(),
+            &self.server_addr.to_string(),
+            self.ids.len(),
+            &self.coordinator_flags,
+        );
     }
 
     /// The data directory of server `i`.

@@ -79,3 +79,31 @@ fn sigkill_during_writes_loses_no_acknowledged_write() {
     }
     assert_eq!(acked.len(), KEYS);
 }
+
+#[test]
+fn servers_register_again_when_the_coordinator_restarts() {
+    let mut c = Cluster::start(&IDS, &["--timeout-ms", "1000"]);
+    let mut client = c.client();
+    for i in 0..10 {
+        let answer = client.request(&put(&format!("kept{i}"), &format!("v{i}")));
+        assert_eq!(answer["message"], "Success");
+    }
+    // Let phase 2 reach every replica before the coordinator dies.
+    for i in 0..10 {
+        let key = format!("kept{i}");
+        for server in c.replicas_of(&key) {
+            ringkv_e2e::wait_for_replica_value(c.server_listen(server), &key, &format!("v{i}"));
+        }
+    }
+    c.restart_coordinator();
+    // The servers notice the lost connection and register again, unprompted.
+    c.wait_for_ring(IDS.len());
+    let mut client = c.client();
+    for i in 0..10 {
+        let answer = client.request(&get(&format!("kept{i}")));
+        assert_eq!(answer["value"], format!("v{i}"), "{answer}");
+    }
+    let answer = client.request(&put("kept0", "after restart"));
+    assert_eq!(answer["message"], "Success", "{answer}");
+    assert_eq!(client.request(&get("kept0"))["value"], "after restart");
+}

@@ -365,3 +365,44 @@ fn a_pipeline_takes_effect_in_program_order_per_key() {
         assert_eq!(error_code(&answers[7]), Some("not_found"));
     }
 }
+
+#[test]
+fn a_port_at_its_connection_limit_answers_overloaded_and_closes() {
+    let c = Cluster::start(&IDS, &["--max-connections", "3"]);
+    // Take all three places (the harness's own status connections may still be closing).
+    let served = || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let mut client = c.client();
+            let answer = client.request(&get("x"));
+            if error_code(&answer) == Some("not_found") {
+                return client;
+            }
+            assert_eq!(error_code(&answer), Some("overloaded"), "{answer}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no place for a connection"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let mut held: Vec<Client> = (0..3).map(|_| served()).collect();
+    let mut extra = c.client();
+    let answer = extra.recv();
+    assert_eq!(error_code(&answer), Some("overloaded"), "{answer}");
+    assert!(extra.is_closed());
+    // A place frees up when a connection leaves.
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let mut client = c.client();
+        client.send(&get("x"));
+        let answer = client.recv();
+        if error_code(&answer) == Some("not_found") {
+            break;
+        }
+        assert_eq!(error_code(&answer), Some("overloaded"));
+        assert!(std::time::Instant::now() < deadline, "no place freed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

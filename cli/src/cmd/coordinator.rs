@@ -49,6 +49,8 @@ fn options(args: &CoordinatorArgs) -> Result<CoordinatorOptions, String> {
     config.validate().map_err(|err| err.to_string())?;
     let limits = NetLimits {
         max_frame_bytes: args.max_frame_bytes,
+        max_connections_per_port: usize::try_from(args.max_connections)
+            .map_err(|_| "--max-connections is too large for this machine".to_string())?,
         ..NetLimits::default()
     };
     if limits.max_frame_bytes == 0 {
