@@ -65,6 +65,15 @@ enum Event {
     ClientTimeout { client: u32, op: usize },
 }
 
+/// A fault of the link between the coordinator and one server.
+#[derive(Clone, Copy, Debug)]
+enum LinkFault {
+    /// Messages are lost.
+    Partition,
+    /// Messages are held back.
+    Clog,
+}
+
 /// A KV server while it runs.
 struct LiveServer {
     replica: Replica<SimDisk>,
@@ -239,8 +248,8 @@ impl World {
             Event::SyncDone { id, incarnation } => self.sync_done(id, incarnation),
             Event::CrashTick => self.crash_tick(),
             Event::Restart { id } => self.restart(id),
-            Event::PartitionTick => self.partition_tick(),
-            Event::ClogTick => self.clog_tick(),
+            Event::PartitionTick => self.link_fault_tick(LinkFault::Partition),
+            Event::ClogTick => self.link_fault_tick(LinkFault::Clog),
             Event::Heal => self.heal(),
             Event::ClientNext { client } => self.client_next(client),
             Event::ClientTimeout { client, op } => self.client_timeout(client, op),
@@ -658,38 +667,38 @@ impl World {
         self.schedule(self.now + next.max(1), Event::CrashTick);
     }
 
-    fn partition_tick(&mut self) {
+    /// Cuts or clogs the link between the coordinator and a random server for a while,
+    /// and schedules the next such fault.
+    fn link_fault_tick(&mut self, fault: LinkFault) {
         if self.healed {
             return;
         }
         let ids = &self.config.server_ids;
         let id = ids[self.rng.random_range(0..ids.len())];
-        let until = self.now + self.rng.random_range(100..3000);
-        self.network.partition(id, until);
-        self.trace.note(
-            self.now,
-            &format!("server {id} partitioned until {until} ms"),
-        );
-        let every = self.config.net.partition_every_ms;
-        let next = self.rng.random_range(every / 2..=every * 3 / 2);
-        self.schedule(self.now + next.max(1), Event::PartitionTick);
-    }
-
-    fn clog_tick(&mut self) {
-        if self.healed {
-            return;
-        }
-        let ids = &self.config.server_ids;
-        let id = ids[self.rng.random_range(0..ids.len())];
-        let until = self.now + self.rng.random_range(50..2000);
-        self.network.clog(id, until);
-        self.trace.note(
-            self.now,
-            &format!("link to server {id} clogged until {until} ms"),
-        );
-        let every = self.config.net.clog_every_ms;
-        let next = self.rng.random_range(every / 2..=every * 3 / 2);
-        self.schedule(self.now + next.max(1), Event::ClogTick);
+        let (lasts_ms, every_ms) = match fault {
+            LinkFault::Partition => (100..3000, self.config.net.partition_every_ms),
+            LinkFault::Clog => (50..2000, self.config.net.clog_every_ms),
+        };
+        let until = self.now + self.rng.random_range(lasts_ms);
+        let (note, next_event) = match fault {
+            LinkFault::Partition => {
+                self.network.partition(id, until);
+                (
+                    format!("server {id} partitioned until {until} ms"),
+                    Event::PartitionTick,
+                )
+            }
+            LinkFault::Clog => {
+                self.network.clog(id, until);
+                (
+                    format!("link to server {id} clogged until {until} ms"),
+                    Event::ClogTick,
+                )
+            }
+        };
+        self.trace.note(self.now, &note);
+        let next = self.rng.random_range(every_ms / 2..=every_ms * 3 / 2);
+        self.schedule(self.now + next.max(1), next_event);
     }
 
     fn heal(&mut self) {

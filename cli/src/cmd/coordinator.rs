@@ -2,38 +2,20 @@
 
 use ringkv_core::cache::CacheConfig;
 use ringkv_core::coordinator::CoordinatorConfig;
-use ringkv_net::{run_coordinator, CoordinatorOptions, NetLimits, Shutdown};
+use ringkv_net::{run_coordinator, CoordinatorOptions, NetLimits};
 
 use crate::addr::resolve_listen;
 use crate::args::CoordinatorArgs;
 use crate::exit::Exit;
-use crate::{out, signals};
+use crate::out;
 
 /// Runs the coordinator; prints `client ADDR` and `server ADDR` once both ports listen.
 pub fn run(args: &CoordinatorArgs) -> Exit {
-    let options = match options(args) {
-        Ok(options) => options,
-        Err(why) => {
-            eprintln!("error: {why}");
-            return Exit::Failure;
-        }
-    };
-    let shutdown = Shutdown::new();
-    let stopper = shutdown.clone();
-    if let Err(err) = signals::on_stop(move || stopper.trigger(), false) {
-        eprintln!("error: cannot handle SIGINT/SIGTERM: {err}");
-        return Exit::Failure;
-    }
-    let result = run_coordinator(options, shutdown, |addrs| {
-        out::line_or_warn(&format!("client {}\nserver {}", addrs.client, addrs.server));
-    });
-    match result {
-        Ok(()) => Exit::Ok,
-        Err(err) => {
-            eprintln!("error: {err}");
-            Exit::Failure
-        }
-    }
+    super::run_role(options(args), |options, shutdown| {
+        run_coordinator(options, shutdown, |addrs| {
+            out::line_or_warn(&format!("client {}\nserver {}", addrs.client, addrs.server));
+        })
+    })
 }
 
 /// The coordinator's options from the flags, checked before anything listens.

@@ -8,8 +8,13 @@ pub mod oneshot;
 pub mod probe;
 pub mod server;
 
+use std::fmt::Display;
+
+use ringkv_net::Shutdown;
+
 use crate::args::Command;
 use crate::exit::Exit;
+use crate::signals;
 
 /// Runs one subcommand to its end.
 pub fn run(command: &Command) -> Exit {
@@ -24,5 +29,34 @@ pub fn run(command: &Command) -> Exit {
         Command::Status(args) => oneshot::status(args),
         Command::Bench(args) => bench::run(args),
         Command::Probe(args) => probe::run(args),
+    }
+}
+
+/// Runs one role (`coordinator`, `server`) in this process until SIGINT/SIGTERM: bad
+/// options, a role that cannot start, and one that fails are one line on stderr and
+/// exit 2; a stop by signal is exit 0.
+fn run_role<O, E: Display>(
+    options: Result<O, String>,
+    run: impl FnOnce(O, Shutdown) -> Result<(), E>,
+) -> Exit {
+    let options = match options {
+        Ok(options) => options,
+        Err(why) => {
+            eprintln!("error: {why}");
+            return Exit::Failure;
+        }
+    };
+    let shutdown = Shutdown::new();
+    let stopper = shutdown.clone();
+    if let Err(err) = signals::on_stop(move || stopper.trigger(), false) {
+        eprintln!("error: cannot handle SIGINT/SIGTERM: {err}");
+        return Exit::Failure;
+    }
+    match run(options, shutdown) {
+        Ok(()) => Exit::Ok,
+        Err(err) => {
+            eprintln!("error: {err}");
+            Exit::Failure
+        }
     }
 }

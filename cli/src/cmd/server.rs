@@ -1,38 +1,20 @@
 //! `ringkv server`: one KV server in this process until SIGINT/SIGTERM.
 
 use ringkv_core::replica::ReplicaConfig;
-use ringkv_net::{run_server, NetLimits, ServerOptions, Shutdown};
+use ringkv_net::{run_server, NetLimits, ServerOptions};
 
 use crate::addr::resolve_listen;
 use crate::args::ServerArgs;
 use crate::exit::Exit;
-use crate::{out, signals};
+use crate::out;
 
 /// Runs the server; prints `listen ADDR` and `id ID` once it listens.
 pub fn run(args: &ServerArgs) -> Exit {
-    let options = match options(args) {
-        Ok(options) => options,
-        Err(why) => {
-            eprintln!("error: {why}");
-            return Exit::Failure;
-        }
-    };
-    let shutdown = Shutdown::new();
-    let stopper = shutdown.clone();
-    if let Err(err) = signals::on_stop(move || stopper.trigger(), false) {
-        eprintln!("error: cannot handle SIGINT/SIGTERM: {err}");
-        return Exit::Failure;
-    }
-    let result = run_server(options, shutdown, |info| {
-        out::line_or_warn(&format!("listen {}\nid {}", info.listen, info.id));
-    });
-    match result {
-        Ok(()) => Exit::Ok,
-        Err(err) => {
-            eprintln!("error: {err}");
-            Exit::Failure
-        }
-    }
+    super::run_role(options(args), |options, shutdown| {
+        run_server(options, shutdown, |info| {
+            out::line_or_warn(&format!("listen {}\nid {}", info.listen, info.id));
+        })
+    })
 }
 
 /// The server's options from the flags, checked before anything is opened.

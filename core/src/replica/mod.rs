@@ -130,6 +130,16 @@ enum Decision {
     Refused(ErrorCode, String),
 }
 
+impl Decision {
+    fn of(commit: bool) -> Self {
+        if commit {
+            Decision::Committed
+        } else {
+            Decision::Aborted
+        }
+    }
+}
+
 /// What to do once a write is durable.
 #[derive(Clone, Debug)]
 enum Deferred {
@@ -444,6 +454,12 @@ impl<R: LogReader> Replica<R> {
         let Some((commit, _)) = prepared.deciding else {
             panic!("transaction {txid} applied without a decision");
         };
+        self.finish(txid, prepared, commit);
+    }
+
+    /// Ends a prepared transaction whose decision is durable: releases its key, applies
+    /// it if committed, and remembers the decision. Shared by the live path and replay.
+    fn finish(&mut self, txid: TxId, prepared: Prepared, commit: bool) {
         let holder = self.locks.remove(&prepared.key);
         assert_eq!(holder, Some(txid), "lock of {:?} lost", prepared.key);
         if commit {
@@ -452,12 +468,7 @@ impl<R: LogReader> Replica<R> {
                 PreparedOp::Del => self.store.remove(&prepared.key),
             }
         }
-        let decision = if commit {
-            Decision::Committed
-        } else {
-            Decision::Aborted
-        };
-        self.remember_decision(txid, decision);
+        self.remember_decision(txid, Decision::of(commit));
     }
 
     fn remember_decision(&mut self, txid: TxId, decision: Decision) {

@@ -108,30 +108,13 @@ impl<R: LogReader> Replica<R> {
 
     fn replay_decision(&mut self, txid: u64, commit: bool) -> Result<(), String> {
         let Some(prepared) = self.prepared.remove(&txid) else {
-            let same = if commit {
-                Decision::Committed
-            } else {
-                Decision::Aborted
-            };
             return match self.decided.get(&txid) {
-                Some(earlier) if *earlier == same => Ok(()),
+                Some(earlier) if *earlier == Decision::of(commit) => Ok(()),
                 Some(_) => Err(format!("transaction {txid} decided both ways")),
                 None => Err(format!("decision of transaction {txid}, never prepared")),
             };
         };
-        self.locks.remove(&prepared.key);
-        if commit {
-            match prepared.op {
-                PreparedOp::Put { loc, value } => self.store.put(prepared.key, loc, value),
-                PreparedOp::Del => self.store.remove(&prepared.key),
-            }
-        }
-        let decision = if commit {
-            Decision::Committed
-        } else {
-            Decision::Aborted
-        };
-        self.remember_decision(txid, decision);
+        self.finish(txid, prepared, commit);
         Ok(())
     }
 }
