@@ -519,15 +519,17 @@ impl World {
         self.drain_server(id);
     }
 
+    /// The server `id` if it is still running as `incarnation`: events scheduled for an
+    /// earlier run of a server die with that run.
+    fn running(&mut self, id: u64, incarnation: u32) -> Option<&mut ServerNode> {
+        self.servers
+            .get_mut(&id)
+            .filter(|node| node.incarnation == incarnation && node.live.is_some())
+    }
+
     fn server_timer(&mut self, id: u64, incarnation: u32) {
         let now = self.now;
-        let Some(node) = self.servers.get_mut(&id) else {
-            return;
-        };
-        if node.incarnation != incarnation {
-            return;
-        }
-        let Some(live) = node.live.as_mut() else {
+        let Some(live) = self.running(id, incarnation).and_then(|n| n.live.as_mut()) else {
             return;
         };
         if live.timer_at != Some(now) {
@@ -540,12 +542,9 @@ impl World {
 
     fn sync_done(&mut self, id: u64, incarnation: u32) {
         let now = self.now;
-        let Some(node) = self.servers.get_mut(&id) else {
+        let Some(node) = self.running(id, incarnation) else {
             return;
         };
-        if node.incarnation != incarnation {
-            return;
-        }
         let Some(live) = node.live.as_mut() else {
             return;
         };
