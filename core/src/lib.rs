@@ -1,10 +1,17 @@
 //! ringkv's protocol as a deterministic, sans-IO state-machine core.
 //!
-//! Every role is a plain struct driven through `handle(now, input)`, drained through
-//! `poll_output()`, and woken at `poll_timeout()`. Nothing here touches sockets, files,
-//! clocks, threads or OS randomness, so the simulator and the real shells run the very
-//! same code, and a seed reproduces any run.
+//! Every role is a plain struct driven through the [`Role`] contract: `handle(now,
+//! input)`, drained through `poll_output()`, woken at `poll_timeout()`, and checked with
+//! `check_invariants()`. Nothing here touches sockets, files, clocks, threads or OS
+//! randomness, so the simulator and the real shells run the very same code, and a seed
+//! reproduces any run.
+//!
+//! Components (what roles are built from): [`proto`], [`ring`], [`cache`], [`log`],
+//! [`storage`], [`time`], [`twopc`], [`session`], [`rng`], [`buggify`]. Roles (thin
+//! compositions of them): [`coordinator`], [`replica`] (the KV server), [`registration`].
+//! Components never use roles.
 
+pub mod buggify;
 pub mod cache;
 pub mod coordinator;
 pub mod limits;
@@ -13,7 +20,14 @@ pub mod proto;
 pub mod registration;
 pub mod replica;
 pub mod ring;
+pub mod rng;
+pub mod role;
 pub mod session;
+pub mod storage;
+pub mod time;
+pub mod twopc;
+
+pub use role::Role;
 
 /// A point in time, in milliseconds, as the caller sees it. The core never reads a clock.
 pub type Ts = u64;

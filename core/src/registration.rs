@@ -8,25 +8,32 @@
 use std::collections::VecDeque;
 
 use crate::proto::{ErrorCode, Register, RegisterResponse};
+use crate::rng::DetRng;
+use crate::role::Role;
+use crate::time::{Attempts, Backoff};
 use crate::Ts;
 
 /// How registration retries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RegistrationConfig {
-    /// The first wait before registering again without an answer.
-    pub retry_min_ms: u64,
-    /// The longest wait between two registrations.
-    pub retry_max_ms: u64,
+    /// The waits between registrations while the coordinator does not answer: many
+    /// servers restarted together spread out thanks to the jitter.
+    pub retry: Backoff,
     /// How often a registered server registers again.
     pub refresh_ms: u64,
+    /// The seed of the retry jitter.
+    pub seed: u64,
 }
 
 impl Default for RegistrationConfig {
     fn default() -> Self {
         Self {
-            retry_min_ms: 100,
-            retry_max_ms: 5000,
+            retry: Backoff {
+                wait_ms_min: 100,
+                wait_ms_max: 5000,
+            },
             refresh_ms: 2000,
+            seed: 0,
         }
     }
 }
@@ -56,8 +63,13 @@ pub enum RegistrationOutput {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum State {
-    Waiting { next_attempt_at: Ts, wait_ms: u64 },
-    Registered { refresh_at: Ts },
+    Waiting {
+        next_attempt_at: Ts,
+        attempts: Attempts,
+    },
+    Registered {
+        refresh_at: Ts,
+    },
     Refused,
 }
 
@@ -69,6 +81,8 @@ pub struct Registrar {
     state: State,
     /// Whether the coordinator acknowledged since the start or the last disconnect.
     registered: bool,
+    now: Ts,
+    rng: DetRng,
     outputs: VecDeque<RegistrationOutput>,
 }
 
@@ -80,23 +94,26 @@ impl Registrar {
             config,
             state: State::Refused,
             registered: false,
+            now,
+            rng: DetRng::new(config.seed),
             outputs: VecDeque::new(),
         };
-        registrar.attempt(now, config.retry_min_ms);
+        registrar.attempt(now, config.retry.begin());
         registrar
     }
 
-    fn attempt(&mut self, now: Ts, wait_ms: u64) {
+    /// Sends the registration and waits for an answer until the next attempt.
+    fn attempt(&mut self, now: Ts, mut attempts: Attempts) {
         self.outputs
             .push_back(RegistrationOutput::Send(self.msg.clone()));
+        let wait_ms = self.config.retry.next_wait_ms(&mut attempts, &mut self.rng);
         self.state = State::Waiting {
-            next_attempt_at: now + wait_ms,
-            wait_ms,
+            next_attempt_at: now.saturating_add(wait_ms),
+            attempts,
         };
     }
 
-    /// Handles one input at time `now`.
-    pub fn handle(&mut self, now: Ts, input: RegistrationInput) {
+    fn on_input(&mut self, now: Ts, input: RegistrationInput) {
         if self.state == State::Refused {
             return;
         }
@@ -116,6 +133,7 @@ impl Registrar {
                 if reply.code == ErrorCode::Refused =>
             {
                 self.state = State::Refused;
+                self.registered = false;
                 self.outputs
                     .push_back(RegistrationOutput::Refused(reply.message));
             }
@@ -123,45 +141,28 @@ impl Registrar {
                 // Any other error (overloaded, malformed from a confused peer) passes:
                 // try again after the usual wait.
                 if let State::Registered { .. } = self.state {
-                    self.attempt(now, self.config.retry_min_ms);
+                    self.attempt(now, self.config.retry.begin());
                 }
             }
             RegistrationInput::Disconnected => {
                 self.registered = false;
                 if matches!(self.state, State::Registered { .. }) {
                     // Register again at once: the coordinator may be back already.
-                    self.attempt(now, self.config.retry_min_ms);
+                    self.attempt(now, self.config.retry.begin());
                 }
             }
             RegistrationInput::Tick => match self.state {
                 State::Waiting {
                     next_attempt_at,
-                    wait_ms,
+                    attempts,
                 } if now >= next_attempt_at => {
-                    let next_wait_ms = (wait_ms * 2).min(self.config.retry_max_ms);
-                    self.attempt(now, next_wait_ms);
+                    self.attempt(now, attempts);
                 }
                 State::Registered { refresh_at } if now >= refresh_at => {
-                    self.attempt(now, self.config.retry_min_ms);
+                    self.attempt(now, self.config.retry.begin());
                 }
                 _ => {}
             },
-        }
-    }
-
-    /// The next thing to do, if any.
-    pub fn poll_output(&mut self) -> Option<RegistrationOutput> {
-        self.outputs.pop_front()
-    }
-
-    /// When to tick next: the next attempt or the next refresh.
-    pub fn poll_timeout(&self) -> Option<Ts> {
-        match self.state {
-            State::Waiting {
-                next_attempt_at, ..
-            } => Some(next_attempt_at),
-            State::Registered { refresh_at } => Some(refresh_at),
-            State::Refused => None,
         }
     }
 
@@ -176,10 +177,50 @@ impl Registrar {
     }
 }
 
+impl Role for Registrar {
+    type Input = RegistrationInput;
+    type Output = RegistrationOutput;
+
+    fn handle(&mut self, now: Ts, input: RegistrationInput) {
+        assert!(now >= self.now, "time went backwards: {now} < {}", self.now);
+        self.now = now;
+        self.on_input(now, input);
+    }
+
+    fn poll_output(&mut self) -> Option<RegistrationOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When to tick next: the next attempt or the next refresh.
+    fn poll_timeout(&self) -> Option<Ts> {
+        match self.state {
+            State::Waiting {
+                next_attempt_at, ..
+            } => Some(next_attempt_at),
+            State::Registered { refresh_at } => Some(refresh_at),
+            State::Refused => None,
+        }
+    }
+
+    /// A refused registrar sends nothing more; a registered one is acknowledged.
+    fn check_invariants(&self) {
+        if self.state == State::Refused {
+            assert!(!self.registered, "refused yet registered");
+        }
+        if let State::Registered { .. } = self.state {
+            assert!(
+                self.registered,
+                "registered state without an acknowledgement"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::proto::ErrorReply;
+    use crate::role::Role;
 
     fn drain(r: &mut Registrar) -> Vec<RegistrationOutput> {
         std::iter::from_fn(|| r.poll_output()).collect()
@@ -202,7 +243,16 @@ mod tests {
                 sends.push(now);
             }
         }
-        assert_eq!(sends, vec![100, 300, 700, 1500]);
+        // Doubling waits from 100 ms, each stretched by up to half by the jitter.
+        let gaps: Vec<u64> = std::iter::once(0)
+            .chain(sends.iter().copied())
+            .collect::<Vec<_>>()
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .collect();
+        for (gap, base) in gaps.iter().zip([100, 200, 400, 800]) {
+            assert!((base..=base + base / 2).contains(gap), "{gaps:?}");
+        }
         r.handle(now, RegistrationInput::Answer(RegisterResponse::Ack));
         assert_eq!(drain(&mut r), vec![RegistrationOutput::Registered]);
         assert!(r.is_registered());
@@ -229,8 +279,9 @@ mod tests {
         let busy = ErrorReply::new(ErrorCode::Overloaded);
         r.handle(1, RegistrationInput::Answer(RegisterResponse::Error(busy)));
         assert!(drain(&mut r).is_empty());
-        assert_eq!(r.poll_timeout(), Some(100));
-        r.handle(100, RegistrationInput::Tick);
+        let retry_at = r.poll_timeout().unwrap();
+        assert!((100..=150).contains(&retry_at), "{retry_at}");
+        r.handle(retry_at, RegistrationInput::Tick);
         assert_eq!(drain(&mut r), vec![RegistrationOutput::Send(msg)]);
     }
 

@@ -1,9 +1,10 @@
-//! Consistent-hashing placement: which two servers hold a key.
+//! Consistent-hashing placement: which servers hold a key.
 //!
 //! Every role computes placement from the same ring membership and the same hash, so
 //! coordinator, servers and simulator agree on a key's replicas without talking.
 //! Positions and server IDs live on one unsigned 64-bit circle; a key belongs to the
-//! first server at or after its position, and that server's successor keeps the copy.
+//! first server at or after its position, and the servers after it clockwise keep the
+//! other copies (its preference list of N; strong mode keeps two).
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
@@ -107,13 +108,29 @@ impl Ring {
             .copied()
     }
 
-    /// The primary and secondary for a position. None with fewer than two servers,
-    /// because a key must never be stored with a single copy.
+    /// The first `n` distinct servers met walking clockwise from `position`: the owner,
+    /// then its successors. Fewer when the ring has fewer than `n` servers.
+    pub fn preference_list_at(&self, position: u64, n: usize) -> Vec<ServerId> {
+        let from_position = self.ids.range(position..);
+        let wrapped = self.ids.range(..position);
+        let list: Vec<ServerId> = from_position.chain(wrapped).take(n).copied().collect();
+        debug_assert!(list.len() == n.min(self.ids.len()));
+        list
+    }
+
+    /// The preference list of N for a key, hashing it with [`key_position`].
+    pub fn preference_list(&self, key: &str, n: usize) -> Vec<ServerId> {
+        self.preference_list_at(key_position(key), n)
+    }
+
+    /// The primary and secondary for a position: the first two of its preference list.
+    /// None with fewer than two servers, because a key must never be stored with a
+    /// single copy.
     pub fn replicas(&self, position: u64) -> Option<ReplicaPair> {
-        let primary = self.owner(position)?;
-        let secondary = self.successor(primary)?;
-        debug_assert_ne!(primary, secondary, "a server is never its own successor");
-        Some(ReplicaPair { primary, secondary })
+        match self.preference_list_at(position, 2).as_slice() {
+            &[primary, secondary] => Some(ReplicaPair { primary, secondary }),
+            _ => None,
+        }
     }
 
     /// The replicas of a key, hashing it with [`key_position`].
@@ -317,7 +334,33 @@ mod tests {
                         .map(|secondary| ReplicaPair { primary, secondary })
                 });
                 prop_assert_eq!(ring.replicas(position), expected);
+                // The preference list walks owner, successor, successor's successor...
+                for n in 0..=model.sorted_ids.len() + 1 {
+                    let mut walk: Vec<u64> = Vec::new();
+                    let mut at = owner;
+                    while let Some(id) = at {
+                        if walk.len() == n || walk.contains(&id) {
+                            break;
+                        }
+                        walk.push(id);
+                        at = model.successor(id);
+                    }
+                    prop_assert_eq!(ring.preference_list_at(position, n), walk);
+                }
             }
         }
+    }
+
+    #[test]
+    fn preference_list_wraps_and_never_repeats() {
+        let ring: Ring = [10, 20, 30].into_iter().collect();
+        assert_eq!(ring.preference_list_at(20, 2), vec![20, 30]);
+        assert_eq!(ring.preference_list_at(21, 3), vec![30, 10, 20]);
+        assert_eq!(ring.preference_list_at(u64::MAX, 5), vec![10, 20, 30]);
+        assert_eq!(ring.preference_list_at(0, 0), Vec::<u64>::new());
+        let edges: Ring = [0, u64::MAX].into_iter().collect();
+        assert_eq!(edges.preference_list_at(u64::MAX, 2), vec![u64::MAX, 0]);
+        assert_eq!(edges.preference_list_at(1, 2), vec![u64::MAX, 0]);
+        assert!(Ring::new().preference_list("k", 2).is_empty());
     }
 }

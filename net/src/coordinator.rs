@@ -14,6 +14,7 @@ use ringkv_core::proto::{
     ParticipantResponse, Register, RegisterResponse, WireMessage,
 };
 use ringkv_core::ring::ServerId;
+use ringkv_core::Role;
 
 use crate::error::NetError;
 use crate::event_loop::{earliest, EventLoop, Readiness};
@@ -69,6 +70,7 @@ pub fn run_coordinator(
     if config.first_txid.is_none() {
         config.first_txid = Some(txid_base_from_wall_clock());
     }
+    config.seed = crate::seed::seed_from_os();
     let core = Coordinator::new(config).map_err(|err| NetError::Config(err.to_string()))?;
     let mut ev = EventLoop::new(shutdown)?;
     let registry = ev.registry();

@@ -20,6 +20,7 @@ mod inbound;
 mod limits;
 mod logfile;
 mod outbound;
+mod seed;
 mod server;
 mod shutdown;
 mod tokens;

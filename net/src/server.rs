@@ -14,6 +14,7 @@ use ringkv_core::registration::{
     Registrar, RegistrationConfig, RegistrationInput, RegistrationOutput,
 };
 use ringkv_core::replica::{RecoveryReport, Replica, ReplicaConfig, ReplicaInput, ReplicaOutput};
+use ringkv_core::Role;
 
 use crate::datadir::DataDir;
 use crate::error::NetError;
@@ -116,7 +117,10 @@ pub fn run_server(
             id: info.id,
             addr: advertised,
         },
-        RegistrationConfig::default(),
+        RegistrationConfig {
+            seed: crate::seed::seed_from_os(),
+            ..RegistrationConfig::default()
+        },
     );
     let mut tokens = TokenSource::new(Kind::Link);
     let coordinator = Link::new(

@@ -3,6 +3,7 @@
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use ringkv_core::buggify::BuggifyConfig;
 use ringkv_core::cache::CacheConfig;
 use ringkv_core::Ts;
 
@@ -70,6 +71,8 @@ pub struct SimConfig {
     pub liveness_ms: Ts,
     /// How long a client waits for an answer before it gives up (outcome unknown).
     pub client_timeout_ms: Ts,
+    /// Whether the core's fault sites may fire (during the safety phase only).
+    pub buggify: bool,
 }
 
 impl SimConfig {
@@ -148,7 +151,17 @@ impl SimConfig {
             settle_ms: 3 * timeout_ms + 2_000,
             liveness_ms: 3 * timeout_ms + 4_000,
             client_timeout_ms: 3 * timeout_ms + 2 * max_delay_ms + 1_000,
+            buggify: rng.random_bool(0.5),
         }
+    }
+
+    /// The fault sites of one role, seeded by `seed`, firing until the faults stop; none
+    /// in runs that leave them off.
+    pub fn buggify(&self, seed: u64) -> Option<BuggifyConfig> {
+        self.buggify.then_some(BuggifyConfig {
+            seed,
+            until_ms: self.heal_at_ms(),
+        })
     }
 
     /// When the faults stop.

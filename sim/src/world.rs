@@ -17,7 +17,7 @@ use ringkv_core::registration::{
     Registrar, RegistrationConfig, RegistrationInput, RegistrationOutput,
 };
 use ringkv_core::replica::{Replica, ReplicaConfig, ReplicaInput, ReplicaOutput};
-use ringkv_core::{ReplyTo, Ts};
+use ringkv_core::{ReplyTo, Role, Ts};
 
 use crate::check::{ClusterSnapshot, ServerSnapshot};
 use crate::config::SimConfig;
@@ -151,6 +151,8 @@ impl World {
         coordinator_config.cache = config.coordinator_cache;
         coordinator_config.timeout_ms = config.timeout_ms;
         coordinator_config.first_txid = Some(rng.random_range(1..1 << 40));
+        coordinator_config.seed = rng.random();
+        coordinator_config.buggify = config.buggify(rng.random());
         let coordinator = match Coordinator::new(coordinator_config) {
             Ok(c) => c,
             Err(err) => panic!("simulator built a bad coordinator config: {err}"),
@@ -365,6 +367,7 @@ impl World {
 
     fn coordinator_input(&mut self, input: CoordinatorInput) {
         self.coordinator.handle(self.now, input);
+        self.coordinator.check_invariants();
         while let Some(out) = self.coordinator.poll_output() {
             match out {
                 CoordinatorOutput::ClientReply { to, msg } => {
@@ -438,8 +441,10 @@ impl World {
             return;
         }
         let bytes = node.disk.contents();
+        let buggify_seed = self.rng.random();
         let config = ReplicaConfig {
             cache: self.config.server_cache,
+            buggify: self.config.buggify(buggify_seed),
             ..ReplicaConfig::default()
         };
         let (replica, report) = match Replica::recover(config, &bytes, node.disk.clone()) {
@@ -571,6 +576,8 @@ impl World {
             let Some(live) = node.live.as_mut() else {
                 return;
             };
+            live.replica.check_invariants();
+            live.registrar.check_invariants();
             while let Some(out) = live.replica.poll_output() {
                 match out {
                     ReplicaOutput::Reply { to, msg } => {

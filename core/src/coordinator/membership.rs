@@ -46,7 +46,8 @@ impl Coordinator {
                 self.outputs
                     .push_back(CoordinatorOutput::ServerAddr { server: id, addr });
                 // A restarted server lost what was in flight to it: send it again now.
-                self.resend_to(id);
+                self.driver.resend_to(self.now, id);
+                self.drain_driver();
             }
             RegisterResponse::Ack
         } else if self.ring.len() >= self.config.expected_servers {
@@ -66,10 +67,9 @@ impl Coordinator {
             );
             self.outputs
                 .push_back(CoordinatorOutput::ServerAddr { server: id, addr });
-            if !self.heartbeat_armed {
-                self.heartbeat_armed = true;
+            if self.timers.deadline(&Timer::Heartbeat).is_none() {
                 let at = self.now + self.config.heartbeat_interval_ms;
-                self.set_timer(at, Timer::Heartbeat);
+                self.timers.set(Timer::Heartbeat, at);
             }
             RegisterResponse::Ack
         };
@@ -85,7 +85,7 @@ impl Coordinator {
             self.send(id, None, ParticipantRequest::Ping);
         }
         let at = self.now + self.config.heartbeat_interval_ms;
-        self.set_timer(at, Timer::Heartbeat);
+        self.timers.set(Timer::Heartbeat, at);
     }
 
     pub(super) fn status(&self) -> ClientResponse {

@@ -13,6 +13,7 @@
 //! GETs never wait for an update: before a decision the committed value is still the
 //! current one, and after it the transaction answers.
 
+mod invariants;
 mod membership;
 mod read;
 mod txn;
@@ -22,17 +23,22 @@ mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
 
+use crate::buggify::{Buggify, BuggifyConfig};
 use crate::cache::{CacheConfig, CacheConfigError, SetAssociativeCache};
 use crate::proto::{
     ClientRequest, ClientResponse, Envelope, ErrorCode, ParticipantRequest, ParticipantResponse,
     Register, RegisterResponse, TxId,
 };
 use crate::ring::{Ring, ServerId};
+use crate::rng::DetRng;
+use crate::role::Role;
+use crate::time::{Backoff, Timers};
+use crate::twopc::{Driver, DriverConfig, Vote};
 use crate::{ReplyTo, Ts};
 
 use membership::ServerState;
 use read::Read;
-use txn::{KeyState, Tx};
+use txn::{KeyState, Update};
 
 /// The coordinator's settings and limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,10 +52,8 @@ pub struct CoordinatorConfig {
     /// thus answered within two timeouts, and within one when a replica of its key is
     /// down (the update ahead of it cannot finish, so it never starts).
     pub timeout_ms: u64,
-    /// The first wait before a message of a transaction is sent again; doubles each time.
-    pub retry_min_ms: u64,
-    /// The longest wait between two sends of a transaction's message.
-    pub retry_max_ms: u64,
+    /// How a transaction's unanswered messages are resent: doubling, jittered waits.
+    pub resend: Backoff,
     /// How often every server is pinged, so that `up` in `statusreq` stays true.
     pub heartbeat_interval_ms: u64,
     /// A server that sent nothing for this long is reported down and read from last.
@@ -58,12 +62,17 @@ pub struct CoordinatorConfig {
     /// clock so that IDs stay unique across restarts of the coordinator.
     pub first_txid: Option<TxId>,
     /// Updates in the system at once (in two-phase commit or queued behind another update
-    /// of the same key); beyond this an update is answered `overloaded`.
+    /// of the same key); beyond this an update is answered `overloaded`. Also the limit
+    /// of aborts of stray votes being resent.
     pub max_updates: usize,
     /// Updates queued behind one key's transaction; beyond this `overloaded`.
     pub max_queued_per_key: usize,
     /// GETs waiting for a replica at once; beyond this `overloaded`.
     pub max_reads: usize,
+    /// The seed of the coordinator's randomness (resend jitter).
+    pub seed: u64,
+    /// Fault sites, turned on only by the simulator.
+    pub buggify: Option<BuggifyConfig>,
 }
 
 impl CoordinatorConfig {
@@ -73,14 +82,18 @@ impl CoordinatorConfig {
             expected_servers,
             cache: CacheConfig::COORDINATOR_DEFAULT,
             timeout_ms: 3000,
-            retry_min_ms: 100,
-            retry_max_ms: 1000,
+            resend: Backoff {
+                wait_ms_min: 100,
+                wait_ms_max: 1000,
+            },
             heartbeat_interval_ms: 1000,
             down_after_ms: 5000,
             first_txid: None,
             max_updates: 4096,
             max_queued_per_key: 64,
             max_reads: 4096,
+            seed: 0,
+            buggify: None,
         }
     }
 
@@ -92,9 +105,9 @@ impl CoordinatorConfig {
         if self.timeout_ms == 0 {
             return Err(ConfigError("timeout must be at least 1 ms".into()));
         }
-        if self.retry_min_ms == 0 || self.retry_max_ms < self.retry_min_ms {
+        if !self.resend.is_valid() {
             return Err(ConfigError(
-                "retry waits must be at least 1 ms, the longest no shorter than the first".into(),
+                "resend waits must be at least 1 ms, the longest no shorter than the first".into(),
             ));
         }
         if self.heartbeat_interval_ms == 0 || self.down_after_ms <= self.heartbeat_interval_ms {
@@ -108,6 +121,16 @@ impl CoordinatorConfig {
         SetAssociativeCache::<String>::new(self.cache)
             .map(|_| ())
             .map_err(|err| ConfigError(format!("cache: {err}")))
+    }
+
+    fn driver(&self) -> DriverConfig {
+        DriverConfig {
+            phase1_timeout_ms: self.timeout_ms,
+            resend: self.resend,
+            max_transactions: self.max_updates,
+            max_stray_aborts: self.max_updates,
+            seed: self.seed,
+        }
     }
 }
 
@@ -191,20 +214,13 @@ pub enum CoordinatorOutput {
     },
 }
 
-/// Why a timer was set; stale timers (whose subject is gone) are ignored when they fire.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What the coordinator itself waits for (the driver keeps the transactions' timers).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
-    /// Phase 1 of a transaction must be decided by now.
-    Phase1Deadline(TxId),
-    /// Send a transaction's unanswered messages again; only the timer of the
-    /// transaction's current round counts.
-    Retry { txid: TxId, round: u32 },
     /// A queued update must have started by now.
-    QueuedDeadline { key: String, update: u64 },
+    Queued { key: String, update: u64 },
     /// The replica asked for a GET did not answer in time.
-    ReadDeadline { read: u64, attempt: u8 },
-    /// Send again the abort of a transaction a server voted ready for after it ended.
-    OrphanRetry { txid: TxId, server: ServerId },
+    Read(u64),
     /// Ping every server.
     Heartbeat,
 }
@@ -217,20 +233,16 @@ pub struct Coordinator {
     servers: BTreeMap<ServerId, ServerState>,
     cache: SetAssociativeCache<String>,
     keys: BTreeMap<String, KeyState>,
-    txs: BTreeMap<TxId, Tx>,
+    /// Two-phase commit of every update under way.
+    driver: Driver<Update>,
     /// Updates queued behind another update of the same key, over all keys.
     queued_updates: usize,
     reads: BTreeMap<u64, Read>,
-    /// Transactions that ended while a server still prepared them (a late or repeated
-    /// prepare voted ready): each is aborted there until the server acknowledges, with
-    /// the current wait between two sends.
-    orphans: BTreeMap<(TxId, ServerId), u64>,
-    timers: BTreeMap<(Ts, u64), Timer>,
+    timers: Timers<Timer>,
     next_txid: TxId,
     next_read: u64,
     next_update: u64,
-    next_timer: u64,
-    heartbeat_armed: bool,
+    buggify: Buggify,
     outputs: VecDeque<CoordinatorOutput>,
 }
 
@@ -238,6 +250,16 @@ impl Coordinator {
     /// A coordinator with no servers registered yet.
     pub fn new(config: CoordinatorConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        // The driver's and the coordinator's fault sites draw from separate streams.
+        let mut seeds = config.buggify.map(|b| DetRng::new(b.seed));
+        let mut buggify_for = |config: &CoordinatorConfig| {
+            Buggify::new(config.buggify.map(|b| BuggifyConfig {
+                seed: seeds.as_mut().map_or(0, DetRng::next_u64),
+                until_ms: b.until_ms,
+            }))
+        };
+        let driver = Driver::new(config.driver(), buggify_for(&config));
+        let buggify = buggify_for(&config);
         Ok(Self {
             cache: SetAssociativeCache::new(config.cache)?,
             next_txid: config.first_txid.unwrap_or(1),
@@ -246,40 +268,15 @@ impl Coordinator {
             ring: Ring::new(),
             servers: BTreeMap::new(),
             keys: BTreeMap::new(),
-            txs: BTreeMap::new(),
+            driver,
             queued_updates: 0,
             reads: BTreeMap::new(),
-            orphans: BTreeMap::new(),
-            timers: BTreeMap::new(),
+            timers: Timers::new(),
             next_read: 1,
             next_update: 1,
-            next_timer: 0,
-            heartbeat_armed: false,
+            buggify,
             outputs: VecDeque::new(),
         })
-    }
-
-    /// Handles one input at time `now`; timers due by `now` fire first.
-    pub fn handle(&mut self, now: Ts, input: CoordinatorInput) {
-        assert!(now >= self.now, "time went backwards: {now} < {}", self.now);
-        self.now = now;
-        self.fire_timers();
-        match input {
-            CoordinatorInput::Client { from, msg } => self.on_client(from, msg),
-            CoordinatorInput::Register { from, msg } => self.on_register(from, msg),
-            CoordinatorInput::Server { server, msg } => self.on_server(server, msg),
-            CoordinatorInput::Tick => {}
-        }
-    }
-
-    /// The next thing to do, if any.
-    pub fn poll_output(&mut self) -> Option<CoordinatorOutput> {
-        self.outputs.pop_front()
-    }
-
-    /// When to call `handle` with [`CoordinatorInput::Tick`] if nothing else arrives.
-    pub fn poll_timeout(&self) -> Option<Ts> {
-        self.timers.keys().next().map(|&(at, _)| at)
     }
 
     /// Whether every expected server has registered.
@@ -295,29 +292,19 @@ impl Coordinator {
     /// Transactions not yet acknowledged by both replicas, and aborts of stray prepares
     /// not yet acknowledged.
     pub fn open_transactions(&self) -> usize {
-        self.txs.len() + self.orphans.len()
-    }
-
-    fn set_timer(&mut self, at: Ts, timer: Timer) {
-        self.timers.insert((at, self.next_timer), timer);
-        self.next_timer += 1;
+        self.driver.open()
     }
 
     fn fire_timers(&mut self) {
-        while let Some(entry) = self.timers.first_entry() {
-            if entry.key().0 > self.now {
-                break;
-            }
-            let timer = entry.remove();
+        while let Some(timer) = self.timers.pop_due(self.now) {
             match timer {
-                Timer::Phase1Deadline(txid) => self.on_phase1_deadline(txid),
-                Timer::Retry { txid, round } => self.on_retry(txid, round),
-                Timer::QueuedDeadline { key, update } => self.on_queued_deadline(&key, update),
-                Timer::ReadDeadline { read, attempt } => self.on_read_deadline(read, attempt),
-                Timer::OrphanRetry { txid, server } => self.on_orphan_retry(txid, server),
+                Timer::Queued { key, update } => self.on_queued_deadline(&key, update),
+                Timer::Read(read) => self.on_read_deadline(read),
                 Timer::Heartbeat => self.on_heartbeat(),
             }
         }
+        self.driver.handle_timeouts(self.now);
+        self.drain_driver();
     }
 
     fn reply(&mut self, to: ReplyTo, msg: ClientResponse) {
@@ -363,14 +350,19 @@ impl Coordinator {
             return;
         }
         self.heard_from(server);
+        let now = self.now;
         match envelope.msg {
-            ParticipantResponse::Ready { txid } => self.on_vote(server, txid, None),
+            ParticipantResponse::Ready { txid } => {
+                self.driver.handle_vote(now, server, txid, Vote::Ready)
+            }
             ParticipantResponse::Refuse {
                 txid,
                 code,
                 message,
-            } => self.on_vote(server, txid, Some((code, message))),
-            ParticipantResponse::Ack { txid } => self.on_ack(server, txid),
+            } => self
+                .driver
+                .handle_vote(now, server, txid, Vote::Refuse(code, message)),
+            ParticipantResponse::Ack { txid } => self.driver.handle_ack(now, server, txid),
             ParticipantResponse::Value { key, value } => {
                 self.on_read_answer(server, envelope.id, Ok((key, value)))
             }
@@ -379,5 +371,38 @@ impl Coordinator {
             }
             ParticipantResponse::Pong => {}
         }
+        self.drain_driver();
+    }
+}
+
+impl Role for Coordinator {
+    type Input = CoordinatorInput;
+    type Output = CoordinatorOutput;
+
+    /// Handles one input at time `now`; timers due by `now` fire first.
+    fn handle(&mut self, now: Ts, input: CoordinatorInput) {
+        assert!(now >= self.now, "time went backwards: {now} < {}", self.now);
+        self.now = now;
+        self.fire_timers();
+        match input {
+            CoordinatorInput::Client { from, msg } => self.on_client(from, msg),
+            CoordinatorInput::Register { from, msg } => self.on_register(from, msg),
+            CoordinatorInput::Server { server, msg } => self.on_server(server, msg),
+            CoordinatorInput::Tick => {}
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<CoordinatorOutput> {
+        self.outputs.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Ts> {
+        let own = self.timers.next_deadline();
+        let driver = self.driver.poll_timeout();
+        own.into_iter().chain(driver).min()
+    }
+
+    fn check_invariants(&self) {
+        self.check_invariants_impl();
     }
 }

@@ -1,10 +1,12 @@
 //! GETs: answered from a deciding transaction, the cache, or else a replica (the primary
 //! first, then the secondary if the primary does not answer in time).
 
+use crate::buggify::FaultSite;
 use crate::proto::{ClientResponse, ErrorCode, ErrorReply, ParticipantRequest, RequestId, TxOp};
 use crate::ring::ServerId;
 use crate::ReplyTo;
 
+use super::txn::REPLICAS_PER_KEY;
 use super::{Coordinator, Timer};
 
 /// A GET waiting for a replica.
@@ -16,9 +18,15 @@ pub(super) struct Read {
     /// commit of the key was decided meanwhile.
     generation: u64,
     /// The replicas in the order they are asked.
-    order: [ServerId; 2],
-    /// How many of `order` were asked so far (1 or 2).
-    attempt: u8,
+    order: Vec<ServerId>,
+    /// How many of `order` were asked so far.
+    attempt: usize,
+}
+
+impl Read {
+    pub(super) fn key(&self) -> &str {
+        &self.key
+    }
 }
 
 impl Coordinator {
@@ -36,16 +44,21 @@ impl Coordinator {
             self.reply(client, ClientResponse::error(ErrorCode::Overloaded));
             return;
         }
-        let Some(pair) = self.ring.replicas_for_key(&key) else {
+        let mut order = self.ring.preference_list(&key, REPLICAS_PER_KEY);
+        if order.len() < REPLICAS_PER_KEY {
             self.reply(client, ClientResponse::error(ErrorCode::Unavailable));
             return;
+        }
+        // A server known to be down is asked last; any replica holds every decided
+        // commit once both acknowledged it, so the order is free.
+        let secondary_first = self.buggify.fires(self.now, FaultSite::SecondaryFirst);
+        let swap = match order.as_slice() {
+            [first, second, ..] => secondary_first || (!self.is_up(*first) && self.is_up(*second)),
+            _ => false,
         };
-        // A server known to be down is asked last.
-        let order = if !self.is_up(pair.primary) && self.is_up(pair.secondary) {
-            [pair.secondary, pair.primary]
-        } else {
-            [pair.primary, pair.secondary]
-        };
+        if swap {
+            order.swap(0, 1);
+        }
         let state = self.keys.entry(key.clone()).or_default();
         state.reads += 1;
         let read = Read {
@@ -64,11 +77,12 @@ impl Coordinator {
     /// The answer a transaction gives while its commit is decided and not yet
     /// acknowledged by both replicas.
     fn deciding_value(&self, key: &str) -> Option<ClientResponse> {
-        let tx = self.txs.get(&self.keys.get(key)?.active?)?;
-        if tx.committed() != Some(true) {
+        let txid = self.keys.get(key)?.active?;
+        if self.driver.decision(txid) != Some(true) {
             return None;
         }
-        Some(match &tx.op {
+        let update = self.driver.payload(txid)?;
+        Some(match &update.op {
             TxOp::Put { value } => ClientResponse::Value {
                 key: key.to_owned(),
                 value: value.clone(),
@@ -83,7 +97,7 @@ impl Coordinator {
         let Some(read) = self.reads.get_mut(&id) else {
             return;
         };
-        let Some(&server) = read.order.get(read.attempt as usize) else {
+        let Some(&server) = read.order.get(read.attempt) else {
             self.finish_read(
                 id,
                 ClientResponse::Error(ErrorReply::with_message(
@@ -94,17 +108,14 @@ impl Coordinator {
             return;
         };
         read.attempt += 1;
-        let attempt = read.attempt;
         let key = read.key.clone();
         self.send(server, Some(id), ParticipantRequest::Get { key });
-        let at = self.now + self.config.timeout_ms;
-        self.set_timer(at, Timer::ReadDeadline { read: id, attempt });
+        let at = self.now.saturating_add(self.config.timeout_ms);
+        self.timers.set(Timer::Read(id), at);
     }
 
-    pub(super) fn on_read_deadline(&mut self, id: u64, attempt: u8) {
-        if self.reads.get(&id).is_some_and(|r| r.attempt == attempt) {
-            self.ask_next_replica(id);
-        }
+    pub(super) fn on_read_deadline(&mut self, id: u64) {
+        self.ask_next_replica(id);
     }
 
     pub(super) fn on_read_answer(
@@ -119,7 +130,7 @@ impl Coordinator {
         let Some(read) = self.reads.get(&id) else {
             return;
         };
-        let asked = read.order.iter().take(read.attempt as usize);
+        let asked = read.order.iter().take(read.attempt);
         if !asked.clone().any(|&s| s == server) {
             return;
         }
@@ -140,8 +151,8 @@ impl Coordinator {
             // A replica that cannot answer (overloaded, a failed read, a confused answer):
             // try the other one at once.
             _ => {
-                let both_asked = read.attempt as usize >= read.order.len();
-                if both_asked {
+                let all_asked = read.attempt >= read.order.len();
+                if all_asked {
                     self.finish_read(id, ClientResponse::error(ErrorCode::Unavailable));
                 } else {
                     self.ask_next_replica(id);
@@ -154,6 +165,7 @@ impl Coordinator {
         let Some(read) = self.reads.remove(&id) else {
             return;
         };
+        self.timers.cancel(&Timer::Read(id));
         if let Some(state) = self.keys.get_mut(&read.key) {
             state.reads -= 1;
         }

@@ -41,6 +41,7 @@ impl Harness {
 
     fn input(&mut self, input: CoordinatorInput) {
         self.coord.handle(self.now, input);
+        self.coord.check_invariants();
         while let Some(out) = self.coord.poll_output() {
             match out {
                 CoordinatorOutput::ClientReply { to, msg } => self.client_replies.push((to, msg)),

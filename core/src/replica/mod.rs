@@ -1,37 +1,39 @@
-//! A KV server: a log-structured store with a write-through cache in front, and its part
-//! in two-phase commit.
+//! A KV server: a two-phase-commit participant over a log-structured store, with a
+//! write-through cache in front.
 //!
-//! The store is Bitcask-shaped: every prepared write is appended to the log, and an
-//! in-memory index maps each key to where its committed value lies in the log; values are
-//! read back through [`LogReader`]. Durability is an output: the replica emits
-//! [`ReplicaOutput::Persist`] and holds every answer that promises durability (`ready`,
-//! `ack`) until the caller reports [`ReplicaInput::Persisted`] for that write.
+//! It is a thin composition of components: the [`Participant`] owns the commit rules
+//! (locks, votes, remembered decisions), the [`Durability`] pipeline holds every answer
+//! that promises durability (`ready`, `ack`) until the caller reports its write durable,
+//! and the [`Store`] keeps the committed values, Bitcask-shaped: every prepared write is
+//! appended to the log, and an in-memory index maps each key to where its committed value
+//! lies; values are read back through [`LogReader`].
 //!
 //! Recovery is a function of the log bytes alone ([`Replica::recover`]): committed values,
 //! in-doubt transactions and their locks all come back from them.
 
 pub mod record;
 mod recovery;
-mod store;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
+use crate::buggify::{Buggify, BuggifyConfig, FaultSite};
 use crate::cache::{CacheConfig, CacheConfigError};
-use crate::log::{encode_frame, frame_len, FRAME_HEADER_BYTES};
 use crate::proto::{
     check_key, check_key_value, ErrorCode, ErrorReply, ParticipantRequest, ParticipantResponse,
     TxId, TxOp,
 };
-use crate::ReplyTo;
+use crate::role::Role;
+use crate::storage::{Durability, Store};
+use crate::twopc::{DecisionCheck, Participant, PrepareCheck, Vote};
+use crate::{ReplyTo, Ts};
 
+pub use crate::storage::{LogReader, PersistToken, StorageError, ValueLoc};
 pub use recovery::RecoveryReport;
-pub use store::{LogReader, StorageError, ValueLoc};
 
 use record::{value_offset_in_payload, Record};
-use store::Store;
 
 /// The limits and sizes of a KV server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +49,8 @@ pub struct ReplicaConfig {
     /// How many answers may wait for durability at once; beyond this a request is
     /// answered `overloaded`.
     pub max_waiting: usize,
+    /// Fault sites, turned on only by the simulator.
+    pub buggify: Option<BuggifyConfig>,
 }
 
 impl Default for ReplicaConfig {
@@ -56,13 +60,10 @@ impl Default for ReplicaConfig {
             max_prepared: 1024,
             decided_memory: 65_536,
             max_waiting: 8192,
+            buggify: None,
         }
     }
 }
-
-/// Which durable write an answer waits for: writes complete in the order they were asked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PersistToken(pub u64);
 
 /// What the replica is told.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,43 +102,15 @@ pub enum ReplicaOutput {
     },
 }
 
-/// The token of records read back at recovery: durable before this replica started.
-const RECOVERED: PersistToken = PersistToken(0);
-
-/// An operation prepared and not yet decided.
-#[derive(Clone, Debug)]
-struct Prepared {
-    key: String,
-    op: PreparedOp,
-    /// The write of its prepare record.
-    token: PersistToken,
-    /// The decision being made durable, and the write that holds it.
-    deciding: Option<(bool, PersistToken)>,
-}
-
+/// What a prepared transaction does if it commits.
 #[derive(Clone, Debug)]
 enum PreparedOp {
-    Put { loc: ValueLoc, value: String },
+    /// Write `value`, whose bytes lie at `loc` in the log.
+    Put {
+        loc: ValueLoc,
+        value: String,
+    },
     Del,
-}
-
-/// How a transaction ended here, remembered to answer repeated messages the same way.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Decision {
-    Committed,
-    Aborted,
-    /// This replica voted to abort, for this reason.
-    Refused(ErrorCode, String),
-}
-
-impl Decision {
-    fn of(commit: bool) -> Self {
-        if commit {
-            Decision::Committed
-        } else {
-            Decision::Aborted
-        }
-    }
 }
 
 /// What to do once a write is durable.
@@ -150,17 +123,11 @@ enum Deferred {
 /// A KV server's protocol state.
 pub struct Replica<R> {
     config: ReplicaConfig,
-    store: Store<R>,
-    prepared: BTreeMap<TxId, Prepared>,
-    locks: BTreeMap<String, TxId>,
-    decided: BTreeMap<TxId, Decision>,
-    decided_order: VecDeque<TxId>,
-    /// Bytes in the log, including those asked for and not yet durable.
-    log_len: u64,
-    next_token: u64,
-    /// Every token below this one is durable.
-    durable_below: u64,
-    waiting: VecDeque<(PersistToken, Deferred)>,
+    store: Store<String, R>,
+    participant: Participant<PreparedOp>,
+    durability: Durability<Deferred>,
+    buggify: Buggify,
+    now: Ts,
     outputs: VecDeque<ReplicaOutput>,
 }
 
@@ -169,37 +136,13 @@ impl<R: LogReader> Replica<R> {
     pub fn new(config: ReplicaConfig, reader: R) -> Result<Self, CacheConfigError> {
         Ok(Self {
             store: Store::new(config.cache, reader)?,
+            participant: Participant::new(config.max_prepared, config.decided_memory),
+            durability: Durability::new(0, config.max_waiting),
+            buggify: Buggify::new(config.buggify),
             config,
-            prepared: BTreeMap::new(),
-            locks: BTreeMap::new(),
-            decided: BTreeMap::new(),
-            decided_order: VecDeque::new(),
-            log_len: 0,
-            // Token 0 stands for what was durable before this replica started.
-            next_token: 1,
-            durable_below: 1,
-            waiting: VecDeque::new(),
+            now: 0,
             outputs: VecDeque::new(),
         })
-    }
-
-    /// Handles one input at time `now` (the replica keeps no timers; `now` is for symmetry
-    /// with the other roles).
-    pub fn handle(&mut self, _now: crate::Ts, input: ReplicaInput) {
-        match input {
-            ReplicaInput::Request { from, msg } => self.on_request(from, msg),
-            ReplicaInput::Persisted { token } => self.on_persisted(token),
-        }
-    }
-
-    /// The next thing to do, if any.
-    pub fn poll_output(&mut self) -> Option<ReplicaOutput> {
-        self.outputs.pop_front()
-    }
-
-    /// The replica has no timers.
-    pub fn poll_timeout(&self) -> Option<crate::Ts> {
-        None
     }
 
     /// The committed value of a key, read without touching the cache (for checks).
@@ -214,43 +157,39 @@ impl<R: LogReader> Replica<R> {
 
     /// The transactions prepared and not yet decided durably, in order.
     pub fn in_doubt(&self) -> impl Iterator<Item = TxId> + '_ {
-        self.prepared.keys().copied()
+        self.participant.in_doubt()
     }
 
     /// The log's length in bytes, counting writes asked for and not yet durable.
     pub fn log_len(&self) -> u64 {
-        self.log_len
+        self.durability.log_len()
+    }
+
+    /// The replica's settings.
+    pub fn config(&self) -> &ReplicaConfig {
+        &self.config
     }
 
     fn reply(&mut self, to: ReplyTo, msg: ParticipantResponse) {
         self.outputs.push_back(ReplicaOutput::Reply { to, msg });
     }
 
-    /// Defers `action` until `token` is durable; answers `overloaded` if too much waits.
-    fn defer(&mut self, token: PersistToken, action: Deferred) {
-        if token.0 < self.durable_below {
-            self.run(action);
-            return;
-        }
-        self.waiting.push_back((token, action));
-    }
-
-    fn has_room_to_wait(&self, extra: usize) -> bool {
-        self.waiting.len() + extra <= self.config.max_waiting
-    }
-
-    /// Appends records to the log and returns the token of their write, and the offset in
-    /// the log where the first record's payload starts.
+    /// Appends one record; returns its write's token and where its payload starts.
     fn append(&mut self, payload: &[u8]) -> (PersistToken, u64) {
-        let mut bytes = Vec::with_capacity(frame_len(payload.len()));
-        encode_frame(payload, &mut bytes);
-        let payload_offset = self.log_len + FRAME_HEADER_BYTES as u64;
-        self.log_len += bytes.len() as u64;
-        let token = PersistToken(self.next_token);
-        self.next_token += 1;
-        self.outputs
-            .push_back(ReplicaOutput::Persist { token, bytes });
-        (token, payload_offset)
+        let appended = self.durability.append(payload);
+        let token = appended.persist.token;
+        self.outputs.push_back(ReplicaOutput::Persist {
+            token,
+            bytes: appended.persist.bytes,
+        });
+        (token, appended.payload_offset)
+    }
+
+    /// Runs `action` once `token` is durable (at once if it already is).
+    fn defer(&mut self, token: PersistToken, action: Deferred) {
+        if let Some(now) = self.durability.defer(token, action) {
+            self.run(now);
+        }
     }
 
     fn on_request(&mut self, from: ReplyTo, msg: ParticipantRequest) {
@@ -281,41 +220,27 @@ impl<R: LogReader> Replica<R> {
     }
 
     fn on_prepare(&mut self, from: ReplyTo, txid: TxId, key: String, op: TxOp) {
-        let refuse = |code: ErrorCode, message: String| ParticipantResponse::Refuse {
-            txid,
-            code,
-            message,
-        };
-        if let Some(prepared) = self.prepared.get(&txid) {
+        match self.participant.check_prepare(txid) {
+            PrepareCheck::New => {}
             // A repeated prepare: the vote stands once it is durable.
-            let token = prepared.token;
-            if !self.has_room_to_wait(1) {
-                self.reply(from, overloaded());
+            PrepareCheck::Prepared(token) => {
+                if self.durability.has_room(1) {
+                    self.defer(token, Deferred::Reply(from, ready(txid)));
+                } else {
+                    self.reply(from, overloaded());
+                }
                 return;
             }
-            self.defer(
-                token,
-                Deferred::Reply(from, ParticipantResponse::Ready { txid }),
-            );
-            return;
-        }
-        if let Some(decision) = self.decided.get(&txid) {
-            let answer = match decision {
-                Decision::Committed => ParticipantResponse::Ready { txid },
-                Decision::Aborted => refuse(
-                    ErrorCode::Aborted,
-                    format!("transaction {txid} was already aborted"),
-                ),
-                Decision::Refused(code, message) => refuse(*code, message.clone()),
-            };
-            self.reply(from, answer);
-            return;
+            PrepareCheck::Decided(vote) => {
+                self.reply(from, vote_answer(txid, vote));
+                return;
+            }
         }
         if let Some((code, message)) = self.refusal(&key, &op) {
             // A vote to abort is this replica's decision: a repeated or late prepare of
             // the transaction gets the same vote, even if the key changed meanwhile.
-            self.remember_decision(txid, Decision::Refused(code, message.clone()));
-            self.reply(from, refuse(code, message));
+            self.participant.refuse(txid, code, message.clone());
+            self.reply(from, vote_answer(txid, Vote::Refuse(code, message)));
             return;
         }
         let (payload, value) = match op {
@@ -340,146 +265,139 @@ impl<R: LogReader> Replica<R> {
             },
             None => PreparedOp::Del,
         };
-        self.locks.insert(key.clone(), txid);
-        self.prepared.insert(
-            txid,
-            Prepared {
-                key,
-                op,
-                token,
-                deciding: None,
-            },
-        );
-        self.defer(
-            token,
-            Deferred::Reply(from, ParticipantResponse::Ready { txid }),
-        );
+        self.participant.prepare(txid, key, op, token);
+        self.defer(token, Deferred::Reply(from, ready(txid)));
     }
 
     /// Why this replica votes to abort a prepare, if it does: the protocol's limits, a
     /// key locked by another transaction, a delete of a missing key, or no room.
-    fn refusal(&self, key: &str, op: &TxOp) -> Option<(ErrorCode, String)> {
+    fn refusal(&mut self, key: &str, op: &TxOp) -> Option<(ErrorCode, String)> {
         let value = match op {
             TxOp::Put { value } => Some(value.as_str()),
             TxOp::Del => None,
         };
+        let with_default = |code: ErrorCode| Some((code, code.default_message().to_owned()));
         if let Err(code) = check_key_value(key, value) {
-            return Some((code, code.default_message().to_owned()));
+            return with_default(code);
         }
-        if let Some(holder) = self.locks.get(key) {
-            return Some((
-                ErrorCode::Locked,
-                format!("key is locked by transaction {holder}"),
-            ));
+        if let Some(holder) = self.participant.lock_holder(key) {
+            let message = format!("key is locked by transaction {holder}");
+            return Some((ErrorCode::Locked, message));
         }
         if matches!(op, TxOp::Del) && !self.store.contains(key) {
-            let code = ErrorCode::NotFound;
-            return Some((code, code.default_message().to_owned()));
+            return with_default(ErrorCode::NotFound);
         }
-        if self.prepared.len() >= self.config.max_prepared || !self.has_room_to_wait(1) {
-            let code = ErrorCode::Overloaded;
-            return Some((code, code.default_message().to_owned()));
+        let full = self.participant.is_full() || !self.durability.has_room(1);
+        if full || self.buggify.fires(self.now, FaultSite::SpuriousRefusal) {
+            return with_default(ErrorCode::Overloaded);
         }
         None
     }
 
     fn on_decision(&mut self, from: ReplyTo, txid: TxId, commit: bool) {
         let ack = ParticipantResponse::Ack { txid };
-        let Some(prepared) = self.prepared.get_mut(&txid) else {
-            // Decided before, or never prepared here: presumed abort. Remember an abort of
-            // an unknown transaction so that a prepare arriving late is not taken for new.
-            if !commit && !self.decided.contains_key(&txid) {
-                self.remember_decision(txid, Decision::Aborted);
-            }
-            self.reply(from, ack);
-            return;
-        };
-        if let Some((_, token)) = prepared.deciding {
+        match self.participant.check_decision(txid, commit) {
+            // Decided before, or never prepared here: presumed abort.
+            DecisionCheck::Unknown => self.reply(from, ack),
             // The first decision stands; this one is answered once it is durable.
-            if !self.has_room_to_wait(1) {
-                self.reply(from, overloaded());
-                return;
+            DecisionCheck::Deciding(token) => {
+                if self.durability.has_room(1) {
+                    self.defer(token, Deferred::Reply(from, ack));
+                } else {
+                    self.reply(from, overloaded());
+                }
             }
-            self.defer(token, Deferred::Reply(from, ack));
-            return;
+            DecisionCheck::Prepared => {
+                if !self.durability.has_room(2) {
+                    self.reply(from, overloaded());
+                    return;
+                }
+                let record = if commit {
+                    Record::Commit { txid }
+                } else {
+                    Record::Abort { txid }
+                };
+                let (token, _) = self.append(&record.encode());
+                self.participant.deciding(txid, commit, token);
+                self.defer(token, Deferred::Decide(txid));
+                self.defer(token, Deferred::Reply(from, ack));
+            }
         }
-        if !self.has_room_to_wait(2) {
-            self.reply(from, overloaded());
-            return;
-        }
-        let record = if commit {
-            Record::Commit { txid }
-        } else {
-            Record::Abort { txid }
-        };
-        let (token, _) = self.append(&record.encode());
-        if let Some(prepared) = self.prepared.get_mut(&txid) {
-            prepared.deciding = Some((commit, token));
-        }
-        self.defer(token, Deferred::Decide(txid));
-        self.defer(token, Deferred::Reply(from, ack));
     }
 
     fn on_persisted(&mut self, token: PersistToken) {
-        assert!(
-            token.0 >= self.durable_below && token.0 < self.next_token,
-            "persisted token {} out of order (durable below {}, next {})",
-            token.0,
-            self.durable_below,
-            self.next_token
-        );
-        self.durable_below = token.0 + 1;
-        while let Some((waiting_for, _)) = self.waiting.front() {
-            if waiting_for.0 > token.0 {
-                break;
-            }
-            if let Some((_, action)) = self.waiting.pop_front() {
-                self.run(action);
-            }
+        self.durability.persisted(token);
+        while let Some(action) = self.durability.pop_ready() {
+            self.run(action);
         }
     }
 
     fn run(&mut self, action: Deferred) {
         match action {
             Deferred::Reply(to, msg) => self.reply(to, msg),
-            Deferred::Decide(txid) => self.apply_decision(txid),
-        }
-    }
-
-    /// The decision record is durable: apply it and release the key.
-    fn apply_decision(&mut self, txid: TxId) {
-        let Some(prepared) = self.prepared.remove(&txid) else {
-            panic!("decision of transaction {txid} applied twice");
-        };
-        let Some((commit, _)) = prepared.deciding else {
-            panic!("transaction {txid} applied without a decision");
-        };
-        self.finish(txid, prepared, commit);
-    }
-
-    /// Ends a prepared transaction whose decision is durable: releases its key, applies
-    /// it if committed, and remembers the decision. Shared by the live path and replay.
-    fn finish(&mut self, txid: TxId, prepared: Prepared, commit: bool) {
-        let holder = self.locks.remove(&prepared.key);
-        assert_eq!(holder, Some(txid), "lock of {:?} lost", prepared.key);
-        if commit {
-            match prepared.op {
-                PreparedOp::Put { loc, value } => self.store.put(prepared.key, loc, value),
-                PreparedOp::Del => self.store.remove(&prepared.key),
+            Deferred::Decide(txid) => {
+                let finished = self.participant.finish(txid);
+                self.apply(finished.key, finished.op, finished.commit);
             }
         }
-        self.remember_decision(txid, Decision::of(commit));
     }
 
-    fn remember_decision(&mut self, txid: TxId, decision: Decision) {
-        if self.decided.insert(txid, decision).is_none() {
-            self.decided_order.push_back(txid);
+    /// A decision is durable: a commit changes the store. Shared by the live path and
+    /// replay.
+    fn apply(&mut self, key: String, op: PreparedOp, commit: bool) {
+        if !commit {
+            return;
         }
-        while self.decided_order.len() > self.config.decided_memory {
-            if let Some(oldest) = self.decided_order.pop_front() {
-                self.decided.remove(&oldest);
-            }
+        match op {
+            PreparedOp::Put { loc, value } => self.store.put(key, loc, value),
+            PreparedOp::Del => self.store.remove(&key),
         }
+    }
+}
+
+impl<R: LogReader> Role for Replica<R> {
+    type Input = ReplicaInput;
+    type Output = ReplicaOutput;
+
+    /// Handles one input at time `now` (the replica keeps no timers; `now` decides only
+    /// whether fault sites may fire).
+    fn handle(&mut self, now: Ts, input: ReplicaInput) {
+        assert!(now >= self.now, "time went backwards: {now} < {}", self.now);
+        self.now = now;
+        match input {
+            ReplicaInput::Request { from, msg } => self.on_request(from, msg),
+            ReplicaInput::Persisted { token } => self.on_persisted(token),
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<ReplicaOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// The replica has no timers.
+    fn poll_timeout(&self) -> Option<Ts> {
+        None
+    }
+
+    fn check_invariants(&self) {
+        self.participant.check_invariants();
+        self.durability.check_invariants();
+        assert!(self.participant.prepared_count() <= self.config.max_prepared);
+    }
+}
+
+fn ready(txid: TxId) -> ParticipantResponse {
+    ParticipantResponse::Ready { txid }
+}
+
+fn vote_answer(txid: TxId, vote: Vote) -> ParticipantResponse {
+    match vote {
+        Vote::Ready => ready(txid),
+        Vote::Refuse(code, message) => ParticipantResponse::Refuse {
+            txid,
+            code,
+            message,
+        },
     }
 }
 

@@ -154,6 +154,14 @@ impl fmt::Display for RecordError {
 
 impl std::error::Error for RecordError {}
 
+impl crate::storage::LogRecord for Record {
+    type Error = RecordError;
+
+    fn decode(payload: &[u8]) -> Result<Self, RecordError> {
+        Record::decode(payload)
+    }
+}
+
 struct Reader<'a> {
     rest: &'a [u8],
 }

@@ -1,10 +1,13 @@
-//! Rebuilding a KV server from its log bytes alone.
+//! Rebuilding a KV server from its log bytes alone, as a fold of its records through
+//! the shared [`replay_log`].
 
 use crate::cache::CacheConfigError;
-use crate::log::{decode_frames, StopReason};
+use crate::log::StopReason;
+use crate::role::Role;
+use crate::storage::{replay_log, Durability};
 
 use super::record::{value_offset_in_payload, Record, RecordError};
-use super::{Decision, LogReader, Prepared, PreparedOp, Replica, ReplicaConfig, ValueLoc};
+use super::{LogReader, PreparedOp, Replica, ReplicaConfig, ValueLoc};
 
 /// What recovery found in the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,84 +40,43 @@ impl<R: LogReader> Replica<R> {
         reader: R,
     ) -> Result<(Self, RecoveryReport), CacheConfigError> {
         let mut replica = Replica::new(config, reader)?;
-        let decoded = decode_frames(log);
-        let mut report = RecoveryReport {
-            records: 0,
-            valid_len: decoded.valid_len,
-            stop: decoded.stop,
-            bad_record: None,
-            committed_keys: 0,
-            in_doubt: 0,
-            anomalies: Vec::new(),
+        let scan = replay_log(log, |record, payload_offset| {
+            replica.replay(record, payload_offset)
+        });
+        // Appends continue after the valid bytes; what follows them is cut by the caller.
+        replica.durability = Durability::new(scan.valid_len, config.max_waiting);
+        let report = RecoveryReport {
+            records: scan.records,
+            valid_len: scan.valid_len,
+            stop: scan.stop,
+            bad_record: scan.bad_record,
+            committed_keys: replica.store.len(),
+            in_doubt: replica.participant.prepared_count(),
+            anomalies: scan.anomalies,
         };
-        for frame in &decoded.frames {
-            let record = match Record::decode(frame.payload) {
-                Ok(record) => record,
-                Err(err) => {
-                    report.bad_record = Some((frame.offset, err));
-                    report.valid_len = frame.offset;
-                    break;
-                }
-            };
-            report.records += 1;
-            if let Err(anomaly) = replica.replay(record, frame.payload_offset) {
-                report
-                    .anomalies
-                    .push(format!("at offset {}: {anomaly}", frame.offset));
-            }
-        }
-        replica.log_len = report.valid_len;
-        report.committed_keys = replica.store.len();
-        report.in_doubt = replica.prepared.len();
+        replica.check_invariants();
         Ok((replica, report))
     }
 
     fn replay(&mut self, record: Record, payload_offset: u64) -> Result<(), String> {
-        match record {
+        let (txid, commit) = match record {
             Record::PreparePut { txid, key, value } => {
                 let loc = ValueLoc {
                     offset: payload_offset + value_offset_in_payload(key.len()) as u64,
                     len: value.len() as u32,
                 };
-                self.replay_prepare(txid, key, PreparedOp::Put { loc, value })
+                let op = PreparedOp::Put { loc, value };
+                return self.participant.replay_prepare(txid, key, op);
             }
-            Record::PrepareDel { txid, key } => self.replay_prepare(txid, key, PreparedOp::Del),
-            Record::Commit { txid } => self.replay_decision(txid, true),
-            Record::Abort { txid } => self.replay_decision(txid, false),
-        }
-    }
-
-    fn replay_prepare(&mut self, txid: u64, key: String, op: PreparedOp) -> Result<(), String> {
-        if self.prepared.contains_key(&txid) || self.decided.contains_key(&txid) {
-            return Err(format!("transaction {txid} prepared twice"));
-        }
-        if let Some(holder) = self.locks.get(&key) {
-            return Err(format!(
-                "transaction {txid} prepared {key:?}, locked by transaction {holder}"
-            ));
-        }
-        self.locks.insert(key.clone(), txid);
-        self.prepared.insert(
-            txid,
-            Prepared {
-                key,
-                op,
-                token: super::RECOVERED,
-                deciding: None,
-            },
-        );
-        Ok(())
-    }
-
-    fn replay_decision(&mut self, txid: u64, commit: bool) -> Result<(), String> {
-        let Some(prepared) = self.prepared.remove(&txid) else {
-            return match self.decided.get(&txid) {
-                Some(earlier) if *earlier == Decision::of(commit) => Ok(()),
-                Some(_) => Err(format!("transaction {txid} decided both ways")),
-                None => Err(format!("decision of transaction {txid}, never prepared")),
-            };
+            Record::PrepareDel { txid, key } => {
+                return self.participant.replay_prepare(txid, key, PreparedOp::Del);
+            }
+            Record::Commit { txid } => (txid, true),
+            Record::Abort { txid } => (txid, false),
         };
-        self.finish(txid, prepared, commit);
+        if let Some(finished) = self.participant.replay_decision(txid, commit)? {
+            self.apply(finished.key, finished.op, finished.commit);
+        }
         Ok(())
     }
 }

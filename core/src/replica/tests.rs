@@ -56,6 +56,7 @@ impl Harness {
     }
 
     fn drain(&mut self) {
+        self.replica.check_invariants();
         while let Some(out) = self.replica.poll_output() {
             match out {
                 ReplicaOutput::Reply { to, msg } => self.replies.push((to, msg)),

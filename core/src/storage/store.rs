@@ -1,5 +1,9 @@
-//! The committed data of a KV server: an index from key to where its value lies in the
-//! log, and a write-through cache of values in front of the log.
+//! The data of a role that keeps keys: an index from key to where its value lies in the
+//! log (Bitcask), and a write-through cache of decoded values in front of the log.
+//!
+//! The store is generic over what a key holds ([`Stored`]): a plain value in strong mode,
+//! a set of sibling versions with their clocks in eventual mode. Whatever it is, its
+//! bytes sit in the log and are decoded when read back.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,16 +38,29 @@ impl fmt::Display for StorageError {
 
 impl std::error::Error for StorageError {}
 
-/// The committed key-value data. The index is a `BTreeMap`: its order is deterministic and
-/// it cannot be driven into hash collisions by chosen keys.
-pub(crate) struct Store<R> {
+/// What a key holds, as read back from its bytes in the log.
+pub trait Stored: Clone {
+    /// Decodes the bytes a log record holds for a key; an error names what is wrong.
+    fn from_log_bytes(bytes: Vec<u8>) -> Result<Self, String>;
+}
+
+impl Stored for String {
+    fn from_log_bytes(bytes: Vec<u8>) -> Result<Self, String> {
+        String::from_utf8(bytes).map_err(|_| "not UTF-8".to_owned())
+    }
+}
+
+/// The keys and what each holds. The index is a `BTreeMap`: its order is deterministic
+/// and it cannot be driven into hash collisions by chosen keys.
+pub struct Store<T, R> {
     index: BTreeMap<String, ValueLoc>,
-    cache: SetAssociativeCache<String>,
+    cache: SetAssociativeCache<T>,
     reader: R,
 }
 
-impl<R: LogReader> Store<R> {
-    pub(crate) fn new(cache: CacheConfig, reader: R) -> Result<Self, CacheConfigError> {
+impl<T: Stored, R: LogReader> Store<T, R> {
+    /// An empty store reading values back through `reader`.
+    pub fn new(cache: CacheConfig, reader: R) -> Result<Self, CacheConfigError> {
         Ok(Self {
             index: BTreeMap::new(),
             cache: SetAssociativeCache::new(cache)?,
@@ -51,8 +68,8 @@ impl<R: LogReader> Store<R> {
         })
     }
 
-    /// The committed value, from the cache or else the log (then cached).
-    pub(crate) fn get(&mut self, key: &str) -> Result<Option<String>, StorageError> {
+    /// What `key` holds, from the cache or else the log (then cached).
+    pub fn get(&mut self, key: &str) -> Result<Option<T>, StorageError> {
         let Some(&loc) = self.index.get(key) else {
             return Ok(None);
         };
@@ -64,8 +81,8 @@ impl<R: LogReader> Store<R> {
         Ok(Some(value))
     }
 
-    /// The committed value, without changing the cache.
-    pub(crate) fn peek(&self, key: &str) -> Result<Option<String>, StorageError> {
+    /// What `key` holds, without changing the cache.
+    pub fn peek(&self, key: &str) -> Result<Option<T>, StorageError> {
         let Some(&loc) = self.index.get(key) else {
             return Ok(None);
         };
@@ -75,31 +92,40 @@ impl<R: LogReader> Store<R> {
         }
     }
 
-    pub(crate) fn contains(&self, key: &str) -> bool {
+    /// Whether `key` holds anything.
+    pub fn contains(&self, key: &str) -> bool {
         self.index.contains_key(key)
     }
 
-    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
+    /// Every key, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.index.keys().map(String::as_str)
     }
 
-    pub(crate) fn len(&self) -> usize {
+    /// How many keys hold something.
+    pub fn len(&self) -> usize {
         self.index.len()
     }
 
-    /// A committed write: the index points at the new value and the cache holds it.
-    pub(crate) fn put(&mut self, key: String, loc: ValueLoc, value: String) {
+    /// Whether no key holds anything.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// `key` now holds `value`, whose bytes lie at `loc`: the index points there and the
+    /// cache holds the value.
+    pub fn put(&mut self, key: String, loc: ValueLoc, value: T) {
         self.cache.put(&key, value);
         self.index.insert(key, loc);
     }
 
-    /// A committed delete.
-    pub(crate) fn remove(&mut self, key: &str) {
+    /// `key` holds nothing any more.
+    pub fn remove(&mut self, key: &str) {
         self.cache.remove(key);
         self.index.remove(key);
     }
 
-    fn read(&self, loc: ValueLoc) -> Result<String, StorageError> {
+    fn read(&self, loc: ValueLoc) -> Result<T, StorageError> {
         let bytes = self.reader.read_at(loc.offset, loc.len as usize)?;
         if bytes.len() != loc.len as usize {
             return Err(StorageError(format!(
@@ -109,7 +135,7 @@ impl<R: LogReader> Store<R> {
                 loc.len
             )));
         }
-        String::from_utf8(bytes)
-            .map_err(|_| StorageError(format!("value at offset {} is not UTF-8", loc.offset)))
+        T::from_log_bytes(bytes)
+            .map_err(|why| StorageError(format!("value at offset {}: {why}", loc.offset)))
     }
 }

@@ -1,0 +1,11 @@
+//! What every role that keeps data is built from: the durability pipeline (append whole
+//! frames, get a token, defer what waits for it), a store of keys whose values live in
+//! the log, and recovery as a fold over the log's records.
+
+mod durability;
+mod recovery;
+mod store;
+
+pub use durability::{Appended, Durability, Persist, PersistToken};
+pub use recovery::{replay_log, LogRecord, LogScan};
+pub use store::{LogReader, StorageError, Store, Stored, ValueLoc};

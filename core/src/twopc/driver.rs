@@ -1,0 +1,621 @@
+//! The driver's side of two-phase commit: transactions over any number of participants.
+//!
+//! For each transaction it sends the prepare to every participant, tallies the votes,
+//! decides when every vote is in or the phase-1 deadline passes (commit only on every
+//! vote ready), then sends the decision until every participant that may hold the
+//! prepare acknowledged it. Messages still unanswered are resent with growing, jittered
+//! waits. A `ready` vote for a transaction that no longer exists (a late or duplicated
+//! prepare) is answered with an abort, resent until acknowledged, so that no participant
+//! keeps a key locked for a transaction nobody will decide.
+//!
+//! The driver names what to send and what was decided ([`DriverEvent`]); the role that
+//! embeds it builds the messages and answers the clients.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::buggify::{Buggify, FaultSite};
+use crate::proto::TxId;
+use crate::rng::DetRng;
+use crate::time::{Attempts, Backoff, Timers};
+use crate::Ts;
+
+use super::{NodeId, Outcome, Vote, VoteTally};
+
+/// The driver's settings and limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DriverConfig {
+    /// How long phase 1 may take before the transaction aborts.
+    pub phase1_timeout_ms: u64,
+    /// How unanswered messages are resent.
+    pub resend: Backoff,
+    /// Transactions under way at once (the role answers `overloaded` beyond).
+    pub max_transactions: usize,
+    /// Aborts of stray `ready` votes being resent; beyond this the oldest is given up.
+    pub max_stray_aborts: usize,
+    /// The seed of the resend jitter.
+    pub seed: u64,
+}
+
+/// What the driver asks the role to do or tells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum DriverEvent<P> {
+    /// Send the prepare of `txid` to `to`.
+    SendPrepare {
+        /// The participant.
+        to: NodeId,
+        /// The transaction.
+        txid: TxId,
+    },
+    /// Send the decision of `txid` to `to`.
+    SendDecision {
+        /// The participant.
+        to: NodeId,
+        /// The transaction.
+        txid: TxId,
+        /// Commit or abort.
+        commit: bool,
+    },
+    /// Phase 1 ended: answer the client. The transaction's payload is still available.
+    Decided {
+        /// The transaction.
+        txid: TxId,
+        /// How it ended.
+        outcome: Outcome,
+    },
+    /// Every participant acknowledged the decision: the transaction is gone.
+    Finished {
+        /// The transaction.
+        txid: TxId,
+        /// What the role gave at the start.
+        payload: P,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Phase {
+    Voting,
+    /// Decided; these participants have not acknowledged the decision yet.
+    Deciding {
+        commit: bool,
+        unacked: BTreeSet<NodeId>,
+    },
+    /// Finished; removed when the role takes its `Finished` event.
+    Done,
+}
+
+#[derive(Clone, Debug)]
+struct Transaction<P> {
+    payload: P,
+    tally: VoteTally,
+    phase: Phase,
+    attempts: Attempts,
+}
+
+/// Why the driver waits.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum DriverTimer {
+    /// Phase 1 of a transaction must be decided by now.
+    Phase1(TxId),
+    /// Send a transaction's unanswered messages again.
+    Resend(TxId),
+    /// Send the abort of a stray vote again.
+    StrayAbort(TxId, NodeId),
+}
+
+/// Internal events; `Finished` takes the payload out when the role polls it.
+#[derive(Clone, Debug)]
+enum Pending {
+    Prepare(NodeId, TxId),
+    Decision(NodeId, TxId, bool),
+    Decided(TxId, Outcome),
+    Finished(TxId),
+}
+
+/// Every transaction a role drives.
+pub struct Driver<P> {
+    config: DriverConfig,
+    now: Ts,
+    txs: BTreeMap<TxId, Transaction<P>>,
+    strays: BTreeMap<(TxId, NodeId), Attempts>,
+    timers: Timers<DriverTimer>,
+    events: VecDeque<Pending>,
+    rng: DetRng,
+    buggify: Buggify,
+}
+
+impl<P> Driver<P> {
+    /// A driver with no transaction.
+    pub fn new(config: DriverConfig, buggify: Buggify) -> Self {
+        assert!(config.resend.is_valid(), "driver resend backoff");
+        assert!(config.phase1_timeout_ms > 0, "driver phase-1 timeout");
+        assert!(config.max_transactions > 0 && config.max_stray_aborts > 0);
+        Self {
+            rng: DetRng::new(config.seed),
+            config,
+            now: 0,
+            txs: BTreeMap::new(),
+            strays: BTreeMap::new(),
+            timers: Timers::new(),
+            events: VecDeque::new(),
+            buggify,
+        }
+    }
+
+    /// Whether another transaction may begin.
+    pub fn has_room(&self) -> bool {
+        self.txs.len() < self.config.max_transactions
+    }
+
+    /// Starts `txid` over `participants`: prepares go out, phase 1 has one timeout.
+    pub fn begin(&mut self, now: Ts, txid: TxId, participants: Vec<NodeId>, payload: P) {
+        self.advance(now);
+        assert!(self.has_room(), "transaction begun beyond the limit");
+        assert!(
+            !self.txs.contains_key(&txid),
+            "transaction {txid} begun twice"
+        );
+        let tally = VoteTally::new(participants);
+        for &node in tally.participants() {
+            self.events.push_back(Pending::Prepare(node, txid));
+        }
+        let tx = Transaction {
+            payload,
+            tally,
+            phase: Phase::Voting,
+            attempts: self.config.resend.begin(),
+        };
+        self.txs.insert(txid, tx);
+        let deadline = now.saturating_add(self.config.phase1_timeout_ms);
+        self.timers.set(DriverTimer::Phase1(txid), deadline);
+        self.restart_resends(txid);
+    }
+
+    /// A participant voted.
+    pub fn handle_vote(&mut self, now: Ts, from: NodeId, txid: TxId, vote: Vote) {
+        self.advance(now);
+        let Some(tx) = self.txs.get_mut(&txid) else {
+            if vote == Vote::Ready {
+                self.abort_stray(txid, from);
+            }
+            return;
+        };
+        let ready = vote == Vote::Ready;
+        match &mut tx.phase {
+            Phase::Voting => {
+                let counted = tx.tally.record(from, vote);
+                if counted && tx.tally.complete() {
+                    self.decide(txid);
+                }
+            }
+            // A participant counted as holding nothing (it refused, or acknowledged an
+            // abort it did not know) prepared after all: it must hear the abort too.
+            Phase::Deciding {
+                commit: false,
+                unacked,
+            } => {
+                if ready && tx.tally.includes(from) && unacked.insert(from) {
+                    self.events.push_back(Pending::Decision(from, txid, false));
+                }
+            }
+            Phase::Deciding { commit: true, .. } => {}
+            Phase::Done => {
+                if ready {
+                    self.abort_stray(txid, from);
+                }
+            }
+        }
+    }
+
+    /// A participant acknowledged a decision.
+    pub fn handle_ack(&mut self, now: Ts, from: NodeId, txid: TxId) {
+        self.advance(now);
+        let Some(tx) = self.txs.get_mut(&txid) else {
+            if self.strays.remove(&(txid, from)).is_some() {
+                self.timers.cancel(&DriverTimer::StrayAbort(txid, from));
+            }
+            return;
+        };
+        if let Phase::Deciding { unacked, .. } = &mut tx.phase {
+            if unacked.remove(&from) && unacked.is_empty() {
+                self.finish(txid);
+            }
+        }
+    }
+
+    /// Fires every timer due by `now`.
+    pub fn handle_timeouts(&mut self, now: Ts) {
+        self.advance(now);
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                DriverTimer::Phase1(txid) => self.decide(txid),
+                DriverTimer::Resend(txid) => self.on_resend(txid),
+                DriverTimer::StrayAbort(txid, node) => self.on_stray_abort(txid, node),
+            }
+        }
+    }
+
+    /// `node` lost what was in flight to it (it restarted): send it again now.
+    pub fn resend_to(&mut self, now: Ts, node: NodeId) {
+        self.advance(now);
+        let txids: Vec<TxId> = self
+            .txs
+            .iter()
+            .filter(|(_, tx)| tx.tally.includes(node) && tx.phase != Phase::Done)
+            .map(|(&txid, _)| txid)
+            .collect();
+        for txid in txids {
+            self.resend(txid, Some(node));
+            self.restart_resends(txid);
+        }
+    }
+
+    /// The next thing to do or to know.
+    pub fn poll_event(&mut self) -> Option<DriverEvent<P>> {
+        let event = self.events.pop_front()?;
+        Some(match event {
+            Pending::Prepare(to, txid) => DriverEvent::SendPrepare { to, txid },
+            Pending::Decision(to, txid, commit) => DriverEvent::SendDecision { to, txid, commit },
+            Pending::Decided(txid, outcome) => DriverEvent::Decided { txid, outcome },
+            Pending::Finished(txid) => {
+                let Some(tx) = self.txs.remove(&txid) else {
+                    panic!("finished transaction {txid} is gone");
+                };
+                assert_eq!(tx.phase, Phase::Done, "transaction {txid} finished early");
+                DriverEvent::Finished {
+                    txid,
+                    payload: tx.payload,
+                }
+            }
+        })
+    }
+
+    /// When the next timer fires.
+    pub fn poll_timeout(&self) -> Option<Ts> {
+        self.timers.next_deadline()
+    }
+
+    /// The payload `txid` was begun with, while it is under way.
+    pub fn payload(&self, txid: TxId) -> Option<&P> {
+        self.txs.get(&txid).map(|tx| &tx.payload)
+    }
+
+    /// `Some(commit)` once `txid` is decided.
+    pub fn decision(&self, txid: TxId) -> Option<bool> {
+        match self.txs.get(&txid)?.phase {
+            Phase::Voting => None,
+            Phase::Deciding { commit, .. } => Some(commit),
+            Phase::Done => None,
+        }
+    }
+
+    /// Transactions under way.
+    pub fn len(&self) -> usize {
+        self.txs.len()
+    }
+
+    /// Whether no transaction is under way.
+    pub fn is_empty(&self) -> bool {
+        self.txs.is_empty()
+    }
+
+    /// Transactions under way plus stray aborts not yet acknowledged.
+    pub fn open(&self) -> usize {
+        self.txs.len() + self.strays.len()
+    }
+
+    fn advance(&mut self, now: Ts) {
+        assert!(now >= self.now, "time went backwards: {now} < {}", self.now);
+        self.now = now;
+    }
+
+    /// Ends phase 1 of `txid` if it is still voting.
+    fn decide(&mut self, txid: TxId) {
+        let Some(tx) = self.txs.get_mut(&txid) else {
+            return;
+        };
+        if tx.phase != Phase::Voting {
+            return;
+        }
+        let outcome = Outcome::of(&tx.tally);
+        let commit = outcome.is_commit();
+        // A participant that refused holds nothing to abort.
+        let unacked: BTreeSet<NodeId> = tx
+            .tally
+            .participants()
+            .iter()
+            .copied()
+            .filter(|&n| !matches!(tx.tally.vote(n), Some(Vote::Refuse(..))))
+            .collect();
+        tx.phase = Phase::Deciding {
+            commit,
+            unacked: unacked.clone(),
+        };
+        self.timers.cancel(&DriverTimer::Phase1(txid));
+        self.events.push_back(Pending::Decided(txid, outcome));
+        for node in &unacked {
+            self.events
+                .push_back(Pending::Decision(*node, txid, commit));
+        }
+        if unacked.is_empty() {
+            self.finish(txid);
+        } else {
+            self.restart_resends(txid);
+        }
+    }
+
+    fn finish(&mut self, txid: TxId) {
+        let Some(tx) = self.txs.get_mut(&txid) else {
+            return;
+        };
+        tx.phase = Phase::Done;
+        self.timers.cancel(&DriverTimer::Resend(txid));
+        self.timers.cancel(&DriverTimer::Phase1(txid));
+        self.events.push_back(Pending::Finished(txid));
+    }
+
+    /// Starts a new series of resends with the shortest wait, replacing the current one.
+    fn restart_resends(&mut self, txid: TxId) {
+        let Some(tx) = self.txs.get_mut(&txid) else {
+            return;
+        };
+        tx.attempts = self.config.resend.begin();
+        self.arm_resend(txid);
+    }
+
+    fn arm_resend(&mut self, txid: TxId) {
+        let Some(tx) = self.txs.get_mut(&txid) else {
+            return;
+        };
+        let mut wait_ms = self
+            .config
+            .resend
+            .next_wait_ms(&mut tx.attempts, &mut self.rng);
+        if self.buggify.fires(self.now, FaultSite::ShortResendWait) {
+            wait_ms = self.config.resend.wait_ms_min;
+        }
+        let at = self.now.saturating_add(wait_ms);
+        self.timers.set(DriverTimer::Resend(txid), at);
+    }
+
+    fn on_resend(&mut self, txid: TxId) {
+        self.resend(txid, None);
+        self.arm_resend(txid);
+    }
+
+    /// Sends again what `txid` still waits for, from `only` or from every participant.
+    fn resend(&mut self, txid: TxId, only: Option<NodeId>) {
+        let Some(tx) = self.txs.get(&txid) else {
+            return;
+        };
+        let wanted = |node: &NodeId| only.is_none_or(|o| o == *node);
+        match &tx.phase {
+            Phase::Voting => {
+                for node in tx.tally.missing().into_iter().filter(wanted) {
+                    self.events.push_back(Pending::Prepare(node, txid));
+                }
+            }
+            Phase::Deciding { commit, unacked } => {
+                for &node in unacked.iter().filter(|n| wanted(n)) {
+                    self.events
+                        .push_back(Pending::Decision(node, txid, *commit));
+                }
+            }
+            Phase::Done => {}
+        }
+    }
+
+    /// Aborts a transaction that `node` prepared after it ended, until acknowledged.
+    fn abort_stray(&mut self, txid: TxId, node: NodeId) {
+        if self.strays.contains_key(&(txid, node)) {
+            return;
+        }
+        if self.strays.len() >= self.config.max_stray_aborts {
+            // Given up: the key stays locked there until a later stray vote for it.
+            if let Some(((old_txid, old_node), _)) = self.strays.pop_first() {
+                self.timers
+                    .cancel(&DriverTimer::StrayAbort(old_txid, old_node));
+            }
+        }
+        self.strays.insert((txid, node), self.config.resend.begin());
+        self.on_stray_abort(txid, node);
+    }
+
+    fn on_stray_abort(&mut self, txid: TxId, node: NodeId) {
+        let Some(attempts) = self.strays.get_mut(&(txid, node)) else {
+            return;
+        };
+        let wait_ms = self.config.resend.next_wait_ms(attempts, &mut self.rng);
+        self.events.push_back(Pending::Decision(node, txid, false));
+        let at = self.now.saturating_add(wait_ms);
+        self.timers.set(DriverTimer::StrayAbort(txid, node), at);
+    }
+
+    /// Every transaction is in a consistent phase with the timers it needs; stray aborts
+    /// and transactions within their limits.
+    pub fn check_invariants(&self) {
+        self.timers.check_invariants();
+        assert!(
+            self.txs.len() <= self.config.max_transactions,
+            "txs over limit"
+        );
+        assert!(
+            self.strays.len() <= self.config.max_stray_aborts,
+            "strays over limit"
+        );
+        for (txid, tx) in &self.txs {
+            tx.tally.check_invariants();
+            let voting = tx.phase == Phase::Voting;
+            let phase1 = self.timers.deadline(&DriverTimer::Phase1(*txid)).is_some();
+            assert_eq!(voting, phase1, "transaction {txid}: phase-1 timer");
+            let resend = self.timers.deadline(&DriverTimer::Resend(*txid)).is_some();
+            assert_eq!(
+                tx.phase != Phase::Done,
+                resend,
+                "transaction {txid}: resend timer"
+            );
+            if let Phase::Deciding { commit, unacked } = &tx.phase {
+                assert!(
+                    !unacked.is_empty(),
+                    "transaction {txid} acknowledged, not done"
+                );
+                assert!(unacked.iter().all(|n| tx.tally.includes(*n)));
+                assert!(
+                    !commit || tx.tally.unanimous_ready(),
+                    "commit without votes"
+                );
+            }
+        }
+        for timer in self.timers.kinds() {
+            match timer {
+                DriverTimer::Phase1(txid) | DriverTimer::Resend(txid) => {
+                    assert!(self.txs.contains_key(txid), "timer of a gone transaction")
+                }
+                DriverTimer::StrayAbort(txid, node) => {
+                    assert!(self.strays.contains_key(&(*txid, *node)), "stray timer")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::ErrorCode;
+
+    fn driver() -> Driver<&'static str> {
+        let config = DriverConfig {
+            phase1_timeout_ms: 1000,
+            resend: Backoff {
+                wait_ms_min: 100,
+                wait_ms_max: 400,
+            },
+            max_transactions: 4,
+            max_stray_aborts: 2,
+            seed: 1,
+        };
+        Driver::new(config, Buggify::off())
+    }
+
+    fn events(d: &mut Driver<&'static str>) -> Vec<DriverEvent<&'static str>> {
+        d.check_invariants();
+        std::iter::from_fn(|| d.poll_event()).collect()
+    }
+
+    fn decision(to: NodeId, commit: bool) -> DriverEvent<&'static str> {
+        DriverEvent::SendDecision {
+            to,
+            txid: 7,
+            commit,
+        }
+    }
+
+    #[test]
+    fn three_participants_commit_only_when_all_are_ready() {
+        let mut d = driver();
+        d.begin(0, 7, vec![1, 2, 3], "put");
+        let prepares = events(&mut d);
+        assert_eq!(prepares.len(), 3);
+        d.handle_vote(1, 1, 7, Vote::Ready);
+        d.handle_vote(2, 2, 7, Vote::Ready);
+        assert!(events(&mut d).is_empty());
+        assert_eq!(d.decision(7), None);
+        d.handle_vote(3, 3, 7, Vote::Ready);
+        let got = events(&mut d);
+        assert_eq!(
+            got[0],
+            DriverEvent::Decided {
+                txid: 7,
+                outcome: Outcome::Committed
+            }
+        );
+        assert_eq!(
+            &got[1..],
+            &[decision(1, true), decision(2, true), decision(3, true)]
+        );
+        assert_eq!(d.decision(7), Some(true));
+        for node in [1, 2, 3] {
+            d.handle_ack(4, node, 7);
+        }
+        assert_eq!(
+            events(&mut d),
+            vec![DriverEvent::Finished {
+                txid: 7,
+                payload: "put"
+            }]
+        );
+        assert!(d.is_empty() && d.poll_timeout().is_none());
+    }
+
+    #[test]
+    fn a_silent_participant_aborts_at_the_deadline_after_resends() {
+        let mut d = driver();
+        d.begin(0, 7, vec![1, 2], "put");
+        let _ = events(&mut d);
+        d.handle_vote(1, 1, 7, Vote::Ready);
+        let mut resent_to_2 = 0;
+        while let Some(at) = d.poll_timeout().filter(|&at| at < 1000) {
+            d.handle_timeouts(at);
+            for event in events(&mut d) {
+                assert_eq!(event, DriverEvent::SendPrepare { to: 2, txid: 7 });
+                resent_to_2 += 1;
+            }
+        }
+        assert!(resent_to_2 >= 2, "resent {resent_to_2} times");
+        d.handle_timeouts(1000);
+        let got = events(&mut d);
+        let DriverEvent::Decided { outcome, .. } = &got[0] else {
+            panic!("{got:?}");
+        };
+        assert_eq!(
+            *outcome,
+            Outcome::Aborted {
+                missing: vec![2],
+                refusals: vec![]
+            }
+        );
+        assert_eq!(&got[1..], &[decision(1, false), decision(2, false)]);
+    }
+
+    #[test]
+    fn a_refusing_participant_holds_nothing_unless_it_prepares_later() {
+        let mut d = driver();
+        d.begin(0, 7, vec![1, 2], "put");
+        let _ = events(&mut d);
+        d.handle_vote(1, 1, 7, Vote::Refuse(ErrorCode::Locked, "busy".into()));
+        d.handle_vote(1, 2, 7, Vote::Ready);
+        let got = events(&mut d);
+        assert_eq!(&got[1..], &[decision(2, false)], "no abort to the refuser");
+        // The refuser lost its refusal in a crash and prepared a late copy.
+        d.handle_vote(2, 1, 7, Vote::Ready);
+        assert_eq!(events(&mut d), vec![decision(1, false)]);
+        d.handle_ack(3, 2, 7);
+        assert!(events(&mut d).is_empty(), "still waiting for node 1");
+        d.handle_ack(3, 1, 7);
+        assert!(matches!(events(&mut d)[..], [DriverEvent::Finished { .. }]));
+    }
+
+    #[test]
+    fn a_stray_ready_is_aborted_until_acknowledged_within_a_limit() {
+        let mut d = driver();
+        d.handle_vote(0, 5, 99, Vote::Ready);
+        let stray = DriverEvent::SendDecision {
+            to: 5,
+            txid: 99,
+            commit: false,
+        };
+        assert_eq!(events(&mut d), vec![stray.clone()]);
+        let at = d.poll_timeout().unwrap();
+        d.handle_timeouts(at);
+        assert_eq!(events(&mut d), vec![stray]);
+        d.handle_ack(at, 5, 99);
+        assert_eq!(d.open(), 0);
+        assert_eq!(d.poll_timeout(), None);
+        for txid in 1..=3 {
+            d.handle_vote(at, 5, txid, Vote::Ready);
+        }
+        assert_eq!(d.open(), 2, "the oldest stray abort is given up");
+        d.check_invariants();
+    }
+}
