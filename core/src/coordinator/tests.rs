@@ -584,3 +584,64 @@ fn invalid_configurations_are_refused() {
     config.cache.ways = 0;
     assert!(Coordinator::new(config).is_err());
 }
+
+#[test]
+fn a_dead_server_does_not_pin_update_slots_for_good() {
+    let mut config = CoordinatorConfig::new(3);
+    config.max_updates = 2;
+    let mut h = Harness::new(config);
+    let ids = [u64::MAX / 3, u64::MAX / 3 * 2, u64::MAX];
+    for id in ids {
+        h.register(id, &format!("127.0.0.1:{}", 4000 + id % 1000));
+    }
+    let dead = ids[0];
+    let keys: Vec<String> = (0..200).map(|i| format!("key{i}")).collect();
+    let with_dead: Vec<&String> = keys
+        .iter()
+        .filter(|k| h.coord.ring().preference_list(k, 2).contains(&dead))
+        .take(2)
+        .collect();
+    let live_key = keys
+        .iter()
+        .find(|k| !h.coord.ring().preference_list(k, 2).contains(&dead))
+        .unwrap();
+    // Two updates of keys the dead server replicates fill every slot and time out.
+    for key in &with_dead {
+        h.client(ALICE, put(key, "v"));
+    }
+    h.take_sent();
+    for _ in 0..3 {
+        // The live replica answers everything it is asked.
+        h.advance(1000);
+        for (server, msg) in h.take_sent() {
+            let answer = match msg {
+                ParticipantRequest::Prepare { txid, .. } => ready(txid),
+                ParticipantRequest::Commit { txid } | ParticipantRequest::Abort { txid } => {
+                    ack(txid)
+                }
+                _ => continue,
+            };
+            if server != dead {
+                h.server(server, None, answer);
+            }
+        }
+    }
+    let replies = h.replies();
+    assert_eq!(replies.len(), 2);
+    assert!(replies
+        .iter()
+        .all(|(_, r)| code(r) == ErrorCode::Unavailable));
+    // Within one more timeout the aborts nobody acknowledges stop holding the slots.
+    h.advance(3000);
+    h.client(BOB, put(live_key, "v"));
+    assert!(
+        h.replies().is_empty(),
+        "the update is under way, not refused"
+    );
+    assert!(!h.take_sent().is_empty());
+    assert_eq!(
+        h.coord.open_transactions(),
+        3,
+        "one update, two aborts still resent"
+    );
+}

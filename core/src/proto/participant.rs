@@ -219,11 +219,15 @@ impl WireMessage for ParticipantResponse {
             },
             "abort" => {
                 let txid = fields.u64("txid")?;
-                let reply = decode_error_fields(&mut fields)?;
+                // A vote to abort is a vote to abort, whatever its code: one this version
+                // does not know counts as `aborted`, its reason kept for the client.
+                let code_text = fields.string("error")?;
+                let code = ErrorCode::parse(&code_text).unwrap_or(ErrorCode::Aborted);
+                let message = fields.opt_string("message")?.unwrap_or_default();
                 ParticipantResponse::Refuse {
                     txid,
-                    code: reply.code,
-                    message: reply.message,
+                    code,
+                    message,
                 }
             }
             "ack" => ParticipantResponse::Ack {

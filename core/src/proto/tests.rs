@@ -233,6 +233,33 @@ fn participant_port_leaves_limits_to_the_participant() {
 }
 
 #[test]
+fn a_vote_to_abort_with_an_unknown_code_is_still_a_vote_to_abort() {
+    let vote = ParticipantResponse::decode(
+        br#"{"type":"abort","txid":9,"error":"disk_on_fire","message":"smoke"}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        vote.msg,
+        ParticipantResponse::Refuse {
+            txid: 9,
+            code: ErrorCode::Aborted,
+            message: "smoke".into()
+        }
+    );
+    let known =
+        ParticipantResponse::decode(br#"{"type":"abort","txid":9,"error":"locked"}"#).unwrap();
+    assert!(matches!(
+        known.msg,
+        ParticipantResponse::Refuse {
+            code: ErrorCode::Locked,
+            ..
+        }
+    ));
+    let typeless = ParticipantResponse::decode(br#"{"type":"abort","txid":9,"error":7}"#);
+    assert_eq!(typeless.unwrap_err().code, ErrorCode::Malformed);
+}
+
+#[test]
 fn register_uses_id_as_the_server_id() {
     let reg =
         Register::decode(br#"{"type":"register","id":18446744073709551615,"addr":"h:1"}"#).unwrap();

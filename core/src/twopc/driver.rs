@@ -101,6 +101,9 @@ enum DriverTimer {
     Resend(TxId),
     /// Send the abort of a stray vote again.
     StrayAbort(TxId, NodeId),
+    /// An aborted transaction stops waiting for acknowledgements (a dead participant
+    /// must not hold its slot and its key): the aborts left go on as stray aborts.
+    ReleaseAbort(TxId),
 }
 
 /// Internal events; `Finished` takes the payload out when the role polls it.
@@ -231,6 +234,7 @@ impl<P> Driver<P> {
                 DriverTimer::Phase1(txid) => self.decide(txid),
                 DriverTimer::Resend(txid) => self.on_resend(txid),
                 DriverTimer::StrayAbort(txid, node) => self.on_stray_abort(txid, node),
+                DriverTimer::ReleaseAbort(txid) => self.release_abort(txid),
             }
         }
     }
@@ -247,6 +251,16 @@ impl<P> Driver<P> {
         for txid in txids {
             self.resend(txid, Some(node));
             self.restart_resends(txid);
+        }
+        let strays: Vec<TxId> = self
+            .strays
+            .keys()
+            .filter(|(_, n)| *n == node)
+            .map(|(txid, _)| *txid)
+            .collect();
+        for txid in strays {
+            self.strays.insert((txid, node), self.config.resend.begin());
+            self.on_stray_abort(txid, node);
         }
     }
 
@@ -339,8 +353,40 @@ impl<P> Driver<P> {
         }
         if unacked.is_empty() {
             self.finish(txid);
-        } else {
-            self.restart_resends(txid);
+            return;
+        }
+        self.restart_resends(txid);
+        if !commit {
+            // Normally the aborts are acknowledged at once and the key moves on in order;
+            // a participant that stays silent for a whole timeout gets its abort resent
+            // on its own, and the transaction ends.
+            let at = self.now.saturating_add(self.config.phase1_timeout_ms);
+            self.timers.set(DriverTimer::ReleaseAbort(txid), at);
+        }
+    }
+
+    /// Ends an aborted transaction still waiting for acknowledgements; each abort not yet
+    /// acknowledged goes on as a stray abort, on the same series of waits.
+    fn release_abort(&mut self, txid: TxId) {
+        let Some(tx) = self.txs.get(&txid) else {
+            return;
+        };
+        let Phase::Deciding {
+            commit: false,
+            unacked,
+        } = &tx.phase
+        else {
+            return;
+        };
+        let unacked = unacked.clone();
+        let attempts = tx.attempts;
+        let resend_at = self.timers.deadline(&DriverTimer::Resend(txid));
+        self.finish(txid);
+        for node in unacked {
+            self.make_room_for_stray();
+            self.strays.insert((txid, node), attempts);
+            let at = resend_at.unwrap_or(self.now);
+            self.timers.set(DriverTimer::StrayAbort(txid, node), at);
         }
     }
 
@@ -351,6 +397,7 @@ impl<P> Driver<P> {
         tx.phase = Phase::Done;
         self.timers.cancel(&DriverTimer::Resend(txid));
         self.timers.cancel(&DriverTimer::Phase1(txid));
+        self.timers.cancel(&DriverTimer::ReleaseAbort(txid));
         self.events.push_back(Pending::Finished(txid));
     }
 
@@ -410,15 +457,21 @@ impl<P> Driver<P> {
         if self.strays.contains_key(&(txid, node)) {
             return;
         }
-        if self.strays.len() >= self.config.max_stray_aborts {
-            // Given up: the key stays locked there until a later stray vote for it.
-            if let Some(((old_txid, old_node), _)) = self.strays.pop_first() {
-                self.timers
-                    .cancel(&DriverTimer::StrayAbort(old_txid, old_node));
-            }
-        }
+        self.make_room_for_stray();
         self.strays.insert((txid, node), self.config.resend.begin());
         self.on_stray_abort(txid, node);
+    }
+
+    /// Beyond the limit the oldest stray abort is given up: that key stays locked on its
+    /// node until the node is asked which transactions it holds in doubt.
+    fn make_room_for_stray(&mut self) {
+        if self.strays.len() < self.config.max_stray_aborts {
+            return;
+        }
+        if let Some(((old_txid, old_node), _)) = self.strays.pop_first() {
+            self.timers
+                .cancel(&DriverTimer::StrayAbort(old_txid, old_node));
+        }
     }
 
     fn on_stray_abort(&mut self, txid: TxId, node: NodeId) {
@@ -454,6 +507,7 @@ impl<P> Driver<P> {
                 resend,
                 "transaction {txid}: resend timer"
             );
+            let release = self.timers.deadline(&DriverTimer::ReleaseAbort(*txid));
             if let Phase::Deciding { commit, unacked } = &tx.phase {
                 assert!(
                     !unacked.is_empty(),
@@ -464,11 +518,20 @@ impl<P> Driver<P> {
                     !commit || tx.tally.unanimous_ready(),
                     "commit without votes"
                 );
+                assert_eq!(
+                    !commit,
+                    release.is_some(),
+                    "transaction {txid}: release timer"
+                );
+            } else {
+                assert!(release.is_none(), "transaction {txid}: release timer");
             }
         }
         for timer in self.timers.kinds() {
             match timer {
-                DriverTimer::Phase1(txid) | DriverTimer::Resend(txid) => {
+                DriverTimer::Phase1(txid)
+                | DriverTimer::Resend(txid)
+                | DriverTimer::ReleaseAbort(txid) => {
                     assert!(self.txs.contains_key(txid), "timer of a gone transaction")
                 }
                 DriverTimer::StrayAbort(txid, node) => {
@@ -594,6 +657,37 @@ mod tests {
         assert!(events(&mut d).is_empty(), "still waiting for node 1");
         d.handle_ack(3, 1, 7);
         assert!(matches!(events(&mut d)[..], [DriverEvent::Finished { .. }]));
+    }
+
+    #[test]
+    fn an_abort_a_dead_participant_never_acknowledges_frees_its_slot_after_a_timeout() {
+        let mut d = driver();
+        d.begin(0, 7, vec![1, 2], "put");
+        d.handle_vote(1, 1, 7, Vote::Ready);
+        d.handle_timeouts(1000);
+        let _ = events(&mut d);
+        d.handle_ack(1001, 1, 7);
+        assert_eq!(d.len(), 1, "still waiting for node 2");
+        d.handle_timeouts(1999);
+        assert!(events(&mut d)
+            .iter()
+            .all(|e| !matches!(e, DriverEvent::Finished { .. })));
+        d.handle_timeouts(2000);
+        let got = events(&mut d);
+        assert!(got.contains(&DriverEvent::Finished {
+            txid: 7,
+            payload: "put"
+        }));
+        assert_eq!(
+            (d.len(), d.open()),
+            (0, 1),
+            "the abort goes on as a stray abort"
+        );
+        let at = d.poll_timeout().unwrap();
+        d.handle_timeouts(at);
+        assert_eq!(events(&mut d), vec![decision(2, false)]);
+        d.handle_ack(5000, 2, 7);
+        assert_eq!(d.open(), 0);
     }
 
     #[test]
