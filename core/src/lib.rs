@@ -14,6 +14,7 @@ pub mod registration;
 pub mod replica;
 pub mod ring;
 pub mod session;
+pub mod versions;
 
 /// A point in time, in milliseconds, as the caller sees it. The core never reads a clock.
 pub type Ts = u64;
