@@ -5,11 +5,15 @@
 //!
 //! ```text
 //! FORMAT (one byte, 1)
-//! K, then K entries: NODE INCARNATION COUNTER         the knowledge, actors ascending
+//! VECTOR                                              the knowledge
 //! V, then V versions, dots ascending:
 //!   NODE INCARNATION COUNTER                          the dot
-//!   P, then P entries: NODE INCARNATION COUNTER       the past, actors ascending
+//!   VECTOR                                            the past
 //!   TAG (one byte: 0 deletion, 1 value), then for a value LEN and LEN bytes of UTF-8
+//!
+//! VECTOR is K, then K entries NODE INCARNATION COUNTER (actors ascending), then C, then
+//! C isolated dots NODE INCARNATION COUNTER (ascending, each at least two above its
+//! actor's counter).
 //! ```
 //!
 //! Nothing may follow. The decoder accepts only this one spelling of a state (shortest
@@ -22,7 +26,7 @@ use std::fmt;
 use super::actor::{Actor, Dot, MAX_COUNTER};
 use super::container::{Container, InvariantError, Payload, Version};
 use super::vv::VersionVector;
-use super::MAX_ACTORS;
+use super::{MAX_ACTORS, MAX_CLOUD_DOTS};
 
 /// The format byte this module writes and reads, so a later format can be told apart.
 pub const CONTAINER_FORMAT: u8 = 1;
@@ -44,7 +48,7 @@ pub enum BinaryError {
     UnknownFormat(u8),
     /// A varint is longer than its shortest form or exceeds 2^64 - 1.
     BadVarint,
-    /// A vector has more than [`MAX_ACTORS`] entries.
+    /// A vector has more than [`MAX_ACTORS`] entries or [`MAX_CLOUD_DOTS`] isolated dots.
     TooManyActors,
     /// More than [`MAX_VERSIONS`] versions.
     TooManyVersions,
@@ -52,6 +56,8 @@ pub enum BinaryError {
     BadCounter,
     /// Actors of a vector, or dots of the versions, are not strictly ascending.
     NotAscending,
+    /// An isolated dot of a vector is at or next to its actor's counter.
+    NotCanonical,
     /// A version's tag is neither 0 nor 1.
     BadTag(u8),
     /// A value is longer than [`MAX_VALUE_BYTES`].
@@ -74,6 +80,7 @@ impl fmt::Display for BinaryError {
             Self::TooManyVersions => write!(f, "more than {MAX_VERSIONS} versions"),
             Self::BadCounter => f.write_str("counter out of range"),
             Self::NotAscending => f.write_str("entries not strictly ascending"),
+            Self::NotCanonical => f.write_str("isolated dot belongs in its actor's counter"),
             Self::BadTag(t) => write!(f, "unknown version tag {t}"),
             Self::ValueTooLarge => write!(f, "value longer than {MAX_VALUE_BYTES} bytes"),
             Self::BadUtf8 => f.write_str("value is not UTF-8"),
@@ -103,12 +110,20 @@ fn put_usize(out: &mut Vec<u8>, value: usize) {
     put_varint(out, value as u64);
 }
 
+fn put_entry(out: &mut Vec<u8>, actor: Actor, counter: u64) {
+    put_varint(out, actor.node);
+    put_varint(out, actor.incarnation);
+    put_varint(out, counter);
+}
+
 fn put_vv(out: &mut Vec<u8>, vv: &VersionVector) {
     put_usize(out, vv.len());
     for (actor, counter) in vv.iter() {
-        put_varint(out, actor.node);
-        put_varint(out, actor.incarnation);
-        put_varint(out, counter);
+        put_entry(out, actor, counter);
+    }
+    put_usize(out, vv.cloud_len());
+    for dot in vv.cloud() {
+        put_entry(out, dot.actor, dot.counter);
     }
 }
 
@@ -211,6 +226,21 @@ impl<'a> Reader<'a> {
             }
             previous = Some(actor);
             vv.raise(actor, counter);
+        }
+        let n = self.count(MAX_CLOUD_DOTS, BinaryError::TooManyActors)?;
+        let mut previous: Option<Dot> = None;
+        for _ in 0..n {
+            let (actor, counter) = self.entry()?;
+            let dot = Dot::new(actor, counter);
+            if previous.is_some_and(|p| p >= dot) {
+                return Err(BinaryError::NotAscending);
+            }
+            previous = Some(dot);
+            // A dot at or next to its actor's counter has another spelling.
+            if counter <= vv.get(actor).saturating_add(1) {
+                return Err(BinaryError::NotCanonical);
+            }
+            vv.insert(dot);
         }
         Ok(vv)
     }

@@ -10,10 +10,11 @@ use super::container::{Payload, Version};
 use super::vv::VersionVector;
 use super::MAX_ACTORS;
 
-/// The CLOCK object of `vv`: actor (as `"17"` or `"17.2"`) to counter. Keys come out in
-/// one fixed order, so the same state always gives the same bytes.
+/// The CLOCK object of `vv`: actor (as `"17"` or `"17.2"`) to its highest counter. Keys
+/// come out in one fixed order, so the same state always gives the same bytes.
 pub fn clock_json(vv: &VersionVector) -> Value {
     let map: Map<String, Value> = vv
+        .to_clock()
         .iter()
         .map(|(actor, counter)| (actor.to_string(), Value::from(counter)))
         .collect();

@@ -5,7 +5,7 @@ use std::fmt;
 
 use super::actor::{Actor, Dot, MAX_COUNTER};
 use super::vv::VersionVector;
-use super::MAX_ACTORS;
+use super::{MAX_ACTORS, MAX_CLOUD_DOTS};
 
 /// What a version holds: a value, or the deletion that a delete request wrote.
 ///
@@ -60,17 +60,26 @@ impl Version {
         &self.payload
     }
 
-    /// The clock answered for this version: its past with its own dot added.
+    /// The clock answered for this version: its past with its own dot added, as per-actor
+    /// highest counters.
     ///
-    /// A write's dot counter is above its past's entry for its actor, so the clock is
-    /// strictly above the past, and the past is at least the clock of every version the
-    /// write superseded (a context covers the clocks of the versions it was read with).
-    /// Hence every clock is above the clock of every version it superseded, directly or
-    /// through others.
+    /// A write's dot counter is above every counter of its actor in its past, so the clock
+    /// is strictly above the past's clock; and the past holds the dot and the past of every
+    /// version the write superseded, so it is at least their clocks. Hence every clock is
+    /// above the clock of every version it superseded, directly or through others.
     pub fn clock(&self) -> VersionVector {
-        let mut clock = self.past.clone();
+        let mut clock = self.past.to_clock();
         clock.raise(self.dot.actor, self.dot.counter);
         clock
+    }
+
+    /// The context answered for the write that made this version: its past and its dot,
+    /// and nothing else. A later write carrying it supersedes exactly this version and what
+    /// it superseded, even when a sibling of the same actor has a lower counter.
+    pub fn answer_context(&self) -> VersionVector {
+        let mut context = self.past.clone();
+        context.insert(self.dot);
+        context
     }
 }
 
@@ -80,7 +89,8 @@ pub enum WriteError {
     /// The new dot's counter, or a counter of the context, would exceed [`MAX_COUNTER`].
     /// Only a forged context can get here; the caller answers it as malformed.
     CounterExhausted,
-    /// The key would know more than [`MAX_ACTORS`] actors.
+    /// The key would know more than [`MAX_ACTORS`] actors, or a context or the key's
+    /// knowledge would hold more than [`MAX_CLOUD_DOTS`] isolated dots.
     TooManyActors,
 }
 
@@ -88,7 +98,10 @@ impl fmt::Display for WriteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::CounterExhausted => f.write_str("a version counter would exceed 2^53 - 1"),
-            Self::TooManyActors => write!(f, "a key would know more than {MAX_ACTORS} actors"),
+            Self::TooManyActors => write!(
+                f,
+                "a key would know more than {MAX_ACTORS} actors or {MAX_CLOUD_DOTS} isolated dots"
+            ),
         }
     }
 }
@@ -204,8 +217,8 @@ impl Container {
         let past = context.unwrap_or(&self.known).clone();
         let counter = self
             .known
-            .get(actor)
-            .max(past.get(actor))
+            .top(actor)
+            .max(past.top(actor))
             .max(floor)
             .checked_add(1)
             .filter(|&counter| counter <= MAX_COUNTER)
@@ -213,20 +226,19 @@ impl Container {
         if past.max_counter() > MAX_COUNTER {
             return Err(WriteError::CounterExhausted);
         }
-        let new_actors = past
-            .iter()
-            .map(|(a, _)| a)
-            .chain(std::iter::once(actor))
-            .filter(|&a| self.known.get(a) == 0)
-            .collect::<std::collections::BTreeSet<_>>()
-            .len();
-        if self.known.len().saturating_add(new_actors) > MAX_ACTORS {
+        let mut known = self.known.clone();
+        known.join(&past);
+        // Every earlier dot of `actor` for this key was applied here first (or, below a
+        // floor, reaped here), so this replica has seen them all.
+        known.raise(actor, counter);
+        let too_wide =
+            |vv: &VersionVector| vv.len() > MAX_ACTORS || vv.cloud_len() > MAX_CLOUD_DOTS;
+        if too_wide(&known) || too_wide(&past) {
             return Err(WriteError::TooManyActors);
         }
         self.versions.retain(|&dot, _| !past.has_seen(dot));
-        self.known.join(&past);
+        self.known = known;
         let dot = Dot::new(actor, counter);
-        self.known.raise(actor, counter);
         self.versions
             .insert(dot, Version::from_parts(dot, past, payload));
         debug_assert_eq!(self.check_invariants(), Ok(()));
@@ -357,16 +369,20 @@ impl Container {
         if self.known.max_counter() > MAX_COUNTER {
             return Err(InvariantError::KnownCounterTooLarge);
         }
-        // Per actor, the highest entry of any past and whose past it is: a version is
-        // superseded exactly when that entry reaches its counter, so one pass suffices
-        // instead of comparing every pair of versions.
+        // Per actor, the highest counter of any past and whose past it is, and every cloud
+        // dot of any past: a version is superseded exactly when one of them reaches its dot,
+        // so one pass suffices instead of comparing every pair of versions.
         let mut highest_past: BTreeMap<Actor, (u64, Dot)> = BTreeMap::new();
+        let mut cloud_past: BTreeMap<Dot, Dot> = BTreeMap::new();
         for version in self.versions.values() {
             for (actor, counter) in version.past.iter() {
                 let slot = highest_past.entry(actor).or_insert((0, version.dot));
                 if counter > slot.0 {
                     *slot = (counter, version.dot);
                 }
+            }
+            for dot in version.past.cloud() {
+                cloud_past.entry(dot).or_insert(version.dot);
             }
         }
         for (&dot, version) in &self.versions {
@@ -389,6 +405,9 @@ impl Container {
                 if counter >= dot.counter {
                     return Err(InvariantError::Superseded { dot, by });
                 }
+            }
+            if let Some(&by) = cloud_past.get(&dot) {
+                return Err(InvariantError::Superseded { dot, by });
             }
         }
         Ok(())

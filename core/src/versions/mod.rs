@@ -36,6 +36,13 @@ pub use vv::VersionVector;
 /// decode.
 pub const MAX_ACTORS: usize = 4096;
 
+/// The most isolated dots (seen without the earlier dots of their actor) one context or
+/// one key's knowledge may hold. Such dots come only from the context of a write's answer
+/// used before the replica has merged the writer's state, and fold away once it has, so a
+/// real key holds a handful at most; this bounds what a client or a peer can make a node
+/// allocate, like [`MAX_ACTORS`].
+pub const MAX_CLOUD_DOTS: usize = 1024;
+
 /// The default `--max-siblings` (PROTOCOL.md section 2): a client write that would leave
 /// more versions of a key is answered `overloaded`.
 pub const DEFAULT_MAX_SIBLINGS: usize = 64;

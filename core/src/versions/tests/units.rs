@@ -354,6 +354,14 @@ fn contexts_have_one_spelling() {
     assert_eq!(decode_context("3:9,3.1:2,17:5"), Ok(vv));
     assert_eq!(encode_context(&VersionVector::new()), "");
     assert_eq!(decode_context(""), Ok(VersionVector::new()));
+    let mut cloudy: VersionVector = [(a(3), 2)].into_iter().collect();
+    cloudy.insert(Dot::new(a(17), 7));
+    cloudy.insert(Dot::new(a(3), 4));
+    assert_eq!(encode_context(&cloudy), "3:2~3:4,17:7");
+    assert_eq!(decode_context("3:2~3:4,17:7"), Ok(cloudy.clone()));
+    // The dot that fills the gap folds the cloud into the counter.
+    cloudy.insert(Dot::new(a(3), 3));
+    assert_eq!(encode_context(&cloudy), "3:4~17:7");
     let top = format!("{}.{}:{MAX_COUNTER}", u64::MAX, u64::MAX);
     assert!(decode_context(&top).is_ok());
 }
@@ -378,6 +386,14 @@ fn contexts_out_of_shape_are_refused_with_their_reason() {
         ("2:1,1:1", NotAscending(1)),
         ("2:1,2:3", NotAscending(1)),
         ("2.1:1,2:1", NotAscending(1)),
+        ("~", NotCanonical(0)),
+        ("1:1~", NotCanonical(0)),
+        ("1:1~1:2", NotCanonical(0)),
+        ("1:1~1:1", NotCanonical(0)),
+        ("1:1~2:3,1:3", NotAscending(1)),
+        ("~1:3,1:3", NotAscending(1)),
+        ("~1:3,", MalformedEntry(1)),
+        ("~1:3~1:5", BadCounter(0)),
     ];
     for (text, error) in cases {
         assert_eq!(decode_context(text), Err(*error), "{text:?}");
@@ -499,15 +515,15 @@ fn containers_round_trip_through_bytes_and_bad_bytes_say_why() {
     // One version whose dot the knowledge does not cover.
     let dot = Dot::new(a(1), 1);
     assert_eq!(
-        decode_container(&[1, 0, 1, 1, 0, 1, 0, 0]),
+        decode_container(&[1, 0, 0, 1, 1, 0, 1, 0, 0, 0]),
         Err(BinaryError::Invariant(InvariantError::DotNotKnown(dot)))
     );
     assert_eq!(
-        decode_container(&[1, 1, 1, 0, 1, 1, 1, 0, 1, 0, 2]),
+        decode_container(&[1, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0, 0, 2]),
         Err(BinaryError::BadTag(2))
     );
     assert_eq!(
-        decode_container(&[1, 1, 1, 0, 1, 1, 1, 0, 1, 0, 1, 1, 0xff]),
+        decode_container(&[1, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0, 0, 1, 1, 0xff]),
         Err(BinaryError::BadUtf8)
     );
     assert_eq!(
@@ -518,6 +534,13 @@ fn containers_round_trip_through_bytes_and_bad_bytes_say_why() {
         decode_container(&[1, 1, 1, 0, 0, 0]),
         Err(BinaryError::BadCounter)
     );
+    // Knowledge {1:1} with the isolated dot 1:2, which belongs in the counter.
+    assert_eq!(
+        decode_container(&[1, 1, 1, 0, 1, 1, 1, 0, 2, 0]),
+        Err(BinaryError::NotCanonical)
+    );
+    let cloudy = [1, 1, 1, 0, 1, 2, 1, 0, 5, 1, 0, 3, 0];
+    assert_eq!(decode_container(&cloudy), Err(BinaryError::NotAscending));
 }
 
 #[test]
@@ -527,13 +550,69 @@ fn byte_counts_beyond_the_limits_are_refused_before_reading_on() {
     let mut actors = vec![1];
     actors.extend(huge);
     assert_eq!(decode_container(&actors), Err(BinaryError::TooManyActors));
-    let mut versions = vec![1, 0];
+    let mut versions = vec![1, 0, 0];
     versions.extend(huge);
     assert_eq!(
         decode_container(&versions),
         Err(BinaryError::TooManyVersions)
     );
-    let mut value = vec![1, 1, 1, 0, 1, 1, 1, 0, 1, 0, 1];
+    let mut value = vec![1, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0, 0, 1];
     value.extend(huge);
     assert_eq!(decode_container(&value), Err(BinaryError::ValueTooLarge));
+}
+
+/// Two clients write through one node from the same read, so the node holds two siblings
+/// of its own actor. The answer to the second write shows only its version, so its context
+/// must not cover the first, whose counter is lower.
+#[test]
+fn a_write_answer_context_covers_its_version_and_not_a_lower_sibling_of_its_actor() {
+    let mut r = Container::new();
+    let empty = VersionVector::new();
+    let first = write(&mut r, a(1), Some(&empty), val("first"));
+    let second = write(&mut r, a(1), Some(&empty), val("second"));
+    let answer = match r.version(second) {
+        Some(v) => v.answer_context(),
+        None => panic!("second write missing"),
+    };
+    assert_eq!(encode_context(&answer), "~1:2");
+    assert!(answer.has_seen(second) && !answer.has_seen(first));
+
+    // A plain vector (the clock) would cover the first write and lose it.
+    let mut with_clock = r.clone();
+    let clock = r.version(second).map(Version::clock).unwrap_or_default();
+    write(&mut with_clock, a(1), Some(&clock), val("third"));
+    assert_eq!(
+        values(&with_clock),
+        ["third"],
+        "hazard: the first write is lost"
+    );
+
+    let mut elsewhere = Container::new();
+    write(&mut elsewhere, a(2), Some(&answer), val("third"));
+    write(&mut r, a(1), Some(&answer), val("third"));
+    assert_eq!(values(&r), ["first", "third"]);
+    // Applied at a replica that has not merged the node's state yet, the same write
+    // supersedes the same version once the states meet, whichever way they merge.
+    let left = r.join(&elsewhere);
+    assert_eq!(values(&left), ["first", "third", "third"]);
+    assert_eq!(left, elsewhere.join(&r));
+    assert_eq!(left.check_invariants(), Ok(()));
+    assert_eq!(elsewhere.context().cloud_len(), 1);
+    assert_eq!(left.context().cloud_len(), 0);
+}
+
+#[test]
+fn every_clock_is_above_the_clocks_it_superseded() {
+    let mut r1 = Container::new();
+    let mut r2 = Container::new();
+    let d1 = write(&mut r1, a(1), None, val("x"));
+    let d2 = write(&mut r2, a(2), None, val("y"));
+    r1.merge(&r2);
+    let read = r1.clone();
+    let d3 = write(&mut r2, a(2), Some(read.context()), val("z"));
+    let clock = |c: &Container, d: Dot| c.version(d).map(Version::clock).unwrap_or_default();
+    let new = clock(&r2, d3);
+    assert!(new.dominates(&clock(&read, d1)));
+    assert!(new.dominates(&clock(&read, d2)));
+    assert_eq!(new, [(a(1), 1), (a(2), 2)].into_iter().collect());
 }
