@@ -29,6 +29,8 @@ enum Op {
     },
     /// One replica ships its whole state to another (repair, hint, replication).
     Merge { from: usize, to: usize },
+    /// A replica loses its disk and restarts empty under a new incarnation.
+    Wipe { replica: usize },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -40,24 +42,31 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..8usize, 0..8usize, deleted)
             .prop_map(|(client, replica, deleted)| Op::Blind { client, replica, deleted }),
         3 => (0..8usize, 0..8usize).prop_map(|(from, to)| Op::Merge { from, to }),
+        1 => (0..8usize).prop_map(|replica| Op::Wipe { replica }),
     ]
 }
 
-/// The shape of a generated world: how many replicas and clients, and whether each client
-/// always uses one replica (as a client of one coordinator does).
+/// The shape of a generated world: how many replicas and clients, whether each client
+/// always uses one replica (as a client of one coordinator does), and whether disks are
+/// lost (a client whose replica lost its disk may no longer see its own last write, so it
+/// can then make a second sibling of its own, truly concurrent).
 #[derive(Clone, Debug)]
 struct Shape {
     replicas: usize,
     clients: usize,
     sticky: bool,
+    wipes: bool,
 }
 
 fn shape() -> impl Strategy<Value = Shape> {
-    (1..=4usize, 1..=4usize, any::<bool>()).prop_map(|(replicas, clients, sticky)| Shape {
-        replicas,
-        clients,
-        sticky,
-    })
+    (1..=4usize, 1..=4usize, any::<bool>(), any::<bool>()).prop_map(
+        |(replicas, clients, sticky, wipes)| Shape {
+            replicas,
+            clients,
+            sticky,
+            wipes,
+        },
+    )
 }
 
 /// What a client carries between requests: the context it was given, and (the model's
@@ -72,28 +81,34 @@ struct Held {
 struct World {
     shape: Shape,
     replicas: Vec<Container>,
+    /// Each replica's current incarnation.
+    incarnations: Vec<u64>,
     clients: Vec<Held>,
     /// Every write ever made, and every write its writer had seen (transitively).
     seen: BTreeMap<Dot, BTreeSet<Dot>>,
     /// Every write's clock, as answered when it was made.
     clocks: BTreeMap<Dot, VersionVector>,
+    /// Writes whose every copy was on a disk that was lost: they may be gone.
+    lost_with_a_disk: BTreeSet<Dot>,
     next_value: u64,
-}
-
-fn actor_of(replica: usize) -> Actor {
-    Actor::new(replica as u64 + 1, 0)
 }
 
 impl World {
     fn new(shape: Shape) -> Self {
         World {
             replicas: vec![Container::new(); shape.replicas],
+            incarnations: vec![0; shape.replicas],
             clients: vec![Held::default(); shape.clients],
             shape,
             seen: BTreeMap::new(),
             clocks: BTreeMap::new(),
+            lost_with_a_disk: BTreeSet::new(),
             next_value: 0,
         }
+    }
+
+    fn actor_of(&self, replica: usize) -> Actor {
+        Actor::new(replica as u64 + 1, self.incarnations[replica])
     }
 
     fn replica_for(&self, client: usize, replica: usize) -> usize {
@@ -165,6 +180,20 @@ impl World {
                 assert_eq!(report.reused_dots, 0);
                 assert_eq!(before.join(&source), self.replicas[to]);
             }
+            Op::Wipe { .. } if !self.shape.wipes => {}
+            Op::Wipe { replica } => {
+                let r = replica % self.shape.replicas;
+                self.replicas[r] = Container::new();
+                self.incarnations[r] += 1;
+                let all = self.join_all();
+                let lost: Vec<Dot> = self
+                    .clocks
+                    .keys()
+                    .filter(|&&dot| self.accounted_by(&all, dot).is_none())
+                    .copied()
+                    .collect();
+                self.lost_with_a_disk.extend(lost);
+            }
         }
     }
 
@@ -185,7 +214,8 @@ impl World {
             Payload::Value(format!("v{}", self.next_value))
         };
         let predicted = before.siblings_after_write(context.as_ref());
-        let dot = match self.replicas[r].write(actor_of(r), context.as_ref(), payload) {
+        let actor = self.actor_of(r);
+        let dot = match self.replicas[r].write(actor, context.as_ref(), payload) {
             Ok(dot) => dot,
             Err(e) => panic!("write refused: {e}"),
         };
@@ -236,28 +266,41 @@ impl World {
                     assert!(!seen.contains(&w.dot()), "{} had seen {}", v.dot(), w.dot());
                 }
             }
-            if self.shape.sticky {
+            if self.shape.sticky && !self.shape.wipes {
                 assert!(container.len() <= self.shape.clients, "sibling explosion");
             }
         }
     }
 
-    /// Once every state has met: every write is held, or superseded by a held write that
-    /// had seen it and whose clock is above its clock.
-    fn check_no_dot_lost(&self) -> Container {
+    fn join_all(&self) -> Container {
         let mut all = Container::new();
         for container in &self.replicas {
             all.merge(container);
         }
-        for (&dot, clock) in &self.clocks {
-            if all.version(dot).is_some() {
-                continue;
-            }
-            let by = all.versions().find(|h| {
+        all
+    }
+
+    /// The held version of `all` that accounts for the write `dot`: the write itself, or a
+    /// write that had seen it and whose clock is above its clock.
+    fn accounted_by<'a>(&self, all: &'a Container, dot: Dot) -> Option<&'a Version> {
+        all.version(dot).or_else(|| {
+            let clock = self.clocks.get(&dot)?;
+            all.versions().find(|h| {
                 self.seen.get(&h.dot()).is_some_and(|s| s.contains(&dot))
                     && h.clock().dominates(clock)
-            });
-            assert!(by.is_some(), "write {dot} lost");
+            })
+        })
+    }
+
+    /// Once every state has met, every write is held or superseded by a held write that
+    /// had seen it (and whose clock is above its clock), unless every copy of it was on a
+    /// disk that was lost.
+    fn check_no_dot_lost(&self) -> Container {
+        let all = self.join_all();
+        for &dot in self.clocks.keys() {
+            if !self.lost_with_a_disk.contains(&dot) {
+                assert!(self.accounted_by(&all, dot).is_some(), "write {dot} lost");
+            }
         }
         all
     }
@@ -295,7 +338,7 @@ proptest! {
 
     #[test]
     fn merge_is_a_join(ops in prop::collection::vec(op(), 0..80)) {
-        let shape = Shape { replicas: 3, clients: 3, sticky: false };
+        let shape = Shape { replicas: 3, clients: 3, sticky: false, wipes: true };
         let world = run(shape, &ops);
         let [a, b, c] = [&world.replicas[0], &world.replicas[1], &world.replicas[2]];
         prop_assert_eq!(a.join(b), b.join(a));
@@ -313,7 +356,7 @@ proptest! {
         y in prop::collection::vec(op(), 0..40),
         z in prop::collection::vec(op(), 0..40),
     ) {
-        let shape = Shape { replicas: 2, clients: 2, sticky: false };
+        let shape = Shape { replicas: 2, clients: 2, sticky: false, wipes: true };
         let states: Vec<Container> = [x, y, z]
             .iter()
             .map(|ops| {
@@ -365,7 +408,7 @@ proptest! {
         ops in prop::collection::vec(op(), 0..40),
         edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 1..4),
     ) {
-        let world = run(Shape { replicas: 2, clients: 3, sticky: false }, &ops);
+        let world = run(Shape { replicas: 2, clients: 3, sticky: false, wipes: true }, &ops);
         let mut bytes = container_to_bytes(&world.replicas[0].join(&world.replicas[1]));
         for (at, byte, kind) in edits {
             let i = at.index(bytes.len().max(1));
