@@ -1,5 +1,6 @@
 //! A key's state in eventual mode: its sibling versions and what it has seen (DVVSet).
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -31,7 +32,7 @@ impl Payload {
 ///
 /// The past is kept so that every version can show a clock that is above the clocks of
 /// everything it superseded (PROTOCOL.md section 2); see [`Version::clock`].
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Version {
     dot: Dot,
     past: VersionVector,
@@ -81,6 +82,17 @@ impl Version {
         context.insert(self.dot);
         context
     }
+}
+
+/// A fixed total order on versions, used only to choose between two different versions
+/// under one reused dot, so that the choice (and so the merge) is the same on every replica
+/// and in every order.
+fn reuse_order(a: &Version, b: &Version) -> Ordering {
+    a.dot
+        .cmp(&b.dot)
+        .then_with(|| a.past.iter().cmp(b.past.iter()))
+        .then_with(|| a.past.cloud().cmp(b.past.cloud()))
+        .then_with(|| a.payload.cmp(&b.payload))
 }
 
 /// Why a write was refused; the container is unchanged when it is.
@@ -160,10 +172,12 @@ impl fmt::Display for InvariantError {
 impl std::error::Error for InvariantError {}
 
 /// A key's state in eventual mode (a DVVSet): its sibling versions, each with its dot, and
-/// per actor the highest counter this container has seen.
+/// its knowledge: per actor the counter up to which it has seen every dot.
 ///
-/// Containers travel whole between replicas and merge as a join, so a container never
-/// knows a later dot of an actor without its earlier ones, and "seen" is one comparison.
+/// Containers travel whole between replicas and merge as a join, so a container knows a
+/// later dot of an actor without its earlier ones only when a write answer's context
+/// brought it (an isolated dot, see [`VersionVector`]), and then only until it merges the
+/// writer's state; "seen" is one comparison or one lookup.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Container {
     known: VersionVector,
@@ -186,8 +200,9 @@ impl Container {
         Ok(container)
     }
 
-    /// Applies a client write at `actor` (the replica applying it first), returning the new
-    /// version's dot.
+    /// Applies a client write at `actor`, returning the new version's dot. `actor` must be
+    /// this replica's own (its node ID and current incarnation): the replica that applies
+    /// a write first names it, and every dot of its actor for this key was made here.
     ///
     /// With a context, drops exactly the versions the context has seen; without one (a blind
     /// write), uses this container's own knowledge, so it replaces everything held here.
@@ -283,7 +298,7 @@ impl Container {
                     if mine != theirs {
                         report.reused_dots = report.reused_dots.saturating_add(1);
                         // Any fixed choice keeps the merge a join; take the larger.
-                        if theirs > mine {
+                        if reuse_order(theirs, mine) == Ordering::Greater {
                             *mine = theirs.clone();
                             report.changed = true;
                         }
@@ -353,7 +368,7 @@ impl Container {
                 .versions
                 .iter()
                 .all(|(&dot, theirs)| match self.versions.get(&dot) {
-                    Some(mine) => mine >= theirs,
+                    Some(mine) => reuse_order(mine, theirs) != Ordering::Less,
                     None => self.known.has_seen(dot),
                 })
             && self

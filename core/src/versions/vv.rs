@@ -18,7 +18,10 @@ use super::actor::{Actor, Dot};
 /// Stored in one canonical form (no zero counters; a cloud dot is at least two above its
 /// actor's counter, else it is folded in), so equal sets are equal values and encode the
 /// same. A missing actor counts as 0, as PROTOCOL.md section 2 says.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// It deliberately has no `Ord`: the causal order is partial ([`VersionVector::covers`],
+/// [`VersionVector::dominates`]), and a total order would invite comparing clocks wrongly.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct VersionVector {
     entries: BTreeMap<Actor, u64>,
     cloud: BTreeSet<Dot>,
