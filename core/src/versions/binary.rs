@@ -48,8 +48,10 @@ pub enum BinaryError {
     UnknownFormat(u8),
     /// A varint is longer than its shortest form or exceeds 2^64 - 1.
     BadVarint,
-    /// A vector has more than [`MAX_ACTORS`] entries or [`MAX_CLOUD_DOTS`] isolated dots.
+    /// A vector has more than [`MAX_ACTORS`] entries.
     TooManyActors,
+    /// A vector has more than [`MAX_CLOUD_DOTS`] isolated dots.
+    TooManyDots,
     /// More than [`MAX_VERSIONS`] versions.
     TooManyVersions,
     /// A counter is 0 or above [`MAX_COUNTER`].
@@ -77,6 +79,7 @@ impl fmt::Display for BinaryError {
             Self::UnknownFormat(b) => write!(f, "unknown container format {b}"),
             Self::BadVarint => f.write_str("bad varint"),
             Self::TooManyActors => write!(f, "more than {MAX_ACTORS} actors"),
+            Self::TooManyDots => write!(f, "more than {MAX_CLOUD_DOTS} isolated dots"),
             Self::TooManyVersions => write!(f, "more than {MAX_VERSIONS} versions"),
             Self::BadCounter => f.write_str("counter out of range"),
             Self::NotAscending => f.write_str("entries not strictly ascending"),
@@ -227,7 +230,7 @@ impl<'a> Reader<'a> {
             previous = Some(actor);
             vv.raise(actor, counter);
         }
-        let n = self.count(MAX_CLOUD_DOTS, BinaryError::TooManyActors)?;
+        let n = self.count(MAX_CLOUD_DOTS, BinaryError::TooManyDots)?;
         let mut previous: Option<Dot> = None;
         for _ in 0..n {
             let (actor, counter) = self.entry()?;

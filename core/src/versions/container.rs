@@ -101,19 +101,19 @@ pub enum WriteError {
     /// The new dot's counter, or a counter of the context, would exceed [`MAX_COUNTER`].
     /// Only a forged context can get here; the caller answers it as malformed.
     CounterExhausted,
-    /// The key would know more than [`MAX_ACTORS`] actors, or a context or the key's
-    /// knowledge would hold more than [`MAX_CLOUD_DOTS`] isolated dots.
+    /// The key would know more than [`MAX_ACTORS`] actors.
     TooManyActors,
+    /// The context, or the key's knowledge, would hold more than [`MAX_CLOUD_DOTS`]
+    /// isolated dots.
+    TooManyDots,
 }
 
 impl fmt::Display for WriteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::CounterExhausted => f.write_str("a version counter would exceed 2^53 - 1"),
-            Self::TooManyActors => write!(
-                f,
-                "a key would know more than {MAX_ACTORS} actors or {MAX_CLOUD_DOTS} isolated dots"
-            ),
+            Self::TooManyActors => write!(f, "a key would know more than {MAX_ACTORS} actors"),
+            Self::TooManyDots => write!(f, "more than {MAX_CLOUD_DOTS} isolated dots"),
         }
     }
 }
@@ -246,10 +246,11 @@ impl Container {
         // Every earlier dot of `actor` for this key was applied here first (or, below a
         // floor, reaped here), so this replica has seen them all.
         known.raise(actor, counter);
-        let too_wide =
-            |vv: &VersionVector| vv.len() > MAX_ACTORS || vv.cloud_len() > MAX_CLOUD_DOTS;
-        if too_wide(&known) || too_wide(&past) {
+        if known.len() > MAX_ACTORS || past.len() > MAX_ACTORS {
             return Err(WriteError::TooManyActors);
+        }
+        if known.cloud_len() > MAX_CLOUD_DOTS || past.cloud_len() > MAX_CLOUD_DOTS {
+            return Err(WriteError::TooManyDots);
         }
         self.versions.retain(|&dot, _| !past.has_seen(dot));
         self.known = known;

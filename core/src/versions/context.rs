@@ -31,8 +31,10 @@ pub const MAX_CONTEXT_BYTES: usize = 256 * 1024;
 pub enum ContextError {
     /// Longer than [`MAX_CONTEXT_BYTES`].
     TooLong,
-    /// More than [`MAX_ACTORS`] entries, or more than [`MAX_CLOUD_DOTS`] isolated dots.
+    /// More than [`MAX_ACTORS`] entries.
     TooManyActors,
+    /// More than [`MAX_CLOUD_DOTS`] isolated dots.
+    TooManyDots,
     /// An entry is not `ACTOR:COUNTER`.
     MalformedEntry(usize),
     /// An entry's actor is not a canonical actor.
@@ -52,6 +54,7 @@ impl fmt::Display for ContextError {
         match self {
             Self::TooLong => write!(f, "context longer than {MAX_CONTEXT_BYTES} bytes"),
             Self::TooManyActors => write!(f, "context with more than {MAX_ACTORS} actors"),
+            Self::TooManyDots => write!(f, "context with more than {MAX_CLOUD_DOTS} dots"),
             Self::MalformedEntry(i) => write!(f, "context entry {i} is not ACTOR:COUNTER"),
             Self::BadActor(i, e) => write!(f, "context entry {i}: {e}"),
             Self::BadCounter(i) => write!(f, "context entry {i}: counter out of range"),
@@ -123,7 +126,7 @@ pub fn decode_context(text: &str) -> Result<VersionVector, ContextError> {
     let mut previous: Option<Dot> = None;
     for (i, item) in cloud_text.split(',').enumerate() {
         if i >= MAX_CLOUD_DOTS {
-            return Err(ContextError::TooManyActors);
+            return Err(ContextError::TooManyDots);
         }
         if item.is_empty() && i == 0 {
             return Err(ContextError::NotCanonical(0));

@@ -4,7 +4,7 @@ use crate::versions::{
     clock_json, container_to_bytes, decode_container, decode_context, encode_context,
     parse_clock_json, Actor, ActorParseError, BinaryError, Container, ContextError, Dot,
     InvariantError, LwwVersion, Payload, Stamp, Version, VersionVector, WriteError, MAX_ACTORS,
-    MAX_CONTEXT_BYTES, MAX_COUNTER,
+    MAX_CLOUD_DOTS, MAX_CONTEXT_BYTES, MAX_COUNTER,
 };
 use std::collections::BTreeMap;
 
@@ -278,6 +278,17 @@ fn a_write_naming_too_many_actors_is_refused_and_changes_nothing() {
     assert_eq!(c, Container::new());
     let fits: VersionVector = (0..MAX_ACTORS as u64 - 1).map(|n| (a(n + 10), 1)).collect();
     assert!(c.write(a(1), Some(&fits), val("y")).is_ok());
+
+    let before = c.clone();
+    let mut cloudy = VersionVector::new();
+    for i in 0..=MAX_CLOUD_DOTS as u64 {
+        cloudy.insert(Dot::new(a(1), 2 * i + 3));
+    }
+    assert_eq!(
+        c.write(a(1), Some(&cloudy), val("z")),
+        Err(WriteError::TooManyDots)
+    );
+    assert_eq!(c, before);
 }
 
 #[test]
@@ -404,6 +415,18 @@ fn contexts_out_of_shape_are_refused_with_their_reason() {
     assert_eq!(decode_context(&many.join(",")), Err(TooManyActors));
     let most: Vec<String> = (0..MAX_ACTORS).map(|n| format!("{n}:1")).collect();
     assert!(decode_context(&most.join(",")).is_ok());
+    let dots = |n: usize| {
+        (0..n)
+            .map(|i| format!("1:{}", 2 * i + 3))
+            .collect::<Vec<_>>()
+    };
+    let cloud = format!("1:1~{}", dots(MAX_CLOUD_DOTS).join(","));
+    assert_eq!(
+        decode_context(&cloud).map(|vv| vv.cloud_len()),
+        Ok(MAX_CLOUD_DOTS)
+    );
+    let cloud = format!("1:1~{}", dots(MAX_CLOUD_DOTS + 1).join(","));
+    assert_eq!(decode_context(&cloud), Err(TooManyDots));
 }
 
 #[test]
@@ -550,6 +573,9 @@ fn byte_counts_beyond_the_limits_are_refused_before_reading_on() {
     let mut actors = vec![1];
     actors.extend(huge);
     assert_eq!(decode_container(&actors), Err(BinaryError::TooManyActors));
+    let mut dots = vec![1, 0];
+    dots.extend(huge);
+    assert_eq!(decode_container(&dots), Err(BinaryError::TooManyDots));
     let mut versions = vec![1, 0, 0];
     versions.extend(huge);
     assert_eq!(
