@@ -24,12 +24,17 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::actor::{Actor, Dot, MAX_COUNTER};
+use super::clock::{LwwVersion, Stamp};
 use super::container::{Container, InvariantError, Payload, Version};
 use super::vv::VersionVector;
 use super::{MAX_ACTORS, MAX_CLOUD_DOTS};
 
 /// The format byte this module writes and reads, so a later format can be told apart.
 pub const CONTAINER_FORMAT: u8 = 1;
+
+/// The format byte of a last-write-wins state, distinct from [`CONTAINER_FORMAT`] so a
+/// record of one mode is never read as the other.
+pub const LWW_FORMAT: u8 = 2;
 
 /// The most versions a decoded container may hold. Far above the default sibling limit
 /// (64), since merges are never refused and may join several replicas' siblings.
@@ -142,13 +147,17 @@ pub fn encode_container(container: &Container, out: &mut Vec<u8>) {
         put_varint(out, dot.actor.incarnation);
         put_varint(out, dot.counter);
         put_vv(out, version.past());
-        match version.payload() {
-            Payload::Deleted => out.push(0),
-            Payload::Value(value) => {
-                out.push(1);
-                put_usize(out, value.len());
-                out.extend_from_slice(value.as_bytes());
-            }
+        put_payload(out, version.payload());
+    }
+}
+
+fn put_payload(out: &mut Vec<u8>, payload: &Payload) {
+    match payload {
+        Payload::Deleted => out.push(0),
+        Payload::Value(value) => {
+            out.push(1);
+            put_usize(out, value.len());
+            out.extend_from_slice(value.as_bytes());
         }
     }
 }
@@ -290,4 +299,32 @@ pub fn decode_container(bytes: &[u8]) -> Result<Container, BinaryError> {
         return Err(BinaryError::TrailingBytes);
     }
     Container::from_parts(known, versions).map_err(BinaryError::Invariant)
+}
+
+/// Appends the encoding of a last-write-wins state to `out`: [`LWW_FORMAT`], the stamp's
+/// time and node as varints, then the payload as in a container.
+pub fn encode_lww(version: &LwwVersion, out: &mut Vec<u8>) {
+    out.push(LWW_FORMAT);
+    put_varint(out, version.stamp.ts_ms);
+    put_varint(out, version.stamp.node);
+    put_payload(out, &version.payload);
+}
+
+/// Decodes a last-write-wins state from exactly `bytes`: strict, bounded by
+/// [`MAX_VALUE_BYTES`], never panics.
+pub fn decode_lww(bytes: &[u8]) -> Result<LwwVersion, BinaryError> {
+    let mut reader = Reader { rest: bytes };
+    let format = reader.byte()?;
+    if format != LWW_FORMAT {
+        return Err(BinaryError::UnknownFormat(format));
+    }
+    let stamp = Stamp {
+        ts_ms: reader.varint()?,
+        node: reader.varint()?,
+    };
+    let payload = reader.payload()?;
+    if !reader.rest.is_empty() {
+        return Err(BinaryError::TrailingBytes);
+    }
+    Ok(LwwVersion { stamp, payload })
 }

@@ -1,10 +1,10 @@
 //! Unit tests of the rules, one scenario each.
 
 use crate::versions::{
-    clock_json, container_to_bytes, decode_container, decode_context, encode_context,
-    parse_clock_json, Actor, ActorParseError, BinaryError, Container, ContextError, Dot,
-    InvariantError, LwwVersion, Payload, Stamp, Version, VersionVector, WriteError, MAX_ACTORS,
-    MAX_CLOUD_DOTS, MAX_CONTEXT_BYTES, MAX_COUNTER,
+    clock_json, container_to_bytes, decode_container, decode_context, decode_lww, encode_context,
+    encode_lww, parse_clock_json, Actor, ActorParseError, BinaryError, Container, ContextError,
+    Dot, InvariantError, LwwVersion, Payload, Stamp, Version, VersionVector, WriteError,
+    MAX_ACTORS, MAX_CLOUD_DOTS, MAX_CONTEXT_BYTES, MAX_COUNTER,
 };
 use std::collections::BTreeMap;
 
@@ -673,4 +673,33 @@ fn interleaved_read_modify_write_clients_make_no_false_siblings_and_no_explosion
     assert!(last
         .iter()
         .all(|d| d.is_some_and(|d| node.version(d).is_some())));
+}
+
+#[test]
+fn lww_states_round_trip_through_bytes_and_bad_bytes_say_why() {
+    for version in [
+        LwwVersion {
+            stamp: Stamp {
+                ts_ms: 1 << 40,
+                node: u64::MAX,
+            },
+            payload: val("v"),
+        },
+        LwwVersion {
+            stamp: Stamp { ts_ms: 0, node: 0 },
+            payload: Payload::Deleted,
+        },
+    ] {
+        let mut bytes = Vec::new();
+        encode_lww(&version, &mut bytes);
+        assert_eq!(decode_lww(&bytes), Ok(version));
+        assert_eq!(decode_container(&bytes), Err(BinaryError::UnknownFormat(2)));
+    }
+    assert_eq!(decode_lww(&[1, 0, 0]), Err(BinaryError::UnknownFormat(1)));
+    assert_eq!(decode_lww(&[2, 5]), Err(BinaryError::Truncated));
+    assert_eq!(
+        decode_lww(&[2, 5, 1, 0, 0]),
+        Err(BinaryError::TrailingBytes)
+    );
+    assert_eq!(decode_lww(&[2, 5, 1, 3]), Err(BinaryError::BadTag(3)));
 }
