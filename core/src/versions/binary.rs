@@ -42,7 +42,7 @@ pub const MAX_VERSIONS: usize = 4096;
 
 /// The largest value a decoded version may hold, in bytes: the protocol's value limit
 /// (PROTOCOL.md, Limits), repeated here so this component depends on nothing else.
-pub const MAX_VALUE_BYTES: usize = 256 * 1024;
+pub const MAX_DECODED_VALUE_BYTES: usize = 256 * 1024;
 
 /// Why bytes are not an encoded container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub enum BinaryError {
     NotCanonical,
     /// A version's tag is neither 0 nor 1.
     BadTag(u8),
-    /// A value is longer than [`MAX_VALUE_BYTES`].
+    /// A value is longer than [`MAX_DECODED_VALUE_BYTES`].
     ValueTooLarge,
     /// A value is not UTF-8.
     BadUtf8,
@@ -90,7 +90,7 @@ impl fmt::Display for BinaryError {
             Self::NotAscending => f.write_str("entries not strictly ascending"),
             Self::NotCanonical => f.write_str("isolated dot belongs in its actor's counter"),
             Self::BadTag(t) => write!(f, "unknown version tag {t}"),
-            Self::ValueTooLarge => write!(f, "value longer than {MAX_VALUE_BYTES} bytes"),
+            Self::ValueTooLarge => write!(f, "value longer than {MAX_DECODED_VALUE_BYTES} bytes"),
             Self::BadUtf8 => f.write_str("value is not UTF-8"),
             Self::TrailingBytes => f.write_str("bytes after the container"),
             Self::Invariant(e) => write!(f, "container invariant broken: {e}"),
@@ -261,7 +261,7 @@ impl<'a> Reader<'a> {
         match self.byte()? {
             0 => Ok(Payload::Deleted),
             1 => {
-                let len = self.count(MAX_VALUE_BYTES, BinaryError::ValueTooLarge)?;
+                let len = self.count(MAX_DECODED_VALUE_BYTES, BinaryError::ValueTooLarge)?;
                 let raw = self.bytes(len)?;
                 let text = std::str::from_utf8(raw).map_err(|_| BinaryError::BadUtf8)?;
                 Ok(Payload::Value(text.to_owned()))
@@ -272,7 +272,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Decodes a container from exactly `bytes`. Strict, bounded ([`MAX_ACTORS`] per vector,
-/// [`MAX_VERSIONS`], [`MAX_VALUE_BYTES`]; nothing is allocated ahead of the bytes that
+/// [`MAX_VERSIONS`], [`MAX_DECODED_VALUE_BYTES`]; nothing is allocated ahead of the bytes that
 /// back it), checks every invariant, and never panics.
 pub fn decode_container(bytes: &[u8]) -> Result<Container, BinaryError> {
     let mut reader = Reader { rest: bytes };
@@ -311,7 +311,7 @@ pub fn encode_lww(version: &LwwVersion, out: &mut Vec<u8>) {
 }
 
 /// Decodes a last-write-wins state from exactly `bytes`: strict, bounded by
-/// [`MAX_VALUE_BYTES`], never panics.
+/// [`MAX_DECODED_VALUE_BYTES`], never panics.
 pub fn decode_lww(bytes: &[u8]) -> Result<LwwVersion, BinaryError> {
     let mut reader = Reader { rest: bytes };
     let format = reader.byte()?;

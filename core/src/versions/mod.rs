@@ -21,7 +21,7 @@ mod tests;
 pub use actor::{Actor, ActorParseError, Dot, MAX_COUNTER};
 pub use binary::{
     container_to_bytes, decode_container, decode_lww, encode_container, encode_lww, BinaryError,
-    CONTAINER_FORMAT, LWW_FORMAT, MAX_VALUE_BYTES, MAX_VERSIONS,
+    CONTAINER_FORMAT, LWW_FORMAT, MAX_DECODED_VALUE_BYTES, MAX_VERSIONS,
 };
 pub use clock::{clock_json, parse_clock_json, ClockJsonError, LwwVersion, Stamp};
 pub use container::{Container, InvariantError, MergeReport, Payload, Version, WriteError};
