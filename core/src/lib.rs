@@ -7,7 +7,7 @@
 //! reproduces any run.
 //!
 //! Components (what roles are built from): [`proto`], [`ring`], [`cache`], [`log`],
-//! [`storage`], [`time`], [`twopc`], [`session`], [`rng`], [`buggify`]. Roles (thin
+//! [`storage`], [`time`], [`twopc`], [`versions`], [`session`], [`rng`], [`buggify`]. Roles (thin
 //! compositions of them): [`coordinator`], [`replica`] (the KV server), [`registration`].
 //! Components never use roles.
 
@@ -26,6 +26,7 @@ pub mod session;
 pub mod storage;
 pub mod time;
 pub mod twopc;
+pub mod versions;
 
 pub use role::Role;
 

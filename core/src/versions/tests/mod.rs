@@ -1,0 +1,5 @@
+//! Tests of the versions component: unit tests of the rules, property tests of the join
+//! laws and the encodings.
+
+mod props;
+mod units;
