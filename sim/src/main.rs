@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use ringkv_sim::config::SimConfig;
 use ringkv_sim::trace::Trace;
 use ringkv_sim::{replay_command, run_seed};
 
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
 }
 
 fn replay(seed: u64) -> ExitCode {
+    println!("{:#?}", SimConfig::from_seed(seed));
     let report = run_seed(seed, Trace::printed(Box::new(std::io::stdout())));
     println!(
         "seed {seed}: {} operations ({} answered), {} crashes, {} simulated ms, trace hash {:016x}",

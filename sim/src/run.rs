@@ -6,9 +6,9 @@ use crate::check::{
     LinearizabilityConfig,
 };
 use crate::config::SimConfig;
+use crate::driver::World;
 use crate::history::{Command, Outcome};
 use crate::trace::Trace;
-use crate::world::World;
 
 /// The verdict and figures of one run.
 #[derive(Clone, Debug)]
@@ -62,7 +62,7 @@ pub fn run_config(config: SimConfig, trace: Trace) -> RunReport {
     failures.extend(read_errors.into_iter().map(|e| format!("storage: {e}")));
     let settled = config.heal_at_ms() + config.settle_ms;
     if let Err(problems) = check_liveness(
-        &world.history,
+        world.history(),
         settled..config.clients_stop_at_ms(),
         &snapshot,
     ) {
@@ -79,7 +79,7 @@ pub fn run_config(config: SimConfig, trace: Trace) -> RunReport {
     };
 
     // The final state joins the history as reads after everything else.
-    let mut history = world.history.clone();
+    let mut history = world.history().clone();
     let end = world.now;
     for (key, value) in final_values.iter().flatten() {
         let op = history.invoke(u32::MAX, key, Command::Get, end);
@@ -93,14 +93,14 @@ pub fn run_config(config: SimConfig, trace: Trace) -> RunReport {
         failures.push(format!("linearizability: {err}"));
     }
     if let Some(final_values) = &final_values {
-        if let Err(err) = check_no_lost_writes(&world.history, final_values) {
+        if let Err(err) = check_no_lost_writes(world.history(), final_values) {
             failures.push(format!("durability: {err}"));
         }
     }
 
-    let operations = world.history.operations().len();
+    let operations = world.history().operations().len();
     let answered = world
-        .history
+        .history()
         .operations()
         .iter()
         .filter(|op| op.complete_ms.is_some())

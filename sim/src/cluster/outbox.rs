@@ -1,0 +1,36 @@
+//! What a role asks the world to do after it handled one input. Roles never touch the
+//! network, the event queue or the world's randomness themselves: they fill an
+//! [`Outbox`], and the driver carries it out, so a role stays a thin adapter between the
+//! core and the simulated machine.
+
+use crate::network::Message;
+
+/// The effects of one step of one node.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    /// Messages to hand to the network, in order.
+    pub sends: Vec<Message>,
+    /// A sync of the node's disk started; the driver decides how long it takes.
+    pub sync_started: bool,
+    /// Things worth a line in the trace.
+    pub notes: Vec<String>,
+    /// Bugs noticed: undecodable lines, answers to nobody, refused registrations.
+    pub anomalies: Vec<String>,
+}
+
+impl Outbox {
+    /// Queues a message.
+    pub fn send(&mut self, msg: Message) {
+        self.sends.push(msg);
+    }
+
+    /// Records a bug the world noticed.
+    pub fn anomaly(&mut self, text: String) {
+        self.anomalies.push(text);
+    }
+
+    /// Records something for the trace.
+    pub fn note(&mut self, text: String) {
+        self.notes.push(text);
+    }
+}

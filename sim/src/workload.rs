@@ -1,0 +1,149 @@
+//! The clients: each keeps up to `pipeline` requests in flight on its one connection,
+//! picks keys from a small set so that operations collide, and records every operation in
+//! the history: invoked when sent, completed when its answer arrives, left open (unknown)
+//! when it gives up waiting.
+
+use std::collections::BTreeSet;
+
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+use ringkv_core::proto::{
+    ClientRequest, ClientResponse, Envelope, ErrorCode, RequestId, WireMessage,
+};
+use ringkv_core::Ts;
+
+use crate::history::{Command, History, Outcome};
+use crate::network::{Channel, Endpoint, Message, NodeId};
+
+/// One client and its connection.
+#[derive(Debug, Default)]
+struct Client {
+    /// Operations sent and not yet answered or given up, by history index.
+    in_flight: BTreeSet<usize>,
+    /// Writes so far, to make every written value unique.
+    writes: u64,
+}
+
+/// Every client, and the history they record.
+#[derive(Debug)]
+pub struct Workload {
+    clients: Vec<Client>,
+    keys: Vec<String>,
+    /// The node every client sends to.
+    server: NodeId,
+    /// The history of every operation.
+    pub history: History,
+}
+
+/// What a client does after an answer or a give-up: start its next operation after
+/// `think_ms`.
+pub struct Next {
+    /// The client.
+    pub client: u32,
+    /// Its pause before the next operation.
+    pub think_ms: Ts,
+}
+
+impl Workload {
+    /// `clients` clients using `keys`, all served by `server`.
+    pub fn new(clients: u32, keys: Vec<String>, server: NodeId) -> Self {
+        Self {
+            clients: (0..clients).map(|_| Client::default()).collect(),
+            keys,
+            server,
+            history: History::new(),
+        }
+    }
+
+    /// Starts an operation of `client`: records it and returns its request and its index.
+    /// A client runs as many of these chains as its pipeline is deep, so it never has
+    /// more in flight.
+    pub fn invoke(&mut self, rng: &mut ChaCha8Rng, now: Ts, client: u32) -> (Message, usize) {
+        let key = self.keys[rng.random_range(0..self.keys.len())].clone();
+        let roll = rng.random_range(0..100);
+        let (command, request) = if roll < 50 {
+            (Command::Get, ClientRequest::Get { key: key.clone() })
+        } else if roll < 85 {
+            let me = &mut self.clients[client as usize];
+            me.writes += 1;
+            let value = format!("c{client}w{}", me.writes);
+            let command = Command::Put {
+                value: value.clone(),
+            };
+            (
+                command,
+                ClientRequest::Put {
+                    key: key.clone(),
+                    value,
+                },
+            )
+        } else {
+            (Command::Del, ClientRequest::Del { key: key.clone() })
+        };
+        let op = self.history.invoke(client, &key, command, now);
+        self.clients[client as usize].in_flight.insert(op);
+        let line = Envelope::with_id(Some(RequestId::Unsigned(op as u64)), request).encode();
+        let msg = Message {
+            from: Endpoint::at(NodeId::Client(client), 0),
+            to: Endpoint::any(self.server),
+            channel: Channel::ClientRequest,
+            line,
+        };
+        (msg, op)
+    }
+
+    /// An answer reached `client`: completes its operation. `Ok(None)` for the answer of
+    /// an operation the client gave up on; `Err` for an answer that makes no sense.
+    pub fn answer(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        now: Ts,
+        client: u32,
+        line: &[u8],
+    ) -> Result<Option<Next>, String> {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let env =
+            ClientResponse::decode(line).map_err(|e| format!("client answer undecodable: {e}"))?;
+        let Some(RequestId::Unsigned(op)) = env.id else {
+            return Err(format!("client {client} got an answer without its id"));
+        };
+        let op = op as usize;
+        if !self.clients[client as usize].in_flight.contains(&op) {
+            return Ok(None);
+        }
+        let outcome = outcome(&self.history.operations()[op].command, env.msg)?;
+        self.history.complete(op, outcome, now);
+        self.clients[client as usize].in_flight.remove(&op);
+        Ok(Some(Next {
+            client,
+            think_ms: rng.random_range(0..20),
+        }))
+    }
+
+    /// `client` waited too long for `op`: leaves it open (its effect unknown) and returns
+    /// what to do next, or `None` if it was answered meanwhile.
+    pub fn give_up(&mut self, client: u32, op: usize) -> Option<Next> {
+        if !self.clients[client as usize].in_flight.remove(&op) {
+            return None;
+        }
+        Some(Next {
+            client,
+            think_ms: 0,
+        })
+    }
+}
+
+/// What an answer means for the history.
+fn outcome(command: &Command, answer: ClientResponse) -> Result<Outcome, String> {
+    Ok(match (command, answer) {
+        (Command::Get, ClientResponse::Value { value, .. }) => Outcome::Found(value),
+        (Command::Get | Command::Del, ClientResponse::Error(reply))
+            if reply.code == ErrorCode::NotFound =>
+        {
+            Outcome::NotFound
+        }
+        (Command::Put { .. } | Command::Del, ClientResponse::Success) => Outcome::Done,
+        (_, ClientResponse::Error(_)) => Outcome::Failed,
+        (command, other) => return Err(format!("answer {other:?} does not fit {command:?}")),
+    })
+}
