@@ -13,7 +13,7 @@ use crate::check::ClusterSnapshot;
 use crate::cluster::{Cluster, CoordinatorSpec, KvServerSpec, Outbox, RoleSpec};
 use crate::config::SimConfig;
 use crate::faults::PathFault;
-use crate::history::History;
+use crate::history::{Command, History};
 use crate::network::{Message, Network, NodeId};
 use crate::trace::Trace;
 use crate::workload::{Next, Workload};
@@ -54,6 +54,8 @@ pub struct WorldStats {
     pub machine_crashes: u64,
     /// Unsynced bytes that survived crashes.
     pub torn_or_kept_bytes: u64,
+    /// Client requests held behind earlier ones of their connection.
+    pub held_requests: u64,
     /// Events processed.
     pub events: u64,
 }
@@ -144,6 +146,21 @@ impl World {
         self.next_event += 1;
     }
 
+    /// The time now.
+    pub fn now(&self) -> Ts {
+        self.now
+    }
+
+    /// The nodes, e.g. to see which run of a node is current.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// What happened so far.
+    pub fn stats(&self) -> &WorldStats {
+        &self.stats
+    }
+
     /// Runs every event up to `end_ms`.
     pub fn run_until(&mut self, end_ms: Ts) {
         while let Some(entry) = self.events.first_entry() {
@@ -188,7 +205,7 @@ impl World {
     }
 
     /// Starts a down node and carries out what its first step asks.
-    pub(crate) fn start(&mut self, node: NodeId) {
+    pub fn start(&mut self, node: NodeId) {
         let mut out = Outbox::default();
         let seed = self.rng.random();
         if self.cluster.start(node, self.now, seed, &mut out) {
@@ -201,6 +218,7 @@ impl World {
         for note in out.notes {
             self.trace.note(self.now, &note);
         }
+        self.stats.held_requests += out.held_requests;
         for text in out.anomalies {
             self.anomaly(text);
         }
@@ -259,6 +277,18 @@ impl World {
             return;
         }
         let (msg, op) = self.workload.invoke(&mut self.rng, self.now, client);
+        self.sent_by_client(client, msg, op);
+    }
+
+    /// Sends `command` on `key` from `client` now, besides its random operations (for
+    /// scenarios that need a precise order); returns the operation's index.
+    pub fn issue(&mut self, client: u32, key: &str, command: Command) -> usize {
+        let (msg, op) = self.workload.issue(self.now, client, key, command);
+        self.sent_by_client(client, msg, op);
+        op
+    }
+
+    fn sent_by_client(&mut self, client: u32, msg: Message, op: usize) {
         self.send(msg);
         let at = self.now + self.config.client_timeout_ms;
         self.schedule(at, Event::ClientTimeout { client, op });

@@ -64,8 +64,8 @@ impl World {
         self.schedule(self.now + next.max(1), Event::CrashTick);
     }
 
-    /// Crashes `node` now; it stays down until a `Start` event for it.
-    pub(crate) fn crash(&mut self, node: NodeId, kind: CrashKind) {
+    /// Crashes `node` now; it stays down until it is started again.
+    pub fn crash(&mut self, node: NodeId, kind: CrashKind) {
         let tear = self.config.crashes.tear;
         let Some(kept) = self.cluster.crash(node, kind, &mut self.rng, tear) else {
             return;

@@ -69,10 +69,15 @@ fn sweep(start: u64, count: u64) -> ExitCode {
     let mut failed: Vec<u64> = Vec::new();
     let mut operations = 0u64;
     let mut simulated_ms = 0u64;
+    let (mut crashes, mut machine_crashes, mut failed_reads, mut held) = (0, 0, 0, 0);
     for seed in start..start + count {
         let report = run_seed(seed, Trace::hashed());
         operations += report.operations as u64;
         simulated_ms += report.simulated_ms;
+        crashes += report.crashes;
+        machine_crashes += report.machine_crashes;
+        failed_reads += report.failed_reads;
+        held += report.held_requests;
         if !report.passed() {
             bar.suspend(|| {
                 eprintln!("seed {seed} FAILED:");
@@ -94,6 +99,10 @@ fn sweep(start: u64, count: u64) -> ExitCode {
         failed.len(),
         operations as f64 / wall_s,
         simulated_ms as f64 / 1000.0 / wall_s
+    );
+    println!(
+        "faults: {crashes} crashes ({machine_crashes} of a machine), {failed_reads} failed reads; \
+         {held} pipelined requests held for program order"
     );
     if failed.is_empty() {
         ExitCode::SUCCESS

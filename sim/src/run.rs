@@ -25,8 +25,14 @@ pub struct RunReport {
     pub simulated_ms: u64,
     /// Events processed.
     pub events: u64,
-    /// Server crashes.
+    /// Node crashes.
     pub crashes: u64,
+    /// Of those, crashes of a whole machine (the others lost only the process).
+    pub machine_crashes: u64,
+    /// Reads of stored data that failed.
+    pub failed_reads: u64,
+    /// Client requests held behind earlier ones of their connection.
+    pub held_requests: u64,
     /// Every check that failed, each a readable report.
     pub failures: Vec<String>,
 }
@@ -113,6 +119,9 @@ pub fn run_config(config: SimConfig, trace: Trace) -> RunReport {
         simulated_ms: world.now,
         events: world.stats.events,
         crashes: world.stats.crashes,
+        machine_crashes: world.stats.machine_crashes,
+        failed_reads: world.failed_reads(),
+        held_requests: world.stats.held_requests,
         failures,
     }
 }

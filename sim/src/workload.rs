@@ -55,32 +55,42 @@ impl Workload {
         }
     }
 
-    /// Starts an operation of `client`: records it and returns its request and its index.
-    /// A client runs as many of these chains as its pipeline is deep, so it never has
-    /// more in flight.
+    /// Starts a random operation of `client`: records it and returns its request and its
+    /// index. A client runs as many of these chains as its pipeline is deep, so it never
+    /// has more in flight.
     pub fn invoke(&mut self, rng: &mut ChaCha8Rng, now: Ts, client: u32) -> (Message, usize) {
         let key = self.keys[rng.random_range(0..self.keys.len())].clone();
         let roll = rng.random_range(0..100);
-        let (command, request) = if roll < 50 {
-            (Command::Get, ClientRequest::Get { key: key.clone() })
+        let command = if roll < 50 {
+            Command::Get
         } else if roll < 85 {
             let me = &mut self.clients[client as usize];
             me.writes += 1;
-            let value = format!("c{client}w{}", me.writes);
-            let command = Command::Put {
-                value: value.clone(),
-            };
-            (
-                command,
-                ClientRequest::Put {
-                    key: key.clone(),
-                    value,
-                },
-            )
+            Command::Put {
+                value: format!("c{client}w{}", me.writes),
+            }
         } else {
-            (Command::Del, ClientRequest::Del { key: key.clone() })
+            Command::Del
         };
-        let op = self.history.invoke(client, &key, command, now);
+        self.issue(now, client, &key, command)
+    }
+
+    /// Starts the operation `command` on `key` for `client`, on its one connection.
+    /// Written values must be unique across the run (the checks trace values to writes).
+    pub fn issue(&mut self, now: Ts, client: u32, key: &str, command: Command) -> (Message, usize) {
+        let request = match &command {
+            Command::Get => ClientRequest::Get {
+                key: key.to_owned(),
+            },
+            Command::Put { value } => ClientRequest::Put {
+                key: key.to_owned(),
+                value: value.clone(),
+            },
+            Command::Del => ClientRequest::Del {
+                key: key.to_owned(),
+            },
+        };
+        let op = self.history.invoke(client, key, command, now);
         self.clients[client as usize].in_flight.insert(op);
         let line = Envelope::with_id(Some(RequestId::Unsigned(op as u64)), request).encode();
         let msg = Message {

@@ -80,6 +80,7 @@ impl CoordinatorNode {
                     let admitted = self
                         .clients
                         .request(msg.from, handle.0, env.id, access, env.msg);
+                    out.held_requests += u64::from(admitted.is_none());
                     admitted.map(|msg| CoordinatorInput::Client { from: handle, msg })
                 }
                 Err(err) => return out.anomaly(format!("client request undecodable: {err}")),

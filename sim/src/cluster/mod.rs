@@ -179,6 +179,11 @@ impl Cluster {
         self.nodes.values().map(|n| &n.disk)
     }
 
+    /// The disk of `id`, e.g. to give one node failing reads.
+    pub fn disk(&self, id: NodeId) -> Option<&SimDisk> {
+        self.nodes.get(&id).map(|n| &n.disk)
+    }
+
     /// The current run of `id`.
     pub fn incarnation(&self, id: NodeId) -> Option<u32> {
         self.nodes.get(&id).map(|n| n.incarnation)

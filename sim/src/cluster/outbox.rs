@@ -12,6 +12,8 @@ pub struct Outbox {
     pub sends: Vec<Message>,
     /// A sync of the node's disk started; the driver decides how long it takes.
     pub sync_started: bool,
+    /// Client requests held behind earlier ones of their connection, for the counters.
+    pub held_requests: u64,
     /// Things worth a line in the trace.
     pub notes: Vec<String>,
     /// Bugs noticed: undecodable lines, answers to nobody, refused registrations.
