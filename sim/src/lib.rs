@@ -10,6 +10,8 @@
 //! (page cache, syncs, crashes, read errors), [`faults`] (the fault schedule),
 //! [`workload`] (clients and their history) and [`check`] (the verdicts).
 
+#![warn(missing_docs)]
+
 pub mod check;
 pub mod cluster;
 pub mod config;
