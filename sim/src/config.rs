@@ -110,43 +110,8 @@ impl SimConfig {
         let mut coordinator_cache = pick_cache(&mut rng, CacheConfig::COORDINATOR_DEFAULT);
         let mut server_cache = pick_cache(&mut rng, CacheConfig::SERVER_DEFAULT);
         let sync_max = rng.random_range(0..=20);
-        let min_delay_ms = rng.random_range(0..=5);
-        let max_delay_ms = min_delay_ms + [1, 10, 50, 200][rng.random_range(0..4usize)];
-        let chance = |rng: &mut ChaCha8Rng, off: f64, max: f64| {
-            if rng.random_bool(off) {
-                0.0
-            } else {
-                rng.random_range(0.0..max)
-            }
-        };
-        let net = NetFaults {
-            min_delay_ms,
-            max_delay_ms,
-            loss: chance(&mut rng, 0.4, 0.1),
-            duplication: chance(&mut rng, 0.5, 0.1),
-            client_loss: chance(&mut rng, 0.7, 0.02),
-            partition_every_ms: if rng.random_bool(0.5) {
-                0
-            } else {
-                rng.random_range(500..5000)
-            },
-            clog_every_ms: if rng.random_bool(0.5) {
-                0
-            } else {
-                rng.random_range(200..3000)
-            },
-        };
-        let crashes = CrashFaults {
-            crash_every_ms: if rng.random_bool(0.25) {
-                0
-            } else {
-                rng.random_range(300..4000)
-            },
-            max_down_ms: rng.random_range(100..4000),
-            max_down: if rng.random_bool(0.2) { 2 } else { 1 },
-            machine: rng.random_range(0.0..1.0),
-            tear: rng.random_range(0.0..1.0),
-        };
+        let net = draw_net(&mut rng);
+        let crashes = draw_crashes(&mut rng);
         let disk = DiskFaults {
             sync_ms: (0, sync_max),
             read_failure: chance(&mut rng, 0.6, 0.5),
@@ -158,6 +123,7 @@ impl SimConfig {
             server_cache = CacheConfig { sets: 1, ways: 1 };
             coordinator_cache = CacheConfig { sets: 1, ways: 1 };
         }
+        let max_delay_ms = net.max_delay_ms;
         Self {
             seed,
             server_ids,
@@ -190,6 +156,48 @@ impl SimConfig {
     /// When the run ends and the final state is read.
     pub fn end_at_ms(&self) -> Ts {
         self.clients_stop_at_ms() + self.client_timeout_ms + 2_000
+    }
+}
+
+/// Zero with chance `off`, else a chance drawn below `max`: many seeds leave a fault off.
+fn chance(rng: &mut ChaCha8Rng, off: f64, max: f64) -> f64 {
+    if rng.random_bool(off) {
+        0.0
+    } else {
+        rng.random_range(0.0..max)
+    }
+}
+
+/// Zero with chance `off` (the fault is off), else a mean interval drawn from `range`.
+fn every(rng: &mut ChaCha8Rng, off: f64, range: std::ops::Range<Ts>) -> Ts {
+    if rng.random_bool(off) {
+        0
+    } else {
+        rng.random_range(range)
+    }
+}
+
+fn draw_net(rng: &mut ChaCha8Rng) -> NetFaults {
+    let min_delay_ms = rng.random_range(0..=5);
+    let max_delay_ms = min_delay_ms + [1, 10, 50, 200][rng.random_range(0..4usize)];
+    NetFaults {
+        min_delay_ms,
+        max_delay_ms,
+        loss: chance(rng, 0.4, 0.1),
+        duplication: chance(rng, 0.5, 0.1),
+        client_loss: chance(rng, 0.7, 0.02),
+        partition_every_ms: every(rng, 0.5, 500..5000),
+        clog_every_ms: every(rng, 0.5, 200..3000),
+    }
+}
+
+fn draw_crashes(rng: &mut ChaCha8Rng) -> CrashFaults {
+    CrashFaults {
+        crash_every_ms: every(rng, 0.25, 300..4000),
+        max_down_ms: rng.random_range(100..4000),
+        max_down: if rng.random_bool(0.2) { 2 } else { 1 },
+        machine: rng.random_range(0.0..1.0),
+        tear: rng.random_range(0.0..1.0),
     }
 }
 

@@ -13,7 +13,7 @@ use crate::check::ClusterSnapshot;
 use crate::cluster::{Cluster, CoordinatorSpec, KvServerSpec, Outbox, RoleSpec};
 use crate::config::SimConfig;
 use crate::faults::PathFault;
-use crate::history::{Command, History};
+use crate::history::{Command, History, ServedLog};
 use crate::network::{Message, Network, NodeId};
 use crate::trace::Trace;
 use crate::workload::{Next, Workload};
@@ -75,6 +75,8 @@ pub struct World {
     pub(crate) stats: WorldStats,
     /// Bugs the world itself noticed (undecodable lines, refusals).
     pub(crate) anomalies: Vec<String>,
+    /// Served steps stamped in the current millisecond, to order them within it.
+    stamps_this_ms: (Ts, Ts),
 }
 
 impl World {
@@ -108,6 +110,7 @@ impl World {
             healed: false,
             stats: WorldStats::default(),
             anomalies: Vec::new(),
+            stamps_this_ms: (0, 0),
             config,
         };
         world.schedule_start();
@@ -219,6 +222,12 @@ impl World {
             self.trace.note(self.now, &note);
         }
         self.stats.held_requests += out.held_requests;
+        for step in out.served {
+            let stamp = self.stamp();
+            if let Err(text) = self.workload.served(stamp, step) {
+                self.anomaly(text);
+            }
+        }
         for text in out.anomalies {
             self.anomaly(text);
         }
@@ -235,6 +244,19 @@ impl World {
         for msg in out.sends {
             self.send(msg);
         }
+    }
+
+    /// A time stamp for a served step: the millisecond times 1000 plus the step's order
+    /// within it (past 998 steps in one millisecond, the rest share a stamp, which only
+    /// makes them concurrent to the checks).
+    fn stamp(&mut self) -> Ts {
+        let (ms, count) = &mut self.stamps_this_ms;
+        if *ms != self.now {
+            *ms = self.now;
+            *count = 0;
+        }
+        *count = (*count + 1).min(998);
+        self.now * 1000 + *count
     }
 
     fn send(&mut self, msg: Message) {
@@ -328,6 +350,11 @@ impl World {
     /// What the clients recorded.
     pub fn history(&self) -> &History {
         &self.workload.history
+    }
+
+    /// What the serving nodes saw of each operation.
+    pub fn served(&self) -> &ServedLog {
+        &self.workload.served
     }
 
     /// Reads that failed on any disk.

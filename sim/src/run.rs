@@ -1,13 +1,17 @@
 //! One seed, start to verdict: build the world, run the safety phase (faults on), the
 //! liveness phase (faults off), let it go quiet, then judge what happened.
 
+use std::collections::BTreeMap;
+
+use ringkv_core::Ts;
+
 use crate::check::{
-    check_agreement, check_linearizable, check_liveness, check_no_lost_writes,
-    LinearizabilityConfig,
+    check_agreement, check_linearizable, check_liveness, check_no_lost_writes, check_program_order,
+    served_history, LinearizabilityConfig,
 };
 use crate::config::SimConfig;
 use crate::driver::World;
-use crate::history::{Command, Outcome};
+use crate::history::{stamp_after, Command, History, Outcome};
 use crate::trace::Trace;
 
 /// The verdict and figures of one run.
@@ -58,6 +62,31 @@ pub fn run_seed(seed: u64, trace: Trace) -> RunReport {
 pub fn run_config(config: SimConfig, trace: Trace) -> RunReport {
     let mut world = World::new(config.clone(), trace);
     world.run_until(config.end_at_ms());
+    let failures = judge(&world, &config);
+    let operations = world.history().operations().len();
+    let answered = world
+        .history()
+        .operations()
+        .iter()
+        .filter(|op| op.complete_ms.is_some())
+        .count();
+    RunReport {
+        seed: config.seed,
+        trace_hash: world.trace.hash(),
+        operations,
+        answered,
+        simulated_ms: world.now,
+        events: world.stats.events,
+        crashes: world.stats.crashes,
+        machine_crashes: world.stats.machine_crashes,
+        failed_reads: world.failed_reads(),
+        held_requests: world.stats.held_requests,
+        failures,
+    }
+}
+
+/// Every check of a finished run; each failure a readable report.
+fn judge(world: &World, config: &SimConfig) -> Vec<String> {
     let mut failures: Vec<String> = world
         .anomalies
         .iter()
@@ -85,18 +114,20 @@ pub fn run_config(config: SimConfig, trace: Trace) -> RunReport {
     };
 
     // The final state joins the history as reads after everything else.
-    let mut history = world.history().clone();
-    let end = world.now;
-    for (key, value) in final_values.iter().flatten() {
-        let op = history.invoke(u32::MAX, key, Command::Get, end);
-        let outcome = match value {
-            Some(v) => Outcome::Found(v.clone()),
-            None => Outcome::NotFound,
-        };
-        history.complete(op, outcome, end);
-    }
+    let finals = final_values.as_ref();
+    let history = with_final_reads(world.history().clone(), finals, world.now);
     if let Err(err) = check_linearizable(&history, &LinearizabilityConfig::default()) {
         failures.push(format!("linearizability: {err}"));
+    }
+    if let Err(problems) = check_program_order(world.history(), world.served()) {
+        failures.extend(problems.into_iter().map(|p| format!("program order: {p}")));
+    }
+    let served = served_history(world.history(), world.served());
+    let served = with_final_reads(served, finals, stamp_after(world.now));
+    if let Err(err) = check_linearizable(&served, &LinearizabilityConfig::default()) {
+        failures.push(format!(
+            "linearizability as served (times are stamps, ms x 1000): {err}"
+        ));
     }
     if let Some(final_values) = &final_values {
         if let Err(err) = check_no_lost_writes(world.history(), final_values) {
@@ -104,24 +135,22 @@ pub fn run_config(config: SimConfig, trace: Trace) -> RunReport {
         }
     }
 
-    let operations = world.history().operations().len();
-    let answered = world
-        .history()
-        .operations()
-        .iter()
-        .filter(|op| op.complete_ms.is_some())
-        .count();
-    RunReport {
-        seed: config.seed,
-        trace_hash: world.trace.hash(),
-        operations,
-        answered,
-        simulated_ms: world.now,
-        events: world.stats.events,
-        crashes: world.stats.crashes,
-        machine_crashes: world.stats.machine_crashes,
-        failed_reads: world.failed_reads(),
-        held_requests: world.stats.held_requests,
-        failures,
+    failures
+}
+
+/// `history` with a read of every key's final value at `end`, after everything else.
+fn with_final_reads(
+    mut history: History,
+    final_values: Option<&BTreeMap<String, Option<String>>>,
+    end: Ts,
+) -> History {
+    for (key, value) in final_values.into_iter().flatten() {
+        let op = history.invoke(u32::MAX, key, Command::Get, end);
+        let outcome = match value {
+            Some(v) => Outcome::Found(v.clone()),
+            None => Outcome::NotFound,
+        };
+        history.complete(op, outcome, end);
     }
+    history
 }

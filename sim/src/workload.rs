@@ -12,7 +12,8 @@ use ringkv_core::proto::{
 };
 use ringkv_core::Ts;
 
-use crate::history::{Command, History, Outcome};
+use crate::cluster::ServedStep;
+use crate::history::{Command, History, Outcome, Served, ServedLog};
 use crate::network::{Channel, Endpoint, Message, NodeId};
 
 /// One client and its connection.
@@ -33,6 +34,8 @@ pub struct Workload {
     server: NodeId,
     /// The history of every operation.
     pub history: History,
+    /// What the serving side saw of each operation.
+    pub served: ServedLog,
 }
 
 /// What a client does after an answer or a give-up: start its next operation after
@@ -52,6 +55,7 @@ impl Workload {
             keys,
             server,
             history: History::new(),
+            served: ServedLog::new(),
         }
     }
 
@@ -140,6 +144,41 @@ impl Workload {
             client,
             think_ms: 0,
         })
+    }
+}
+
+impl Workload {
+    /// Records a step of a request at the node serving it, at `stamp`.
+    pub fn served(&mut self, stamp: Ts, step: ServedStep) -> Result<(), String> {
+        let (id, answer) = match step {
+            ServedStep::Dispatched(id) => (id, None),
+            ServedStep::Answered(id, answer) => (id, Some(answer)),
+        };
+        let op = match id {
+            Some(RequestId::Unsigned(op)) if (op as usize) < self.history.operations().len() => {
+                op as usize
+            }
+            other => return Err(format!("a served request carries an unknown id {other:?}")),
+        };
+        match answer {
+            None => {
+                let served = Served {
+                    dispatched: stamp,
+                    answered: None,
+                };
+                if self.served.insert(op, served).is_some() {
+                    return Err(format!("operation {op} was handed to a core twice"));
+                }
+            }
+            Some(answer) => {
+                let outcome = outcome(&self.history.operations()[op].command, answer)?;
+                let Some(served) = self.served.get_mut(&op).filter(|s| s.answered.is_none()) else {
+                    return Err(format!("operation {op} answered without being served"));
+                };
+                served.answered = Some((stamp, outcome));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -28,6 +28,8 @@ impl<R> Default for Conn<R> {
 
 /// What answering one request let out.
 pub struct Answered<R> {
+    /// The id the answered request carried.
+    pub id: Option<RequestId>,
     /// Held requests that may run now, with their handles, in arrival order.
     pub released: Vec<(u64, R)>,
     /// Answer lines that may be sent now, in order, and to whom.
@@ -80,7 +82,8 @@ impl<R> ClientPort<R> {
         let from = self.owners.remove(&handle)?;
         let conn = self.conns.get_mut(&from)?;
         let slot = conn.answers.iter_mut().find(|(h, _, _)| *h == handle)?;
-        slot.2 = Some(encode(slot.1.clone()));
+        let id = slot.1.clone();
+        slot.2 = Some(encode(id.clone()));
         let released = conn.sequencer.complete(handle);
         let mut lines = Vec::new();
         while conn
@@ -95,7 +98,19 @@ impl<R> ClientPort<R> {
         if conn.answers.is_empty() && conn.sequencer.is_idle() {
             self.conns.remove(&from);
         }
-        Some(Answered { released, lines })
+        Some(Answered {
+            id,
+            released,
+            lines,
+        })
+    }
+
+    /// The id of a request not yet answered, e.g. one the answer of another released.
+    pub fn id_of(&self, handle: u64) -> Option<RequestId> {
+        let from = self.owners.get(&handle)?;
+        let conn = self.conns.get(from)?;
+        let slot = conn.answers.iter().find(|(h, _, _)| *h == handle)?;
+        slot.1.clone()
     }
 
     /// Requests held behind earlier ones, over every connection.
@@ -148,7 +163,9 @@ mod tests {
         let answered = port.answer(3, line).unwrap();
         assert!(answered.released.is_empty() && answered.lines.is_empty());
         let answered = port.answer(1, line).unwrap();
+        assert_eq!(answered.id, id(10));
         assert_eq!(answered.released, vec![(2, "get k")]);
+        assert_eq!(port.id_of(2), id(11));
         assert_eq!(
             answered.lines,
             vec![(client(0), line(id(10)))],

@@ -13,7 +13,7 @@ use ringkv_core::proto::{
 use ringkv_core::{ReplyTo, Ts};
 
 use super::client_port::ClientPort;
-use super::outbox::Outbox;
+use super::outbox::{Outbox, ServedStep};
 use super::Boot;
 use crate::check::ClusterSnapshot;
 use crate::network::{Channel, Endpoint, Message, NodeId};
@@ -77,10 +77,14 @@ impl CoordinatorNode {
                 Ok(env) => {
                     let handle = self.handle();
                     let access = env.msg.access().map(|(k, a)| (k.to_owned(), a));
+                    let id = env.id.clone();
                     let admitted = self
                         .clients
                         .request(msg.from, handle.0, env.id, access, env.msg);
-                    out.held_requests += u64::from(admitted.is_none());
+                    match admitted {
+                        Some(_) => out.served.push(ServedStep::Dispatched(id)),
+                        None => out.held_requests += 1,
+                    }
                     admitted.map(|msg| CoordinatorInput::Client { from: handle, msg })
                 }
                 Err(err) => return out.anomaly(format!("client request undecodable: {err}")),
@@ -140,11 +144,15 @@ impl CoordinatorNode {
     ) {
         match output {
             CoordinatorOutput::ClientReply { to, msg } => {
+                let answer = msg.clone();
                 let encode = |id| Envelope::with_id(id, msg).encode();
                 let Some(answered) = self.clients.answer(to.0, encode) else {
                     return out.anomaly(format!("coordinator answered unknown handle {to:?}"));
                 };
+                out.served.push(ServedStep::Answered(answered.id, answer));
                 for (handle, msg) in answered.released {
+                    out.served
+                        .push(ServedStep::Dispatched(self.clients.id_of(handle)));
                     let from = ReplyTo(handle);
                     inputs.push_back(CoordinatorInput::Client { from, msg });
                 }

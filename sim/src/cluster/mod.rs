@@ -19,7 +19,7 @@ use ringkv_core::Ts;
 
 pub use coordinator::{CoordinatorNode, CoordinatorSpec};
 pub use kv_server::{KvServerNode, KvServerSpec};
-pub use outbox::Outbox;
+pub use outbox::{Outbox, ServedStep};
 
 use crate::check::ClusterSnapshot;
 use crate::disk::{CrashKind, SimDisk};

@@ -3,7 +3,19 @@
 //! [`Outbox`], and the driver carries it out, so a role stays a thin adapter between the
 //! core and the simulated machine.
 
+use ringkv_core::proto::{ClientResponse, RequestId};
+
 use crate::network::Message;
+
+/// A step in the life of a client request at the node serving it, recorded for the
+/// checks of program order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServedStep {
+    /// The request, with this id, was handed to the role's core.
+    Dispatched(Option<RequestId>),
+    /// The core answered the request with this id.
+    Answered(Option<RequestId>, ClientResponse),
+}
 
 /// The effects of one step of one node.
 #[derive(Debug, Default)]
@@ -14,6 +26,8 @@ pub struct Outbox {
     pub sync_started: bool,
     /// Client requests held behind earlier ones of their connection, for the counters.
     pub held_requests: u64,
+    /// Client requests handed to the core and answered by it, in the order it happened.
+    pub served: Vec<ServedStep>,
     /// Things worth a line in the trace.
     pub notes: Vec<String>,
     /// Bugs noticed: undecodable lines, answers to nobody, refused registrations.
