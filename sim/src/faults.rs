@@ -11,7 +11,7 @@ use crate::network::NodeId;
 /// A fault put on one path for a while.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PathFault {
-    /// Messages are lost, both ways.
+    /// Messages are lost, both ways or (half the time) one way only.
     Partition,
     /// Messages are held back, both ways.
     Clog,
@@ -95,11 +95,19 @@ impl World {
                 PathFault::Clog => 50..2000,
             };
             let until = self.now + self.rng.random_range(lasts_ms);
+            // Which end is cut off from the other, if only one way.
+            let (a, b) = if self.rng.random_bool(0.5) {
+                (a, b)
+            } else {
+                (b, a)
+            };
+            let one_way = fault == PathFault::Partition && self.rng.random_bool(0.5);
             match fault {
-                PathFault::Partition => self.network.partition(a, b, until),
+                PathFault::Partition => self.network.partition(a, b, one_way, until),
                 PathFault::Clog => self.network.clog(a, b, until),
             }
-            let note = format!("path {a:?} <-> {b:?}: {fault:?} until {until} ms");
+            let arrow = if one_way { "->" } else { "<->" };
+            let note = format!("path {a:?} {arrow} {b:?}: {fault:?} until {until} ms");
             self.trace.note(self.now, &note);
         }
         let every_ms = self.every_ms(fault);

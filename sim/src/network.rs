@@ -1,6 +1,7 @@
 //! The simulated network: a path between any two endpoints, each with its own loss,
 //! duplication and delay (so messages overtake each other), and faults put on one path at
-//! a time: a partition (messages lost both ways) or a clog (messages held back).
+//! a time: a partition (messages lost, both ways or one way only) or a clog (messages held
+//! back), after TigerBeetle's packet simulator.
 //!
 //! Client connections are TCP streams: what one side sends arrives in order, never twice.
 //! The links between nodes may reorder and duplicate, as messages on several connections
@@ -92,14 +93,20 @@ pub struct Message {
     pub line: Vec<u8>,
 }
 
-/// The faults of the path between two endpoints (both directions).
+/// The faults of the path between two endpoints.
 #[derive(Clone, Debug)]
 struct Path {
     loss: f64,
     duplication: f64,
     max_delay_ms: Ts,
-    partitioned_until: Ts,
+    /// Until when each direction is cut: from the smaller end, and from the larger.
+    cut_until: [Ts; 2],
     clogged_until: Ts,
+}
+
+/// Which entry of [`Path::cut_until`] a message from `from` to `to` meets.
+fn direction(from: NodeId, to: NodeId) -> usize {
+    usize::from(from > to)
 }
 
 /// The network's fault state.
@@ -141,16 +148,20 @@ impl Network {
                 loss: 0.0,
                 duplication: 0.0,
                 max_delay_ms,
-                partitioned_until: 0,
+                cut_until: [0, 0],
                 clogged_until: 0,
             };
         }
     }
 
-    /// Cuts the path between `a` and `b` (both ways) until `until`.
-    pub fn partition(&mut self, a: NodeId, b: NodeId, until: Ts) {
+    /// Cuts the path between `a` and `b` until `until`: both ways, or only messages from
+    /// `a` to `b` when `one_way`.
+    pub fn partition(&mut self, a: NodeId, b: NodeId, one_way: bool, until: Ts) {
         if let Some(path) = self.paths.get_mut(&path_key(a, b)) {
-            path.partitioned_until = until;
+            path.cut_until[direction(a, b)] = until;
+            if !one_way {
+                path.cut_until[direction(b, a)] = until;
+            }
         }
     }
 
@@ -180,7 +191,8 @@ impl Network {
         let stream = msg.from.node.is_client() || msg.to.node.is_client();
         let min_delay_ms = self.faults.min_delay_ms;
         let path = self.path(rng, msg.from.node, msg.to.node).clone();
-        if now < path.partitioned_until || (path.loss > 0.0 && rng.random_bool(path.loss)) {
+        let cut_until = path.cut_until[direction(msg.from.node, msg.to.node)];
+        if now < cut_until || (path.loss > 0.0 && rng.random_bool(path.loss)) {
             return Vec::new();
         }
         let copies = if path.duplication > 0.0 && rng.random_bool(path.duplication) {
@@ -227,7 +239,7 @@ impl Network {
                 loss,
                 duplication,
                 max_delay_ms: faults.min_delay_ms + rng.random_range(spread / 2..=spread),
-                partitioned_until: 0,
+                cut_until: [0, 0],
                 clogged_until: 0,
             }
         })
@@ -272,12 +284,25 @@ mod tests {
         for (from, to) in [(A, B), (A, C), (B, C)] {
             assert_eq!(net.arrivals(&mut rng, 0, &msg(from, to)).len(), 1);
         }
-        net.partition(B, A, 500);
+        net.partition(B, A, false, 500);
         assert!(net.arrivals(&mut rng, 10, &msg(A, B)).is_empty());
         assert!(net.arrivals(&mut rng, 10, &msg(B, A)).is_empty());
         assert_eq!(net.arrivals(&mut rng, 10, &msg(A, C)).len(), 1);
         assert_eq!(net.arrivals(&mut rng, 10, &msg(C, B)).len(), 1);
         assert_eq!(net.arrivals(&mut rng, 500, &msg(A, B)).len(), 1);
+    }
+
+    #[test]
+    fn a_one_way_partition_cuts_only_its_direction() {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut net = Network::new(faults(0.0, 0.0));
+        net.arrivals(&mut rng, 0, &msg(A, C));
+        for (from, to) in [(A, C), (C, A)] {
+            net.partition(from, to, true, 500);
+            assert!(net.arrivals(&mut rng, 10, &msg(from, to)).is_empty());
+            assert_eq!(net.arrivals(&mut rng, 10, &msg(to, from)).len(), 1);
+            net.heal();
+        }
     }
 
     #[test]
