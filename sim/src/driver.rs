@@ -69,6 +69,8 @@ pub struct World {
     next_event: u64,
     pub(crate) network: Network,
     pub(crate) cluster: Cluster,
+    /// How many nodes hold each key, for the checks.
+    replication: usize,
     pub(crate) workload: Workload,
     pub(crate) trace: Trace,
     pub(crate) healed: bool,
@@ -80,31 +82,19 @@ pub struct World {
 }
 
 impl World {
-    /// The world of `config`: a coordinator and its KV servers about to start, and every
-    /// client about to begin.
+    /// The world of `config`: its cluster about to start, and every client about to begin.
     pub fn new(config: SimConfig, trace: Trace) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let mut cluster = Cluster::default();
-        let coordinator = RoleSpec::Coordinator(CoordinatorSpec {
-            expected_servers: config.server_ids.len(),
-            timeout_ms: config.timeout_ms,
-            cache: config.coordinator_cache,
-        });
-        cluster.add(NodeId::Coordinator, coordinator, rng.random());
-        for &id in &config.server_ids {
-            let server = RoleSpec::KvServer(KvServerSpec {
-                cache: config.server_cache,
-            });
-            cluster.add(NodeId::Node(id), server, rng.random());
-        }
-        let workload = Workload::new(config.clients, config.keys.clone(), NodeId::Coordinator);
+        let shape = strong_mode(&config, &mut rng);
+        let workload = Workload::new(config.clients, config.keys.clone(), shape.entries);
         let mut world = Self {
             now: 0,
             rng,
             events: BTreeMap::new(),
             next_event: 0,
             network: Network::new(config.net.clone()),
-            cluster,
+            cluster: shape.cluster,
+            replication: shape.replication,
             workload,
             trace,
             healed: false,
@@ -365,7 +355,37 @@ impl World {
     /// The cluster as it is now, for the final checks, and any value that could not be
     /// read back from a node's disk.
     pub(crate) fn snapshot(&self) -> (ClusterSnapshot, Vec<String>) {
-        // Strong mode keeps every key on its primary and its successor.
-        self.cluster.snapshot(2)
+        self.cluster.snapshot(self.replication)
+    }
+}
+
+/// What a mode builds: its nodes, where clients connect, how many nodes hold a key.
+struct Shape {
+    cluster: Cluster,
+    /// The nodes clients connect to (client `c` to entry `c` modulo their number).
+    entries: Vec<NodeId>,
+    replication: usize,
+}
+
+/// Strong mode: one coordinator that every client talks to, and the KV servers on the
+/// ring, each key on its primary and the primary's successor.
+fn strong_mode(config: &SimConfig, rng: &mut ChaCha8Rng) -> Shape {
+    let mut cluster = Cluster::default();
+    let coordinator = RoleSpec::Coordinator(CoordinatorSpec {
+        expected_servers: config.server_ids.len(),
+        timeout_ms: config.timeout_ms,
+        cache: config.coordinator_cache,
+    });
+    cluster.add(NodeId::Coordinator, coordinator, rng.random());
+    for &id in &config.server_ids {
+        let server = RoleSpec::KvServer(KvServerSpec {
+            cache: config.server_cache,
+        });
+        cluster.add(NodeId::Node(id), server, rng.random());
+    }
+    Shape {
+        cluster,
+        entries: vec![NodeId::Coordinator],
+        replication: 2,
     }
 }

@@ -30,8 +30,8 @@ struct Client {
 pub struct Workload {
     clients: Vec<Client>,
     keys: Vec<String>,
-    /// The node every client sends to.
-    server: NodeId,
+    /// The nodes clients connect to: client `c` to entry `c` modulo their number.
+    entries: Vec<NodeId>,
     /// The history of every operation.
     pub history: History,
     /// What the serving side saw of each operation.
@@ -48,12 +48,16 @@ pub struct Next {
 }
 
 impl Workload {
-    /// `clients` clients using `keys`, all served by `server`.
-    pub fn new(clients: u32, keys: Vec<String>, server: NodeId) -> Self {
+    /// `clients` clients using `keys`, spread over the nodes of `entries`.
+    ///
+    /// # Panics
+    /// If `entries` is empty: clients need a node to talk to.
+    pub fn new(clients: u32, keys: Vec<String>, entries: Vec<NodeId>) -> Self {
+        assert!(!entries.is_empty(), "clients need a node to talk to");
         Self {
             clients: (0..clients).map(|_| Client::default()).collect(),
             keys,
-            server,
+            entries,
             history: History::new(),
             served: ServedLog::new(),
         }
@@ -99,7 +103,7 @@ impl Workload {
         let line = Envelope::with_id(Some(RequestId::Unsigned(op as u64)), request).encode();
         let msg = Message {
             from: Endpoint::at(NodeId::Client(client), 0),
-            to: Endpoint::any(self.server),
+            to: Endpoint::any(self.entries[client as usize % self.entries.len()]),
             channel: Channel::ClientRequest,
             line,
         };
