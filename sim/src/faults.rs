@@ -7,6 +7,7 @@ use rand::RngExt;
 use crate::disk::CrashKind;
 use crate::driver::{Event, World};
 use crate::network::NodeId;
+use crate::trace::name;
 
 /// A fault put on one path for a while.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +80,8 @@ impl World {
             CrashKind::Process => "process",
             CrashKind::Machine => "machine",
         };
-        let note = format!("{node:?} crashes ({what}; {kept} unsynced bytes survive)");
+        let node = name(node);
+        let note = format!("{node} crashes ({what}; {kept} unsynced bytes survive)");
         self.trace.note(self.now, &note);
     }
 
@@ -107,7 +109,8 @@ impl World {
                 PathFault::Clog => self.network.clog(a, b, until),
             }
             let arrow = if one_way { "->" } else { "<->" };
-            let note = format!("path {a:?} {arrow} {b:?}: {fault:?} until {until} ms");
+            let (a, b) = (name(a), name(b));
+            let note = format!("path {a} {arrow} {b}: {fault:?} until {until} ms");
             self.trace.note(self.now, &note);
         }
         let every_ms = self.every_ms(fault);

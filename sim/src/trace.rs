@@ -95,7 +95,8 @@ fn node_bytes(from: NodeId, to: NodeId) -> Vec<u8> {
     bytes
 }
 
-fn name(node: NodeId) -> String {
+/// How the trace names a node.
+pub(crate) fn name(node: NodeId) -> String {
     match node {
         NodeId::Coordinator => "coordinator".into(),
         NodeId::Node(id) => format!("node {id}"),
