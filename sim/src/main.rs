@@ -12,8 +12,9 @@ use ringkv_sim::{replay_command, run_seed};
 /// Runs ringkv's deterministic simulator.
 ///
 /// Each seed decides a whole run: the cluster's shape, the faults (message loss,
-/// duplication, delay, partitions, clogged links, crashes, torn writes) and the workload.
-/// Every run is checked for linearizability, lost writes, replica agreement and
+/// duplication, delay, partitions, clogged paths, process and machine crashes, torn
+/// writes, failing reads) and the workload (pipelined or not). Every run is checked for
+/// linearizability, per-connection program order, lost writes, replica agreement and
 /// liveness once the faults stop.
 #[derive(Parser, Debug)]
 #[command(name = "ringkv-sim", version)]

@@ -1,6 +1,6 @@
 //! The simulator in `cargo test`: a fixed sweep of seeds, each run checked for
-//! linearizability, lost writes, replica agreement and liveness, and each failure
-//! reported with its seed and the command that replays it.
+//! linearizability, per-connection program order, lost writes, replica agreement and
+//! liveness, and each failure reported with its seed and the command that replays it.
 
 use ringkv_sim::trace::Trace;
 use ringkv_sim::{replay_command, run_seed, RunReport};
