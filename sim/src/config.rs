@@ -3,8 +3,8 @@
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use ringkv_core::buggify::BuggifyConfig;
 use ringkv_core::cache::CacheConfig;
+use ringkv_core::ring::key_position;
 use ringkv_core::Ts;
 
 /// How the network misbehaves during the safety phase.
@@ -14,30 +14,44 @@ pub struct NetFaults {
     pub min_delay_ms: Ts,
     /// The longest one-way delay of a message (messages overtake each other within it).
     pub max_delay_ms: Ts,
-    /// Chance that a message between the coordinator and a server is lost.
+    /// Typical chance that a message between two nodes is lost; each path draws its own
+    /// chance around it, so that some links are worse than others.
     pub loss: f64,
-    /// Chance that a message between the coordinator and a server arrives twice.
+    /// Typical chance that a message between two nodes arrives twice (per path, as loss).
     pub duplication: f64,
     /// Chance that a client's request or answer is lost (the client sees a time-out).
     pub client_loss: f64,
-    /// Mean time between two partitions of a server from the coordinator; 0 for none.
+    /// Mean time between two partitions of a path (both directions); 0 for none.
     pub partition_every_ms: Ts,
-    /// Mean time between two clogged links (messages held back for a while); 0 for none.
+    /// Mean time between two clogged paths (messages held back for a while); 0 for none.
     pub clog_every_ms: Ts,
 }
 
-/// How KV servers crash during the safety phase.
+/// How nodes crash during the safety phase.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CrashFaults {
     /// Mean time between two crashes; 0 for none.
     pub crash_every_ms: Ts,
-    /// The longest a crashed server stays down.
+    /// The longest a crashed node stays down.
     pub max_down_ms: Ts,
-    /// How many servers may be down at once: 1 as the mission assumes, or 2, where
+    /// How many nodes may be down at once: 1 as the mission assumes, or 2, where
     /// safety must still hold though progress may stop.
     pub max_down: usize,
-    /// Chance that a crash tears the last unsynced write instead of cutting it cleanly.
+    /// Chance that a crash takes the whole machine (its page cache too) rather than only
+    /// the process, whose unsynced writes the OS still holds.
+    pub machine: f64,
+    /// Chance that a machine crash tears the last unsynced write kept instead of cutting
+    /// it cleanly.
     pub tear: f64,
+}
+
+/// How disks misbehave during the safety phase.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiskFaults {
+    /// The shortest and longest time an fsync takes.
+    pub sync_ms: (Ts, Ts),
+    /// Chance that one read of stored data fails (an I/O error); often 0.
+    pub read_failure: f64,
 }
 
 /// Everything one run is made of.
@@ -49,6 +63,9 @@ pub struct SimConfig {
     pub server_ids: Vec<u64>,
     /// How many clients run operations.
     pub clients: u32,
+    /// How many requests one client keeps in flight on its connection at most (1: one
+    /// at a time; more: pipelined, ordered per key by the serving side).
+    pub pipeline: usize,
     /// The keys the clients use: few, so that operations collide.
     pub keys: Vec<String>,
     /// The coordinator's phase-1 and read timeout.
@@ -57,8 +74,8 @@ pub struct SimConfig {
     pub coordinator_cache: CacheConfig,
     /// Each server's cache.
     pub server_cache: CacheConfig,
-    /// The shortest and longest time an fsync takes.
-    pub sync_ms: (Ts, Ts),
+    /// Disk faults and latency.
+    pub disk: DiskFaults,
     /// Network faults of the safety phase.
     pub net: NetFaults,
     /// Crashes of the safety phase.
@@ -79,72 +96,46 @@ impl SimConfig {
     /// The run of `seed`.
     pub fn from_seed(seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5151_c0f1_9000_0000);
-        let server_count = rng.random_range(2..=7usize);
-        let mut server_ids: Vec<u64> = Vec::new();
-        while server_ids.len() < server_count {
-            let id = match rng.random_range(0..6) {
-                0 => 0,
-                1 => u64::MAX,
-                2 => 1,
-                3 => u64::MAX - 1,
-                _ => rng.random::<u64>(),
-            };
-            if !server_ids.contains(&id) {
-                server_ids.push(id);
-            }
-        }
-        let clients = rng.random_range(1..=8u32);
         let key_count = rng.random_range(1..=6usize);
-        let keys = (0..key_count).map(|i| format!("k{i}")).collect();
+        let keys: Vec<String> = (0..key_count).map(|i| format!("k{i}")).collect();
+        let server_count = rng.random_range(2..=7usize);
+        let server_ids = pick_ids(&mut rng, server_count, &keys);
+        let pipeline = if rng.random_bool(0.5) {
+            1
+        } else {
+            rng.random_range(2..=4usize)
+        };
+        // At most 8 operations in flight in all, as with 8 clients one at a time: the
+        // linearizability search grows exponentially with the operations open at once.
+        let clients = rng.random_range(1..=(8 / pipeline) as u32);
         let timeout_ms = [1000, 1500, 3000][rng.random_range(0..3usize)];
-        let coordinator_cache = pick_cache(&mut rng, CacheConfig::COORDINATOR_DEFAULT);
-        let server_cache = pick_cache(&mut rng, CacheConfig::SERVER_DEFAULT);
+        let mut coordinator_cache = pick_cache(&mut rng, CacheConfig::COORDINATOR_DEFAULT);
+        let mut server_cache = pick_cache(&mut rng, CacheConfig::SERVER_DEFAULT);
         let sync_max = rng.random_range(0..=20);
-        let min_delay_ms = rng.random_range(0..=5);
-        let max_delay_ms = min_delay_ms + [1, 10, 50, 200][rng.random_range(0..4usize)];
-        let chance = |rng: &mut ChaCha8Rng, off: f64, max: f64| {
-            if rng.random_bool(off) {
-                0.0
-            } else {
-                rng.random_range(0.0..max)
-            }
+        let net = draw_net(&mut rng);
+        let crashes = draw_crashes(&mut rng);
+        let disk = DiskFaults {
+            sync_ms: (0, sync_max),
+            read_failure: chance(&mut rng, 0.6, 0.5),
         };
-        let net = NetFaults {
-            min_delay_ms,
-            max_delay_ms,
-            loss: chance(&mut rng, 0.4, 0.1),
-            duplication: chance(&mut rng, 0.5, 0.1),
-            client_loss: chance(&mut rng, 0.7, 0.02),
-            partition_every_ms: if rng.random_bool(0.5) {
-                0
-            } else {
-                rng.random_range(500..5000)
-            },
-            clog_every_ms: if rng.random_bool(0.5) {
-                0
-            } else {
-                rng.random_range(200..3000)
-            },
-        };
-        let crashes = CrashFaults {
-            crash_every_ms: if rng.random_bool(0.25) {
-                0
-            } else {
-                rng.random_range(300..4000)
-            },
-            max_down_ms: rng.random_range(100..4000),
-            max_down: if rng.random_bool(0.2) { 2 } else { 1 },
-            tear: rng.random_range(0.0..1.0),
-        };
+        if disk.read_failure > 0.0 {
+            // A server reads its disk only on a miss of its cache, and is asked only on a
+            // miss of the coordinator's: a failing disk behind caches that hold every key
+            // would hardly ever be read.
+            server_cache = CacheConfig { sets: 1, ways: 1 };
+            coordinator_cache = CacheConfig { sets: 1, ways: 1 };
+        }
+        let max_delay_ms = net.max_delay_ms;
         Self {
             seed,
             server_ids,
             clients,
+            pipeline,
             keys,
             timeout_ms,
             coordinator_cache,
             server_cache,
-            sync_ms: (0, sync_max),
+            disk,
             net,
             crashes,
             safety_ms: 8_000,
@@ -155,13 +146,10 @@ impl SimConfig {
         }
     }
 
-    /// The fault sites of one role, seeded by `seed`, firing until the faults stop; none
-    /// in runs that leave them off.
-    pub fn buggify(&self, seed: u64) -> Option<BuggifyConfig> {
-        self.buggify.then_some(BuggifyConfig {
-            seed,
-            until_ms: self.heal_at_ms(),
-        })
+    /// Until when the core's fault sites may fire: when the faults stop, in runs that
+    /// turn them on; never in the others.
+    pub fn buggify_until_ms(&self) -> Option<Ts> {
+        self.buggify.then_some(self.heal_at_ms())
     }
 
     /// When the faults stop.
@@ -178,6 +166,73 @@ impl SimConfig {
     pub fn end_at_ms(&self) -> Ts {
         self.clients_stop_at_ms() + self.client_timeout_ms + 2_000
     }
+}
+
+/// Zero with chance `off`, else a chance drawn below `max`: many seeds leave a fault off.
+fn chance(rng: &mut ChaCha8Rng, off: f64, max: f64) -> f64 {
+    if rng.random_bool(off) {
+        0.0
+    } else {
+        rng.random_range(0.0..max)
+    }
+}
+
+/// Zero with chance `off` (the fault is off), else a mean interval drawn from `range`.
+fn every(rng: &mut ChaCha8Rng, off: f64, range: std::ops::Range<Ts>) -> Ts {
+    if rng.random_bool(off) {
+        0
+    } else {
+        rng.random_range(range)
+    }
+}
+
+fn draw_net(rng: &mut ChaCha8Rng) -> NetFaults {
+    let min_delay_ms = rng.random_range(0..=5);
+    let max_delay_ms = min_delay_ms + [1, 10, 50, 200][rng.random_range(0..4usize)];
+    NetFaults {
+        min_delay_ms,
+        max_delay_ms,
+        loss: chance(rng, 0.4, 0.1),
+        duplication: chance(rng, 0.5, 0.1),
+        client_loss: chance(rng, 0.7, 0.02),
+        partition_every_ms: every(rng, 0.5, 500..5000),
+        clog_every_ms: every(rng, 0.5, 200..3000),
+    }
+}
+
+fn draw_crashes(rng: &mut ChaCha8Rng) -> CrashFaults {
+    CrashFaults {
+        crash_every_ms: every(rng, 0.25, 300..4000),
+        max_down_ms: rng.random_range(100..4000),
+        max_down: if rng.random_bool(0.2) { 2 } else { 1 },
+        machine: rng.random_range(0.0..1.0),
+        tear: rng.random_range(0.0..1.0),
+    }
+}
+
+/// Ring IDs, drawn so that edges happen often: 0 and 2^64-1 (and their neighbours), and
+/// IDs exactly at a workload key's position or one below it, so that a key lands on a
+/// node whose ID equals its position, or just misses one and walks on (maybe wrapping
+/// past the largest ID).
+fn pick_ids(rng: &mut ChaCha8Rng, count: usize, keys: &[String]) -> Vec<u64> {
+    let at_keys = rng.random_bool(0.3);
+    let mut ids: Vec<u64> = Vec::new();
+    while ids.len() < count {
+        let key = &keys[rng.random_range(0..keys.len())];
+        let id = match rng.random_range(0..8) {
+            0 => 0,
+            1 => u64::MAX,
+            2 => 1,
+            3 => u64::MAX - 1,
+            4 | 5 if at_keys => key_position(key),
+            6 if at_keys => key_position(key).wrapping_sub(1),
+            _ => rng.random::<u64>(),
+        };
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
 }
 
 fn pick_cache(rng: &mut ChaCha8Rng, default: CacheConfig) -> CacheConfig {
@@ -206,5 +261,39 @@ mod tests {
             })
             .count();
         assert!(with_edges > 10, "edge IDs are drawn often: {with_edges}");
+    }
+
+    #[test]
+    fn some_worlds_place_ids_at_key_positions() {
+        let at_key = |s: u64| {
+            let config = SimConfig::from_seed(s);
+            config
+                .keys
+                .iter()
+                .any(|k| config.server_ids.contains(&key_position(k)))
+        };
+        let below_key = |s: u64| {
+            let config = SimConfig::from_seed(s);
+            config
+                .keys
+                .iter()
+                .any(|k| config.server_ids.contains(&key_position(k).wrapping_sub(1)))
+        };
+        let exact = (0..300).filter(|&s| at_key(s)).count();
+        let below = (0..300).filter(|&s| below_key(s)).count();
+        assert!(exact > 30, "IDs at key positions: {exact} of 300");
+        assert!(below > 20, "IDs just below key positions: {below} of 300");
+    }
+
+    #[test]
+    fn knobs_vary_across_seeds() {
+        let configs: Vec<SimConfig> = (0..200).map(SimConfig::from_seed).collect();
+        let pipelined = configs.iter().filter(|c| c.pipeline > 1).count();
+        let failing_reads = configs.iter().filter(|c| c.disk.read_failure > 0.0).count();
+        assert!((50..150).contains(&pipelined), "pipelined: {pipelined}");
+        assert!(
+            (40..120).contains(&failing_reads),
+            "failing reads: {failing_reads}"
+        );
     }
 }

@@ -1,31 +1,66 @@
-//! A simulated disk: one append-only log file per server, with a page cache that loses
-//! (or tears) what was written but not synced when its server crashes.
+//! A simulated disk: one append-only log file per node, with a page cache. A process crash
+//! leaves the page cache to the OS, so every unsynced write survives; a machine crash
+//! loses it, or keeps a random prefix whose last part may be torn. Reads of stored data
+//! may fail with a seeded chance, as an I/O error would.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 
-use rand::RngExt;
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringkv_core::replica::{LogReader, StorageError};
 
-/// The bytes of one server's log.
-#[derive(Debug, Default)]
-pub struct DiskState {
+/// What a crash took down, which decides what the page cache keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashKind {
+    /// Only the process died: the OS still holds and will write every unsynced byte.
+    Process,
+    /// The machine died: unsynced bytes are lost, or a prefix of them reached the platter.
+    Machine,
+}
+
+/// The bytes of one node's log and its read faults.
+#[derive(Debug)]
+struct DiskState {
     /// Everything written, synced or not (what reads see).
     bytes: Vec<u8>,
     /// How much of `bytes` is durable.
     durable_len: usize,
+    /// Chance that one read fails.
+    read_failure: f64,
+    /// Decides read failures; seeded per disk, so a disk's faults do not shift when another
+    /// node reads more or less.
+    rng: ChaCha8Rng,
+    /// Reads failed so far, to show a run exercised them.
+    failed_reads: u64,
 }
 
-/// A server's disk, shared between the world (writes, syncs, crashes) and the replica
-/// (reads through [`LogReader`]).
-#[derive(Clone, Debug, Default)]
+/// A node's disk, shared between the world (writes, syncs, crashes) and the role running
+/// on it (reads through [`LogReader`]).
+#[derive(Clone, Debug)]
 pub struct SimDisk(Rc<RefCell<DiskState>>);
 
 impl SimDisk {
-    /// An empty disk.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty disk whose read faults are drawn from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(Rc::new(RefCell::new(DiskState {
+            bytes: Vec::new(),
+            durable_len: 0,
+            read_failure: 0.0,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            failed_reads: 0,
+        })))
+    }
+
+    /// Sets the chance that a read fails (0 when the faults stop).
+    pub fn set_read_failure(&self, chance: f64) {
+        self.0.borrow_mut().read_failure = chance;
+    }
+
+    /// Reads that failed so far.
+    pub fn failed_reads(&self) -> u64 {
+        self.0.borrow().failed_reads
     }
 
     /// Appends bytes to the page cache; returns the length written so far.
@@ -42,17 +77,16 @@ impl SimDisk {
         state.durable_len = state.durable_len.max(len);
     }
 
-    /// The crash: keeps the durable bytes and a random prefix of the rest, whose last
-    /// part may be torn (garbled) with chance `tear`. Returns how many unsynced bytes
-    /// survived.
-    pub fn crash(&self, rng: &mut ChaCha8Rng, tear: f64) -> usize {
+    /// The crash. A process crash keeps everything; a machine crash keeps the durable
+    /// bytes and a random prefix of the rest, whose last part may be torn (garbled) with
+    /// chance `tear`. Returns how many unsynced bytes survived.
+    pub fn crash(&self, kind: CrashKind, rng: &mut ChaCha8Rng, tear: f64) -> usize {
         let mut state = self.0.borrow_mut();
         let unsynced = state.bytes.len() - state.durable_len;
-        let kept = if unsynced == 0 {
-            0
-        } else {
-            rng.random_range(0..=unsynced)
-        };
+        if kind == CrashKind::Process || unsynced == 0 {
+            return unsynced;
+        }
+        let kept = rng.random_range(0..=unsynced);
         let new_len = state.durable_len + kept;
         state.bytes.truncate(new_len);
         if kept > 0 && rng.random_bool(tear) {
@@ -64,12 +98,13 @@ impl SimDisk {
         kept
     }
 
-    /// The whole file as it is now (what a restarting server reads).
+    /// The whole file as it is now (what a restarting node reads).
     pub fn contents(&self) -> Vec<u8> {
         self.0.borrow().bytes.clone()
     }
 
-    /// Cuts the file to `len` bytes and makes it durable (recovery dropped a torn tail).
+    /// Cuts the file to `len` bytes and makes it durable (recovery dropped a torn tail and
+    /// synced what it replayed, so that it never acts on bytes a later crash could lose).
     pub fn truncate_and_sync(&self, len: usize) {
         let mut state = self.0.borrow_mut();
         state.bytes.truncate(len);
@@ -89,7 +124,14 @@ impl SimDisk {
 
 impl LogReader for SimDisk {
     fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, StorageError> {
-        let state = self.0.borrow();
+        let mut state = self.0.borrow_mut();
+        let chance = state.read_failure;
+        if chance > 0.0 && state.rng.random_bool(chance) {
+            state.failed_reads += 1;
+            return Err(StorageError(format!(
+                "simulated I/O error at {offset}+{len}"
+            )));
+        }
         let start = usize::try_from(offset).map_err(|_| StorageError("offset too large".into()))?;
         state
             .bytes
@@ -99,26 +141,130 @@ impl LogReader for SimDisk {
     }
 }
 
+/// Group commit for one run of a node: writes wait in the page cache until a sync starts,
+/// and one sync covers everything written before it started. It lives and dies with the
+/// process, as the shell's write queue does.
+#[derive(Debug, Default)]
+pub struct Journal {
+    /// Tokens written and not yet covered by a sync, with the log length after each.
+    unsynced: VecDeque<(u64, usize)>,
+    /// The sync under way: the last token and log length it covers.
+    syncing: Option<(u64, usize)>,
+}
+
+impl Journal {
+    /// Appends the write named `token` to `disk`.
+    pub fn write(&mut self, disk: &SimDisk, token: u64, bytes: &[u8]) {
+        let len = disk.write(bytes);
+        self.unsynced.push_back((token, len));
+    }
+
+    /// Starts a sync if none is under way and something waits; true if one started (the
+    /// caller then reports its end with [`Journal::finish_sync`]).
+    pub fn start_sync(&mut self) -> bool {
+        if self.syncing.is_some() {
+            return false;
+        }
+        let Some(&last) = self.unsynced.back() else {
+            return false;
+        };
+        self.unsynced.clear();
+        self.syncing = Some(last);
+        true
+    }
+
+    /// The sync under way completed: its bytes are durable. Returns the last token it
+    /// covered.
+    pub fn finish_sync(&mut self, disk: &SimDisk) -> Option<u64> {
+        let (token, len) = self.syncing.take()?;
+        disk.sync_to(len);
+        Some(token)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use rand::SeedableRng;
-
     use super::*;
 
-    #[test]
-    fn a_crash_keeps_what_was_synced() {
-        let disk = SimDisk::new();
+    fn disk_with_unsynced_tail() -> SimDisk {
+        let disk = SimDisk::new(0);
         disk.write(b"durable");
         disk.sync_to(7);
         disk.write(b"maybe lost");
+        disk
+    }
+
+    #[test]
+    fn a_machine_crash_keeps_what_was_synced_and_loses_some_of_the_rest() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut lengths = std::collections::BTreeSet::new();
         for _ in 0..50 {
-            let copy = SimDisk::new();
-            copy.write(&disk.contents());
-            copy.sync_to(7);
-            copy.crash(&mut rng, 1.0);
-            assert_eq!(&copy.contents()[..7], b"durable");
-            assert!(copy.len() <= 17);
+            let disk = disk_with_unsynced_tail();
+            disk.crash(CrashKind::Machine, &mut rng, 1.0);
+            assert_eq!(&disk.contents()[..7], b"durable");
+            assert!(disk.len() <= 17);
+            lengths.insert(disk.len());
         }
+        assert!(lengths.len() > 3, "random prefixes kept: {lengths:?}");
+        assert!(
+            lengths.contains(&7),
+            "sometimes all unsynced bytes are lost"
+        );
+    }
+
+    #[test]
+    fn a_process_crash_keeps_every_unsynced_write() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for _ in 0..20 {
+            let disk = disk_with_unsynced_tail();
+            assert_eq!(disk.crash(CrashKind::Process, &mut rng, 1.0), 10);
+            assert_eq!(disk.contents(), b"durablemaybe lost");
+        }
+        // What a process crash left unsynced a later machine crash may still lose.
+        let lost = (0..20).any(|_| {
+            let disk = disk_with_unsynced_tail();
+            disk.crash(CrashKind::Process, &mut rng, 0.0);
+            disk.crash(CrashKind::Machine, &mut rng, 0.0);
+            disk.len() < 17
+        });
+        assert!(lost);
+    }
+
+    #[test]
+    fn reads_fail_with_the_chance_set_and_never_after_it_is_cleared() {
+        let disk = SimDisk::new(3);
+        disk.write(b"0123456789");
+        assert_eq!(disk.read_at(2, 3).unwrap(), b"234");
+        disk.set_read_failure(0.5);
+        let failed = (0..200).filter(|_| disk.read_at(0, 4).is_err()).count();
+        assert!((50..150).contains(&failed), "failed {failed} of 200");
+        assert_eq!(disk.failed_reads(), failed as u64);
+        disk.set_read_failure(0.0);
+        assert!((0..200).all(|_| disk.read_at(0, 4).is_ok()));
+        assert!(
+            disk.read_at(8, 4).is_err(),
+            "a read past the end still fails"
+        );
+    }
+
+    #[test]
+    fn one_sync_covers_every_write_before_it_started() {
+        let disk = SimDisk::new(0);
+        let mut journal = Journal::default();
+        journal.write(&disk, 1, b"aa");
+        journal.write(&disk, 2, b"bb");
+        assert!(journal.start_sync());
+        journal.write(&disk, 3, b"cc");
+        assert!(!journal.start_sync(), "one sync at a time");
+        assert_eq!(journal.finish_sync(&disk), Some(2));
+        assert!(
+            journal.start_sync(),
+            "the write behind the first sync gets its own"
+        );
+        assert_eq!(journal.finish_sync(&disk), Some(3));
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        disk.crash(CrashKind::Machine, &mut rng, 1.0);
+        assert_eq!(disk.contents(), b"aabbcc", "everything synced survives");
+        assert_eq!(journal.finish_sync(&disk), None);
     }
 }

@@ -4,6 +4,8 @@
 //! arrives. An operation that never got an answer stays open and is closed as
 //! [`Outcome::Unknown`]: it may or may not have taken effect.
 
+use std::collections::BTreeMap;
+
 use ringkv_core::Ts;
 
 /// A simulated client's number.
@@ -113,4 +115,25 @@ impl History {
     pub fn is_open(&self, index: usize) -> bool {
         self.operations[index].complete_ms.is_none()
     }
+}
+
+/// One client operation as the node serving it saw it: when its request was handed to the
+/// role's core (after the connection's earlier requests it must follow), and when and how
+/// the core answered it. Times are stamps: milliseconds times 1000 plus the order within
+/// the millisecond, so that a request released by an answer comes strictly after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Served {
+    /// When the core got the request.
+    pub dispatched: Ts,
+    /// When the core answered it, and what the answer means; `None` if it never did.
+    pub answered: Option<(Ts, Outcome)>,
+}
+
+/// What the serving side saw of each operation, by its index in the history; operations
+/// whose request never reached a core are absent.
+pub type ServedLog = BTreeMap<usize, Served>;
+
+/// The stamp of the end of time `ms`: after everything stamped within it.
+pub fn stamp_after(ms: Ts) -> Ts {
+    ms * 1000 + 999
 }

@@ -5,14 +5,16 @@ use std::time::Instant;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use ringkv_sim::config::SimConfig;
 use ringkv_sim::trace::Trace;
 use ringkv_sim::{replay_command, run_seed};
 
 /// Runs ringkv's deterministic simulator.
 ///
 /// Each seed decides a whole run: the cluster's shape, the faults (message loss,
-/// duplication, delay, partitions, clogged links, crashes, torn writes) and the workload.
-/// Every run is checked for linearizability, lost writes, replica agreement and
+/// duplication, delay, partitions, clogged paths, process and machine crashes, torn
+/// writes, failing reads) and the workload (pipelined or not). Every run is checked for
+/// linearizability, per-connection program order, lost writes, replica agreement and
 /// liveness once the faults stop.
 #[derive(Parser, Debug)]
 #[command(name = "ringkv-sim", version)]
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
 }
 
 fn replay(seed: u64) -> ExitCode {
+    println!("{:#?}", SimConfig::from_seed(seed));
     let report = run_seed(seed, Trace::printed(Box::new(std::io::stdout())));
     println!(
         "seed {seed}: {} operations ({} answered), {} crashes, {} simulated ms, trace hash {:016x}",
@@ -67,10 +70,15 @@ fn sweep(start: u64, count: u64) -> ExitCode {
     let mut failed: Vec<u64> = Vec::new();
     let mut operations = 0u64;
     let mut simulated_ms = 0u64;
+    let (mut crashes, mut machine_crashes, mut failed_reads, mut held) = (0, 0, 0, 0);
     for seed in start..start + count {
         let report = run_seed(seed, Trace::hashed());
         operations += report.operations as u64;
         simulated_ms += report.simulated_ms;
+        crashes += report.crashes;
+        machine_crashes += report.machine_crashes;
+        failed_reads += report.failed_reads;
+        held += report.held_requests;
         if !report.passed() {
             bar.suspend(|| {
                 eprintln!("seed {seed} FAILED:");
@@ -92,6 +100,10 @@ fn sweep(start: u64, count: u64) -> ExitCode {
         failed.len(),
         operations as f64 / wall_s,
         simulated_ms as f64 / 1000.0 / wall_s
+    );
+    println!(
+        "faults: {crashes} crashes ({machine_crashes} of a machine), {failed_reads} failed reads; \
+         {held} pipelined requests held for program order"
     );
     if failed.is_empty() {
         ExitCode::SUCCESS

@@ -1,14 +1,18 @@
 //! One seed, start to verdict: build the world, run the safety phase (faults on), the
 //! liveness phase (faults off), let it go quiet, then judge what happened.
 
+use std::collections::BTreeMap;
+
+use ringkv_core::Ts;
+
 use crate::check::{
-    check_agreement, check_linearizable, check_liveness, check_no_lost_writes,
-    LinearizabilityConfig,
+    check_agreement, check_linearizable, check_liveness, check_no_lost_writes, check_program_order,
+    served_history, LinearizabilityConfig,
 };
 use crate::config::SimConfig;
-use crate::history::{Command, Outcome};
+use crate::driver::World;
+use crate::history::{stamp_after, Command, History, Outcome};
 use crate::trace::Trace;
-use crate::world::World;
 
 /// The verdict and figures of one run.
 #[derive(Clone, Debug)]
@@ -25,13 +29,36 @@ pub struct RunReport {
     pub simulated_ms: u64,
     /// Events processed.
     pub events: u64,
-    /// Server crashes.
+    /// Node crashes.
     pub crashes: u64,
+    /// Of those, crashes of a whole machine (the others lost only the process).
+    pub machine_crashes: u64,
+    /// Reads of stored data that failed.
+    pub failed_reads: u64,
+    /// Client requests held behind earlier ones of their connection.
+    pub held_requests: u64,
     /// Every check that failed, each a readable report.
     pub failures: Vec<String>,
 }
 
 impl RunReport {
+    /// The report of a run that panicked.
+    fn panicked(seed: u64, text: String) -> Self {
+        Self {
+            seed,
+            trace_hash: 0,
+            operations: 0,
+            answered: 0,
+            simulated_ms: 0,
+            events: 0,
+            crashes: 0,
+            machine_crashes: 0,
+            failed_reads: 0,
+            held_requests: 0,
+            failures: vec![format!("panic: {text}")],
+        }
+    }
+
     /// Whether every check passed.
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
@@ -43,15 +70,54 @@ pub fn replay_command(seed: u64) -> String {
     format!("cargo run --release -p ringkv-sim -- --seed {seed}")
 }
 
-/// Runs one seed and checks it.
+/// Runs one seed and checks it. A panic inside the run (a broken invariant of the core
+/// or of the simulator) is a failure of that seed like any other, reported with its seed,
+/// so that a sweep goes on and names every failing seed.
 pub fn run_seed(seed: u64, trace: Trace) -> RunReport {
-    run_config(SimConfig::from_seed(seed), trace)
+    let config = SimConfig::from_seed(seed);
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_config(config, trace)));
+    run.unwrap_or_else(|panic| RunReport::panicked(seed, panic_text(panic.as_ref())))
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
 }
 
 /// Runs one configuration and checks it.
 pub fn run_config(config: SimConfig, trace: Trace) -> RunReport {
     let mut world = World::new(config.clone(), trace);
     world.run_until(config.end_at_ms());
+    let failures = judge(&world, &config);
+    let operations = world.history().operations().len();
+    let answered = world
+        .history()
+        .operations()
+        .iter()
+        .filter(|op| op.complete_ms.is_some())
+        .count();
+    RunReport {
+        seed: config.seed,
+        trace_hash: world.trace.hash(),
+        operations,
+        answered,
+        simulated_ms: world.now,
+        events: world.stats.events,
+        crashes: world.stats.crashes,
+        machine_crashes: world.stats.machine_crashes,
+        failed_reads: world.failed_reads(),
+        held_requests: world.stats.held_requests,
+        failures,
+    }
+}
+
+/// Every check of a finished run; each failure a readable report.
+fn judge(world: &World, config: &SimConfig) -> Vec<String> {
     let mut failures: Vec<String> = world
         .anomalies
         .iter()
@@ -62,7 +128,7 @@ pub fn run_config(config: SimConfig, trace: Trace) -> RunReport {
     failures.extend(read_errors.into_iter().map(|e| format!("storage: {e}")));
     let settled = config.heal_at_ms() + config.settle_ms;
     if let Err(problems) = check_liveness(
-        &world.history,
+        world.history(),
         settled..config.clients_stop_at_ms(),
         &snapshot,
     ) {
@@ -79,9 +145,37 @@ pub fn run_config(config: SimConfig, trace: Trace) -> RunReport {
     };
 
     // The final state joins the history as reads after everything else.
-    let mut history = world.history.clone();
-    let end = world.now;
-    for (key, value) in final_values.iter().flatten() {
+    let finals = final_values.as_ref();
+    let history = with_final_reads(world.history().clone(), finals, world.now);
+    if let Err(err) = check_linearizable(&history, &LinearizabilityConfig::default()) {
+        failures.push(format!("linearizability: {err}"));
+    }
+    if let Err(problems) = check_program_order(world.history(), world.served()) {
+        failures.extend(problems.into_iter().map(|p| format!("program order: {p}")));
+    }
+    let served = served_history(world.history(), world.served());
+    let served = with_final_reads(served, finals, stamp_after(world.now));
+    if let Err(err) = check_linearizable(&served, &LinearizabilityConfig::default()) {
+        failures.push(format!(
+            "linearizability as served (times are stamps, ms x 1000): {err}"
+        ));
+    }
+    if let Some(final_values) = &final_values {
+        if let Err(err) = check_no_lost_writes(world.history(), final_values) {
+            failures.push(format!("durability: {err}"));
+        }
+    }
+
+    failures
+}
+
+/// `history` with a read of every key's final value at `end`, after everything else.
+fn with_final_reads(
+    mut history: History,
+    final_values: Option<&BTreeMap<String, Option<String>>>,
+    end: Ts,
+) -> History {
+    for (key, value) in final_values.into_iter().flatten() {
         let op = history.invoke(u32::MAX, key, Command::Get, end);
         let outcome = match value {
             Some(v) => Outcome::Found(v.clone()),
@@ -89,30 +183,5 @@ pub fn run_config(config: SimConfig, trace: Trace) -> RunReport {
         };
         history.complete(op, outcome, end);
     }
-    if let Err(err) = check_linearizable(&history, &LinearizabilityConfig::default()) {
-        failures.push(format!("linearizability: {err}"));
-    }
-    if let Some(final_values) = &final_values {
-        if let Err(err) = check_no_lost_writes(&world.history, final_values) {
-            failures.push(format!("durability: {err}"));
-        }
-    }
-
-    let operations = world.history.operations().len();
-    let answered = world
-        .history
-        .operations()
-        .iter()
-        .filter(|op| op.complete_ms.is_some())
-        .count();
-    RunReport {
-        seed: config.seed,
-        trace_hash: world.trace.hash(),
-        operations,
-        answered,
-        simulated_ms: world.now,
-        events: world.stats.events,
-        crashes: world.stats.crashes,
-        failures,
-    }
+    history
 }

@@ -86,7 +86,7 @@ fn node_bytes(from: NodeId, to: NodeId) -> Vec<u8> {
     for node in [from, to] {
         let (tag, n): (u8, u64) = match node {
             NodeId::Coordinator => (0, 0),
-            NodeId::Server(id) => (1, id),
+            NodeId::Node(id) => (1, id),
             NodeId::Client(c) => (2, u64::from(c)),
         };
         bytes.push(tag);
@@ -95,10 +95,11 @@ fn node_bytes(from: NodeId, to: NodeId) -> Vec<u8> {
     bytes
 }
 
-fn name(node: NodeId) -> String {
+/// How the trace names a node.
+pub(crate) fn name(node: NodeId) -> String {
     match node {
         NodeId::Coordinator => "coordinator".into(),
-        NodeId::Server(id) => format!("server {id}"),
+        NodeId::Node(id) => format!("node {id}"),
         NodeId::Client(c) => format!("client {c}"),
     }
 }

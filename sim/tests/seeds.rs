@@ -1,6 +1,6 @@
 //! The simulator in `cargo test`: a fixed sweep of seeds, each run checked for
-//! linearizability, lost writes, replica agreement and liveness, and each failure
-//! reported with its seed and the command that replays it.
+//! linearizability, per-connection program order, lost writes, replica agreement and
+//! liveness, and each failure reported with its seed and the command that replays it.
 
 use ringkv_sim::trace::Trace;
 use ringkv_sim::{replay_command, run_seed, RunReport};
@@ -65,11 +65,24 @@ fn a_seed_replays_to_the_same_trace() {
 
 #[test]
 fn runs_exercise_the_faults() {
-    // Over a handful of seeds, crashes happen and operations both succeed and fail:
-    // a sweep where nothing goes wrong would prove little.
+    // Over a handful of seeds, crashes of both kinds happen, reads fail, pipelines wait,
+    // and operations both succeed and fail: a sweep where nothing goes wrong would prove
+    // little.
     let reports: Vec<RunReport> = (0..20).map(|s| run_seed(s, Trace::hashed())).collect();
     let crashes: u64 = reports.iter().map(|r| r.crashes).sum();
     let unanswered: usize = reports.iter().map(|r| r.operations - r.answered).sum();
+    let machine: u64 = reports.iter().map(|r| r.machine_crashes).sum();
+    let failed_reads: u64 = reports.iter().map(|r| r.failed_reads).sum();
+    let held: u64 = reports.iter().map(|r| r.held_requests).sum();
     assert!(crashes > 10, "crashes: {crashes}");
+    assert!(
+        machine > 0 && machine < crashes,
+        "both process and machine crashes: {machine} of {crashes} machine"
+    );
+    assert!(failed_reads > 0, "some reads must fail");
+    assert!(
+        held > 0,
+        "some pipelined requests must wait for earlier ones"
+    );
     assert!(unanswered > 0, "some operations must time out");
 }

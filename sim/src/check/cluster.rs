@@ -1,10 +1,12 @@
-//! Checks of the cluster's final state: both replicas of every key agree, no server holds
+//! Checks of the cluster's final state: every replica of every key agrees, no server holds
 //! a key it does not replicate, nothing is left half done; and liveness: once the faults
-//! stopped and the cluster settled, every operation succeeded in time.
+//! stopped and the cluster settled, every operation succeeded in time. A key's replicas
+//! are the first `replication` servers of the ring walk from its position, so the checks
+//! hold for any replication factor.
 
 use std::collections::BTreeMap;
 
-use ringkv_core::ring::Ring;
+use ringkv_core::ring::{key_position, Ring};
 use ringkv_core::Ts;
 
 use crate::history::{History, Outcome};
@@ -23,45 +25,62 @@ pub struct ServerSnapshot {
 pub struct ClusterSnapshot {
     /// Every server of the ring; `None` for one that is not running.
     pub servers: BTreeMap<u64, Option<ServerSnapshot>>,
+    /// How many servers hold each key.
+    pub replication: usize,
     /// Transactions the coordinator still has open.
     pub open_transactions: usize,
+    /// Client requests still held behind earlier ones of their connection.
+    pub held_requests: usize,
+    /// Nodes off the ring (a coordinator) that are not running.
+    pub stopped: Vec<String>,
 }
 
-/// Checks that both replicas of each key agree and that no server holds a key it does not
-/// replicate. Returns every key's final value, or the list of disagreements.
+/// The replica set of `key`: the first `n` distinct servers met walking the ring
+/// clockwise from the key's position (fewer if the ring is smaller).
+pub fn replica_set(ring: &Ring, key: &str, n: usize) -> Vec<u64> {
+    let mut set = Vec::new();
+    let mut next = ring.owner(key_position(key));
+    while let Some(id) = next {
+        if set.len() == n || set.contains(&id) {
+            break;
+        }
+        set.push(id);
+        next = ring.successor(id);
+    }
+    set
+}
+
+/// Checks that every replica of each key holds the same value and that no server holds a
+/// key it does not replicate. Returns every key's final value, or the disagreements.
 pub fn check_agreement(
     snapshot: &ClusterSnapshot,
     keys: &[String],
 ) -> Result<BTreeMap<String, Option<String>>, Vec<String>> {
     let ring: Ring = snapshot.servers.keys().copied().collect();
+    if snapshot.replication < 1 || ring.len() < snapshot.replication {
+        return Err(vec![format!(
+            "{} servers cannot hold {} replicas",
+            ring.len(),
+            snapshot.replication
+        )]);
+    }
     let mut problems = Vec::new();
     let mut finals = BTreeMap::new();
-    let value_on = |id: u64, key: &str| -> Result<Option<String>, String> {
-        match snapshot.servers.get(&id) {
-            Some(Some(server)) => Ok(server.values.get(key).cloned()),
-            _ => Err(format!("server {id} is not running")),
-        }
-    };
     for key in keys {
-        let Some(pair) = ring.replicas_for_key(key) else {
-            return Err(vec!["the ring has fewer than two servers".into()]);
-        };
-        match (value_on(pair.primary, key), value_on(pair.secondary, key)) {
-            (Ok(a), Ok(b)) if a == b => {
-                finals.insert(key.clone(), a);
+        match agreed_value(
+            snapshot,
+            &replica_set(&ring, key, snapshot.replication),
+            key,
+        ) {
+            Ok(value) => {
+                finals.insert(key.clone(), value);
             }
-            (a, b) => problems.push(format!(
-                "replicas of {key:?} differ: server {} has {a:?}, server {} has {b:?}",
-                pair.primary, pair.secondary
-            )),
+            Err(problem) => problems.push(problem),
         }
     }
     for (&id, server) in &snapshot.servers {
         for key in server.iter().flat_map(|s| s.values.keys()) {
-            let replicates = ring
-                .replicas_for_key(key)
-                .is_some_and(|p| p.primary == id || p.secondary == id);
-            if !replicates {
+            if !replica_set(&ring, key, snapshot.replication).contains(&id) {
                 problems.push(format!(
                     "server {id} holds {key:?}, which it does not replicate"
                 ));
@@ -72,6 +91,32 @@ pub fn check_agreement(
         Ok(finals)
     } else {
         Err(problems)
+    }
+}
+
+/// The one value every server of `replicas` holds for `key`, or what each holds.
+fn agreed_value(
+    snapshot: &ClusterSnapshot,
+    replicas: &[u64],
+    key: &str,
+) -> Result<Option<String>, String> {
+    let held: Vec<(u64, Result<Option<String>, &str>)> = replicas
+        .iter()
+        .map(|&id| match snapshot.servers.get(&id) {
+            Some(Some(server)) => (id, Ok(server.values.get(key).cloned())),
+            _ => (id, Err("not running")),
+        })
+        .collect();
+    let first = held.first().map(|(_, value)| value.clone());
+    match first {
+        Some(Ok(value)) if held.iter().all(|(_, v)| v.as_ref() == Ok(&value)) => Ok(value),
+        _ => {
+            let each: Vec<String> = held
+                .iter()
+                .map(|(id, value)| format!("server {id} has {value:?}"))
+                .collect();
+            Err(format!("replicas of {key:?} differ: {}", each.join(", ")))
+        }
     }
 }
 
@@ -113,6 +158,15 @@ pub fn check_liveness(
                 .collect::<Vec<_>>()
                 .join("\n  ")
         ));
+    }
+    if snapshot.held_requests > 0 {
+        problems.push(format!(
+            "{} client requests still held behind earlier ones",
+            snapshot.held_requests
+        ));
+    }
+    for node in &snapshot.stopped {
+        problems.push(format!("{node} is not running"));
     }
     if snapshot.open_transactions > 0 {
         problems.push(format!(
@@ -156,7 +210,8 @@ mod tests {
     fn snapshot(s10: Option<ServerSnapshot>, s20: Option<ServerSnapshot>) -> ClusterSnapshot {
         ClusterSnapshot {
             servers: [(10, s10), (20, s20), (30, server(&[]))].into(),
-            open_transactions: 0,
+            replication: 2,
+            ..ClusterSnapshot::default()
         }
     }
 
@@ -207,6 +262,59 @@ mod tests {
         assert!(check_agreement(&snap, &keys()).is_err());
     }
 
+    #[test]
+    fn replica_sets_walk_the_ring_and_wrap() {
+        let ring: Ring = [10, 20, 30].into_iter().collect();
+        let key = "a";
+        assert!(key_position(key) > 30, "test assumes {key} lands past 30");
+        assert_eq!(replica_set(&ring, key, 1), vec![10]);
+        assert_eq!(replica_set(&ring, key, 2), vec![10, 20]);
+        assert_eq!(replica_set(&ring, key, 3), vec![10, 20, 30]);
+        assert_eq!(
+            replica_set(&ring, key, 5),
+            vec![10, 20, 30],
+            "capped by the ring"
+        );
+        // A key whose position equals an ID lands on that ID.
+        let at = key_position(key);
+        let ring: Ring = [5, at, u64::MAX].into_iter().collect();
+        assert_eq!(replica_set(&ring, key, 2), vec![at, u64::MAX]);
+        assert_eq!(replica_set(&ring, key, 3), vec![at, u64::MAX, 5]);
+        let ring: Ring = [5, at - 1].into_iter().collect();
+        assert_eq!(
+            replica_set(&ring, key, 2),
+            vec![5, at - 1],
+            "wraps past the largest"
+        );
+        assert_eq!(
+            replica_set(&ring, key, 2),
+            {
+                let pair = ring.replicas_for_key(key).unwrap();
+                vec![pair.primary, pair.secondary]
+            },
+            "two replicas are the core's pair"
+        );
+    }
+
+    #[test]
+    fn with_three_replicas_all_three_must_agree() {
+        let mut snap = snapshot(server(&[("a", "1")]), server(&[("a", "1")]));
+        snap.replication = 3;
+        let err = check_agreement(&snap, &keys()).unwrap_err();
+        assert!(err[0].contains("server 30 has Ok(None)"), "{err:?}");
+        snap.servers.insert(30, server(&[("a", "1")]));
+        let finals = check_agreement(&snap, &keys()).unwrap();
+        assert_eq!(finals.get("a"), Some(&Some("1".to_string())));
+        snap.replication = 2;
+        let err = check_agreement(&snap, &keys()).unwrap_err();
+        assert!(err[0].contains("server 30 holds \"a\""), "{err:?}");
+        snap.replication = 4;
+        assert!(
+            check_agreement(&snap, &keys()).is_err(),
+            "more replicas than servers"
+        );
+    }
+
     fn history() -> History {
         let mut h = History::new();
         // Before the window: failures are allowed.
@@ -252,5 +360,11 @@ mod tests {
         assert!(check_liveness(&history(), 100..200, &doubt).is_err());
         let down = snapshot(server(&[]), None);
         assert!(check_liveness(&history(), 100..200, &down).is_err());
+        let mut held = snapshot(server(&[]), server(&[]));
+        held.held_requests = 1;
+        assert!(check_liveness(&history(), 100..200, &held).is_err());
+        let mut stopped = snapshot(server(&[]), server(&[]));
+        stopped.stopped.push("coordinator".into());
+        assert!(check_liveness(&history(), 100..200, &stopped).is_err());
     }
 }

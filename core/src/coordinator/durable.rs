@@ -1,0 +1,260 @@
+//! What makes the coordinator survive its own crash: its log, its epochs, and recovery.
+//!
+//! Presumed abort (Mohan, Lindsay, Obermarck): a commit decision is written and synced
+//! before the client hears `Success` and before phase 2; aborts are not written. After a
+//! restart the coordinator finishes phase 2 of every commit it has a record of, and asks
+//! every server which transactions it holds in doubt (`indoubt`, with every heartbeat):
+//! one the coordinator has no record of and is not running is aborted there.
+//!
+//! Membership is in the log too, so a restarted coordinator knows its ring before any
+//! server registers again, and a stray new ID cannot take a slot. Transaction IDs are
+//! `epoch << 32 | sequence`; every start writes the next epoch and uses none of its IDs
+//! before that record is durable.
+
+use std::collections::BTreeMap;
+
+use crate::log::StopReason;
+use crate::proto::{RegisterResponse, TxId, TxOp};
+use crate::ring::ServerId;
+use crate::storage::{replay_log, Durability, PersistToken, RecordError};
+use crate::ReplyTo;
+
+use super::membership::ServerState;
+use super::record::CoordinatorRecord;
+use super::txn::{KeyState, Update};
+use super::{ConfigError, Coordinator, CoordinatorConfig, CoordinatorOutput, Timer};
+
+/// Registrations waiting for their record beyond the updates in flight; more are answered
+/// `overloaded`.
+const MAX_PENDING_REGISTRATIONS: usize = 1024;
+
+/// What waits for a write of the coordinator's log.
+#[derive(Clone, Debug)]
+pub(super) enum Deferred {
+    /// Acknowledge a registration whose member record is durable.
+    RegisterAck(ReplyTo),
+    /// A commit record is durable: answer and start phase 2.
+    Committed(TxId),
+}
+
+/// What recovery found in the coordinator's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoordinatorRecovery {
+    /// Records replayed.
+    pub records: usize,
+    /// Bytes of the log that hold whole, valid records; the caller cuts the rest.
+    pub valid_len: u64,
+    /// Why decoding stopped where it did.
+    pub stop: StopReason,
+    /// A frame whose checksum was right but whose payload is no record.
+    pub bad_record: Option<(u64, RecordError)>,
+    /// Servers known.
+    pub members: usize,
+    /// Commits whose phase 2 runs again.
+    pub open_commits: usize,
+    /// The epoch this start uses.
+    pub epoch: u32,
+    /// Records that contradict each other, skipped.
+    pub anomalies: Vec<String>,
+}
+
+/// The state a log folds into.
+#[derive(Default)]
+struct Folded {
+    epoch: u32,
+    expected_servers: Option<u32>,
+    members: BTreeMap<ServerId, String>,
+    commits: BTreeMap<TxId, (String, TxOp, Vec<ServerId>)>,
+}
+
+impl Folded {
+    fn step(&mut self, record: CoordinatorRecord) -> Result<(), String> {
+        match record {
+            CoordinatorRecord::Epoch {
+                epoch,
+                expected_servers,
+            } => {
+                self.epoch = self.epoch.max(epoch);
+                self.expected_servers = Some(expected_servers);
+            }
+            CoordinatorRecord::Member { id, addr } => {
+                self.members.insert(id, addr);
+            }
+            CoordinatorRecord::Commit {
+                txid,
+                key,
+                op,
+                participants,
+            } => {
+                if self.commits.insert(txid, (key, op, participants)).is_some() {
+                    return Err(format!("transaction {txid} committed twice"));
+                }
+            }
+            CoordinatorRecord::Finished { txid } => {
+                self.commits.remove(&txid);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Coordinator {
+    /// Rebuilds a coordinator from its log: its ring, and every commit whose phase 2 may
+    /// not have reached both replicas, which runs again at once. Fails on a log written
+    /// for another number of servers.
+    pub fn recover(
+        config: CoordinatorConfig,
+        log: &[u8],
+    ) -> Result<(Self, CoordinatorRecovery), ConfigError> {
+        let mut coordinator = Self::empty(config)?;
+        let mut folded = Folded::default();
+        let scan = replay_log(log, |record, _| folded.step(record));
+        if let Some(expected) = folded.expected_servers {
+            if expected as usize != config.expected_servers {
+                return Err(ConfigError(format!(
+                    "the data directory belongs to a ring of {expected} servers, not {}",
+                    config.expected_servers
+                )));
+            }
+        }
+        coordinator.durability = Durability::new(scan.valid_len, deferred_limit(&config));
+        let open_commits = folded.commits.len();
+        let members = folded.members.len();
+        coordinator.restore(folded.members, folded.commits);
+        coordinator.begin_epoch(folded.epoch.max(config.epoch_floor));
+        let recovery = CoordinatorRecovery {
+            records: scan.records,
+            valid_len: scan.valid_len,
+            stop: scan.stop,
+            bad_record: scan.bad_record,
+            members,
+            open_commits,
+            epoch: coordinator.epoch,
+            anomalies: scan.anomalies,
+        };
+        Ok((coordinator, recovery))
+    }
+
+    /// Puts the recovered members on the ring and runs phase 2 of the recovered commits.
+    fn restore(
+        &mut self,
+        members: BTreeMap<ServerId, String>,
+        commits: BTreeMap<TxId, (String, TxOp, Vec<ServerId>)>,
+    ) {
+        for (id, addr) in members.into_iter().take(self.config.expected_servers) {
+            self.ring.insert(id);
+            let state = ServerState {
+                addr: addr.clone(),
+                last_heard: self.now,
+            };
+            self.servers.insert(id, state);
+            self.outputs
+                .push_back(CoordinatorOutput::ServerAddr { server: id, addr });
+        }
+        if !self.servers.is_empty() {
+            let at = self.now + self.config.heartbeat_interval_ms;
+            self.timers.set(Timer::Heartbeat, at);
+        }
+        for (txid, (key, op, participants)) in commits {
+            if !participants.iter().all(|p| self.servers.contains_key(p)) {
+                // Cannot happen: members are written before any commit that uses them.
+                panic!("recovered commit {txid} names a server the log does not know");
+            }
+            let state = self.keys.entry(key.clone()).or_insert_with(KeyState::default);
+            assert!(state.active.is_none(), "two recovered commits of {key:?}");
+            state.active = Some(txid);
+            let update = Update::recovered(key, op);
+            self.driver.resume_commit(self.now, txid, participants, update);
+        }
+        self.drain_driver();
+    }
+
+    /// Starts epoch `after + 1`: its record is written now, and its IDs are used once it
+    /// is durable.
+    fn begin_epoch(&mut self, after: u32) {
+        let Some(epoch) = after.checked_add(1) else {
+            panic!("transaction ID epochs exhausted");
+        };
+        self.epoch = epoch;
+        self.next_seq = 1;
+        let record = CoordinatorRecord::Epoch {
+            epoch,
+            expected_servers: self.config.expected_servers as u32,
+        };
+        self.epoch_token = self.append(&record);
+    }
+
+    /// The next transaction ID, or `None` while the epoch's record is not yet durable.
+    pub(super) fn next_txid(&mut self) -> Option<TxId> {
+        if !self.durability.is_durable(self.epoch_token) {
+            return None;
+        }
+        let txid = (u64::from(self.epoch) << 32) | u64::from(self.next_seq);
+        match self.next_seq.checked_add(1) {
+            Some(next) => self.next_seq = next,
+            None => self.begin_epoch(self.epoch),
+        }
+        Some(txid)
+    }
+
+    /// Appends a record to the log; the caller defers what must wait for it.
+    pub(super) fn append(&mut self, record: &CoordinatorRecord) -> PersistToken {
+        let appended = self.durability.append(&record.encode());
+        let token = appended.persist.token;
+        self.outputs.push_back(CoordinatorOutput::Persist {
+            token,
+            bytes: appended.persist.bytes,
+        });
+        token
+    }
+
+    /// Whether `extra` more actions may wait for the log.
+    pub(super) fn has_room_to_defer(&self, extra: usize) -> bool {
+        self.durability.has_room(extra)
+    }
+
+    /// Runs `action` once `token` is durable (at once if it already is).
+    pub(super) fn defer(&mut self, token: PersistToken, action: Deferred) {
+        if let Some(now) = self.durability.defer(token, action) {
+            self.run(now);
+        }
+    }
+
+    pub(super) fn on_persisted(&mut self, token: PersistToken) {
+        self.durability.persisted(token);
+        while let Some(action) = self.durability.pop_ready() {
+            self.run(action);
+        }
+    }
+
+    fn run(&mut self, action: Deferred) {
+        match action {
+            Deferred::RegisterAck(to) => self.outputs.push_back(CoordinatorOutput::RegisterReply {
+                to,
+                msg: RegisterResponse::Ack,
+            }),
+            Deferred::Committed(txid) => self.on_commit_durable(txid),
+        }
+    }
+
+    /// A server listed what it holds in doubt: abort what is neither running here nor
+    /// committed (presumed abort).
+    pub(super) fn on_in_doubt(&mut self, server: ServerId, txids: &[TxId]) {
+        for &txid in txids {
+            if self.driver.payload(txid).is_none() {
+                self.driver.abort_unknown(self.now, txid, server);
+            }
+        }
+    }
+
+    pub(super) fn check_durability(&self) {
+        self.durability.check_invariants();
+        assert!(self.epoch >= 1, "no epoch began");
+        assert!(self.next_seq >= 1, "transaction ID sequence at 0");
+    }
+}
+
+/// How many actions may wait for the coordinator's log.
+pub(super) fn deferred_limit(config: &CoordinatorConfig) -> usize {
+    config.max_updates + MAX_PENDING_REGISTRATIONS
+}

@@ -1,0 +1,221 @@
+//! The strong-mode coordinator as a cluster node: clients and KV servers talk to it, and
+//! it keeps, per run, where each server listens and where each answer goes.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use ringkv_core::buggify::BuggifyConfig;
+use ringkv_core::cache::CacheConfig;
+use ringkv_core::coordinator::{
+    Coordinator, CoordinatorConfig, CoordinatorInput, CoordinatorOutput,
+};
+use ringkv_core::proto::{
+    ClientRequest, Envelope, ParticipantResponse, Register, RegisterResponse, WireMessage,
+};
+use ringkv_core::{ReplyTo, Role, Ts};
+
+use super::client_port::ClientPort;
+use super::outbox::{Outbox, ServedStep};
+use super::Boot;
+use crate::check::ClusterSnapshot;
+use crate::network::{Channel, Endpoint, Message, NodeId};
+
+/// How to start a coordinator.
+#[derive(Clone, Debug)]
+pub struct CoordinatorSpec {
+    /// How many KV servers make the ring complete.
+    pub expected_servers: usize,
+    /// Phase-1 and read timeout.
+    pub timeout_ms: Ts,
+    /// Its cache.
+    pub cache: CacheConfig,
+    /// Until when the core's fault sites may fire, in runs that turn them on.
+    pub buggify_until_ms: Option<Ts>,
+}
+
+/// A running coordinator.
+pub struct CoordinatorNode {
+    me: Endpoint,
+    coordinator: Coordinator,
+    /// The run of each server at its latest registered address.
+    address_book: BTreeMap<u64, u32>,
+    /// Where each registration answer goes.
+    registrations: BTreeMap<ReplyTo, Endpoint>,
+    clients: ClientPort<ClientRequest>,
+    next_handle: u64,
+}
+
+impl CoordinatorNode {
+    /// Starts a coordinator with nothing registered. Transaction IDs of each run start in
+    /// a range of their own, as the shell's wall-clock start does, so no run reuses one.
+    pub fn start(spec: &CoordinatorSpec, boot: &Boot) -> Self {
+        let mut config = CoordinatorConfig::new(spec.expected_servers);
+        config.cache = spec.cache;
+        config.timeout_ms = spec.timeout_ms;
+        config.seed = boot.seed;
+        config.buggify = spec.buggify_until_ms.map(|until_ms| BuggifyConfig {
+            seed: boot.seed.rotate_left(17),
+            until_ms,
+        });
+        let run_base = u64::from(boot.incarnation + 1) << 40;
+        config.first_txid = Some(run_base + boot.seed % (1 << 39));
+        let coordinator = match Coordinator::new(config) {
+            Ok(c) => c,
+            Err(err) => panic!("simulator built a bad coordinator config: {err}"),
+        };
+        Self {
+            me: Endpoint::at(NodeId::Coordinator, boot.incarnation),
+            coordinator,
+            address_book: BTreeMap::new(),
+            registrations: BTreeMap::new(),
+            clients: ClientPort::default(),
+            next_handle: 0,
+        }
+    }
+
+    fn handle(&mut self) -> ReplyTo {
+        self.next_handle += 1;
+        ReplyTo(self.next_handle)
+    }
+
+    /// Decodes a message on one of the coordinator's ports and hands it to the core.
+    pub fn deliver(&mut self, now: Ts, msg: Message, out: &mut Outbox) {
+        let line = msg.line.strip_suffix(b"\n").unwrap_or(&msg.line);
+        let input = match msg.channel {
+            Channel::ClientRequest => match ClientRequest::decode(line) {
+                Ok(env) => {
+                    let handle = self.handle();
+                    let access = env.msg.access().map(|(k, a)| (k.to_owned(), a));
+                    let id = env.id.clone();
+                    let admitted = self
+                        .clients
+                        .request(msg.from, handle.0, env.id, access, env.msg);
+                    match admitted {
+                        Some(_) => out.served.push(ServedStep::Dispatched(id)),
+                        None => out.held_requests += 1,
+                    }
+                    admitted.map(|msg| CoordinatorInput::Client { from: handle, msg })
+                }
+                Err(err) => return out.anomaly(format!("client request undecodable: {err}")),
+            },
+            Channel::Register => match Register::decode(line) {
+                Ok(env) => {
+                    let handle = self.handle();
+                    self.registrations.insert(handle, msg.from);
+                    Some(CoordinatorInput::Register {
+                        from: handle,
+                        msg: env.msg,
+                    })
+                }
+                Err(err) => return out.anomaly(format!("registration undecodable: {err}")),
+            },
+            Channel::ParticipantResponse => match ParticipantResponse::decode(line) {
+                Ok(env) => match msg.from.node {
+                    NodeId::Node(server) => Some(CoordinatorInput::Server { server, msg: env }),
+                    other => return out.anomaly(format!("participant answer from {other:?}")),
+                },
+                Err(err) => return out.anomaly(format!("participant answer undecodable: {err}")),
+            },
+            other => return out.anomaly(format!("coordinator got a {other:?} message")),
+        };
+        if let Some(input) = input {
+            self.run(now, input, out);
+        }
+    }
+
+    /// Time passed.
+    pub fn tick(&mut self, now: Ts, out: &mut Outbox) {
+        self.run(now, CoordinatorInput::Tick, out);
+    }
+
+    /// When the core wants a tick.
+    pub fn poll_timeout(&self) -> Option<Ts> {
+        self.coordinator.poll_timeout()
+    }
+
+    /// Hands `input` to the core, then every request its answers released, as the shell
+    /// does in its next turn.
+    fn run(&mut self, now: Ts, input: CoordinatorInput, out: &mut Outbox) {
+        let mut inputs = VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            self.coordinator.handle(now, input);
+            self.coordinator.check_invariants();
+            while let Some(output) = self.coordinator.poll_output() {
+                self.carry_out(output, &mut inputs, out);
+            }
+        }
+    }
+
+    fn carry_out(
+        &mut self,
+        output: CoordinatorOutput,
+        inputs: &mut VecDeque<CoordinatorInput>,
+        out: &mut Outbox,
+    ) {
+        match output {
+            CoordinatorOutput::ClientReply { to, msg } => {
+                let answer = msg.clone();
+                let encode = |id| Envelope::with_id(id, msg).encode();
+                let Some(answered) = self.clients.answer(to.0, encode) else {
+                    return out.anomaly(format!("coordinator answered unknown handle {to:?}"));
+                };
+                out.served.push(ServedStep::Answered(answered.id, answer));
+                for (handle, msg) in answered.released {
+                    out.served
+                        .push(ServedStep::Dispatched(self.clients.id_of(handle)));
+                    let from = ReplyTo(handle);
+                    inputs.push_back(CoordinatorInput::Client { from, msg });
+                }
+                for (to, line) in answered.lines {
+                    out.send(self.message(to, Channel::ClientResponse, line));
+                }
+            }
+            CoordinatorOutput::RegisterReply { to, msg } => {
+                let Some(server) = self.registrations.remove(&to) else {
+                    return out.anomaly(format!("coordinator answered unknown handle {to:?}"));
+                };
+                let line = Envelope::<RegisterResponse>::bare(msg).encode();
+                out.send(self.message(server, Channel::RegisterResponse, line));
+            }
+            CoordinatorOutput::Send { server, msg } => {
+                let Some(&incarnation) = self.address_book.get(&server) else {
+                    return out.anomaly(format!("coordinator sent to unregistered {server}"));
+                };
+                let to = Endpoint::at(NodeId::Node(server), incarnation);
+                out.send(self.message(to, Channel::ParticipantRequest, msg.encode()));
+            }
+            CoordinatorOutput::ServerAddr { server, addr } => match parse_sim_addr(&addr) {
+                Some((id, incarnation)) if id == server => {
+                    self.address_book.insert(server, incarnation);
+                }
+                _ => out.anomaly(format!("server {server} registered odd address {addr}")),
+            },
+        }
+    }
+
+    fn message(&self, to: Endpoint, channel: Channel, line: Vec<u8>) -> Message {
+        Message {
+            from: self.me,
+            to,
+            channel,
+            line,
+        }
+    }
+
+    /// Adds what the checks need: the transactions still open, and requests still held.
+    pub fn snapshot(&self, sink: &mut ClusterSnapshot) {
+        sink.open_transactions += self.coordinator.open_transactions();
+        sink.held_requests += self.clients.held();
+    }
+}
+
+/// The address a server registers in a given run: distinct per run, as a restarted
+/// process listens on a new port.
+pub fn sim_addr(id: u64, incarnation: u32) -> String {
+    format!("s{id}-i{incarnation}:7000")
+}
+
+fn parse_sim_addr(addr: &str) -> Option<(u64, u32)> {
+    let host = addr.strip_suffix(":7000")?.strip_prefix('s')?;
+    let (id, incarnation) = host.split_once("-i")?;
+    Some((id.parse().ok()?, incarnation.parse().ok()?))
+}
