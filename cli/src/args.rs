@@ -184,6 +184,11 @@ pub struct CoordinatorArgs {
     /// Connections each port serves at once; one more is answered `overloaded` and closed.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub max_connections: u64,
+    /// The data directory (created if missing): the coordinator's log of members, epochs
+    /// and commit decisions, so that its crash loses no acknowledged write and leaves no
+    /// key locked. Without it the coordinator keeps all that in memory only.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// `ringkv server`.

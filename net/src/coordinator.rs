@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mio::{Registry, Token};
@@ -13,13 +14,16 @@ use ringkv_core::proto::{
     ClientRequest, ClientResponse, Envelope, ErrorCode, ErrorReply, ParticipantRequest,
     ParticipantResponse, Register, RegisterResponse, WireMessage,
 };
+use ringkv_core::replica::PersistToken;
 use ringkv_core::ring::ServerId;
 use ringkv_core::Role;
 
+use crate::datadir::DataDir;
 use crate::error::NetError;
 use crate::event_loop::{earliest, EventLoop, Readiness};
 use crate::inbound::{Port, PortSpec};
 use crate::limits::NetLimits;
+use crate::logfile::LogFile;
 use crate::outbound::{Link, LinkConfig, LinkEvent};
 use crate::tokens::{kind_of, Kind, TokenSource};
 
@@ -39,9 +43,13 @@ pub struct CoordinatorOptions {
     pub client_addr: SocketAddr,
     /// The registration port KV servers connect to (9090 by default in the CLI).
     pub server_addr: SocketAddr,
-    /// The protocol's settings. `first_txid` left at `None` is replaced by one derived
-    /// from the wall clock, so that transaction IDs stay unique across restarts.
+    /// The protocol's settings. Without a data directory, `epoch_floor` is replaced by
+    /// the wall clock's seconds, so that transaction IDs still differ across restarts.
     pub config: CoordinatorConfig,
+    /// Where the coordinator keeps its log (members, epochs, commit decisions), so that a
+    /// crash loses no acknowledged write and leaves no key locked. Without one the
+    /// coordinator keeps everything in memory and a crash of it may do both.
+    pub data_dir: Option<PathBuf>,
     /// The limits of both ports.
     pub limits: NetLimits,
 }
@@ -67,11 +75,8 @@ pub fn run_coordinator(
 ) -> Result<(), NetError> {
     opts.limits.validate().map_err(NetError::Config)?;
     let mut config = opts.config;
-    if config.first_txid.is_none() {
-        config.first_txid = Some(txid_base_from_wall_clock());
-    }
     config.seed = crate::seed::seed_from_os();
-    let core = Coordinator::new(config).map_err(|err| NetError::Config(err.to_string()))?;
+    let (core, log, _dir) = recover(config, opts.data_dir.as_deref())?;
     let mut ev = EventLoop::new(shutdown)?;
     let registry = ev.registry();
     let clients = Port::bind(
@@ -96,12 +101,13 @@ pub fn run_coordinator(
         client = %addrs.client,
         server = %addrs.server,
         expected_servers = config.expected_servers,
-        first_txid = config.first_txid,
         "coordinator listening"
     );
     on_ready(addrs);
     let mut shell = Shell {
         core,
+        log,
+        failure: None,
         clients,
         registrations,
         servers: ServerLinks::new(LinkConfig {
@@ -125,27 +131,79 @@ pub fn run_coordinator(
             || shell.servers.has_ready();
         let now_ms = ev.wait(deadline, busy, &mut ready)?;
         shell.turn(now_ms, ev.registry(), &ready);
+        if let Some(err) = shell.failure.take() {
+            return Err(err);
+        }
     }
     tracing::info!("coordinator stopped");
     Ok(())
 }
 
-/// Transaction IDs start at the wall clock in milliseconds times 2^20: a restarted
-/// coordinator starts above every ID the previous one could have used, unless it handed
-/// out over a million IDs per millisecond or the wall clock went back.
-fn txid_base_from_wall_clock() -> u64 {
-    let ms = SystemTime::now()
+/// Opens the data directory and rebuilds the coordinator from its log, or, without a
+/// directory, starts one whose epochs come from the wall clock.
+fn recover(
+    mut config: CoordinatorConfig,
+    data_dir: Option<&std::path::Path>,
+) -> Result<(Coordinator, CoordinatorLog, Option<DataDir>), NetError> {
+    let Some(path) = data_dir else {
+        tracing::warn!("no data directory: a crash of the coordinator may lose acknowledged writes and leave keys locked");
+        config.epoch_floor = epoch_from_wall_clock();
+        let core = Coordinator::new(config).map_err(|err| NetError::Config(err.to_string()))?;
+        return Ok((core, CoordinatorLog::Memory(None), None));
+    };
+    let dir = DataDir::open_unnamed(path)?;
+    let (mut log, bytes) = LogFile::open(dir.path())?;
+    let (core, report) =
+        Coordinator::recover(config, &bytes).map_err(|err| NetError::Config(err.to_string()))?;
+    if report.valid_len < bytes.len() as u64 {
+        log.truncate(report.valid_len)?;
+    }
+    tracing::info!(
+        records = report.records,
+        members = report.members,
+        open_commits = report.open_commits,
+        epoch = report.epoch,
+        stop = ?report.stop,
+        "coordinator log recovered"
+    );
+    if !report.anomalies.is_empty() || report.bad_record.is_some() {
+        tracing::warn!(anomalies = ?report.anomalies, bad_record = ?report.bad_record, "coordinator log anomalies");
+    }
+    Ok((core, CoordinatorLog::File(log), Some(dir)))
+}
+
+/// The wall clock's seconds: the epoch of a coordinator without a log, so that its
+/// transaction IDs still differ across restarts unless the clock went back.
+fn epoch_from_wall_clock() -> u32 {
+    let seconds = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|since| since.as_millis())
+        .map(|since| since.as_secs())
         .unwrap_or(0);
-    let base = u64::try_from(ms)
-        .ok()
-        .and_then(|ms| ms.checked_mul(1 << 20));
-    match base {
-        Some(base) if base > 0 => base,
-        _ => {
-            tracing::warn!("the wall clock is unusable; transaction IDs start at 1 and may repeat after a restart");
-            1
+    u32::try_from(seconds).unwrap_or(u32::MAX - 1)
+}
+
+/// Where the coordinator's log goes: a file synced once per loop iteration (group
+/// commit), or nowhere, each write taken as durable at the end of its iteration.
+enum CoordinatorLog {
+    File(LogFile),
+    Memory(Option<PersistToken>),
+}
+
+impl CoordinatorLog {
+    fn append(&mut self, token: PersistToken, bytes: &[u8]) -> Result<(), NetError> {
+        match self {
+            CoordinatorLog::File(log) => log.append(token, bytes),
+            CoordinatorLog::Memory(last) => {
+                *last = Some(token);
+                Ok(())
+            }
+        }
+    }
+
+    fn sync(&mut self) -> Result<Option<PersistToken>, NetError> {
+        match self {
+            CoordinatorLog::File(log) => log.sync(),
+            CoordinatorLog::Memory(last) => Ok(last.take()),
         }
     }
 }
@@ -182,6 +240,9 @@ fn register_spec() -> PortSpec<Register> {
 /// The coordinator and everything its loop moves bytes for.
 struct Shell {
     core: Coordinator,
+    log: CoordinatorLog,
+    /// A failure of the log, which stops the loop.
+    failure: Option<NetError>,
     clients: Port<ClientRequest>,
     registrations: Port<Register>,
     servers: ServerLinks,
@@ -220,6 +281,12 @@ impl Shell {
         if self.core.poll_timeout().is_some_and(|at| at <= now_ms) {
             self.handle(now_ms, registry, CoordinatorInput::Tick);
         }
+        // Group commit: one fsync for every log write of the iteration, then what waited.
+        match self.log.sync() {
+            Ok(Some(token)) => self.handle(now_ms, registry, CoordinatorInput::Persisted { token }),
+            Ok(None) => {}
+            Err(err) => self.fail(err),
+        }
         self.servers.tick(now_ms, registry);
         self.clients.sweep(now_ms, registry);
         self.registrations.sweep(now_ms, registry);
@@ -241,8 +308,21 @@ impl Shell {
                 CoordinatorOutput::ServerAddr { server, addr } => {
                     self.servers.set_addr(registry, server, addr)
                 }
+                CoordinatorOutput::Persist { token, bytes } => {
+                    if let Err(err) = self.log.append(token, &bytes) {
+                        self.fail(err);
+                    }
+                }
             }
         }
+    }
+
+    /// A write or fsync of the log failed: after a failed fsync the kernel may have
+    /// dropped the pages, so nothing written since may ever be acknowledged. The loop
+    /// stops after this iteration; a restart recovers from what is durable.
+    fn fail(&mut self, err: NetError) {
+        tracing::error!(%err, "the coordinator's log failed; stopping");
+        self.failure.get_or_insert(err);
     }
 }
 
@@ -259,7 +339,9 @@ enum LinkUse {
 impl LinkUse {
     fn of(msg: &ParticipantRequest) -> LinkUse {
         match msg {
-            ParticipantRequest::Get { .. } | ParticipantRequest::Ping => LinkUse::Reads,
+            ParticipantRequest::Get { .. }
+            | ParticipantRequest::Ping
+            | ParticipantRequest::InDoubt => LinkUse::Reads,
             ParticipantRequest::Prepare { .. }
             | ParticipantRequest::Commit { .. }
             | ParticipantRequest::Abort { .. } => LinkUse::Txns,

@@ -25,26 +25,7 @@ impl DataDir {
     /// Opens (creating if missing) and locks `path`, and settles the server's ID: the one
     /// stored, which `given` must match, or `given`, stored on the first start.
     pub(crate) fn open(path: &Path, given: Option<u64>) -> Result<Self, NetError> {
-        create_dir_durably(path)?;
-        let lock_path = path.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|err| NetError::io(format!("opening {}", lock_path.display()), err))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(NetError::DataDirLocked(path.to_path_buf()))
-            }
-            Err(TryLockError::Error(err)) => {
-                return Err(NetError::io(
-                    format!("locking {}", lock_path.display()),
-                    err,
-                ))
-            }
-        }
+        let lock = lock_dir(path)?;
         let id = match (read_id(path)?, given) {
             (Some(stored), Some(given)) if stored != given => {
                 return Err(NetError::IdMismatch { stored, given })
@@ -63,7 +44,17 @@ impl DataDir {
         })
     }
 
-    /// The server's ID.
+    /// Opens (creating if missing) and locks the coordinator's `path`, which holds no ID.
+    pub(crate) fn open_unnamed(path: &Path) -> Result<Self, NetError> {
+        let lock = lock_dir(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            id: 0,
+            _lock: lock,
+        })
+    }
+
+    /// The server's ID (0 for the coordinator's directory).
     pub(crate) fn id(&self) -> u64 {
         self.id
     }
@@ -72,6 +63,29 @@ impl DataDir {
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Creates `path` if missing and takes its lock, which a second process cannot take.
+fn lock_dir(path: &Path) -> Result<File, NetError> {
+    create_dir_durably(path)?;
+    let lock_path = path.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|err| NetError::io(format!("opening {}", lock_path.display()), err))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Err(NetError::DataDirLocked(path.to_path_buf())),
+        Err(TryLockError::Error(err)) => {
+            return Err(NetError::io(
+                format!("locking {}", lock_path.display()),
+                err,
+            ))
+        }
+    }
+    Ok(lock)
 }
 
 /// Creates `path` if missing, and makes its entry durable in the parent directory.

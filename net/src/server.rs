@@ -85,7 +85,11 @@ pub fn run_server(
     let dir = DataDir::open(&opts.data_dir, opts.id)?;
     let (mut log, bytes) = LogFile::open(dir.path())?;
     let reader = log.reader()?;
-    let (replica, report) = Replica::recover(opts.replica, &bytes, reader)
+    let replica_config = ReplicaConfig {
+        id: Some(dir.id()),
+        ..opts.replica
+    };
+    let (replica, report) = Replica::recover(replica_config, &bytes, reader)
         .map_err(|err| NetError::Config(format!("replica cache: {err}")))?;
     if report.valid_len < bytes.len() as u64 {
         log.truncate(report.valid_len)?;
@@ -177,13 +181,28 @@ pub fn run_server(
     result
 }
 
-fn participant_spec() -> PortSpec<ParticipantRequest> {
+/// A request with the server it is addressed to, as the replica takes it.
+struct Addressed {
+    msg: ParticipantRequest,
+    to: Option<u64>,
+}
+
+fn participant_spec() -> PortSpec<Addressed> {
     PortSpec {
         name: "participant",
-        decode: |line| {
-            ParticipantRequest::decode(line).map_err(|err| {
-                Envelope::with_id(err.id.clone(), ParticipantResponse::Error(err.reply())).encode()
-            })
+        decode: |line| match Envelope::<ParticipantRequest>::decode(line) {
+            Ok(envelope) => {
+                let msg = Addressed {
+                    msg: envelope.msg,
+                    to: envelope.server,
+                };
+                Ok(Envelope::with_id(envelope.id, msg))
+            }
+            Err(err) => Err(Envelope::with_id(
+                err.id.clone(),
+                ParticipantResponse::Error(err.reply()),
+            )
+            .encode()),
         },
         error_line: |code| {
             Envelope::bare(ParticipantResponse::Error(ErrorReply::new(code))).encode()
@@ -244,7 +263,7 @@ const UNREGISTERED_WARN_MS: u64 = 5000;
 struct Shell {
     replica: Replica<FileLogReader>,
     log: LogFile,
-    port: Port<ParticipantRequest>,
+    port: Port<Addressed>,
     registrar: Registrar,
     coordinator: Link,
     link_events: Vec<LinkEvent>,
@@ -291,8 +310,8 @@ impl Shell {
 
         let mut requests = Vec::new();
         self.port.take_requests(now_ms, registry, &mut requests);
-        for (from, msg) in requests {
-            self.handle(now_ms, ReplicaInput::Request { from, msg })?;
+        for (from, Addressed { msg, to }) in requests {
+            self.handle(now_ms, ReplicaInput::Request { from, msg, to })?;
         }
         if let Some(token) = self.log.sync()? {
             self.handle(now_ms, ReplicaInput::Persisted { token })?;

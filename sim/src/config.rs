@@ -43,6 +43,10 @@ pub struct CrashFaults {
     /// Chance that a machine crash tears the last unsynced write kept instead of cutting
     /// it cleanly.
     pub tear: f64,
+    /// Chance that a crash picks the coordinator, when it runs, rather than a node drawn
+    /// evenly: some runs crash it often, so that crashes between a commit decision and
+    /// its phase 2 happen.
+    pub coordinator: f64,
 }
 
 /// How disks misbehave during the safety phase.
@@ -207,6 +211,7 @@ fn draw_crashes(rng: &mut ChaCha8Rng) -> CrashFaults {
         max_down: if rng.random_bool(0.2) { 2 } else { 1 },
         machine: rng.random_range(0.0..1.0),
         tear: rng.random_range(0.0..1.0),
+        coordinator: chance(rng, 0.5, 0.6),
     }
 }
 

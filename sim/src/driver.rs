@@ -52,6 +52,8 @@ pub struct WorldStats {
     pub crashes: u64,
     /// Of those, crashes of a whole machine.
     pub machine_crashes: u64,
+    /// Of those, crashes of the coordinator.
+    pub coordinator_crashes: u64,
     /// Unsynced bytes that survived crashes.
     pub torn_or_kept_bytes: u64,
     /// Client requests held behind earlier ones of their connection.

@@ -50,7 +50,12 @@ impl World {
         let down = self.cluster.down().len();
         let up = self.cluster.crashable_up();
         if down < faults.max_down && !up.is_empty() {
-            let node = up[self.rng.random_range(0..up.len())];
+            let coordinator_up = up.contains(&NodeId::Coordinator);
+            let node = if coordinator_up && self.rng.random_bool(faults.coordinator) {
+                NodeId::Coordinator
+            } else {
+                up[self.rng.random_range(0..up.len())]
+            };
             let kind = if self.rng.random_bool(faults.machine) {
                 CrashKind::Machine
             } else {
@@ -74,6 +79,9 @@ impl World {
         self.stats.crashes += 1;
         if kind == CrashKind::Machine {
             self.stats.machine_crashes += 1;
+        }
+        if node == NodeId::Coordinator {
+            self.stats.coordinator_crashes += 1;
         }
         self.stats.torn_or_kept_bytes += kept as u64;
         let what = match kind {

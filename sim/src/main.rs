@@ -71,12 +71,14 @@ fn sweep(start: u64, count: u64) -> ExitCode {
     let mut operations = 0u64;
     let mut simulated_ms = 0u64;
     let (mut crashes, mut machine_crashes, mut failed_reads, mut held) = (0, 0, 0, 0);
+    let mut coordinator_crashes = 0;
     for seed in start..start + count {
         let report = run_seed(seed, Trace::hashed());
         operations += report.operations as u64;
         simulated_ms += report.simulated_ms;
         crashes += report.crashes;
         machine_crashes += report.machine_crashes;
+        coordinator_crashes += report.coordinator_crashes;
         failed_reads += report.failed_reads;
         held += report.held_requests;
         if !report.passed() {
@@ -102,8 +104,8 @@ fn sweep(start: u64, count: u64) -> ExitCode {
         simulated_ms as f64 / 1000.0 / wall_s
     );
     println!(
-        "faults: {crashes} crashes ({machine_crashes} of a machine), {failed_reads} failed reads; \
-         {held} pipelined requests held for program order"
+        "faults: {crashes} crashes ({machine_crashes} of a machine, {coordinator_crashes} of the \
+         coordinator), {failed_reads} failed reads; {held} pipelined requests held for program order"
     );
     if failed.is_empty() {
         ExitCode::SUCCESS

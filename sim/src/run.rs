@@ -33,6 +33,8 @@ pub struct RunReport {
     pub crashes: u64,
     /// Of those, crashes of a whole machine (the others lost only the process).
     pub machine_crashes: u64,
+    /// Of those, crashes of the coordinator.
+    pub coordinator_crashes: u64,
     /// Reads of stored data that failed.
     pub failed_reads: u64,
     /// Client requests held behind earlier ones of their connection.
@@ -53,6 +55,7 @@ impl RunReport {
             events: 0,
             crashes: 0,
             machine_crashes: 0,
+            coordinator_crashes: 0,
             failed_reads: 0,
             held_requests: 0,
             failures: vec![format!("panic: {text}")],
@@ -110,6 +113,7 @@ pub fn run_config(config: SimConfig, trace: Trace) -> RunReport {
         events: world.stats.events,
         crashes: world.stats.crashes,
         machine_crashes: world.stats.machine_crashes,
+        coordinator_crashes: world.stats.coordinator_crashes,
         failed_reads: world.failed_reads(),
         held_requests: world.stats.held_requests,
         failures,

@@ -74,6 +74,8 @@ fn runs_exercise_the_faults() {
     let machine: u64 = reports.iter().map(|r| r.machine_crashes).sum();
     let failed_reads: u64 = reports.iter().map(|r| r.failed_reads).sum();
     let held: u64 = reports.iter().map(|r| r.held_requests).sum();
+    let coordinator: u64 = reports.iter().map(|r| r.coordinator_crashes).sum();
+    assert!(coordinator > 0, "the coordinator must crash too");
     assert!(crashes > 10, "crashes: {crashes}");
     assert!(
         machine > 0 && machine < crashes,

@@ -148,10 +148,14 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts a coordinator expecting `ids.len()` servers, with extra flags, and the
-    /// servers, and waits until the ring is complete.
+    /// Starts a coordinator expecting `ids.len()` servers, with extra flags and a data
+    /// directory of its own, and the servers, and waits until the ring is complete.
     pub fn start(ids: &[u64], coordinator_flags: &[&str]) -> Cluster {
-        let flags: Vec<String> = coordinator_flags.iter().map(|f| f.to_string()).collect();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let coordinator_dir = dir.path().join("coordinator");
+        let mut flags: Vec<String> = coordinator_flags.iter().map(|f| f.to_string()).collect();
+        flags.push("--data-dir".into());
+        flags.push(coordinator_dir.to_str().expect("a UTF-8 path").to_owned());
         let coordinator = start_coordinator("127.0.0.1:0", "127.0.0.1:0", ids.len(), &flags);
         let mut cluster = Cluster {
             client_addr: coordinator.addr("client"),
@@ -160,7 +164,7 @@ impl Cluster {
             servers: ids.iter().map(|_| None).collect(),
             ids: ids.to_vec(),
             coordinator_flags: flags,
-            dir: tempfile::tempdir().expect("a temporary directory"),
+            dir,
         };
         for i in 0..ids.len() {
             cluster.start_server(i);
@@ -188,6 +192,11 @@ impl Cluster {
 
     /// Starts (or restarts) server `i` on its data directory.
     pub fn start_server(&mut self, i: usize) {
+        self.start_server_on(i, "127.0.0.1:0");
+    }
+
+    /// Starts (or restarts) server `i` on its data directory, listening on `listen`.
+    pub fn start_server_on(&mut self, i: usize, listen: &str) {
         let id = self.ids[i].to_string();
         let coordinator = self.server_addr.to_string();
         let dir = self.data_dir(i);
@@ -202,7 +211,7 @@ impl Cluster {
                 "--data-dir",
                 dir,
                 "--listen",
-                "127.0.0.1:0",
+                listen,
             ],
             has(&["listen"]),
         );
@@ -279,6 +288,23 @@ impl Client {
             .expect("time-out set");
         let reader = BufReader::new(stream.try_clone().expect("stream clones"));
         Client { stream, reader }
+    }
+
+    /// Connects, or `None` if nothing listens (a coordinator being restarted).
+    pub fn try_connect(addr: SocketAddr) -> Option<Client> {
+        let stream = TcpStream::connect(addr).ok()?;
+        Some(Client::from_stream(stream))
+    }
+
+    /// Sends a line and reads its answer, or `None` if the connection broke first (the
+    /// outcome of the request is then unknown).
+    pub fn try_request(&mut self, line: &str) -> Option<Value> {
+        self.stream.write_all(format!("{line}\n").as_bytes()).ok()?;
+        let mut answer = String::new();
+        match self.reader.read_line(&mut answer) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => serde_json::from_str(&answer).ok(),
+        }
     }
 
     /// Wraps a stream already connected.

@@ -42,6 +42,7 @@ fn options(args: &CoordinatorArgs) -> Result<CoordinatorOptions, String> {
         client_addr: resolve_listen("--client-addr", &args.client_addr)?,
         server_addr: resolve_listen("--server-addr", &args.server_addr)?,
         config,
+        data_dir: args.data_dir.clone(),
         limits,
     })
 }

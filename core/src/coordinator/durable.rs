@@ -21,7 +21,7 @@ use crate::ReplyTo;
 
 use super::membership::ServerState;
 use super::record::CoordinatorRecord;
-use super::txn::{KeyState, Update};
+use super::txn::Update;
 use super::{ConfigError, Coordinator, CoordinatorConfig, CoordinatorOutput, Timer};
 
 /// Registrations waiting for their record beyond the updates in flight; more are answered
@@ -160,11 +160,12 @@ impl Coordinator {
                 // Cannot happen: members are written before any commit that uses them.
                 panic!("recovered commit {txid} names a server the log does not know");
             }
-            let state = self.keys.entry(key.clone()).or_insert_with(KeyState::default);
+            let state = self.keys.entry(key.clone()).or_default();
             assert!(state.active.is_none(), "two recovered commits of {key:?}");
             state.active = Some(txid);
             let update = Update::recovered(key, op);
-            self.driver.resume_commit(self.now, txid, participants, update);
+            self.driver
+                .resume_commit(self.now, txid, participants, update);
         }
         self.drain_driver();
     }

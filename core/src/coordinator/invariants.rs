@@ -5,6 +5,7 @@ use super::{Coordinator, Timer};
 impl Coordinator {
     pub(super) fn check_invariants_impl(&self) {
         self.driver.check_invariants();
+        self.check_durability();
         self.timers.check_invariants();
         self.check_membership();
         self.check_keys();

@@ -7,6 +7,8 @@ use crate::proto::{
 use crate::ring::ServerId;
 use crate::Ts;
 
+use super::durable::Deferred;
+use super::record::CoordinatorRecord;
 use super::{Coordinator, CoordinatorOutput, Timer};
 
 /// The longest address a server may register.
@@ -34,55 +36,70 @@ impl Coordinator {
         }
     }
 
+    /// A registration: a new member or a new address is written to the log and
+    /// acknowledged once durable; a refresh at the same address at once.
     pub(super) fn on_register(&mut self, from: crate::ReplyTo, msg: Register) {
         let Register { id, addr } = msg;
-        let answer = if let Err(why) = check_addr(&addr) {
-            refused(format!("bad address {addr:?}: {why}"))
-        } else if let Some(state) = self.servers.get_mut(&id) {
-            state.last_heard = self.now;
-            // The same address again is a refresh: nothing was lost in between.
-            if state.addr != addr {
-                state.addr = addr.clone();
-                self.outputs
-                    .push_back(CoordinatorOutput::ServerAddr { server: id, addr });
-                // A restarted server lost what was in flight to it: send it again now.
-                self.driver.resend_to(self.now, id);
-                self.drain_driver();
-            }
-            RegisterResponse::Ack
-        } else if self.ring.len() >= self.config.expected_servers {
-            refused(format!(
+        if let Err(why) = check_addr(&addr) {
+            return self.answer_register(from, refused(format!("bad address {addr:?}: {why}")));
+        }
+        let known = self.servers.get(&id).map(|state| state.addr == addr);
+        if known.is_none() && self.ring.len() >= self.config.expected_servers {
+            let why = format!(
                 "the ring is complete: {} of {} servers registered",
                 self.ring.len(),
                 self.config.expected_servers
-            ))
-        } else {
-            self.ring.insert(id);
-            self.servers.insert(
-                id,
-                ServerState {
-                    addr: addr.clone(),
-                    last_heard: self.now,
-                },
             );
-            self.outputs
-                .push_back(CoordinatorOutput::ServerAddr { server: id, addr });
-            if self.timers.deadline(&Timer::Heartbeat).is_none() {
-                let at = self.now + self.config.heartbeat_interval_ms;
-                self.timers.set(Timer::Heartbeat, at);
-            }
-            RegisterResponse::Ack
+            return self.answer_register(from, refused(why));
+        }
+        if known == Some(true) {
+            self.heard_from(id);
+            return self.answer_register(from, RegisterResponse::Ack);
+        }
+        if !self.has_room_to_defer(1) {
+            let busy = RegisterResponse::Error(ErrorReply::new(ErrorCode::Overloaded));
+            return self.answer_register(from, busy);
+        }
+        let record = CoordinatorRecord::Member {
+            id,
+            addr: addr.clone(),
         };
-        self.outputs.push_back(CoordinatorOutput::RegisterReply {
-            to: from,
-            msg: answer,
-        });
+        let token = self.append(&record);
+        self.admit(id, addr);
+        self.defer(token, Deferred::RegisterAck(from));
+    }
+
+    /// Puts `id` on the ring at `addr`, or moves it there if it restarted elsewhere.
+    fn admit(&mut self, id: ServerId, addr: String) {
+        let state = ServerState {
+            addr: addr.clone(),
+            last_heard: self.now,
+        };
+        let restarted = self.servers.insert(id, state).is_some();
+        self.ring.insert(id);
+        self.outputs
+            .push_back(CoordinatorOutput::ServerAddr { server: id, addr });
+        if restarted {
+            // A restarted server lost what was in flight to it: send it again now.
+            self.driver.resend_to(self.now, id);
+            self.drain_driver();
+        }
+        if self.timers.deadline(&Timer::Heartbeat).is_none() {
+            let at = self.now + self.config.heartbeat_interval_ms;
+            self.timers.set(Timer::Heartbeat, at);
+        }
+    }
+
+    fn answer_register(&mut self, to: crate::ReplyTo, msg: RegisterResponse) {
+        self.outputs
+            .push_back(CoordinatorOutput::RegisterReply { to, msg });
     }
 
     pub(super) fn on_heartbeat(&mut self) {
         let ids: Vec<ServerId> = self.servers.keys().copied().collect();
         for id in ids {
-            self.send(id, None, ParticipantRequest::Ping);
+            // Asking what a server holds in doubt is also how its life is checked.
+            self.send(id, None, ParticipantRequest::InDoubt);
         }
         let at = self.now + self.config.heartbeat_interval_ms;
         self.timers.set(Timer::Heartbeat, at);

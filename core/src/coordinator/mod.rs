@@ -13,9 +13,11 @@
 //! GETs never wait for an update: before a decision the committed value is still the
 //! current one, and after it the transaction answers.
 
+mod durable;
 mod invariants;
 mod membership;
 mod read;
+pub mod record;
 mod txn;
 
 #[cfg(test)]
@@ -27,15 +29,18 @@ use crate::buggify::{Buggify, BuggifyConfig};
 use crate::cache::{CacheConfig, CacheConfigError, SetAssociativeCache};
 use crate::proto::{
     ClientRequest, ClientResponse, Envelope, ErrorCode, ParticipantRequest, ParticipantResponse,
-    Register, RegisterResponse, TxId,
+    Register, RegisterResponse,
 };
 use crate::ring::{Ring, ServerId};
 use crate::rng::DetRng;
 use crate::role::Role;
+use crate::storage::{Durability, PersistToken};
 use crate::time::{Backoff, Timers};
 use crate::twopc::{Driver, DriverConfig, Vote};
 use crate::{ReplyTo, Ts};
 
+pub use durable::CoordinatorRecovery;
+use durable::Deferred;
 use membership::ServerState;
 use read::Read;
 use txn::{KeyState, Update};
@@ -58,9 +63,11 @@ pub struct CoordinatorConfig {
     pub heartbeat_interval_ms: u64,
     /// A server that sent nothing for this long is reported down and read from last.
     pub down_after_ms: u64,
-    /// The first transaction ID; `None` starts at 1. Shells derive it from the wall
-    /// clock so that IDs stay unique across restarts of the coordinator.
-    pub first_txid: Option<TxId>,
+    /// The lowest epoch to start in (transaction IDs are `epoch << 32 | sequence`, and
+    /// a start takes the epoch after the highest in the log). A coordinator with a log
+    /// passes 0; one without a log passes the wall clock's seconds, so that its IDs still
+    /// differ across restarts.
+    pub epoch_floor: u32,
     /// Updates in the system at once (in two-phase commit or queued behind another update
     /// of the same key); beyond this an update is answered `overloaded`. Also the limit
     /// of aborts of stray votes being resent.
@@ -88,7 +95,7 @@ impl CoordinatorConfig {
             },
             heartbeat_interval_ms: 1000,
             down_after_ms: 5000,
-            first_txid: None,
+            epoch_floor: 0,
             max_updates: 4096,
             max_queued_per_key: 64,
             max_reads: 4096,
@@ -130,6 +137,7 @@ impl CoordinatorConfig {
             max_transactions: self.max_updates,
             max_stray_aborts: self.max_updates,
             seed: self.seed,
+            force_commit: true,
         }
     }
 }
@@ -176,6 +184,11 @@ pub enum CoordinatorInput {
         /// The answer, with the id of the request it answers, if any.
         msg: Envelope<ParticipantResponse>,
     },
+    /// The write of `token`, and of every token before it, is durable.
+    Persisted {
+        /// The last durable write.
+        token: PersistToken,
+    },
     /// Nothing arrived; time passed (`poll_timeout` was reached).
     Tick,
 }
@@ -212,6 +225,14 @@ pub enum CoordinatorOutput {
         /// Where it listens.
         addr: String,
     },
+    /// Append `bytes` to the coordinator's log, make them durable, then report
+    /// `Persisted { token }`. Appends must happen in the order they are asked for.
+    Persist {
+        /// Names this write.
+        token: PersistToken,
+        /// Whole log frames to append.
+        bytes: Vec<u8>,
+    },
 }
 
 /// What the coordinator itself waits for (the driver keeps the transactions' timers).
@@ -239,7 +260,14 @@ pub struct Coordinator {
     queued_updates: usize,
     reads: BTreeMap<u64, Read>,
     timers: Timers<Timer>,
-    next_txid: TxId,
+    /// The coordinator's log: epochs, members, commits.
+    durability: Durability<Deferred>,
+    /// The epoch of the transaction IDs issued now, and the write that records it: no ID
+    /// of the epoch is used before that write is durable.
+    epoch: u32,
+    epoch_token: PersistToken,
+    /// The low half of the next transaction ID.
+    next_seq: u32,
     next_read: u64,
     next_update: u64,
     buggify: Buggify,
@@ -247,8 +275,13 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// A coordinator with no servers registered yet.
+    /// A coordinator with an empty log: no servers registered yet.
     pub fn new(config: CoordinatorConfig) -> Result<Self, ConfigError> {
+        Self::recover(config, &[]).map(|(coordinator, _)| coordinator)
+    }
+
+    /// A coordinator with nothing recovered yet, before its first epoch.
+    fn empty(config: CoordinatorConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         // The driver's and the coordinator's fault sites draw from separate streams.
         let mut seeds = config.buggify.map(|b| DetRng::new(b.seed));
@@ -262,7 +295,10 @@ impl Coordinator {
         let buggify = buggify_for(&config);
         Ok(Self {
             cache: SetAssociativeCache::new(config.cache)?,
-            next_txid: config.first_txid.unwrap_or(1),
+            durability: Durability::new(0, durable::deferred_limit(&config)),
+            epoch: 0,
+            epoch_token: Durability::<Deferred>::recovered_token(),
+            next_seq: 1,
             config,
             now: 0,
             ring: Ring::new(),
@@ -316,7 +352,7 @@ impl Coordinator {
         let id = id.map(crate::proto::RequestId::Unsigned);
         self.outputs.push_back(CoordinatorOutput::Send {
             server,
-            msg: Envelope::with_id(id, msg),
+            msg: Envelope::to_server(server, id, msg),
         });
     }
 
@@ -349,7 +385,14 @@ impl Coordinator {
         if !self.servers.contains_key(&server) {
             return;
         }
-        self.heard_from(server);
+        let misaddressed = matches!(
+            &envelope.msg,
+            ParticipantResponse::Error(e) if e.code == ErrorCode::Refused
+        );
+        // Another process at the server's old address is no sign of the server's life.
+        if !misaddressed {
+            self.heard_from(server);
+        }
         let now = self.now;
         match envelope.msg {
             ParticipantResponse::Ready { txid } => {
@@ -370,6 +413,7 @@ impl Coordinator {
                 self.on_read_answer(server, envelope.id, Err(reply))
             }
             ParticipantResponse::Pong => {}
+            ParticipantResponse::InDoubt { txids } => self.on_in_doubt(server, &txids),
         }
         self.drain_driver();
     }
@@ -388,6 +432,7 @@ impl Role for Coordinator {
             CoordinatorInput::Client { from, msg } => self.on_client(from, msg),
             CoordinatorInput::Register { from, msg } => self.on_register(from, msg),
             CoordinatorInput::Server { server, msg } => self.on_server(server, msg),
+            CoordinatorInput::Persisted { token } => self.on_persisted(token),
             CoordinatorInput::Tick => {}
         }
     }

@@ -119,7 +119,10 @@ impl CoordinatorRecord {
 }
 
 fn encode_commit(out: &mut Vec<u8>, txid: TxId, key: &str, op: &TxOp, participants: &[u64]) {
-    assert!(participants.len() <= MAX_PARTICIPANTS, "too many participants");
+    assert!(
+        participants.len() <= MAX_PARTICIPANTS,
+        "too many participants"
+    );
     out.push(match op {
         TxOp::Put { .. } => TAG_COMMIT_PUT,
         TxOp::Del => TAG_COMMIT_DEL,

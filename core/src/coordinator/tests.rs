@@ -1,5 +1,5 @@
 use super::*;
-use crate::proto::{ErrorReply, RequestId, ServerStatus, TxOp};
+use crate::proto::{ErrorReply, RequestId, ServerStatus, TxId, TxOp};
 use crate::ring::key_position;
 
 /// Drives a coordinator and records what it asks for.
@@ -10,6 +10,10 @@ struct Harness {
     register_replies: Vec<(ReplyTo, RegisterResponse)>,
     sent: Vec<(ServerId, Envelope<ParticipantRequest>)>,
     addrs: Vec<(ServerId, String)>,
+    /// Every log write, in order.
+    log: Vec<u8>,
+    /// Whether log writes stay unsynced.
+    hold_log: bool,
 }
 
 const ALICE: ReplyTo = ReplyTo(100);
@@ -24,6 +28,8 @@ impl Harness {
             register_replies: Vec::new(),
             sent: Vec::new(),
             addrs: Vec::new(),
+            log: Vec::new(),
+            hold_log: false,
         }
     }
 
@@ -40,16 +46,32 @@ impl Harness {
     }
 
     fn input(&mut self, input: CoordinatorInput) {
-        self.coord.handle(self.now, input);
-        self.coord.check_invariants();
-        while let Some(out) = self.coord.poll_output() {
-            match out {
-                CoordinatorOutput::ClientReply { to, msg } => self.client_replies.push((to, msg)),
-                CoordinatorOutput::RegisterReply { to, msg } => {
-                    self.register_replies.push((to, msg))
+        let mut next = Some(input);
+        while let Some(input) = next.take() {
+            self.coord.handle(self.now, input);
+            self.coord.check_invariants();
+            let mut durable = None;
+            while let Some(out) = self.coord.poll_output() {
+                match out {
+                    CoordinatorOutput::ClientReply { to, msg } => {
+                        self.client_replies.push((to, msg))
+                    }
+                    CoordinatorOutput::RegisterReply { to, msg } => {
+                        self.register_replies.push((to, msg))
+                    }
+                    CoordinatorOutput::Send { server, msg } => self.sent.push((server, msg)),
+                    CoordinatorOutput::ServerAddr { server, addr } => {
+                        self.addrs.push((server, addr))
+                    }
+                    CoordinatorOutput::Persist { token, bytes } => {
+                        self.log.extend_from_slice(&bytes);
+                        durable = Some(token);
+                    }
                 }
-                CoordinatorOutput::Send { server, msg } => self.sent.push((server, msg)),
-                CoordinatorOutput::ServerAddr { server, addr } => self.addrs.push((server, addr)),
+            }
+            // The tests' disk syncs at once, unless a test holds it.
+            if !self.hold_log {
+                next = durable.map(|token| CoordinatorInput::Persisted { token });
             }
         }
     }
@@ -92,7 +114,7 @@ impl Harness {
     fn take_sent_with_ids(&mut self) -> Vec<(ServerId, Envelope<ParticipantRequest>)> {
         self.sent
             .drain(..)
-            .filter(|(_, e)| e.msg != ParticipantRequest::Ping)
+            .filter(|(_, e)| e.msg != ParticipantRequest::InDoubt)
             .collect()
     }
 
@@ -438,7 +460,9 @@ fn a_server_known_down_is_read_from_last() {
     for _ in 0..7 {
         h.advance(1000);
         let pings: Vec<_> = h.sent.drain(..).collect();
-        assert!(pings.iter().all(|(_, e)| e.msg == ParticipantRequest::Ping));
+        assert!(pings
+            .iter()
+            .all(|(_, e)| e.msg == ParticipantRequest::InDoubt));
         for (s, _) in pings {
             if s != a {
                 h.server(s, None, ParticipantResponse::Pong);

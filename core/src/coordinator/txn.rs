@@ -10,6 +10,8 @@ use crate::proto::{ClientResponse, ErrorCode, ErrorReply, ParticipantRequest, Tx
 use crate::twopc::{DriverEvent, Outcome};
 use crate::ReplyTo;
 
+use super::durable::Deferred;
+use super::record::CoordinatorRecord;
 use super::{Coordinator, Timer};
 
 /// How many replicas hold each key in strong mode: the owner and its successor.
@@ -52,7 +54,22 @@ impl QueuedUpdate {
 pub(super) struct Update {
     pub(super) key: String,
     pub(super) op: TxOp,
-    client: ReplyTo,
+    /// Who waits for the answer; nobody for a commit recovered from the log.
+    client: Option<ReplyTo>,
+    /// Whether its commit record is durable (and so its end worth recording).
+    committed: bool,
+}
+
+impl Update {
+    /// A commit found in the log at recovery.
+    pub(super) fn recovered(key: String, op: TxOp) -> Self {
+        Self {
+            key,
+            op,
+            client: None,
+            committed: true,
+        }
+    }
 }
 
 impl Coordinator {
@@ -89,12 +106,23 @@ impl Coordinator {
             self.forget_key_if_idle(&key);
             return;
         }
-        let txid = self.next_txid;
-        self.next_txid += 1;
+        let Some(txid) = self.next_txid() else {
+            let message = "Unavailable: the coordinator is starting; nothing was changed";
+            let answer =
+                ClientResponse::Error(ErrorReply::with_message(ErrorCode::Unavailable, message));
+            self.reply(client, answer);
+            self.forget_key_if_idle(&key);
+            return;
+        };
         let state = self.keys.entry(key.clone()).or_default();
         assert!(state.active.is_none(), "two transactions on {key:?}");
         state.active = Some(txid);
-        let update = Update { key, op, client };
+        let update = Update {
+            key,
+            op,
+            client: Some(client),
+            committed: false,
+        };
         self.driver.begin(self.now, txid, replicas, update);
         self.drain_driver();
     }
@@ -128,28 +156,63 @@ impl Coordinator {
         }
     }
 
-    /// Phase 1 ended: answer the client, and on commit update the cache.
+    /// Phase 1 ended: an abort is answered at once; a commit is written to the log
+    /// first, and answered once that record is durable.
     fn on_decided(&mut self, txid: TxId, outcome: &Outcome) {
         let Some(update) = self.driver.payload(txid) else {
             panic!("decided transaction {txid} has no update");
         };
-        let (client, key) = (update.client, update.key.clone());
-        if outcome.is_commit() {
-            match &update.op {
-                TxOp::Put { value } => self.cache.put(&key, value.clone()),
-                TxOp::Del => {
-                    self.cache.remove(&key);
-                }
+        if !outcome.is_commit() {
+            if let Some(client) = update.client {
+                self.reply(client, outcome.client_answer());
             }
-            if let Some(state) = self.keys.get_mut(&key) {
-                state.generation += 1;
+            return;
+        }
+        let Some(participants) = self.driver.participants(txid) else {
+            panic!("decided transaction {txid} has no participants");
+        };
+        let record = CoordinatorRecord::Commit {
+            txid,
+            key: update.key.clone(),
+            op: update.op.clone(),
+            participants: participants.to_vec(),
+        };
+        let token = self.append(&record);
+        self.defer(token, Deferred::Committed(txid));
+    }
+
+    /// The commit of `txid` is durable: update the cache, answer, start phase 2. Until
+    /// now GETs of the key read the old value, which every replica still holds.
+    pub(super) fn on_commit_durable(&mut self, txid: TxId) {
+        let Some(update) = self.driver.payload(txid) else {
+            panic!("committed transaction {txid} has no update");
+        };
+        let (client, key) = (update.client, update.key.clone());
+        match &update.op {
+            TxOp::Put { value } => self.cache.put(&key, value.clone()),
+            TxOp::Del => {
+                self.cache.remove(&key);
             }
         }
-        self.reply(client, outcome.client_answer());
+        if let Some(state) = self.keys.get_mut(&key) {
+            state.generation += 1;
+        }
+        if let Some(client) = client {
+            self.reply(client, ClientResponse::Success);
+        }
+        self.driver.handle_commit_durable(self.now, txid);
+        if let Some(update) = self.driver.payload_mut(txid) {
+            update.committed = true;
+        }
+        self.drain_driver();
     }
 
     /// Both replicas acknowledged the decision: the key is free for its next update.
     fn on_finished(&mut self, txid: TxId, update: Update) {
+        if update.committed {
+            // Not waited for: a lost record only makes recovery send the commit again.
+            let _ = self.append(&CoordinatorRecord::Finished { txid });
+        }
         let key = update.key;
         if let Some(state) = self.keys.get_mut(&key) {
             assert_eq!(

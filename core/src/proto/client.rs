@@ -108,7 +108,7 @@ impl WireMessage for ClientRequest {
             ClientRequest::Status => Ok(()),
         };
         match limits {
-            Ok(()) => Ok(Envelope { id, msg }),
+            Ok(()) => Ok(Envelope::with_id(id, msg)),
             Err(code) => Err(DecodeError::limit(id, code)),
         }
     }
@@ -218,7 +218,7 @@ impl WireMessage for ClientResponse {
         } else {
             ClientResponse::Success
         };
-        Ok(Envelope { id, msg })
+        Ok(Envelope::with_id(id, msg))
     }
 }
 

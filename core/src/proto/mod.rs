@@ -42,17 +42,39 @@ pub struct Envelope<M> {
     pub id: Option<RequestId>,
     /// The message itself.
     pub msg: M,
+    /// The server a coordinator-to-server request is addressed to (`"server"`, an
+    /// extension): a process that is not that server refuses the work, so a restarted
+    /// server on another's old address, or two processes started with one ID, never
+    /// answer each other's prepares. `None` on every other port.
+    pub server: Option<u64>,
 }
 
 impl<M> Envelope<M> {
     /// A message without an id.
     pub fn bare(msg: M) -> Self {
-        Self { id: None, msg }
+        Self {
+            id: None,
+            msg,
+            server: None,
+        }
     }
 
     /// A message carrying `id`.
     pub fn with_id(id: Option<RequestId>, msg: M) -> Self {
-        Self { id, msg }
+        Self {
+            id,
+            msg,
+            server: None,
+        }
+    }
+
+    /// A request to the server `server`, carrying `id`.
+    pub fn to_server(server: u64, id: Option<RequestId>, msg: M) -> Self {
+        Self {
+            id,
+            msg,
+            server: Some(server),
+        }
     }
 }
 
@@ -60,13 +82,14 @@ impl<M: WireMessage> Envelope<M> {
     /// The message as one line, `\n` included.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
-        self.msg.encode_into(self.id.as_ref(), &mut out);
+        self.encode_into(&mut out);
         out
     }
 
     /// Appends the message as one line, `\n` included.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        self.msg.encode_into(self.id.as_ref(), out);
+        self.msg
+            .encode_addressed(self.id.as_ref(), self.server, out);
     }
 
     /// Decodes one line (without its line end) into a message.
@@ -79,6 +102,13 @@ impl<M: WireMessage> Envelope<M> {
 pub trait WireMessage: Sized {
     /// Appends the message as one JSON line ending in `\n`, carrying `id` if given.
     fn encode_into(&self, id: Option<&RequestId>, out: &mut Vec<u8>);
+
+    /// Appends the message addressed to `server`; only the messages of a port that
+    /// carries the target server write it.
+    fn encode_addressed(&self, id: Option<&RequestId>, server: Option<u64>, out: &mut Vec<u8>) {
+        debug_assert!(server.is_none(), "this port carries no target server");
+        self.encode_into(id, out);
+    }
 
     /// Decodes one line (without its line end). Never panics, whatever the bytes.
     fn decode(line: &[u8]) -> Result<Envelope<Self>, DecodeError>;

@@ -47,10 +47,18 @@ pub enum ParticipantRequest {
     },
     /// Liveness probe (an extension: `{"type":"ping"}`, answered `{"type":"pong"}`).
     Ping,
+    /// Which transactions the server holds prepared and undecided (an extension:
+    /// `{"type":"indoubt"}`), so that a restarted coordinator aborts those it has no
+    /// commit record of (presumed abort). Also a sign of life.
+    InDoubt,
 }
 
 impl WireMessage for ParticipantRequest {
     fn encode_into(&self, id: Option<&RequestId>, out: &mut Vec<u8>) {
+        self.encode_addressed(id, None, out);
+    }
+
+    fn encode_addressed(&self, id: Option<&RequestId>, server: Option<u64>, out: &mut Vec<u8>) {
         let mut w = match self {
             ParticipantRequest::Prepare { txid, key, op } => match op {
                 TxOp::Put { value } => {
@@ -80,8 +88,12 @@ impl WireMessage for ParticipantRequest {
                 w
             }
             ParticipantRequest::Ping => ObjectWriter::new(out, "ping"),
+            ParticipantRequest::InDoubt => ObjectWriter::new(out, "indoubt"),
         };
         w.id(id);
+        if let Some(server) = server {
+            w.u64("server", server);
+        }
         w.finish();
     }
 
@@ -123,9 +135,15 @@ impl WireMessage for ParticipantRequest {
                 key: fields.string("key")?,
             },
             "ping" => ParticipantRequest::Ping,
+            "indoubt" => ParticipantRequest::InDoubt,
             other => return Err(fields.unknown_kind(other)),
         };
-        Ok(Envelope { id, msg })
+        let server = if fields.obj.has("server") {
+            Some(fields.u64("server")?)
+        } else {
+            None
+        };
+        Ok(Envelope { id, msg, server })
     }
 }
 
@@ -162,6 +180,11 @@ pub enum ParticipantResponse {
     Error(ErrorReply),
     /// The answer to a ping.
     Pong,
+    /// The transactions prepared and undecided here, in order.
+    InDoubt {
+        /// Their IDs.
+        txids: Vec<TxId>,
+    },
 }
 
 impl WireMessage for ParticipantResponse {
@@ -200,6 +223,19 @@ impl WireMessage for ParticipantResponse {
                 w
             }
             ParticipantResponse::Pong => ObjectWriter::new(out, "pong"),
+            ParticipantResponse::InDoubt { txids } => {
+                let mut w = ObjectWriter::new(out, "indoubt");
+                let raw = w.raw("txids");
+                raw.push(b'[');
+                for (i, txid) in txids.iter().enumerate() {
+                    if i > 0 {
+                        raw.push(b',');
+                    }
+                    raw.extend_from_slice(txid.to_string().as_bytes());
+                }
+                raw.push(b']');
+                w
+            }
         };
         w.id(id);
         w.finish();
@@ -243,8 +279,17 @@ impl WireMessage for ParticipantResponse {
                 }
             }
             "pong" => ParticipantResponse::Pong,
+            "indoubt" => {
+                let items = fields.array("txids")?;
+                let txids = items
+                    .iter()
+                    .map(|item| item.as_u64())
+                    .collect::<Option<Vec<TxId>>>()
+                    .ok_or_else(|| fields.invalid("\"txids\" must hold integers in 0..2^64-1"))?;
+                ParticipantResponse::InDoubt { txids }
+            }
             other => return Err(fields.unknown_kind(other)),
         };
-        Ok(Envelope { id, msg })
+        Ok(Envelope::with_id(id, msg))
     }
 }

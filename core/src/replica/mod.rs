@@ -51,11 +51,15 @@ pub struct ReplicaConfig {
     pub max_waiting: usize,
     /// Fault sites, turned on only by the simulator.
     pub buggify: Option<BuggifyConfig>,
+    /// This server's ID: a request addressed to another server is refused. `None`
+    /// accepts every request (a replica used alone, in tests).
+    pub id: Option<u64>,
 }
 
 impl Default for ReplicaConfig {
     fn default() -> Self {
         Self {
+            id: None,
             cache: CacheConfig::SERVER_DEFAULT,
             max_prepared: 1024,
             decided_memory: 65_536,
@@ -74,6 +78,8 @@ pub enum ReplicaInput {
         from: ReplyTo,
         /// The request.
         msg: ParticipantRequest,
+        /// The server the request is addressed to, if it names one.
+        to: Option<u64>,
     },
     /// The write of `token`, and of every token before it, is durable.
     Persisted {
@@ -192,7 +198,12 @@ impl<R: LogReader> Replica<R> {
         }
     }
 
-    fn on_request(&mut self, from: ReplyTo, msg: ParticipantRequest) {
+    fn on_request(&mut self, from: ReplyTo, msg: ParticipantRequest, to: Option<u64>) {
+        if let Some(refusal) = self.misaddressed(&msg, to) {
+            // Work meant for another server changes nothing here.
+            self.reply(from, refusal);
+            return;
+        }
         match msg {
             ParticipantRequest::Prepare { txid, key, op } => self.on_prepare(from, txid, key, op),
             ParticipantRequest::Commit { txid } => self.on_decision(from, txid, true),
@@ -202,7 +213,36 @@ impl<R: LogReader> Replica<R> {
                 self.reply(from, answer);
             }
             ParticipantRequest::Ping => self.reply(from, ParticipantResponse::Pong),
+            ParticipantRequest::InDoubt => {
+                let txids = self.participant.in_doubt().collect();
+                self.reply(from, ParticipantResponse::InDoubt { txids });
+            }
         }
+    }
+
+    /// The answer to a request addressed to another server, if it is one: a prepare gets
+    /// a vote to abort (not remembered: the transaction is not this server's), anything
+    /// else an error, never an `ack` or a value.
+    fn misaddressed(
+        &self,
+        msg: &ParticipantRequest,
+        to: Option<u64>,
+    ) -> Option<ParticipantResponse> {
+        let (Some(own), Some(to)) = (self.config.id, to) else {
+            return None;
+        };
+        if own == to {
+            return None;
+        }
+        let message = format!("this is server {own}, not server {to}");
+        Some(match msg {
+            ParticipantRequest::Prepare { txid, .. } => ParticipantResponse::Refuse {
+                txid: *txid,
+                code: ErrorCode::Refused,
+                message,
+            },
+            _ => ParticipantResponse::Error(ErrorReply::with_message(ErrorCode::Refused, message)),
+        })
     }
 
     fn read(&mut self, key: String) -> ParticipantResponse {
@@ -365,7 +405,7 @@ impl<R: LogReader> Role for Replica<R> {
         assert!(now >= self.now, "time went backwards: {now} < {}", self.now);
         self.now = now;
         match input {
-            ReplicaInput::Request { from, msg } => self.on_request(from, msg),
+            ReplicaInput::Request { from, msg, to } => self.on_request(from, msg, to),
             ReplicaInput::Persisted { token } => self.on_persisted(token),
         }
     }

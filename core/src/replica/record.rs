@@ -4,9 +4,9 @@
 //! UTF-8), so that a value's bytes sit in the log as they are and can be read back in
 //! place by offset, without decoding the record around them.
 
-use std::fmt;
-
 use crate::proto::TxId;
+pub use crate::storage::codec::RecordError;
+use crate::storage::codec::{push_key, push_text, Reader};
 
 const TAG_PREPARE_PUT: u8 = 1;
 const TAG_PREPARE_DEL: u8 = 2;
@@ -76,7 +76,7 @@ impl Record {
 
     /// Decodes one record's payload.
     pub fn decode(payload: &[u8]) -> Result<Record, RecordError> {
-        let mut reader = Reader { rest: payload };
+        let mut reader = Reader::new(payload);
         let tag = reader.u8()?;
         let record = match tag {
             TAG_PREPARE_PUT => {
@@ -99,7 +99,7 @@ impl Record {
             },
             other => return Err(RecordError::UnknownTag(other)),
         };
-        if reader.rest.is_empty() {
+        if reader.is_empty() {
             Ok(record)
         } else {
             Err(RecordError::TrailingBytes)
@@ -114,98 +114,15 @@ pub fn encode_prepare_put(txid: TxId, key: &str, value: &str) -> Vec<u8> {
     out.push(TAG_PREPARE_PUT);
     out.extend_from_slice(&txid.to_le_bytes());
     push_key(&mut out, key);
-    let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
-    assert!(len as usize == value.len(), "value too long for a record");
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(value.as_bytes());
+    push_text(&mut out, value);
     out
 }
-
-fn push_key(out: &mut Vec<u8>, key: &str) {
-    let len = u16::try_from(key.len()).unwrap_or(u16::MAX);
-    assert!(len as usize == key.len(), "key too long for a record");
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(key.as_bytes());
-}
-
-/// Why a frame's payload (whose checksum was right) is not a record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RecordError {
-    /// The payload ended inside a field.
-    Truncated,
-    /// The first byte names no record.
-    UnknownTag(u8),
-    /// A key or value is not UTF-8.
-    NotUtf8,
-    /// Bytes follow the record.
-    TrailingBytes,
-}
-
-impl fmt::Display for RecordError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RecordError::Truncated => f.write_str("record ends inside a field"),
-            RecordError::UnknownTag(tag) => write!(f, "unknown record tag {tag}"),
-            RecordError::NotUtf8 => f.write_str("key or value is not UTF-8"),
-            RecordError::TrailingBytes => f.write_str("bytes after the record"),
-        }
-    }
-}
-
-impl std::error::Error for RecordError {}
 
 impl crate::storage::LogRecord for Record {
     type Error = RecordError;
 
     fn decode(payload: &[u8]) -> Result<Self, RecordError> {
         Record::decode(payload)
-    }
-}
-
-struct Reader<'a> {
-    rest: &'a [u8],
-}
-
-impl Reader<'_> {
-    fn bytes(&mut self, n: usize) -> Result<&[u8], RecordError> {
-        if self.rest.len() < n {
-            return Err(RecordError::Truncated);
-        }
-        let (head, tail) = self.rest.split_at(n);
-        self.rest = tail;
-        Ok(head)
-    }
-
-    fn u8(&mut self) -> Result<u8, RecordError> {
-        Ok(self.bytes(1)?.first().copied().unwrap_or(0))
-    }
-
-    fn u16(&mut self) -> Result<u16, RecordError> {
-        let mut le = [0u8; 2];
-        le.copy_from_slice(self.bytes(2)?);
-        Ok(u16::from_le_bytes(le))
-    }
-
-    fn u32(&mut self) -> Result<u32, RecordError> {
-        let mut le = [0u8; 4];
-        le.copy_from_slice(self.bytes(4)?);
-        Ok(u32::from_le_bytes(le))
-    }
-
-    fn u64(&mut self) -> Result<u64, RecordError> {
-        let mut le = [0u8; 8];
-        le.copy_from_slice(self.bytes(8)?);
-        Ok(u64::from_le_bytes(le))
-    }
-
-    fn key(&mut self) -> Result<String, RecordError> {
-        let len = self.u16()? as usize;
-        self.text(len)
-    }
-
-    fn text(&mut self, len: usize) -> Result<String, RecordError> {
-        let bytes = self.bytes(len)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| RecordError::NotUtf8)
     }
 }
 

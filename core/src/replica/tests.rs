@@ -70,8 +70,14 @@ impl Harness {
 
     /// Sends a request and returns the answers that came at once.
     fn send(&mut self, msg: ParticipantRequest) -> Vec<ParticipantResponse> {
-        self.replica
-            .handle(0, ReplicaInput::Request { from: C, msg });
+        self.replica.handle(
+            0,
+            ReplicaInput::Request {
+                from: C,
+                msg,
+                to: None,
+            },
+        );
         self.drain();
         self.replies.drain(..).map(|(_, m)| m).collect()
     }
@@ -386,5 +392,61 @@ fn a_persisted_token_never_asked_for_is_a_loud_bug() {
         ReplicaInput::Persisted {
             token: PersistToken(3),
         },
+    );
+}
+
+#[test]
+fn work_addressed_to_another_server_is_refused_and_changes_nothing() {
+    let mut h = Harness::new(ReplicaConfig {
+        id: Some(7),
+        ..ReplicaConfig::default()
+    });
+    let send_to = |h: &mut Harness, to: u64, msg: ParticipantRequest| {
+        h.replica.handle(
+            0,
+            ReplicaInput::Request {
+                from: C,
+                msg,
+                to: Some(to),
+            },
+        );
+        h.drain();
+        h.replies.drain(..).map(|(_, m)| m).collect::<Vec<_>>()
+    };
+    let answers = send_to(&mut h, 8, put(1, "k", "v"));
+    assert!(matches!(
+        answers[..],
+        [ParticipantResponse::Refuse {
+            txid: 1,
+            code: ErrorCode::Refused,
+            ..
+        }]
+    ));
+    assert!(h.unsynced.is_empty(), "nothing was written");
+    let answers = send_to(&mut h, 8, commit(1));
+    assert!(
+        matches!(&answers[..], [ParticipantResponse::Error(e)] if e.code == ErrorCode::Refused)
+    );
+    // The same transaction addressed to this server is new here: the refusal above was
+    // not remembered as its decision.
+    assert!(send_to(&mut h, 7, put(1, "k", "v")).is_empty());
+    assert_eq!(h.sync(), vec![ParticipantResponse::Ready { txid: 1 }]);
+}
+
+#[test]
+fn in_doubt_lists_the_prepared_undecided_transactions() {
+    let mut h = Harness::new(ReplicaConfig::default());
+    h.send(put(4, "a", "1"));
+    h.send(put(2, "b", "2"));
+    h.sync();
+    assert_eq!(
+        h.send(ParticipantRequest::InDoubt),
+        vec![ParticipantResponse::InDoubt { txids: vec![2, 4] }]
+    );
+    h.send(commit(2));
+    h.sync();
+    assert_eq!(
+        h.send(ParticipantRequest::InDoubt),
+        vec![ParticipantResponse::InDoubt { txids: vec![4] }]
     );
 }

@@ -87,7 +87,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-
 /// Appends a key: its u16 length, then its bytes.
 pub(crate) fn push_key(out: &mut Vec<u8>, key: &str) {
     let len = u16::try_from(key.len()).unwrap_or(u16::MAX);

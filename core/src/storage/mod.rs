@@ -2,10 +2,12 @@
 //! frames, get a token, defer what waits for it), a store of keys whose values live in
 //! the log, and recovery as a fold over the log's records.
 
+pub(crate) mod codec;
 mod durability;
 mod recovery;
 mod store;
 
+pub use codec::RecordError;
 pub use durability::{Appended, Durability, Persist, PersistToken};
 pub use recovery::{replay_log, LogRecord, LogScan};
 pub use store::{LogReader, StorageError, Store, Stored, ValueLoc};

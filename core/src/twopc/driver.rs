@@ -34,6 +34,10 @@ pub struct DriverConfig {
     pub max_stray_aborts: usize,
     /// The seed of the resend jitter.
     pub seed: u64,
+    /// Whether a commit decision waits for the role to make it durable
+    /// ([`Driver::handle_commit_durable`]) before phase 2 (presumed abort: only commits
+    /// are forced, so that a restarted role can finish them and abort the rest).
+    pub force_commit: bool,
 }
 
 /// What the driver asks the role to do or tells it.
@@ -56,7 +60,9 @@ pub enum DriverEvent<P> {
         /// Commit or abort.
         commit: bool,
     },
-    /// Phase 1 ended: answer the client. The transaction's payload is still available.
+    /// Phase 1 ended. With `force_commit`, a commit is not final until the role made it
+    /// durable and called [`Driver::handle_commit_durable`]; an abort always is. The
+    /// transaction's payload is still available.
     Decided {
         /// The transaction.
         txid: TxId,
@@ -75,6 +81,8 @@ pub enum DriverEvent<P> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Phase {
     Voting,
+    /// Decided to commit; phase 2 waits until the role made the decision durable.
+    Forcing,
     /// Decided; these participants have not acknowledged the decision yet.
     Deciding {
         commit: bool,
@@ -82,6 +90,13 @@ enum Phase {
     },
     /// Finished; removed when the role takes its `Finished` event.
     Done,
+}
+
+impl Phase {
+    /// Whether the transaction has messages to send (and so a resend timer).
+    fn sends(&self) -> bool {
+        matches!(self, Phase::Voting | Phase::Deciding { .. })
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -201,7 +216,7 @@ impl<P> Driver<P> {
                     self.events.push_back(Pending::Decision(from, txid, false));
                 }
             }
-            Phase::Deciding { commit: true, .. } => {}
+            Phase::Forcing | Phase::Deciding { commit: true, .. } => {}
             Phase::Done => {
                 if ready {
                     self.abort_stray(txid, from);
@@ -245,7 +260,7 @@ impl<P> Driver<P> {
         let txids: Vec<TxId> = self
             .txs
             .iter()
-            .filter(|(_, tx)| tx.tally.includes(node) && tx.phase != Phase::Done)
+            .filter(|(_, tx)| tx.tally.includes(node) && tx.phase.sends())
             .map(|(&txid, _)| txid)
             .collect();
         for txid in txids {
@@ -261,6 +276,15 @@ impl<P> Driver<P> {
         for txid in strays {
             self.strays.insert((txid, node), self.config.resend.begin());
             self.on_stray_abort(txid, node);
+        }
+    }
+
+    /// `node` holds `txid` prepared, which this driver does not run: abort it there until
+    /// acknowledged (the transaction ended here, or was never decided before a restart).
+    pub fn abort_unknown(&mut self, now: Ts, txid: TxId, node: NodeId) {
+        self.advance(now);
+        if !self.txs.contains_key(&txid) {
+            self.abort_stray(txid, node);
         }
     }
 
@@ -294,13 +318,75 @@ impl<P> Driver<P> {
         self.txs.get(&txid).map(|tx| &tx.payload)
     }
 
+    /// The payload of `txid`, to change while it is under way.
+    pub fn payload_mut(&mut self, txid: TxId) -> Option<&mut P> {
+        self.txs.get_mut(&txid).map(|tx| &mut tx.payload)
+    }
+
+    /// The participants of `txid`, in the order they were given.
+    pub fn participants(&self, txid: TxId) -> Option<&[NodeId]> {
+        self.txs.get(&txid).map(|tx| tx.tally.participants())
+    }
+
     /// `Some(commit)` once `txid` is decided.
     pub fn decision(&self, txid: TxId) -> Option<bool> {
         match self.txs.get(&txid)?.phase {
-            Phase::Voting => None,
+            Phase::Voting | Phase::Forcing => None,
             Phase::Deciding { commit, .. } => Some(commit),
             Phase::Done => None,
         }
+    }
+
+    /// The role made the commit of `txid` durable: phase 2 starts.
+    pub fn handle_commit_durable(&mut self, now: Ts, txid: TxId) {
+        self.advance(now);
+        let Some(tx) = self.txs.get_mut(&txid) else {
+            panic!("commit of transaction {txid} made durable, but it is gone");
+        };
+        assert_eq!(
+            tx.phase,
+            Phase::Forcing,
+            "transaction {txid} was not forcing"
+        );
+        self.start_commit(txid);
+    }
+
+    /// Recovery: `txid` was committed before the role restarted; phase 2 runs again to
+    /// every participant. No `Decided` event follows: nobody waits for the answer.
+    pub fn resume_commit(&mut self, now: Ts, txid: TxId, participants: Vec<NodeId>, payload: P) {
+        self.advance(now);
+        assert!(self.has_room(), "transaction resumed beyond the limit");
+        assert!(
+            !self.txs.contains_key(&txid),
+            "transaction {txid} resumed twice"
+        );
+        let mut tally = VoteTally::new(participants);
+        for node in tally.participants().to_vec() {
+            tally.record(node, Vote::Ready);
+        }
+        let tx = Transaction {
+            payload,
+            tally,
+            phase: Phase::Forcing,
+            attempts: self.config.resend.begin(),
+        };
+        self.txs.insert(txid, tx);
+        self.start_commit(txid);
+    }
+
+    fn start_commit(&mut self, txid: TxId) {
+        let Some(tx) = self.txs.get_mut(&txid) else {
+            return;
+        };
+        let unacked: BTreeSet<NodeId> = tx.tally.participants().iter().copied().collect();
+        for node in &unacked {
+            self.events.push_back(Pending::Decision(*node, txid, true));
+        }
+        tx.phase = Phase::Deciding {
+            commit: true,
+            unacked,
+        };
+        self.restart_resends(txid);
     }
 
     /// Transactions under way.
@@ -333,6 +419,13 @@ impl<P> Driver<P> {
         }
         let outcome = Outcome::of(&tx.tally);
         let commit = outcome.is_commit();
+        if commit && self.config.force_commit {
+            tx.phase = Phase::Forcing;
+            self.timers.cancel(&DriverTimer::Phase1(txid));
+            self.timers.cancel(&DriverTimer::Resend(txid));
+            self.events.push_back(Pending::Decided(txid, outcome));
+            return;
+        }
         // A participant that refused holds nothing to abort.
         let unacked: BTreeSet<NodeId> = tx
             .tally
@@ -448,7 +541,7 @@ impl<P> Driver<P> {
                         .push_back(Pending::Decision(node, txid, *commit));
                 }
             }
-            Phase::Done => {}
+            Phase::Forcing | Phase::Done => {}
         }
     }
 
@@ -502,11 +595,11 @@ impl<P> Driver<P> {
             let phase1 = self.timers.deadline(&DriverTimer::Phase1(*txid)).is_some();
             assert_eq!(voting, phase1, "transaction {txid}: phase-1 timer");
             let resend = self.timers.deadline(&DriverTimer::Resend(*txid)).is_some();
-            assert_eq!(
-                tx.phase != Phase::Done,
-                resend,
-                "transaction {txid}: resend timer"
-            );
+            assert_eq!(tx.phase.sends(), resend, "transaction {txid}: resend timer");
+            if tx.phase == Phase::Forcing {
+                assert!(self.config.force_commit, "forcing without force_commit");
+                assert!(tx.tally.unanimous_ready(), "forcing a commit without votes");
+            }
             let release = self.timers.deadline(&DriverTimer::ReleaseAbort(*txid));
             if let Phase::Deciding { commit, unacked } = &tx.phase {
                 assert!(
@@ -557,6 +650,7 @@ mod tests {
             max_transactions: 4,
             max_stray_aborts: 2,
             seed: 1,
+            force_commit: false,
         };
         Driver::new(config, Buggify::off())
     }
@@ -609,6 +703,30 @@ mod tests {
             }]
         );
         assert!(d.is_empty() && d.poll_timeout().is_none());
+    }
+
+    #[test]
+    fn a_forced_commit_waits_for_durability_and_a_resumed_one_needs_no_votes() {
+        let mut d = driver();
+        d.config.force_commit = true;
+        d.begin(0, 7, vec![1, 2], "put");
+        let _ = events(&mut d);
+        d.handle_vote(1, 1, 7, Vote::Ready);
+        d.handle_vote(1, 2, 7, Vote::Ready);
+        let got = events(&mut d);
+        assert!(matches!(got[..], [DriverEvent::Decided { .. }]), "{got:?}");
+        assert_eq!(d.decision(7), None, "not final before it is durable");
+        assert_eq!(d.poll_timeout(), None, "nothing to resend meanwhile");
+        d.handle_commit_durable(5, 7);
+        assert_eq!(events(&mut d), vec![decision(1, true), decision(2, true)]);
+        assert_eq!(d.decision(7), Some(true));
+
+        let mut d = driver();
+        d.resume_commit(0, 7, vec![2, 1], "put");
+        assert_eq!(events(&mut d), vec![decision(1, true), decision(2, true)]);
+        d.handle_ack(1, 1, 7);
+        d.handle_ack(1, 2, 7);
+        assert!(matches!(events(&mut d)[..], [DriverEvent::Finished { .. }]));
     }
 
     #[test]

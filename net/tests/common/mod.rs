@@ -56,6 +56,7 @@ pub fn start_coordinator(expected: usize, limits: NetLimits) -> Running<Coordina
         client_addr: loopback(),
         server_addr: loopback(),
         config: CoordinatorConfig::new(expected),
+        data_dir: None,
         limits,
     };
     let stop = shutdown.clone();

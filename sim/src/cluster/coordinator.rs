@@ -1,5 +1,7 @@
 //! The strong-mode coordinator as a cluster node: clients and KV servers talk to it, and
-//! it keeps, per run, where each server listens and where each answer goes.
+//! it keeps, per run, where each server listens and where each answer goes. Its log
+//! (members, epochs, commit decisions) lives on its simulated disk, so it crashes and
+//! recovers like the KV servers.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -11,12 +13,14 @@ use ringkv_core::coordinator::{
 use ringkv_core::proto::{
     ClientRequest, Envelope, ParticipantResponse, Register, RegisterResponse, WireMessage,
 };
+use ringkv_core::replica::PersistToken;
 use ringkv_core::{ReplyTo, Role, Ts};
 
 use super::client_port::ClientPort;
 use super::outbox::{Outbox, ServedStep};
 use super::Boot;
 use crate::check::ClusterSnapshot;
+use crate::disk::{Journal, SimDisk};
 use crate::network::{Channel, Endpoint, Message, NodeId};
 
 /// How to start a coordinator.
@@ -36,6 +40,8 @@ pub struct CoordinatorSpec {
 pub struct CoordinatorNode {
     me: Endpoint,
     coordinator: Coordinator,
+    disk: SimDisk,
+    journal: Journal,
     /// The run of each server at its latest registered address.
     address_book: BTreeMap<u64, u32>,
     /// Where each registration answer goes.
@@ -45,9 +51,9 @@ pub struct CoordinatorNode {
 }
 
 impl CoordinatorNode {
-    /// Starts a coordinator with nothing registered. Transaction IDs of each run start in
-    /// a range of their own, as the shell's wall-clock start does, so no run reuses one.
-    pub fn start(spec: &CoordinatorSpec, boot: &Boot) -> Self {
+    /// Recovers the coordinator from what its disk holds, as the real one does: its ring,
+    /// its epoch, and the commits whose phase 2 runs again.
+    pub fn start(spec: &CoordinatorSpec, boot: &Boot, out: &mut Outbox) -> Self {
         let mut config = CoordinatorConfig::new(spec.expected_servers);
         config.cache = spec.cache;
         config.timeout_ms = spec.timeout_ms;
@@ -56,19 +62,46 @@ impl CoordinatorNode {
             seed: boot.seed.rotate_left(17),
             until_ms,
         });
-        let run_base = u64::from(boot.incarnation + 1) << 40;
-        config.first_txid = Some(run_base + boot.seed % (1 << 39));
-        let coordinator = match Coordinator::new(config) {
-            Ok(c) => c,
+        let bytes = boot.disk.contents();
+        let (coordinator, report) = match Coordinator::recover(config, &bytes) {
+            Ok(recovered) => recovered,
             Err(err) => panic!("simulator built a bad coordinator config: {err}"),
         };
-        Self {
+        boot.disk.truncate_and_sync(report.valid_len as usize);
+        out.note(format!(
+            "coordinator starts (incarnation {}): {} records, {} members, {} open commits, epoch {}, log {} of {} bytes valid, {:?}",
+            boot.incarnation, report.records, report.members, report.open_commits,
+            report.epoch, report.valid_len, bytes.len(), report.stop
+        ));
+        if !report.anomalies.is_empty() || report.bad_record.is_some() {
+            out.anomaly(format!(
+                "coordinator recovery: {:?} {:?}",
+                report.anomalies, report.bad_record
+            ));
+        }
+        let mut node = Self {
             me: Endpoint::at(NodeId::Coordinator, boot.incarnation),
             coordinator,
+            disk: boot.disk.clone(),
+            journal: Journal::default(),
             address_book: BTreeMap::new(),
             registrations: BTreeMap::new(),
             clients: ClientPort::default(),
             next_handle: 0,
+        };
+        let mut inputs = VecDeque::new();
+        while let Some(output) = node.coordinator.poll_output() {
+            node.carry_out(output, &mut inputs, out);
+        }
+        out.sync_started |= node.journal.start_sync();
+        node
+    }
+
+    /// The sync under way completed: what it covered is durable.
+    pub fn sync_done(&mut self, now: Ts, out: &mut Outbox) {
+        if let Some(token) = self.journal.finish_sync(&self.disk) {
+            let token = PersistToken(token);
+            self.run(now, CoordinatorInput::Persisted { token }, out);
         }
     }
 
@@ -143,6 +176,7 @@ impl CoordinatorNode {
                 self.carry_out(output, &mut inputs, out);
             }
         }
+        out.sync_started |= self.journal.start_sync();
     }
 
     fn carry_out(
@@ -189,6 +223,9 @@ impl CoordinatorNode {
                 }
                 _ => out.anomaly(format!("server {server} registered odd address {addr}")),
             },
+            CoordinatorOutput::Persist { token, bytes } => {
+                self.journal.write(&self.disk, token.0, &bytes);
+            }
         }
     }
 

@@ -50,6 +50,7 @@ impl KvServerNode {
         };
         let bytes = boot.disk.contents();
         let config = ReplicaConfig {
+            id: Some(id),
             cache: spec.cache,
             buggify: spec.buggify_until_ms.map(|until_ms| BuggifyConfig {
                 seed: boot.seed.rotate_left(29),
@@ -102,7 +103,11 @@ impl KvServerNode {
                     self.next_handle += 1;
                     let from = ReplyTo(self.next_handle);
                     self.requests.insert(from, (msg.from, env.id));
-                    let input = ReplicaInput::Request { from, msg: env.msg };
+                    let input = ReplicaInput::Request {
+                        from,
+                        msg: env.msg,
+                        to: env.server,
+                    };
                     self.replica.handle(now, input);
                 }
                 Err(err) => out.anomaly(format!("participant request undecodable: {err}")),

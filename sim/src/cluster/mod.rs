@@ -49,13 +49,11 @@ pub enum RoleSpec {
 }
 
 impl RoleSpec {
-    /// Whether the fault schedule may crash this role. The coordinator keeps no log, so a
-    /// crash would leave its prepared keys locked for good (a known limit, not a bug to
-    /// find again on every seed); the cluster can still crash and restart it.
+    /// Whether the fault schedule may crash this role: every role keeps a log and
+    /// recovers from it.
     pub fn crashable(&self) -> bool {
         match self {
-            RoleSpec::Coordinator(_) => false,
-            RoleSpec::KvServer(_) => true,
+            RoleSpec::Coordinator(_) | RoleSpec::KvServer(_) => true,
         }
     }
 }
@@ -72,7 +70,7 @@ impl Role {
     fn start(spec: &RoleSpec, boot: &Boot, out: &mut Outbox) -> Self {
         match spec {
             RoleSpec::Coordinator(spec) => {
-                Role::Coordinator(Box::new(CoordinatorNode::start(spec, boot)))
+                Role::Coordinator(Box::new(CoordinatorNode::start(spec, boot, out)))
             }
             RoleSpec::KvServer(spec) => {
                 Role::KvServer(Box::new(KvServerNode::start(spec, boot, out)))
@@ -96,7 +94,7 @@ impl Role {
 
     fn sync_done(&mut self, now: Ts, out: &mut Outbox) {
         match self {
-            Role::Coordinator(_) => out.anomaly("the coordinator has no disk to sync".into()),
+            Role::Coordinator(node) => node.sync_done(now, out),
             Role::KvServer(node) => node.sync_done(now, out),
         }
     }

@@ -133,6 +133,7 @@ fn start(plan: &Plan, roles: &mut Roles, events: &Receiver<Event>) -> Result<Clu
         client_addr: plan.client_addr,
         server_addr: plan.server_addr,
         config: CoordinatorConfig::new(plan.servers),
+        data_dir: Some(plan.data_dir.join("coordinator")),
         limits: NetLimits::default(),
     };
     options.config.timeout_ms = plan.timeout_ms;
