@@ -148,8 +148,8 @@ pub struct LocalArgs {
     /// The coordinator's registration port for KV servers (HOST:PORT; port 0 picks a free one).
     #[arg(long, default_value = DEFAULT_SERVER_ADDR)]
     pub server_addr: String,
-    /// Phase-1 timeout of two-phase commit, in milliseconds.
-    #[arg(long, default_value_t = DEFAULT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Phase-1 timeout of two-phase commit, in milliseconds (1 to 3600000).
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=ringkv_core::limits::MAX_TIMEOUT_MS))]
     pub timeout_ms: u64,
     /// Do not open the console even if stdin is a terminal; run until SIGINT/SIGTERM.
     #[arg(long)]
@@ -175,8 +175,8 @@ pub struct CoordinatorArgs {
     /// Entries per set of the coordinator's write-through cache.
     #[arg(long, default_value_t = CacheConfig::COORDINATOR_DEFAULT.ways)]
     pub cache_ways: usize,
-    /// Phase-1 timeout of two-phase commit, in milliseconds.
-    #[arg(long, default_value_t = DEFAULT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Phase-1 timeout of two-phase commit, in milliseconds (1 to 3600000).
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=ringkv_core::limits::MAX_TIMEOUT_MS))]
     pub timeout_ms: u64,
     /// The longest request line accepted, in bytes (line end not counted).
     #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES)]

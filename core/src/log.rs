@@ -128,10 +128,99 @@ pub fn decode_frames(bytes: &[u8]) -> DecodedLog<'_> {
     }
 }
 
+/// The most payload bytes [`first_valid_frame_from`] checksums before it gives up: a
+/// torn tail is at most what one group commit wrote, far less than this.
+pub const MAX_SCAN_BYTES: usize = 256 * 1024 * 1024;
+
+/// What lies after the valid prefix of a log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterPrefix {
+    /// Nothing, or bytes in which no whole valid frame starts: a torn tail, which a crash
+    /// of unsynced writes can leave and recovery cuts.
+    TornTail,
+    /// A whole valid frame starts at this offset: the bad bytes before it are corruption
+    /// in the middle of the log, which no crash can cause.
+    ValidFrameAt(u64),
+    /// The scan gave up after [`MAX_SCAN_BYTES`]: treat as corruption, never cut.
+    Unknown,
+}
+
+impl AfterPrefix {
+    /// Whether the bytes after the valid prefix are more than a torn tail: recovery must
+    /// not cut them without an operator's word.
+    pub fn is_corruption(self) -> bool {
+        !matches!(self, AfterPrefix::TornTail)
+    }
+}
+
+/// Looks for a whole, valid frame starting after `valid_len`, the end of a log's valid
+/// prefix, so that recovery tells a torn tail (cut it) from corruption (refuse).
+pub fn after_prefix(bytes: &[u8], valid_len: u64) -> AfterPrefix {
+    let Ok(start) = usize::try_from(valid_len) else {
+        return AfterPrefix::Unknown;
+    };
+    let mut budget = MAX_SCAN_BYTES;
+    for offset in start.saturating_add(1)..bytes.len() {
+        let Some(rest) = bytes.get(offset..) else {
+            break;
+        };
+        let Some(([l0, l1, l2, l3, c0, c1, c2, c3], after)) = rest
+            .split_first_chunk::<FRAME_HEADER_BYTES>()
+            .map(|(h, a)| (*h, a))
+        else {
+            break;
+        };
+        let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+        let Some(payload) = after.get(..len).filter(|_| len <= MAX_PAYLOAD_BYTES) else {
+            continue;
+        };
+        let Some(left) = budget.checked_sub(len) else {
+            return AfterPrefix::Unknown;
+        };
+        budget = left;
+        if frame_crc([l0, l1, l2, l3], payload) == u32::from_le_bytes([c0, c1, c2, c3]) {
+            return AfterPrefix::ValidFrameAt(offset as u64);
+        }
+    }
+    AfterPrefix::TornTail
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_bad_frame_followed_by_valid_ones_is_told_from_a_torn_tail() {
+        let payloads = vec![b"first".to_vec(), b"second".to_vec(), b"third".to_vec()];
+        let log = encode_all(&payloads);
+        let ends = frame_ends(&payloads);
+        // A flipped byte in the middle frame: the third frame still stands after it.
+        let mut middle = log.clone();
+        middle[ends[0] + FRAME_HEADER_BYTES] ^= 1;
+        let decoded = decode_frames(&middle);
+        assert_eq!(decoded.valid_len, ends[0] as u64);
+        assert_eq!(
+            after_prefix(&middle, decoded.valid_len),
+            AfterPrefix::ValidFrameAt(ends[1] as u64)
+        );
+        // A flip in the last frame, or a cut anywhere, leaves only a torn tail.
+        let mut last = log.clone();
+        last[ends[1] + FRAME_HEADER_BYTES] ^= 1;
+        assert_eq!(
+            after_prefix(&last, decode_frames(&last).valid_len),
+            AfterPrefix::TornTail
+        );
+        for cut in 0..log.len() {
+            let torn = &log[..cut];
+            assert_eq!(
+                after_prefix(torn, decode_frames(torn).valid_len),
+                AfterPrefix::TornTail,
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(after_prefix(&[0; 100], 0), AfterPrefix::TornTail);
+    }
 
     fn encode_all(payloads: &[Vec<u8>]) -> Vec<u8> {
         let mut out = Vec::new();

@@ -47,6 +47,9 @@ pub struct CrashFaults {
     /// evenly: some runs crash it often, so that crashes between a commit decision and
     /// its phase 2 happen.
     pub coordinator: f64,
+    /// Chance that a sync, once started, is cut short by a crash of its node's machine:
+    /// crashes then land exactly where a write is on its way to durability.
+    pub in_sync: f64,
 }
 
 /// How disks misbehave during the safety phase.
@@ -212,6 +215,7 @@ fn draw_crashes(rng: &mut ChaCha8Rng) -> CrashFaults {
         machine: rng.random_range(0.0..1.0),
         tear: rng.random_range(0.0..1.0),
         coordinator: chance(rng, 0.5, 0.6),
+        in_sync: chance(rng, 0.6, 0.02),
     }
 }
 

@@ -90,7 +90,13 @@ impl SimDisk {
         let new_len = state.durable_len + kept;
         state.bytes.truncate(new_len);
         if kept > 0 && rng.random_bool(tear) {
-            let at = rng.random_range(state.durable_len..new_len);
+            // The tear garbles the end of what was kept, within its last frame header's
+            // length: a crash tears the tail, and valid frames after a bad one would be
+            // corruption, which recovery refuses instead of cutting.
+            let from = new_len
+                .saturating_sub(ringkv_core::log::FRAME_HEADER_BYTES)
+                .max(state.durable_len);
+            let at = rng.random_range(from..new_len);
             if let Some(byte) = state.bytes.get_mut(at) {
                 *byte ^= rng.random_range(1..=255u8);
             }

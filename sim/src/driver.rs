@@ -31,6 +31,8 @@ pub(crate) enum Event {
     Start { node: NodeId },
     /// Maybe crash a node, and schedule the next such moment.
     CrashTick,
+    /// Crash a node's machine while a sync of its log is under way (in this run of it).
+    CrashInSync { node: NodeId, incarnation: u32 },
     /// Put a fault on one path, and schedule the next.
     PathFaultTick(PathFault),
     /// The faults stop.
@@ -186,6 +188,7 @@ impl World {
             }
             Event::Start { node } => self.start(node),
             Event::CrashTick => self.crash_tick(),
+            Event::CrashInSync { node, incarnation } => self.crash_in_sync(node, incarnation),
             Event::PathFaultTick(fault) => self.path_fault_tick(fault),
             Event::Heal => self.heal(),
             Event::ClientNext { client } => self.client_next(client),
@@ -227,6 +230,11 @@ impl World {
             if let Some(incarnation) = self.cluster.incarnation(node) {
                 let (lo, hi) = self.config.disk.sync_ms;
                 let at = self.now + self.rng.random_range(lo..=hi);
+                // Scheduled first, so that at the same moment the crash wins the race.
+                if !self.healed && self.rng.random_bool(self.config.crashes.in_sync) {
+                    let crash_at = self.rng.random_range(self.now..=at);
+                    self.schedule(crash_at, Event::CrashInSync { node, incarnation });
+                }
                 self.schedule(at, Event::SyncDone { node, incarnation });
             }
         }

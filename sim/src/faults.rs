@@ -61,13 +61,31 @@ impl World {
             } else {
                 CrashKind::Process
             };
-            self.crash(node, kind);
-            let down_ms = self.rng.random_range(1..=faults.max_down_ms);
-            self.schedule(self.now + down_ms, Event::Start { node });
+            self.crash_for_a_while(node, kind);
         }
         let every_ms = faults.crash_every_ms;
         let next = self.rng.random_range(every_ms / 2..=every_ms * 3 / 2);
         self.schedule(self.now + next.max(1), Event::CrashTick);
+    }
+
+    /// A sync of `node`'s log is under way: its machine crashes now, if that run still
+    /// runs and no more nodes than allowed are down. This is how a crash lands between a
+    /// commit decision and its phase 2, or between a prepare and its vote.
+    pub(crate) fn crash_in_sync(&mut self, node: NodeId, incarnation: u32) {
+        let running = self.cluster.incarnation(node) == Some(incarnation);
+        let down = self.cluster.down().len();
+        let crashable = self.cluster.crashable_up().contains(&node);
+        if self.healed || !running || !crashable || down >= self.config.crashes.max_down {
+            return;
+        }
+        self.crash_for_a_while(node, CrashKind::Machine);
+    }
+
+    /// Crashes `node` and schedules its restart after a random downtime.
+    fn crash_for_a_while(&mut self, node: NodeId, kind: CrashKind) {
+        self.crash(node, kind);
+        let down_ms = self.rng.random_range(1..=self.config.crashes.max_down_ms);
+        self.schedule(self.now + down_ms, Event::Start { node });
     }
 
     /// Crashes `node` now; it stays down until it is started again.

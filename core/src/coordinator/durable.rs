@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::log::StopReason;
+use crate::log::{AfterPrefix, StopReason};
 use crate::proto::{RegisterResponse, TxId, TxOp};
 use crate::ring::ServerId;
 use crate::storage::{replay_log, Durability, PersistToken, RecordError};
@@ -46,6 +46,9 @@ pub struct CoordinatorRecovery {
     pub valid_len: u64,
     /// Why decoding stopped where it did.
     pub stop: StopReason,
+    /// What lies after the valid prefix: a torn tail, or corruption the caller must not
+    /// cut without an operator's word.
+    pub after: AfterPrefix,
     /// A frame whose checksum was right but whose payload is no record.
     pub bad_record: Option<(u64, RecordError)>,
     /// Servers known.
@@ -126,6 +129,7 @@ impl Coordinator {
             records: scan.records,
             valid_len: scan.valid_len,
             stop: scan.stop,
+            after: scan.after,
             bad_record: scan.bad_record,
             members,
             open_commits,

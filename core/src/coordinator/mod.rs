@@ -109,8 +109,11 @@ impl CoordinatorConfig {
         if self.expected_servers < 2 {
             return Err(ConfigError("expected servers must be at least 2".into()));
         }
-        if self.timeout_ms == 0 {
-            return Err(ConfigError("timeout must be at least 1 ms".into()));
+        if self.timeout_ms == 0 || self.timeout_ms > crate::limits::MAX_TIMEOUT_MS {
+            return Err(ConfigError(format!(
+                "timeout must be 1 to {} ms",
+                crate::limits::MAX_TIMEOUT_MS
+            )));
         }
         if !self.resend.is_valid() {
             return Err(ConfigError(

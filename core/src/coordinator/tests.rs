@@ -669,3 +669,12 @@ fn a_dead_server_does_not_pin_update_slots_for_good() {
         "one update, two aborts still resent"
     );
 }
+
+#[test]
+fn a_timeout_that_could_overflow_a_deadline_is_refused() {
+    let mut config = CoordinatorConfig::new(2);
+    config.timeout_ms = u64::MAX;
+    assert!(Coordinator::new(config).is_err());
+    config.timeout_ms = crate::limits::MAX_TIMEOUT_MS;
+    assert!(Coordinator::new(config).is_ok());
+}

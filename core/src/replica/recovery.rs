@@ -2,7 +2,7 @@
 //! the shared [`replay_log`].
 
 use crate::cache::CacheConfigError;
-use crate::log::StopReason;
+use crate::log::{AfterPrefix, StopReason};
 use crate::role::Role;
 use crate::storage::{replay_log, Durability};
 
@@ -19,6 +19,9 @@ pub struct RecoveryReport {
     pub valid_len: u64,
     /// Why decoding stopped where it did.
     pub stop: StopReason,
+    /// What lies after the valid prefix: a torn tail, or corruption the caller must not
+    /// cut without an operator's word.
+    pub after: AfterPrefix,
     /// A frame whose checksum was right but whose payload is no record, where replay
     /// stopped (a log written by a newer version, or a bug).
     pub bad_record: Option<(u64, RecordError)>,
@@ -49,6 +52,7 @@ impl<R: LogReader> Replica<R> {
             records: scan.records,
             valid_len: scan.valid_len,
             stop: scan.stop,
+            after: scan.after,
             bad_record: scan.bad_record,
             committed_keys: replica.store.len(),
             in_doubt: replica.participant.prepared_count(),

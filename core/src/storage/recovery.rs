@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::log::{decode_frames, StopReason};
+use crate::log::{after_prefix, decode_frames, AfterPrefix, StopReason};
 
 /// A role's log record, decoded from one frame's payload.
 pub trait LogRecord: Sized {
@@ -23,6 +23,10 @@ pub struct LogScan<E> {
     pub valid_len: u64,
     /// Why decoding stopped where it did.
     pub stop: StopReason,
+    /// What lies after the valid prefix: a torn tail to cut, or corruption (a valid
+    /// frame after a bad one), which the caller must refuse to cut without an operator's
+    /// word.
+    pub after: AfterPrefix,
     /// A frame whose checksum was right but whose payload is no record, where the fold
     /// stopped (a log of a newer version, or a bug).
     pub bad_record: Option<(u64, E)>,
@@ -41,6 +45,7 @@ pub fn replay_log<R: LogRecord>(
         records: 0,
         valid_len: decoded.valid_len,
         stop: decoded.stop,
+        after: after_prefix(log, decoded.valid_len),
         bad_record: None,
         anomalies: Vec::new(),
     };

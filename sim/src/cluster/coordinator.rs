@@ -73,10 +73,13 @@ impl CoordinatorNode {
             boot.incarnation, report.records, report.members, report.open_commits,
             report.epoch, report.valid_len, bytes.len(), report.stop
         ));
-        if !report.anomalies.is_empty() || report.bad_record.is_some() {
+        if !report.anomalies.is_empty()
+            || report.bad_record.is_some()
+            || report.after.is_corruption()
+        {
             out.anomaly(format!(
-                "coordinator recovery: {:?} {:?}",
-                report.anomalies, report.bad_record
+                "coordinator recovery: {:?} {:?} {:?}",
+                report.anomalies, report.bad_record, report.after
             ));
         }
         let mut node = Self {

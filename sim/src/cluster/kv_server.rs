@@ -74,10 +74,13 @@ impl KvServerNode {
             boot.incarnation, report.records, report.committed_keys, report.in_doubt,
             report.valid_len, bytes.len(), report.stop
         ));
-        if !report.anomalies.is_empty() || report.bad_record.is_some() {
+        if !report.anomalies.is_empty()
+            || report.bad_record.is_some()
+            || report.after.is_corruption()
+        {
             out.anomaly(format!(
-                "server {id} recovery: {:?} {:?}",
-                report.anomalies, report.bad_record
+                "server {id} recovery: {:?} {:?} {:?}",
+                report.anomalies, report.bad_record, report.after
             ));
         }
         let mut node = Self {
