@@ -189,6 +189,11 @@ pub struct CoordinatorArgs {
     /// key locked. Without it the coordinator keeps all that in memory only.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Cut a log that is damaged before its end (a valid record after a bad one, or a
+    /// record this version cannot read) instead of refusing to start. Every record from
+    /// the damage on is lost: restore from a copy if you have one.
+    #[arg(long)]
+    pub truncate_corrupt_log: bool,
 }
 
 /// `ringkv server`.
@@ -211,6 +216,11 @@ pub struct ServerArgs {
     /// the listen IP (default: the listen IP, or 127.0.0.1 if that is 0.0.0.0 or ::).
     #[arg(long)]
     pub advertise_host: Option<String>,
+    /// Cut a log that is damaged before its end (a valid record after a bad one, or a
+    /// record this version cannot read) instead of refusing to start. Every record from
+    /// the damage on is lost: restore from a copy if you have one.
+    #[arg(long)]
+    pub truncate_corrupt_log: bool,
     /// The longest request line accepted, in bytes (line end not counted).
     #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,

@@ -23,7 +23,7 @@ use crate::error::NetError;
 use crate::event_loop::{earliest, EventLoop, Readiness};
 use crate::inbound::{Port, PortSpec};
 use crate::limits::NetLimits;
-use crate::logfile::LogFile;
+use crate::logfile::{refuse_damage, LogFile};
 use crate::outbound::{Link, LinkConfig, LinkEvent};
 use crate::tokens::{kind_of, Kind, TokenSource};
 
@@ -52,6 +52,9 @@ pub struct CoordinatorOptions {
     pub data_dir: Option<PathBuf>,
     /// The limits of both ports.
     pub limits: NetLimits,
+    /// Whether to cut a log damaged before its end (losing every record from the damage
+    /// on) instead of refusing to start.
+    pub truncate_corrupt_log: bool,
 }
 
 /// The addresses the coordinator actually bound (port 0 resolved), so that callers who
@@ -76,7 +79,7 @@ pub fn run_coordinator(
     opts.limits.validate().map_err(NetError::Config)?;
     let mut config = opts.config;
     config.seed = crate::seed::seed_from_os();
-    let (core, log, _dir) = recover(config, opts.data_dir.as_deref())?;
+    let (core, log, _dir) = recover(config, opts.data_dir.as_deref(), opts.truncate_corrupt_log)?;
     let mut ev = EventLoop::new(shutdown)?;
     let registry = ev.registry();
     let clients = Port::bind(
@@ -144,6 +147,7 @@ pub fn run_coordinator(
 fn recover(
     mut config: CoordinatorConfig,
     data_dir: Option<&std::path::Path>,
+    allow_cut: bool,
 ) -> Result<(Coordinator, CoordinatorLog, Option<DataDir>), NetError> {
     let Some(path) = data_dir else {
         tracing::warn!("no data directory: a crash of the coordinator may lose acknowledged writes and leave keys locked");
@@ -155,6 +159,8 @@ fn recover(
     let (mut log, bytes) = LogFile::open(dir.path())?;
     let (core, report) =
         Coordinator::recover(config, &bytes).map_err(|err| NetError::Config(err.to_string()))?;
+    let bad_record = report.bad_record.map(|(_, err)| err.to_string());
+    refuse_damage(&log, report.valid_len, report.after, bad_record, allow_cut)?;
     if report.valid_len < bytes.len() as u64 {
         log.truncate(report.valid_len)?;
     }

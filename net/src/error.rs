@@ -29,6 +29,16 @@ pub enum NetError {
     Refused(String),
     /// A setting that cannot work.
     Config(String),
+    /// The log is damaged before its end: bytes that no crash can leave (a valid record
+    /// after a bad one, or a record this version cannot read). Nothing was cut.
+    CorruptLog {
+        /// The log file.
+        file: PathBuf,
+        /// Where the damage starts.
+        offset: u64,
+        /// What was found there.
+        what: String,
+    },
 }
 
 impl NetError {
@@ -64,6 +74,13 @@ impl fmt::Display for NetError {
                 write!(f, "the coordinator refused the registration: {reason}")
             }
             NetError::Config(why) => write!(f, "invalid configuration: {why}"),
+            NetError::CorruptLog { file, offset, what } => write!(
+                f,
+                "the log {} is damaged at byte {offset} ({what}); nothing was changed. Restore \
+                 the data directory from a copy, or start with --truncate-corrupt-log to cut the \
+                 log there and lose every record from that byte on",
+                file.display()
+            ),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use ringkv_core::log::AfterPrefix;
 use ringkv_core::replica::{LogReader, PersistToken, StorageError};
 
 use crate::datadir::sync_dir;
@@ -31,7 +32,10 @@ pub(crate) struct LogFile {
 
 impl LogFile {
     /// Opens (creating if missing) the log in `dir` and returns it with its whole
-    /// contents, for recovery. A new file's directory entry is made durable.
+    /// contents, for recovery. The file and its directory entry are synced first: after a
+    /// crash of the process, bytes it wrote but never synced may still sit in the page
+    /// cache, and recovery must not answer `ready` or `ack` from bytes a later crash of
+    /// the machine could lose. A failed sync stops the start.
     pub(crate) fn open(dir: &Path) -> Result<(Self, Vec<u8>), NetError> {
         let path = dir.join(LOG_FILE);
         let existed = path.exists();
@@ -41,6 +45,12 @@ impl LogFile {
             .create(true)
             .open(&path)
             .map_err(|err| NetError::io(format!("opening the log {}", path.display()), err))?;
+        file.sync_all().map_err(|err| {
+            NetError::io(
+                format!("syncing the log {} before recovery", path.display()),
+                err,
+            )
+        })?;
         if !existed {
             sync_dir(dir)?;
         }
@@ -104,10 +114,47 @@ impl LogFile {
         Ok(Some(token))
     }
 
+    /// The file's path, for messages.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// How many fdatasyncs were done: appends divided by this is the group-commit factor.
     pub(crate) fn syncs(&self) -> u64 {
         self.syncs
     }
+}
+
+/// Refuses to start on a log damaged before its end (a valid record after a bad one, a
+/// record of an unknown kind), unless the operator allowed cutting it: only the last,
+/// unsynced part of a log can be torn by a crash, so anything else is corruption, and
+/// cutting it would silently drop records that were acknowledged.
+pub(crate) fn refuse_damage(
+    log: &LogFile,
+    valid_len: u64,
+    after: AfterPrefix,
+    bad_record: Option<String>,
+    allow_cut: bool,
+) -> Result<(), NetError> {
+    let what = match (bad_record, after) {
+        (Some(what), _) => format!("a record this version cannot read: {what}"),
+        (None, AfterPrefix::ValidFrameAt(at)) => {
+            format!("a bad record, with a valid one after it at byte {at}")
+        }
+        (None, AfterPrefix::Unknown) => {
+            "a bad record, with too much after it to tell a torn tail".to_owned()
+        }
+        (None, AfterPrefix::TornTail) => return Ok(()),
+    };
+    if allow_cut {
+        tracing::warn!(file = %log.path().display(), offset = valid_len, %what, "cutting a damaged log as asked");
+        return Ok(());
+    }
+    Err(NetError::CorruptLog {
+        file: log.path().to_path_buf(),
+        offset: valid_len,
+        what,
+    })
 }
 
 /// Reads values back from the log file for the replica, with positioned reads on a

@@ -21,7 +21,7 @@ use crate::error::NetError;
 use crate::event_loop::{earliest, EventLoop, Readiness};
 use crate::inbound::{Port, PortSpec};
 use crate::limits::NetLimits;
-use crate::logfile::{FileLogReader, LogFile};
+use crate::logfile::{refuse_damage, FileLogReader, LogFile};
 use crate::outbound::{Link, LinkConfig, LinkEvent};
 use crate::tokens::{kind_of, Kind, TokenSource};
 
@@ -48,6 +48,9 @@ pub struct ServerOptions {
     pub replica: ReplicaConfig,
     /// The participant port's limits.
     pub limits: NetLimits,
+    /// Whether to cut a log damaged before its end (losing every record from the damage
+    /// on) instead of refusing to start.
+    pub truncate_corrupt_log: bool,
 }
 
 /// What a started server tells its caller: who it is, where it listens, and what it
@@ -91,6 +94,14 @@ pub fn run_server(
     };
     let (replica, report) = Replica::recover(replica_config, &bytes, reader)
         .map_err(|err| NetError::Config(format!("replica cache: {err}")))?;
+    let bad_record = report.bad_record.map(|(_, err)| err.to_string());
+    refuse_damage(
+        &log,
+        report.valid_len,
+        report.after,
+        bad_record,
+        opts.truncate_corrupt_log,
+    )?;
     if report.valid_len < bytes.len() as u64 {
         log.truncate(report.valid_len)?;
     }

@@ -195,26 +195,34 @@ impl Cluster {
         self.start_server_on(i, "127.0.0.1:0");
     }
 
+    /// Starts (or restarts) server `i` on its data directory with extra flags.
+    pub fn start_server_with(&mut self, i: usize, extra: &[&str]) {
+        self.start_server_flags(i, "127.0.0.1:0", extra);
+    }
+
     /// Starts (or restarts) server `i` on its data directory, listening on `listen`.
     pub fn start_server_on(&mut self, i: usize, listen: &str) {
+        self.start_server_flags(i, listen, &[]);
+    }
+
+    fn start_server_flags(&mut self, i: usize, listen: &str, extra: &[&str]) {
         let id = self.ids[i].to_string();
         let coordinator = self.server_addr.to_string();
         let dir = self.data_dir(i);
         let dir = dir.to_str().expect("a UTF-8 temporary path");
-        let proc = Proc::start(
-            &[
-                "server",
-                "--id",
-                &id,
-                "--coordinator",
-                &coordinator,
-                "--data-dir",
-                dir,
-                "--listen",
-                listen,
-            ],
-            has(&["listen"]),
-        );
+        let mut args = vec![
+            "server",
+            "--id",
+            &id,
+            "--coordinator",
+            &coordinator,
+            "--data-dir",
+            dir,
+            "--listen",
+            listen,
+        ];
+        args.extend_from_slice(extra);
+        let proc = Proc::start(&args, has(&["listen"]));
         self.servers[i] = Some(proc);
     }
 

@@ -43,6 +43,7 @@ fn options(args: &CoordinatorArgs) -> Result<CoordinatorOptions, String> {
         server_addr: resolve_listen("--server-addr", &args.server_addr)?,
         config,
         data_dir: args.data_dir.clone(),
+        truncate_corrupt_log: args.truncate_corrupt_log,
         limits,
     })
 }

@@ -41,6 +41,7 @@ fn options(args: &ServerArgs) -> Result<ServerOptions, String> {
         listen: resolve_listen("--listen", &args.listen)?,
         advertise_host: args.advertise_host.clone(),
         replica: ReplicaConfig::default(),
+        truncate_corrupt_log: args.truncate_corrupt_log,
         limits: NetLimits {
             max_frame_bytes: args.max_frame_bytes,
             ..NetLimits::default()

@@ -58,6 +58,7 @@ pub fn start_coordinator(expected: usize, limits: NetLimits) -> Running<Coordina
         config: CoordinatorConfig::new(expected),
         data_dir: None,
         limits,
+        truncate_corrupt_log: false,
     };
     let stop = shutdown.clone();
     let thread = std::thread::spawn(move || {
@@ -84,6 +85,7 @@ pub fn server_options(coordinator: SocketAddr, dir: &Path, id: Option<u64>) -> S
         advertise_host: None,
         replica: ReplicaConfig::default(),
         limits: NetLimits::default(),
+        truncate_corrupt_log: false,
     }
 }
 

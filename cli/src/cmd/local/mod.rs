@@ -134,6 +134,7 @@ fn start(plan: &Plan, roles: &mut Roles, events: &Receiver<Event>) -> Result<Clu
         server_addr: plan.server_addr,
         config: CoordinatorConfig::new(plan.servers),
         data_dir: Some(plan.data_dir.join("coordinator")),
+        truncate_corrupt_log: false,
         limits: NetLimits::default(),
     };
     options.config.timeout_ms = plan.timeout_ms;
@@ -178,6 +179,7 @@ fn spawn_server(
         advertise_host: None,
         replica: ReplicaConfig::default(),
         limits: NetLimits::default(),
+        truncate_corrupt_log: false,
     };
     roles
         .spawn(format!("server-{index}"), move |shutdown, events| {

@@ -1,0 +1,66 @@
+//! A byte flipped in the middle of a KV server's log: the server refuses to start and
+//! names the file and the offset, changing nothing; with `--truncate-corrupt-log` it
+//! starts on the records before the damage.
+
+use std::process::Command;
+
+use ringkv_e2e::{put, ringkv_bin, Cluster};
+
+const IDS: [u64; 2] = [1 << 20, 1 << 62];
+
+#[test]
+fn a_flipped_byte_in_the_middle_of_a_log_stops_the_start_until_the_operator_says_cut() {
+    let mut c = Cluster::start(&IDS, &["--timeout-ms", "1000"]);
+    let mut client = c.client();
+    for i in 0..40 {
+        let answer = client.request(&put(&format!("k{i}"), &format!("value {i}")));
+        assert_eq!(answer["message"], "Success", "{answer}");
+    }
+    c.kill_server(0);
+    let log = c.data_dir(0).join("wal.log");
+    let mut bytes = std::fs::read(&log).expect("the log exists");
+    assert!(
+        bytes.len() > 1000,
+        "the log holds the writes: {} bytes",
+        bytes.len()
+    );
+    // A byte of the first record's payload (past its 8-byte header).
+    bytes[10] ^= 0x40;
+    std::fs::write(&log, &bytes).expect("the log is written back");
+
+    let data_dir = c.data_dir(0);
+    let start = |extra: &[&str]| {
+        let mut args = vec![
+            "server".to_owned(),
+            "--id".to_owned(),
+            IDS[0].to_string(),
+            "--coordinator".to_owned(),
+            c.server_addr.to_string(),
+            "--data-dir".to_owned(),
+            data_dir.to_str().expect("UTF-8").to_owned(),
+            "--listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let refused = Command::new(ringkv_bin())
+        .args(start(&[]))
+        .output()
+        .expect("ringkv runs");
+    assert!(!refused.status.success(), "the server must not start");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("damaged at byte 0") && stderr.contains("wal.log"),
+        "the error names the file and the offset: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&log).expect("the log is there"),
+        bytes,
+        "a refused start changes nothing"
+    );
+    // With the operator's word, the server starts on what precedes the damage.
+    c.start_server_with(0, &["--truncate-corrupt-log"]);
+    c.wait_for_ring(IDS.len());
+    assert!(std::fs::metadata(&log).expect("the log").len() < bytes.len() as u64);
+}
