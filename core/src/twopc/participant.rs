@@ -146,6 +146,11 @@ impl<Op: Clone> Participant<Op> {
         );
         assert!(self.lock_holder(&key).is_none(), "prepared a locked key");
         assert!(!self.is_full(), "prepared beyond the limit");
+        self.hold(txid, key, op, token);
+    }
+
+    /// Locks `key` for `txid`, prepared in write `token`.
+    fn hold(&mut self, txid: TxId, key: String, op: Op, token: PersistToken) {
         self.locks.insert(key.clone(), txid);
         let prepared = Prepared {
             key,
@@ -207,15 +212,8 @@ impl<Op: Clone> Participant<Op> {
                 "transaction {txid} prepared {key:?}, locked by transaction {holder}"
             ));
         }
-        self.locks.insert(key.clone(), txid);
         let token = crate::storage::Durability::<()>::recovered_token();
-        let prepared = Prepared {
-            key,
-            op,
-            token,
-            deciding: None,
-        };
-        self.prepared.insert(txid, prepared);
+        self.hold(txid, key, op, token);
         Ok(())
     }
 
