@@ -101,6 +101,17 @@ pub enum ClientError {
     },
 }
 
+impl ClientError {
+    /// Whether the request may have reached the store before the failure: then an update
+    /// may have taken effect although no answer came.
+    pub fn may_have_reached_the_store(&self) -> bool {
+        !matches!(
+            self,
+            ClientError::Resolve { .. } | ClientError::Connect { .. }
+        )
+    }
+}
+
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

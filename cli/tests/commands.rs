@@ -193,3 +193,28 @@ fn client_addr(printed: &[String]) -> String {
         .expect("a `clients connect to` line")
         .to_owned()
 }
+
+#[test]
+fn an_update_whose_answer_is_lost_is_reported_as_of_unknown_outcome() {
+    // A store that reads the request and closes without answering.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 256];
+            let _ = std::io::Read::read(&mut conn, &mut buf);
+        }
+    });
+    let put = run(&["put", "k", "v", "--addr", &addr]);
+    assert_eq!(code(put.status), 2);
+    assert!(
+        stderr(&put).contains("may or may not have taken effect"),
+        "{}",
+        stderr(&put)
+    );
+    let get = run(&["get", "k", "--addr", &addr]);
+    assert_eq!(code(get.status), 2);
+    assert!(!stderr(&get).contains("taken effect"), "{}", stderr(&get));
+    server.join().unwrap();
+}

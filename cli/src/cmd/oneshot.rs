@@ -40,6 +40,13 @@ pub fn status(args: &StatusArgs) -> Exit {
     run(&args.client.addr, &ClientRequest::Status, args.output.json)
 }
 
+fn is_update(request: &ClientRequest) -> bool {
+    matches!(
+        request,
+        ClientRequest::Put { .. } | ClientRequest::Del { .. }
+    )
+}
+
 fn run(addr: &str, request: &ClientRequest, json: bool) -> Exit {
     // Untagged, so that `--json` shows the answer exactly as any client would get it.
     let options = ClientOptions {
@@ -51,6 +58,11 @@ fn run(addr: &str, request: &ClientRequest, json: bool) -> Exit {
         Ok(answer) => answer,
         Err(err) => {
             eprintln!("error: {err}");
+            if is_update(request) && err.may_have_reached_the_store() {
+                // The store may have taken the write and its answer been lost: say so,
+                // rather than let a script take a committed write for a failed one.
+                eprintln!("the write may or may not have taken effect: read the key to know");
+            }
             return Exit::Failure;
         }
     };
