@@ -17,9 +17,10 @@ use ringkv_core::ring::ServerId;
 
 use crate::error::NetError;
 use crate::event_loop::{earliest, EventLoop, Readiness};
-use crate::inbound::{Port, PortSpec};
+use crate::inbound::{decoded_line, Port, PortSpec};
 use crate::limits::NetLimits;
 use crate::outbound::{Link, LinkConfig, LinkEvent};
+use crate::resp::RespParser;
 use crate::tokens::{kind_of, Kind, TokenSource};
 
 /// The first wait before connecting again to a server that failed; doubles up to the max.
@@ -38,6 +39,8 @@ pub struct CoordinatorOptions {
     pub client_addr: SocketAddr,
     /// The registration port KV servers connect to (9090 by default in the CLI).
     pub server_addr: SocketAddr,
+    /// The RESP2 port for Redis clients; `None` leaves it closed.
+    pub resp_addr: Option<SocketAddr>,
     /// The protocol's settings. `first_txid` left at `None` is replaced by one derived
     /// from the wall clock, so that transaction IDs stay unique across restarts.
     pub config: CoordinatorConfig,
@@ -53,6 +56,8 @@ pub struct CoordinatorAddrs {
     pub client: SocketAddr,
     /// The registration port.
     pub server: SocketAddr,
+    /// The RESP2 port, if one was asked for.
+    pub resp: Option<SocketAddr>,
 }
 
 /// Runs the coordinator until `shutdown` is triggered. Calls `on_ready` once both
@@ -86,13 +91,25 @@ pub fn run_coordinator(
         register_spec(),
         opts.limits.clone(),
     )?;
+    let resp = match opts.resp_addr {
+        Some(addr) => Some(Port::bind(
+            addr,
+            Kind::PortC,
+            registry,
+            crate::resp::spec(),
+            opts.limits.clone(),
+        )?),
+        None => None,
+    };
     let addrs = CoordinatorAddrs {
         client: clients.local_addr()?,
         server: registrations.local_addr()?,
+        resp: resp.as_ref().map(Port::local_addr).transpose()?,
     };
     tracing::info!(
         client = %addrs.client,
         server = %addrs.server,
+        resp = ?addrs.resp,
         expected_servers = config.expected_servers,
         first_txid = config.first_txid,
         "coordinator listening"
@@ -101,6 +118,7 @@ pub fn run_coordinator(
     let mut shell = Shell {
         core,
         clients,
+        resp,
         registrations,
         servers: ServerLinks::new(LinkConfig {
             max_queued_bytes: opts.limits.max_outbound_bytes_per_connection,
@@ -115,10 +133,12 @@ pub fn run_coordinator(
         let deadline = earliest([
             shell.core.poll_timeout(),
             shell.clients.next_deadline_ms(),
+            shell.resp.as_ref().and_then(Port::next_deadline_ms),
             shell.registrations.next_deadline_ms(),
             shell.servers.next_deadline_ms(),
         ]);
         let busy = shell.clients.has_ready()
+            || shell.resp.as_ref().is_some_and(Port::has_ready)
             || shell.registrations.has_ready()
             || shell.servers.has_ready();
         let now_ms = ev.wait(deadline, busy, &mut ready)?;
@@ -152,13 +172,15 @@ fn client_spec() -> PortSpec<ClientRequest> {
     PortSpec {
         name: "client",
         decode: |line| {
-            ClientRequest::decode(line).map_err(|err| {
+            decoded_line(ClientRequest::decode(&line).map_err(|err| {
                 Envelope::with_id(err.id.clone(), ClientResponse::Error(err.reply())).encode()
-            })
+            }))
         },
         error_line: |code| Envelope::bare(ClientResponse::error(code)).encode(),
+        protocol_error: |_| Envelope::bare(ClientResponse::error(ErrorCode::Malformed)).encode(),
         idle_timeout: true,
         access: ClientRequest::access,
+        first_handle: 1,
     }
 }
 
@@ -166,14 +188,23 @@ fn register_spec() -> PortSpec<Register> {
     PortSpec {
         name: "register",
         decode: |line| {
-            Register::decode(line)
-                .map_err(|err| Envelope::bare(RegisterResponse::Error(err.reply())).encode())
+            decoded_line(
+                Register::decode(&line)
+                    .map_err(|err| Envelope::bare(RegisterResponse::Error(err.reply())).encode()),
+            )
         },
         error_line: |code: ErrorCode| {
             Envelope::bare(RegisterResponse::Error(ErrorReply::new(code))).encode()
         },
+        protocol_error: |_| {
+            Envelope::bare(RegisterResponse::Error(ErrorReply::new(
+                ErrorCode::Malformed,
+            )))
+            .encode()
+        },
         idle_timeout: false,
         access: |_| None,
+        first_handle: 1,
     }
 }
 
@@ -181,6 +212,8 @@ fn register_spec() -> PortSpec<Register> {
 struct Shell {
     core: Coordinator,
     clients: Port<ClientRequest>,
+    /// The RESP2 port: the same requests as `clients`, another wire format.
+    resp: Option<Port<ClientRequest, RespParser>>,
     registrations: Port<Register>,
     servers: ServerLinks,
 }
@@ -192,6 +225,11 @@ impl Shell {
         for event in ready {
             match kind_of(event.token) {
                 Some(Kind::PortA) => self.clients.on_event(now_ms, registry, event),
+                Some(Kind::PortC) => {
+                    if let Some(resp) = &mut self.resp {
+                        resp.on_event(now_ms, registry, event);
+                    }
+                }
                 Some(Kind::PortB) => self.registrations.on_event(now_ms, registry, event),
                 Some(Kind::Link) => self.servers.on_event(now_ms, registry, event, &mut answers),
                 Some(Kind::Waker) | None => {}
@@ -206,6 +244,9 @@ impl Shell {
         }
         let mut requests = Vec::new();
         self.clients.take_requests(now_ms, registry, &mut requests);
+        if let Some(resp) = &mut self.resp {
+            resp.take_requests(now_ms, registry, &mut requests);
+        }
         for (from, msg) in requests {
             self.handle(now_ms, registry, CoordinatorInput::Client { from, msg });
         }
@@ -222,6 +263,10 @@ impl Shell {
         self.clients.sweep(now_ms, registry);
         self.registrations.sweep(now_ms, registry);
         self.clients.flush(now_ms, registry);
+        if let Some(resp) = &mut self.resp {
+            resp.sweep(now_ms, registry);
+            resp.flush(now_ms, registry);
+        }
         self.registrations.flush(now_ms, registry);
         self.servers.flush(now_ms, registry);
     }
@@ -231,7 +276,12 @@ impl Shell {
         self.core.handle(now_ms, input);
         while let Some(output) = self.core.poll_output() {
             match output {
-                CoordinatorOutput::ClientReply { to, msg } => self.clients.reply(to, &msg),
+                CoordinatorOutput::ClientReply { to, msg } => match &mut self.resp {
+                    Some(resp) if resp.owns(to) => {
+                        resp.reply_with(to, crate::resp::answer_encoder(&msg))
+                    }
+                    _ => self.clients.reply(to, &msg),
+                },
                 CoordinatorOutput::RegisterReply { to, msg } => self.registrations.reply(to, &msg),
                 CoordinatorOutput::Send { server, msg } => {
                     self.servers.send(now_ms, registry, server, &msg)

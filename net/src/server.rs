@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use mio::Registry;
 use ringkv_core::log::StopReason;
 use ringkv_core::proto::{
-    Envelope, ErrorReply, ParticipantRequest, ParticipantResponse, Register, RegisterResponse,
-    WireMessage,
+    Envelope, ErrorCode, ErrorReply, ParticipantRequest, ParticipantResponse, Register,
+    RegisterResponse, WireMessage,
 };
 use ringkv_core::registration::{
     Registrar, RegistrationConfig, RegistrationInput, RegistrationOutput,
@@ -18,7 +18,7 @@ use ringkv_core::replica::{RecoveryReport, Replica, ReplicaConfig, ReplicaInput,
 use crate::datadir::DataDir;
 use crate::error::NetError;
 use crate::event_loop::{earliest, EventLoop, Readiness};
-use crate::inbound::{Port, PortSpec};
+use crate::inbound::{decoded_line, Port, PortSpec};
 use crate::limits::NetLimits;
 use crate::logfile::{FileLogReader, LogFile};
 use crate::outbound::{Link, LinkConfig, LinkEvent};
@@ -177,15 +177,22 @@ fn participant_spec() -> PortSpec<ParticipantRequest> {
     PortSpec {
         name: "participant",
         decode: |line| {
-            ParticipantRequest::decode(line).map_err(|err| {
+            decoded_line(ParticipantRequest::decode(&line).map_err(|err| {
                 Envelope::with_id(err.id.clone(), ParticipantResponse::Error(err.reply())).encode()
-            })
+            }))
         },
         error_line: |code| {
             Envelope::bare(ParticipantResponse::Error(ErrorReply::new(code))).encode()
         },
+        protocol_error: |_| {
+            Envelope::bare(ParticipantResponse::Error(ErrorReply::new(
+                ErrorCode::Malformed,
+            )))
+            .encode()
+        },
         idle_timeout: true,
         access: |_| None,
+        first_handle: 1,
     }
 }
 
