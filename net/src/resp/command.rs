@@ -37,7 +37,7 @@ pub(crate) struct CommandSpec {
 #[rustfmt::skip]
 pub(crate) const COMMANDS: &[CommandSpec] = &[
     CommandSpec { name: "get", arity: 2, summary: "Returns the string value of a key.", group: "string", flags: &["readonly", "fast"], keys: (1, 1, 1), args: &[("key", "key", "")] },
-    CommandSpec { name: "set", arity: 3, summary: "Sets the string value of a key on both of its replicas (two-phase commit). No options.", group: "string", flags: &["write"], keys: (1, 1, 1), args: &[("key", "key", ""), ("value", "string", "")] },
+    CommandSpec { name: "set", arity: -3, summary: "Sets the string value of a key on both of its replicas (two-phase commit). No options.", group: "string", flags: &["write"], keys: (1, 1, 1), args: &[("key", "key", ""), ("value", "string", "")] },
     CommandSpec { name: "del", arity: -2, summary: "Deletes one or more keys; answers how many existed.", group: "generic", flags: &["write"], keys: (1, -1, 1), args: &[("key", "key", "multiple")] },
     CommandSpec { name: "exists", arity: -2, summary: "Counts how many of the keys exist.", group: "generic", flags: &["readonly", "fast"], keys: (1, -1, 1), args: &[("key", "key", "multiple")] },
     CommandSpec { name: "mget", arity: -2, summary: "Returns the values of one or more keys.", group: "string", flags: &["readonly", "fast"], keys: (1, -1, 1), args: &[("key", "key", "multiple")] },
