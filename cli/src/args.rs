@@ -122,19 +122,31 @@ pub enum Command {
     Status(StatusArgs),
     /// Closed-loop load generator: ops/s and latency percentiles.
     #[command(
-        long_about = "Closed-loop load generator. C connections, one thread each, keep up to Q \
-                      requests in flight each (pipelined), on random keys k0..k{K-1}, GET with \
-                      the given percentage and PUT of B-byte values otherwise. Runs for \
-                      --duration-s seconds or until --ops operations completed (Ctrl-C stops \
-                      early and still reports). Prints ops/s, p50/p99/p99.9/max latency in \
-                      microseconds per operation kind, GET misses (not_found: not an error), and \
-                      error answers by code; --json prints one JSON line instead. Exits 2 if it cannot connect or a connection is \
-                      lost; error answers are reported, not fatal."
+        long_about = "Closed-loop load generator. C connections, all driven by one event-driven \
+                      thread, keep up to Q requests in flight each (pipelined), on random keys \
+                      k0..k{K-1}, GET with the given percentage and PUT of B-byte values \
+                      otherwise. Runs for --duration-s seconds or until --ops operations \
+                      completed (Ctrl-C stops early and still reports). Prints ops/s, \
+                      p50/p99/p99.9/max latency in microseconds per operation kind, GET misses \
+                      (not_found: not an error), error answers by code, and the CPU time \
+                      (user + system, from /proc/PID/stat) the cluster's processes and the \
+                      bench itself spent per operation during the measured phase: on a shared \
+                      machine that figure stays comparable where ops/s does not. The cluster's \
+                      processes are those given with --pids, or else the processes of this \
+                      machine listening on --addr's port (for `ringkv local`, the whole \
+                      cluster; for separate processes, only the coordinator: name them all \
+                      with --pids). --json prints one JSON line instead. Exits 2 if it cannot \
+                      connect or a connection is lost; error answers are reported, not fatal."
     )]
     Bench(BenchArgs),
     /// Measure this machine's floor under a PUT: fsync latency and loopback round trip.
     #[command(
-        long_about = "Measure the two costs no PUT can avoid on this machine: the latency of                       appending a small record and fdatasync-ing it in --dir (use the                       filesystem the data directories live on), and the round trip of a small                       line over loopback TCP. A PUT needs at least two round trips and two                       fsyncs one after the other, so the sum is its latency floor. Prints                       percentiles in microseconds; --json prints one JSON line."
+        long_about = "Measure the two costs no PUT can avoid on this machine: the latency of \
+                      appending a small record and fdatasync-ing it in --dir (use the \
+                      filesystem the data directories live on), and the round trip of a small \
+                      line over loopback TCP. A PUT needs at least two round trips and two \
+                      fsyncs one after the other, so the sum is its latency floor. Prints \
+                      percentiles in microseconds; --json prints one JSON line."
     )]
     Probe(ProbeArgs),
 }
@@ -311,7 +323,7 @@ pub struct BenchArgs {
     /// Where to connect.
     #[command(flatten)]
     pub client: ClientArgs,
-    /// Connections, one thread each (1 to 1024: a port serves 1024 connections at most).
+    /// Connections, all on one thread (1 to 1024: a port serves 1024 connections at most).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub connections: u64,
     /// How long to run, in seconds.
@@ -339,6 +351,10 @@ pub struct BenchArgs {
     /// PUT every key once before measuring, so that GETs find their keys.
     #[arg(long)]
     pub preload: bool,
+    /// The cluster's processes whose CPU time is reported per operation, comma-separated
+    /// (default: the processes on this machine listening on --addr's port).
+    #[arg(long, value_delimiter = ',')]
+    pub pids: Vec<u32>,
 }
 
 #[cfg(test)]

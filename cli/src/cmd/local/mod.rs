@@ -315,7 +315,7 @@ fn print_cluster(plan: &Plan, cluster: &Cluster) {
                 String::new()
             };
             format!(
-                "Redis clients connect to {resp}{note}: redis-cli -h {} -p {}\n",
+                "Redis clients (RESP2) use {resp}{note}: redis-cli -h {} -p {}\n",
                 resp.ip(),
                 resp.port()
             )
