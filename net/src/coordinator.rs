@@ -322,6 +322,8 @@ struct ServerLinks {
     links: BTreeMap<ServerId, [Link; 2]>,
     owners: HashMap<Token, ServerId>,
     events: Vec<LinkEvent>,
+    /// The message being encoded.
+    encoded: Vec<u8>,
 }
 
 impl ServerLinks {
@@ -332,6 +334,7 @@ impl ServerLinks {
             links: BTreeMap::new(),
             owners: HashMap::new(),
             events: Vec::new(),
+            encoded: Vec::new(),
         }
     }
 
@@ -379,7 +382,11 @@ impl ServerLinks {
         let Some(link) = pair.get_mut(LinkUse::of(&msg.msg) as usize) else {
             return;
         };
-        link.send(now_ms, registry, msg.encode(), &mut self.events);
+        // Encoded into a buffer kept across messages, then copied out at its exact size:
+        // growing a fresh buffer step by step cost more than the copy.
+        self.encoded.clear();
+        msg.encode_into(&mut self.encoded);
+        link.send(now_ms, registry, self.encoded.clone(), &mut self.events);
         self.events.clear();
     }
 
