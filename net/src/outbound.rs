@@ -56,6 +56,8 @@ struct Connection {
     established: bool,
     started_ms: u64,
     maybe_readable: bool,
+    /// An event announced the peer's EOF (or an error): read on until it shows.
+    peer_closing: bool,
     splitter: LineSplitter,
 }
 
@@ -171,6 +173,7 @@ impl Link {
             established: false,
             started_ms: now_ms,
             maybe_readable: false,
+            peer_closing: false,
             splitter: LineSplitter::new(self.config.max_frame_bytes),
         });
     }
@@ -231,6 +234,7 @@ impl Link {
         }
         if event.readable {
             conn.maybe_readable = true;
+            conn.peer_closing |= event.read_closed;
         }
         self.pump(now_ms, registry, events);
         self.flush(now_ms, registry, events);
@@ -334,7 +338,14 @@ fn read_lines(
     for _ in 0..READS_PER_TURN {
         match conn.stream.read(scratch) {
             Ok(0) => return Err("closed by the peer"),
-            Ok(n) => conn.splitter.push(scratch.get(..n).unwrap_or_default()),
+            Ok(n) => {
+                conn.splitter.push(scratch.get(..n).unwrap_or_default());
+                // A short read emptied the socket; see `Conn::pump` of the inbound side.
+                if n < scratch.len() && !conn.peer_closing {
+                    conn.maybe_readable = false;
+                    break;
+                }
+            }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                 conn.maybe_readable = false;
                 break;
@@ -456,6 +467,7 @@ mod tests {
                     token: event.token(),
                     readable: event.is_readable() || event.is_read_closed() || event.is_error(),
                     writable: event.is_writable() || event.is_error(),
+                    read_closed: event.is_read_closed() || event.is_error(),
                 };
                 link.on_event(now_ms, poll.registry(), &readiness, events);
             }

@@ -60,6 +60,8 @@ pub(crate) struct Conn<F> {
     /// The socket may hold bytes not read yet: set by a readable event, cleared when a
     /// read would block. Edge-triggered events do not repeat, so this must be kept.
     maybe_readable: bool,
+    /// An event announced the peer's EOF (or an error): read on until it shows.
+    peer_closing: bool,
     /// The last turn stopped with lines possibly still held in the splitter.
     stalled: bool,
     /// Accepted beyond the connection limit, only to be answered `overloaded`.
@@ -92,6 +94,7 @@ impl<F: Framer> Conn<F> {
             reading: Reading::Open,
             peer_eof: false,
             maybe_readable: true,
+            peer_closing: false,
             stalled: false,
             refused: false,
             write_shut_at_ms: None,
@@ -137,9 +140,11 @@ impl<F: Framer> Conn<F> {
         &self.answers
     }
 
-    /// A readable (or error) event arrived.
-    pub(crate) fn mark_readable(&mut self) {
+    /// A readable (or error) event arrived; `read_closed` if it also announced the
+    /// peer's EOF or an error.
+    pub(crate) fn mark_readable(&mut self, read_closed: bool) {
         self.maybe_readable = true;
+        self.peer_closing |= read_closed;
     }
 
     /// A line was over the frame limit: its answer is the last, so no more lines are taken.
@@ -232,6 +237,13 @@ impl<F: Framer> Conn<F> {
                 Ok(n) => {
                     self.last_activity_ms = now_ms;
                     self.framer.push(scratch.get(..n).unwrap_or_default());
+                    // A read that did not fill the buffer emptied the socket: bytes that
+                    // come later raise a new edge, so asking again would only return
+                    // EAGAIN, one system call per request. An EOF that already came
+                    // raises none, so then the loop reads on until it shows.
+                    if n < scratch.len() && !self.peer_closing {
+                        self.maybe_readable = false;
+                    }
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     self.maybe_readable = false;

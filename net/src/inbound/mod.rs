@@ -248,7 +248,7 @@ impl<R, F: Framer> Port<R, F> {
             return;
         };
         if event.readable {
-            conn.mark_readable();
+            conn.mark_readable(event.read_closed);
             self.ready.insert(token);
         }
         if event.writable {
