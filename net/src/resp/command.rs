@@ -65,13 +65,16 @@ const CONFIG: &[(&str, &str)] = &[
     ("timeout", "300"),
 ];
 
-/// What the port makes of one command (its arguments, the name first).
+/// What the port makes of one command (its arguments, the name first). Keys and values
+/// move out of the arguments into the requests, never copied.
 pub(crate) fn decode(args: Vec<Vec<u8>>) -> Decoded<ClientRequest> {
     let Some(name) = args.first() else {
         return Decoded::Answer(reply::redis_error("ERR empty command"));
     };
-    let lower = name.to_ascii_lowercase();
-    let Some(spec) = COMMANDS.iter().find(|spec| spec.name.as_bytes() == lower) else {
+    let Some(spec) = COMMANDS
+        .iter()
+        .find(|spec| spec.name.as_bytes().eq_ignore_ascii_case(name))
+    else {
         return Decoded::Answer(unknown_command(&args));
     };
     let argc = i64::try_from(args.len()).unwrap_or(i64::MAX);
@@ -81,7 +84,8 @@ pub(crate) fn decode(args: Vec<Vec<u8>>) -> Decoded<ClientRequest> {
             spec.name
         )));
     }
-    let rest = args.get(1..).unwrap_or_default();
+    let mut rest = args;
+    rest.remove(0);
     match spec.name {
         "get" => keyed(rest, Shape::Bulk, Join::One, |key| ClientRequest::Get {
             key,
@@ -97,8 +101,8 @@ pub(crate) fn decode(args: Vec<Vec<u8>>) -> Decoded<ClientRequest> {
             key,
         }),
         "quit" => Decoded::Last(reply::simple("OK")),
-        "info" => info(rest),
-        _ => Decoded::Answer(super::admin::answer(spec.name, rest)),
+        "info" => info(&rest),
+        _ => Decoded::Answer(super::admin::answer(spec.name, &rest)),
     }
 }
 
@@ -122,8 +126,8 @@ fn unknown_command(args: &[Vec<u8>]) -> Vec<u8> {
 }
 
 /// A key as the protocol takes it: UTF-8 within the limits, else the JSON port's code.
-fn key_of(bytes: &[u8]) -> Result<String, Vec<u8>> {
-    let key = String::from_utf8(bytes.to_vec())
+fn key_of(bytes: Vec<u8>) -> Result<String, Vec<u8>> {
+    let key = String::from_utf8(bytes)
         .map_err(|_| error_answer(ErrorCode::Malformed, "the key is not UTF-8"))?;
     check_key(&key).map_err(reply::code_error)?;
     Ok(key)
@@ -137,7 +141,7 @@ fn error_answer(code: ErrorCode, message: &str) -> Vec<u8> {
 
 /// A command on one or more keys: one request per key, answered together.
 fn keyed(
-    keys: &[Vec<u8>],
+    keys: Vec<Vec<u8>>,
     shape: Shape,
     join: Join,
     request: fn(String) -> ClientRequest,
@@ -170,8 +174,8 @@ fn keyed(
     Decoded::Many { parts, join }
 }
 
-fn set(args: &[Vec<u8>]) -> Decoded<ClientRequest> {
-    let [key, value] = args else {
+fn set(args: Vec<Vec<u8>>) -> Decoded<ClientRequest> {
+    let Ok::<[Vec<u8>; 2], _>([key, value]) = args.try_into() else {
         return Decoded::Answer(reply::redis_error(
             "ERR syntax error (ringkv's SET takes a key and a value, no options)",
         ));
@@ -180,7 +184,7 @@ fn set(args: &[Vec<u8>]) -> Decoded<ClientRequest> {
         Ok(key) => key,
         Err(answer) => return Decoded::Answer(answer),
     };
-    let Ok(value) = String::from_utf8(value.clone()) else {
+    let Ok(value) = String::from_utf8(value) else {
         return Decoded::Answer(error_answer(ErrorCode::Malformed, "the value is not UTF-8"));
     };
     if let Err(code) = check_value(&value) {

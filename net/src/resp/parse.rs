@@ -167,16 +167,16 @@ impl RespParser {
         if first != b'*' {
             return self.step_inline();
         }
-        let header = match self.header_line() {
-            Ok(Some(header)) => header,
+        let header_len = match self.header_line() {
+            Ok(Some(len)) => len,
             Ok(None) => return Step::NeedMore,
             Err(()) => return Step::Event(RespEvent::Invalid("invalid multibulk length")),
         };
-        let Some(count) = parse_length(header.get(1..).unwrap_or_default()) else {
+        let Some(count) = parse_length(self.unread().get(1..header_len).unwrap_or_default()) else {
             return Step::Event(RespEvent::Invalid("invalid multibulk length"));
         };
-        let frame_bytes = header.len();
-        self.start += header.len();
+        let frame_bytes = header_len;
+        self.start += header_len;
         let Some(count) = count else {
             // `*-1`: a null command, ignored as Redis does.
             return Step::Progress;
@@ -194,8 +194,8 @@ impl RespParser {
     }
 
     fn step_bulk_header(&mut self, left: usize, args: Vec<Vec<u8>>, frame_bytes: usize) -> Step {
-        let header = match self.header_line() {
-            Ok(Some(header)) => header,
+        let header_len = match self.header_line() {
+            Ok(Some(len)) => len,
             Ok(None) => {
                 self.state = State::Multibulk {
                     left,
@@ -206,6 +206,7 @@ impl RespParser {
             }
             Err(()) => return Step::Event(RespEvent::Invalid("invalid bulk length")),
         };
+        let header = self.unread().get(..header_len).unwrap_or_default();
         if header.first() != Some(&b'$') {
             return Step::Event(RespEvent::Invalid("expected '$'"));
         }
@@ -213,11 +214,11 @@ impl RespParser {
             Some(Some(len)) => len,
             _ => return Step::Event(RespEvent::Invalid("invalid bulk length")),
         };
-        let frame_bytes = frame_bytes + header.len();
+        let frame_bytes = frame_bytes + header_len;
         if frame_bytes.saturating_add(len).saturating_add(2) > self.max_frame_bytes {
             return Step::Event(RespEvent::TooLarge);
         }
-        self.start += header.len();
+        self.start += header_len;
         self.state = State::Bulk {
             len,
             left,
@@ -257,13 +258,13 @@ impl RespParser {
         Step::Progress
     }
 
-    /// A header line (`*N\r\n`, `$N\r\n`) with its line end, if whole; an error if it is
-    /// longer than any valid header could be.
-    fn header_line(&self) -> Result<Option<Vec<u8>>, ()> {
+    /// The length of the header line (`*N\r\n`, `$N\r\n`) at the read position, line end
+    /// included, if it is whole; an error if it is longer than any valid header could be.
+    fn header_line(&self) -> Result<Option<usize>, ()> {
         let unread = self.unread();
         let window = unread.get(..MAX_HEADER_BYTES).unwrap_or(unread);
         match window.windows(2).position(|pair| pair == b"\r\n") {
-            Some(at) => Ok(window.get(..at + 2).map(<[u8]>::to_vec)),
+            Some(at) => Ok(Some(at + 2)),
             None if window.len() == MAX_HEADER_BYTES => Err(()),
             None => Ok(None),
         }
@@ -306,10 +307,17 @@ fn parse_length(digits_crlf: &[u8]) -> Option<Option<usize>> {
     if digits == b"-1" {
         return Some(None);
     }
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok().map(Some)
+    let mut n: usize = 0;
+    for &digit in digits {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(usize::from(digit - b'0'))?;
+    }
+    Some(Some(n))
 }
 
 /// Splits an inline command into arguments as redis-cli and Redis do: spaces and tabs

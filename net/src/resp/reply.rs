@@ -36,7 +36,11 @@ impl Shape {
 
 /// Encodes the core's answer `msg` to a request of `shape`.
 pub(crate) fn encode(shape: Shape, msg: &ClientResponse) -> Vec<u8> {
-    let mut out = Vec::with_capacity(32);
+    let capacity = match msg {
+        ClientResponse::Value { value, .. } => value.len() + 16,
+        _ => 32,
+    };
+    let mut out = Vec::with_capacity(capacity);
     match (shape, msg) {
         (_, ClientResponse::Error(reply)) if reply.code == ErrorCode::NotFound => match shape {
             Shape::Bulk => out.extend_from_slice(b"$-1\r\n"),
@@ -111,7 +115,7 @@ pub(crate) fn simple(text: &str) -> Vec<u8> {
 /// `$len\r\nbytes\r\n`.
 pub(crate) fn bulk(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'$');
-    out.extend_from_slice(bytes.len().to_string().as_bytes());
+    decimal(out, bytes.len() as u64);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(bytes);
     out.extend_from_slice(b"\r\n");
@@ -127,8 +131,25 @@ pub(crate) fn integer(out: &mut Vec<u8>, n: i64) {
 /// `*n`: an array header; the elements follow.
 pub(crate) fn array_header(out: &mut Vec<u8>, n: usize) {
     out.push(b'*');
-    out.extend_from_slice(n.to_string().as_bytes());
+    decimal(out, n as u64);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Writes `n` in decimal without a temporary string: every bulk reply has a length.
+fn decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        if let Some(digit) = digits.get_mut(start) {
+            *digit = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(start..).unwrap_or_default());
 }
 
 /// Joins the replies of one command's requests. Any error answers the whole command
