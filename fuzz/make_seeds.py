@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora fuzz/corpus/proto/ and fuzz/corpus/log/ (see docs/fuzzing.md).
+"""Writes the seed corpora fuzz/corpus/proto/, log/ and resp/ (see docs/fuzzing.md).
 
 Run once from anywhere: `python3 fuzz/make_seeds.py`. Files are named `seed_*` because
 .gitignore drops hex-named files (libFuzzer's own discoveries) from fuzz/corpus/*/.
@@ -182,6 +182,33 @@ LOG = {
 }
 
 
+def multibulk(*args):
+    out = b"*%d\r\n" % len(args)
+    for arg in args:
+        out += b"$%d\r\n%s\r\n" % (len(arg), arg)
+    return out
+
+
+RESP = {
+    "set_get": multibulk(b"SET", b"k", b"v") + multibulk(b"GET", b"k"),
+    "benchmark_pipeline": multibulk(b"SET", b"key:000000000042", b"x" * 100) * 4
+    + multibulk(b"GET", b"key:__rand_int__") * 4,
+    "mget_del": multibulk(b"MGET", b"a", b"b", b"c") + multibulk(b"DEL", b"a", b"a"),
+    "inline": b"PING\r\nSET k \"a b\\x41\\n\"\r\nGET 'k'\n\r\n  \r\nECHO x",
+    "empty_and_null": b"*0\r\n*-1\r\n" + multibulk(b"PING"),
+    "crlf_in_bulk": multibulk(b"SET", b"k", b"a\r\nb\r\n"),
+    "bad_length": b"*x\r\n",
+    "bad_bulk": b"*1\r\n$-1\r\n",
+    "missing_dollar": b"*1\r\n:1\r\n",
+    "bad_terminator": b"*1\r\n$1\r\nab\r\n",
+    "unbalanced": b"GET \"k\r\n",
+    "too_large_header": b"*2\r\n$3\r\nSET\r\n$100000\r\n",
+    "too_many_args": b"*1000000\r\n",
+    "long_inline": b"GET " + b"k" * 300 + b"\r\n",
+    "structured": b"SET\xffk\xffv\xfeGET\xffk\xfe\xff",
+}
+
+
 def write(directory, name, data):
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "seed_" + name + ".bin"), "wb") as f:
@@ -197,7 +224,13 @@ def main():
         write(proto_dir, name, stream.encode())
     for name, data in LOG.items():
         write(log_dir, name, data)
-    print("wrote %d proto and %d log seeds" % (len(PROTO) + len(PROTO_STREAMS), len(LOG)))
+    resp_dir = os.path.join(HERE, "corpus", "resp")
+    for name, data in RESP.items():
+        write(resp_dir, name, data)
+    print(
+        "wrote %d proto, %d log and %d resp seeds"
+        % (len(PROTO) + len(PROTO_STREAMS), len(LOG), len(RESP))
+    )
 
 
 if __name__ == "__main__":

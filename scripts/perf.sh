@@ -1,57 +1,141 @@
 #!/usr/bin/env bash
-# Measures what docs/performance.md reports: the floor (fsync, loopback round trip), then
-# ringkv bench against a local 3-server cluster for PUT, GET cache hits and GET cache
-# misses with 1 and 50 connections. Data goes under ./perf-data (removed at the end).
+# Measures what docs/performance.md reports, in one run and one table: for each workload,
+# ringkv through its own bench (JSON port), ringkv through redis-benchmark (RESP port),
+# and Redis (appendonly yes, appendfsync always) through redis-benchmark, side by side,
+# with the CPU time the servers spent per operation (user + system from /proc/PID/stat:
+# the `ringkv local` process holds the whole cluster; redis-server is one process). The
+# clients' own CPU is not counted on either side. Then the issue's targets, met or not.
 #
-#   scripts/perf.sh [DURATION_S]      (default 10 s per run)
+# Needs redis-server and redis-benchmark (Debian: apt-get install redis-server) and
+# python3. Data goes under ./perf-data (removed at the end).
+#
+#   scripts/perf.sh [SCALE]     (default 1: about 2 minutes of load; 2 doubles every run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-duration_s="${1:-10}"
+scale="${1:-1}"
 data=./perf-data
 rm -rf "$data"
 mkdir -p "$data"
+for tool in redis-server redis-benchmark redis-cli python3; do
+    command -v "$tool" >/dev/null || { echo "perf.sh needs $tool" >&2; exit 1; }
+done
 
 cargo build --release -q -p ringkv
 bin=./target/release/ringkv
 
 echo "== machine"
-echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB"
-echo "== floor: ringkv probe --dir $data --samples 5000"
-"$bin" probe --dir "$data" --samples 5000
+echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB; $(uname -sr)"
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $("$bin" --version); $(redis-server --version | cut -d' ' -f1-3)"
 
-"$bin" local --no-console --servers 3 --data-dir "$data/cluster" \
-    --client-addr 127.0.0.1:0 --server-addr 127.0.0.1:0 > "$data/local.out" 2>&1 &
+echo "== floor: ringkv probe --dir $data --samples 2000 --json"
+probe=$("$bin" probe --dir "$data" --samples 2000 --json)
+echo "$probe"
+floor_us=$(echo "$probe" | python3 -c 'import json,sys; print(json.load(sys.stdin)["put_floor_p50_us"])')
+
+"$bin" local --no-console --servers 3 --data-dir "$data/cluster" --client-addr 127.0.0.1:0 \
+    --server-addr 127.0.0.1:0 --resp-addr 127.0.0.1:0 > "$data/local.out" 2>&1 &
 local_pid=$!
-trap 'kill $local_pid 2>/dev/null; wait $local_pid 2>/dev/null; rm -rf "$data"' EXIT
-addr=""
+# Redis takes no port 0: pick a free one.
+redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$data" --appendonly yes \
+    --appendfsync always --save "" --daemonize no > "$data/redis.log" 2>&1 &
+redis_pid=$!
+trap 'kill $local_pid $redis_pid 2>/dev/null; wait $local_pid $redis_pid 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 300); do
-    if grep -q "stop with Ctrl-C" "$data/local.out" 2>/dev/null; then
-        addr=$(grep -oE 'clients connect to [0-9.]+:[0-9]+' "$data/local.out" | awk '{print $4}')
-        break
-    fi
+    grep -q "stop with Ctrl-C" "$data/local.out" 2>/dev/null && break
     sleep 0.1
 done
-[ -n "$addr" ] || { echo "cluster did not start:"; cat "$data/local.out"; exit 1; }
-# Wait until every server registered.
-for _ in $(seq 100); do
-    "$bin" status --addr "$addr" --json | grep -o '"up":true' | wc -l | grep -q 3 && break
-    sleep 0.1
-done
-echo "== cluster at $addr"
+addr=$(grep -oE '^clients connect to [0-9.]+:[0-9]+' "$data/local.out" | awk '{print $4}')
+resp_port=$(grep -oE 'RESP2\) use [0-9.]+:[0-9]+' "$data/local.out" | awk -F: '{print $NF}')
+[ -n "$addr" ] && [ -n "$resp_port" ] || { echo "cluster did not start:"; cat "$data/local.out"; exit 1; }
+for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+echo "== ringkv local (pid $local_pid): JSON $addr, RESP port $resp_port; redis-server (pid $redis_pid) port $redis_port"
 
-run() {
-    local name=$1; shift
-    echo "== $name: ringkv bench --addr ADDR $*"
-    "$bin" bench --addr "$addr" --duration-s "$duration_s" "$@"
+# User + system ticks (1/100 s) of a process, all threads.
+ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+rows="$data/rows.tsv"
+: > "$rows"
+
+# redis-benchmark against PORT, measuring PID's CPU; adds a row: name, tool, ops/s, p50 us, CPU us/op.
+rb() {
+    local name=$1 tool=$2 port=$3 pid=$4 n=$5; shift 5
+    local before after csv
+    before=$(ticks "$pid")
+    csv=$(redis-benchmark -p "$port" -n "$n" -d 100 --csv "$@" | tail -1)
+    after=$(ticks "$pid")
+    echo "   $tool: redis-benchmark -n $n -d 100 $*: $csv"
+    echo "$csv" | awk -F'","' -v name="$name" -v tool="$tool" -v n="$n" -v t=$((after - before)) \
+        '{ printf "%s\t%s\t%.0f\t%.0f\t%.1f\n", name, tool, $2, $5 * 1000, t * 10000 / n }' >> "$rows"
 }
 
-for c in 1 50; do
-    run "PUT, $c connections" --connections "$c" --get-percent 0 --keys 10000 --value-bytes 100
+# ringkv bench against the JSON port; adds a row the same way.
+jb() {
+    local name=$1; shift
+    local json
+    json=$("$bin" bench --addr "$addr" --json --pids "$local_pid" --value-bytes 100 "$@")
+    echo "   ringkv bench $*: $json"
+    echo "$json" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+kind = "put" if r["put"]["count"] >= r["get"]["count"] else "get"
+print("\t".join([sys.argv[1], "ringkv-json", "%.0f" % r["ops_per_s"], str(r[kind]["p50_us"]),
+                 "%.1f" % r["cpu"]["cluster_us_per_op"]]))' "$name" >> "$rows"
+}
+
+d=$((10 * scale))
+echo "== SET/PUT, 1 connection"
+jb "SET, 1 conn" --connections 1 --get-percent 0 --keys 100000 --duration-s "$d"
+rb "SET, 1 conn" ringkv-resp "$resp_port" "$local_pid" $((10000 * scale)) -t set -c 1 -r 100000
+rb "SET, 1 conn" redis "$redis_port" "$redis_pid" $((20000 * scale)) -t set -c 1 -r 100000
+echo "== SET/PUT, 50 connections"
+jb "SET, 50 conns" --connections 50 --get-percent 0 --keys 100000 --duration-s "$d"
+rb "SET, 50 conns" ringkv-resp "$resp_port" "$local_pid" $((100000 * scale)) -t set -c 50 -r 100000
+rb "SET, 50 conns" redis "$redis_port" "$redis_pid" $((200000 * scale)) -t set -c 50 -r 100000
+echo "== GET, cache hits (100 keys), 50 connections"
+# Every one of the 100 keys redis-benchmark -r 100 picks from is written first.
+for port in "$resp_port" "$redis_port"; do
+    for i in $(seq 0 99); do printf 'SET key:%012d %0100d\r\n' "$i" 0; done | redis-cli -p "$port" > /dev/null
 done
-for c in 1 50; do
-    run "GET, cache hits, $c connections" --connections "$c" --get-percent 100 --keys 100 --value-bytes 100 --preload
-done
-for c in 1 50; do
-    run "GET, cache misses, $c connections" --connections "$c" --get-percent 100 --keys 50000 --value-bytes 100 --preload
-done
-run "90% GET / 10% PUT, 50 connections" --connections 50 --get-percent 90 --keys 10000 --value-bytes 100 --preload
+jb "GET hit, 50 conns" --connections 50 --get-percent 100 --keys 100 --preload --duration-s "$d"
+rb "GET hit, 50 conns" ringkv-resp "$resp_port" "$local_pid" $((300000 * scale)) -t get -c 50 -r 100
+rb "GET hit, 50 conns" redis "$redis_port" "$redis_pid" $((300000 * scale)) -t get -c 50 -r 100
+echo "== GET, cache hits, 50 connections, pipeline 16"
+jb "GET hit, 50 conns, P16" --connections 50 --pipeline 16 --get-percent 100 --keys 100 --duration-s "$d"
+rb "GET hit, 50 conns, P16" ringkv-resp "$resp_port" "$local_pid" $((2000000 * scale)) -t get -c 50 -r 100 -P 16
+rb "GET hit, 50 conns, P16" redis "$redis_port" "$redis_pid" $((2000000 * scale)) -t get -c 50 -r 100 -P 16
+
+python3 - "$rows" "$floor_us" <<'EOF'
+import sys
+rows, floor_us = sys.argv[1], float(sys.argv[2])
+data, order = {}, []
+for line in open(rows):
+    name, tool, ops, p50, cpu = line.rstrip("\n").split("\t")
+    if name not in data:
+        order.append(name)
+    data.setdefault(name, {})[tool] = (float(ops), float(p50), float(cpu))
+print()
+print("| workload | ringkv bench (JSON) ops/s, p50 us, CPU us/op | ringkv via redis-benchmark | Redis (appendfsync always) | ringkv/Redis ops/s | ringkv/Redis CPU per op |")
+print("| --- | ---: | ---: | ---: | ---: | ---: |")
+cell = lambda t: "%s, %d, %.1f" % (format(int(t[0]), ","), t[1], t[2])
+for name in order:
+    r = data[name]
+    j, k, x = r["ringkv-json"], r["ringkv-resp"], r["redis"]
+    print("| %s | %s | %s | %s | %.2fx | %.2fx |" % (name, cell(j), cell(k), cell(x), k[0] / x[0], k[2] / x[2]))
+def ratio(name, i):
+    return data[name]["ringkv-resp"][i] / data[name]["redis"][i]
+targets = [
+    ("redis-benchmark -t set, 50 conns: ringkv >= 0.5x Redis ops/s", ratio("SET, 50 conns", 0), ">=", 0.5),
+    ("redis-benchmark -t get (cache hits), 50 conns: >= 0.8x", ratio("GET hit, 50 conns", 0), ">=", 0.8),
+    ("redis-benchmark -t get, 50 conns, -P 16: >= 0.5x", ratio("GET hit, 50 conns, P16", 0), ">=", 0.5),
+    ("PUT p50, 1 conn (ringkv bench) <= 1.5x the probe's floor (%d us)" % floor_us,
+     data["SET, 1 conn"]["ringkv-json"][1] / floor_us, "<=", 1.5),
+    ("CPU per PUT, 50 conns <= 2x Redis's per SET", ratio("SET, 50 conns", 2), "<=", 2.0),
+    ("CPU per GET, 50 conns <= 1x Redis's", ratio("GET hit, 50 conns", 2), "<=", 1.0),
+]
+print()
+print("| target | measured | met |")
+print("| --- | ---: | --- |")
+for text, value, op, bound in targets:
+    met = value >= bound if op == ">=" else value <= bound
+    print("| %s | %.2fx | %s |" % (text, value, "yes" if met else "no"))
+EOF

@@ -11,6 +11,9 @@ use ringkv_core::limits::{DEFAULT_MAX_FRAME_BYTES, MAX_VALUE_BYTES};
 pub const DEFAULT_CLIENT_ADDR: &str = "127.0.0.1:8080";
 /// The default registration port of the coordinator, as the protocol names it.
 pub const DEFAULT_SERVER_ADDR: &str = "127.0.0.1:9090";
+/// Where `ringkv local` opens its RESP2 port: Redis's port, so that redis-cli works
+/// without flags.
+pub const DEFAULT_LOCAL_RESP_ADDR: &str = "127.0.0.1:6379";
 /// The phase-1 timeout of two-phase commit, as the protocol sets it.
 pub const DEFAULT_TIMEOUT_MS: u64 = 3000;
 
@@ -51,7 +54,9 @@ pub enum Command {
                       <DATA_DIR>/server-<i> under a fixed ID (i * ((2^64-1) / N), evenly spaced on \
                       the ring), so running `ringkv local` again on the same data directory with \
                       the same --servers brings the same servers and data back. Servers listen \
-                      on free loopback ports.\n\n\
+                      on free loopback ports. The coordinator also speaks RESP2 on --resp-addr \
+                      (127.0.0.1:6379 by default, a free port if that one is taken), so that \
+                      redis-cli and redis-benchmark work against the cluster.\n\n\
                       Prints the ring once every server registered. If stdin and stdout are terminals, \
                       opens the console against the cluster; leaving it (exit, quit, Ctrl-D, \
                       Ctrl-C) stops the cluster. Otherwise runs until SIGINT or SIGTERM. A \
@@ -60,10 +65,11 @@ pub enum Command {
     Local(LocalArgs),
     /// Run one coordinator until SIGINT/SIGTERM.
     #[command(
-        long_about = "Run one coordinator until SIGINT or SIGTERM. As soon as both ports listen, \
-                      prints `client HOST:PORT` and `server HOST:PORT` on stdout (port 0 resolved \
-                      to the port actually bound), so that scripts can read them. Exits 2 if it \
-                      cannot start (a port in use, a bad setting)."
+        long_about = "Run one coordinator until SIGINT or SIGTERM. As soon as its ports listen, \
+                      prints `client HOST:PORT` and `server HOST:PORT` on stdout (and `resp \
+                      HOST:PORT` with --resp-addr; port 0 resolved to the port actually bound), \
+                      so that scripts can read them. Exits 2 if it cannot start (a port in use, \
+                      a bad setting)."
     )]
     Coordinator(CoordinatorArgs),
     /// Run one KV server until SIGINT/SIGTERM.
@@ -116,19 +122,31 @@ pub enum Command {
     Status(StatusArgs),
     /// Closed-loop load generator: ops/s and latency percentiles.
     #[command(
-        long_about = "Closed-loop load generator. C connections, one thread each, keep up to Q \
-                      requests in flight each (pipelined), on random keys k0..k{K-1}, GET with \
-                      the given percentage and PUT of B-byte values otherwise. Runs for \
-                      --duration-s seconds or until --ops operations completed (Ctrl-C stops \
-                      early and still reports). Prints ops/s, p50/p99/p99.9/max latency in \
-                      microseconds per operation kind, GET misses (not_found: not an error), and \
-                      error answers by code; --json prints one JSON line instead. Exits 2 if it cannot connect or a connection is \
-                      lost; error answers are reported, not fatal."
+        long_about = "Closed-loop load generator. C connections, all driven by one event-driven \
+                      thread, keep up to Q requests in flight each (pipelined), on random keys \
+                      k0..k{K-1}, GET with the given percentage and PUT of B-byte values \
+                      otherwise. Runs for --duration-s seconds or until --ops operations \
+                      completed (Ctrl-C stops early and still reports). Prints ops/s, \
+                      p50/p99/p99.9/max latency in microseconds per operation kind, GET misses \
+                      (not_found: not an error), error answers by code, and the CPU time \
+                      (user + system, from /proc/PID/stat) the cluster's processes and the \
+                      bench itself spent per operation during the measured phase: on a shared \
+                      machine that figure stays comparable where ops/s does not. The cluster's \
+                      processes are those given with --pids, or else the processes of this \
+                      machine listening on --addr's port (for `ringkv local`, the whole \
+                      cluster; for separate processes, only the coordinator: name them all \
+                      with --pids). --json prints one JSON line instead. Exits 2 if it cannot \
+                      connect or a connection is lost; error answers are reported, not fatal."
     )]
     Bench(BenchArgs),
     /// Measure this machine's floor under a PUT: fsync latency and loopback round trip.
     #[command(
-        long_about = "Measure the two costs no PUT can avoid on this machine: the latency of                       appending a small record and fdatasync-ing it in --dir (use the                       filesystem the data directories live on), and the round trip of a small                       line over loopback TCP. A PUT needs at least two round trips and two                       fsyncs one after the other, so the sum is its latency floor. Prints                       percentiles in microseconds; --json prints one JSON line."
+        long_about = "Measure the two costs no PUT can avoid on this machine: the latency of \
+                      appending a small record and fdatasync-ing it in --dir (use the \
+                      filesystem the data directories live on), and the round trip of a small \
+                      line over loopback TCP. A PUT needs at least two round trips and two \
+                      fsyncs one after the other, so the sum is its latency floor. Prints \
+                      percentiles in microseconds; --json prints one JSON line."
     )]
     Probe(ProbeArgs),
 }
@@ -148,6 +166,10 @@ pub struct LocalArgs {
     /// The coordinator's registration port for KV servers (HOST:PORT; port 0 picks a free one).
     #[arg(long, default_value = DEFAULT_SERVER_ADDR)]
     pub server_addr: String,
+    /// The coordinator's RESP2 port for Redis clients (redis-cli, redis-benchmark). If
+    /// this port is taken, a free port on the same host is used instead and printed.
+    #[arg(long, default_value = DEFAULT_LOCAL_RESP_ADDR)]
+    pub resp_addr: String,
     /// Phase-1 timeout of two-phase commit, in milliseconds (1 to 3600000).
     #[arg(long, default_value_t = DEFAULT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=ringkv_core::limits::MAX_TIMEOUT_MS))]
     pub timeout_ms: u64,
@@ -165,6 +187,10 @@ pub struct CoordinatorArgs {
     /// The registration port for KV servers (HOST:PORT; port 0 picks a free one).
     #[arg(long, default_value = DEFAULT_SERVER_ADDR)]
     pub server_addr: String,
+    /// Also listen for Redis clients here (RESP2: GET, SET, DEL, EXISTS, MGET, INFO, ...;
+    /// HOST:PORT, port 0 picks a free one). Off unless given.
+    #[arg(long)]
+    pub resp_addr: Option<String>,
     /// How many KV servers make the ring complete (at least 2). Until that many
     /// registered, GET/PUT/DEL answer `unavailable`.
     #[arg(long, value_parser = clap::value_parser!(u64).range(2..=65_536))]
@@ -312,7 +338,7 @@ pub struct BenchArgs {
     /// Where to connect.
     #[command(flatten)]
     pub client: ClientArgs,
-    /// Connections, one thread each (1 to 1024: a port serves 1024 connections at most).
+    /// Connections, all on one thread (1 to 1024: a port serves 1024 connections at most).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub connections: u64,
     /// How long to run, in seconds.
@@ -340,6 +366,10 @@ pub struct BenchArgs {
     /// PUT every key once before measuring, so that GETs find their keys.
     #[arg(long)]
     pub preload: bool,
+    /// The cluster's processes whose CPU time is reported per operation, comma-separated
+    /// (default: the processes on this machine listening on --addr's port).
+    #[arg(long, value_delimiter = ',')]
+    pub pids: Vec<u32>,
 }
 
 #[cfg(test)]

@@ -114,8 +114,22 @@ fn bench_reports_every_operation_as_json() {
         assert!(p50 > 0 && p50 <= max, "{report}");
     }
     assert!(report["ops_per_s"].as_f64().unwrap() > 0.0);
+    // Without --pids, the process listening on --addr is measured: the coordinator.
+    assert_eq!(
+        report["cpu"]["pids"],
+        serde_json::json!([cluster.coordinator.pid()]),
+        "{report}"
+    );
+    assert!(
+        report["cpu"]["cluster_us_per_op"].as_f64().is_some(),
+        "{report}"
+    );
 
-    // With every key written first, no GET misses.
+    // With every key written first, no GET misses; --pids names the processes measured.
+    let all: Vec<u32> = std::iter::once(cluster.coordinator.pid())
+        .chain(cluster.servers.iter().map(|server| server.pid()))
+        .collect();
+    let pids = all.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     let preloaded = run(&[
         "bench",
         "--addr",
@@ -128,11 +142,14 @@ fn bench_reports_every_operation_as_json() {
         "50",
         "--preload",
         "--json",
+        "--pids",
+        &pids,
     ]);
     assert_eq!(code(preloaded.status), 0, "{}", stderr(&preloaded));
     let report: serde_json::Value = serde_json::from_str(stdout(&preloaded).trim()).unwrap();
     assert_eq!(report["ops"], 500);
     assert_eq!(report["get"]["misses"], 0, "{report}");
+    assert_eq!(report["cpu"]["pids"], serde_json::json!(all), "{report}");
 }
 
 #[test]

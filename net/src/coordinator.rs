@@ -21,10 +21,11 @@ use ringkv_core::Role;
 use crate::datadir::DataDir;
 use crate::error::NetError;
 use crate::event_loop::{earliest, EventLoop, Readiness};
-use crate::inbound::{Port, PortSpec};
+use crate::inbound::{decoded_line, Port, PortSpec};
 use crate::limits::NetLimits;
 use crate::logfile::{refuse_damage, LogFile};
 use crate::outbound::{Link, LinkConfig, LinkEvent};
+use crate::resp::RespParser;
 use crate::tokens::{kind_of, Kind, TokenSource};
 
 /// The first wait before connecting again to a server that failed; doubles up to the max.
@@ -43,6 +44,8 @@ pub struct CoordinatorOptions {
     pub client_addr: SocketAddr,
     /// The registration port KV servers connect to (9090 by default in the CLI).
     pub server_addr: SocketAddr,
+    /// The RESP2 port for Redis clients; `None` leaves it closed.
+    pub resp_addr: Option<SocketAddr>,
     /// The protocol's settings. Without a data directory, `epoch_floor` is replaced by
     /// the wall clock's seconds, so that transaction IDs still differ across restarts.
     pub config: CoordinatorConfig,
@@ -65,6 +68,8 @@ pub struct CoordinatorAddrs {
     pub client: SocketAddr,
     /// The registration port.
     pub server: SocketAddr,
+    /// The RESP2 port, if one was asked for.
+    pub resp: Option<SocketAddr>,
 }
 
 /// Runs the coordinator until `shutdown` is triggered. Calls `on_ready` once both
@@ -96,13 +101,25 @@ pub fn run_coordinator(
         register_spec(),
         opts.limits.clone(),
     )?;
+    let resp = match opts.resp_addr {
+        Some(addr) => Some(Port::bind(
+            addr,
+            Kind::PortC,
+            registry,
+            crate::resp::spec(),
+            opts.limits.clone(),
+        )?),
+        None => None,
+    };
     let addrs = CoordinatorAddrs {
         client: clients.local_addr()?,
         server: registrations.local_addr()?,
+        resp: resp.as_ref().map(Port::local_addr).transpose()?,
     };
     tracing::info!(
         client = %addrs.client,
         server = %addrs.server,
+        resp = ?addrs.resp,
         expected_servers = config.expected_servers,
         "coordinator listening"
     );
@@ -112,6 +129,7 @@ pub fn run_coordinator(
         log,
         failure: None,
         clients,
+        resp,
         registrations,
         servers: ServerLinks::new(LinkConfig {
             max_queued_bytes: opts.limits.max_outbound_bytes_per_connection,
@@ -126,10 +144,12 @@ pub fn run_coordinator(
         let deadline = earliest([
             shell.core.poll_timeout(),
             shell.clients.next_deadline_ms(),
+            shell.resp.as_ref().and_then(Port::next_deadline_ms),
             shell.registrations.next_deadline_ms(),
             shell.servers.next_deadline_ms(),
         ]);
         let busy = shell.clients.has_ready()
+            || shell.resp.as_ref().is_some_and(Port::has_ready)
             || shell.registrations.has_ready()
             || shell.servers.has_ready();
         let now_ms = ev.wait(deadline, busy, &mut ready)?;
@@ -218,13 +238,15 @@ fn client_spec() -> PortSpec<ClientRequest> {
     PortSpec {
         name: "client",
         decode: |line| {
-            ClientRequest::decode(line).map_err(|err| {
+            decoded_line(ClientRequest::decode(&line).map_err(|err| {
                 Envelope::with_id(err.id.clone(), ClientResponse::Error(err.reply())).encode()
-            })
+            }))
         },
         error_line: |code| Envelope::bare(ClientResponse::error(code)).encode(),
+        protocol_error: |_| Envelope::bare(ClientResponse::error(ErrorCode::Malformed)).encode(),
         idle_timeout: true,
         access: ClientRequest::access,
+        first_handle: 1,
     }
 }
 
@@ -232,14 +254,23 @@ fn register_spec() -> PortSpec<Register> {
     PortSpec {
         name: "register",
         decode: |line| {
-            Register::decode(line)
-                .map_err(|err| Envelope::bare(RegisterResponse::Error(err.reply())).encode())
+            decoded_line(
+                Register::decode(&line)
+                    .map_err(|err| Envelope::bare(RegisterResponse::Error(err.reply())).encode()),
+            )
         },
         error_line: |code: ErrorCode| {
             Envelope::bare(RegisterResponse::Error(ErrorReply::new(code))).encode()
         },
+        protocol_error: |_| {
+            Envelope::bare(RegisterResponse::Error(ErrorReply::new(
+                ErrorCode::Malformed,
+            )))
+            .encode()
+        },
         idle_timeout: false,
         access: |_| None,
+        first_handle: 1,
     }
 }
 
@@ -250,6 +281,8 @@ struct Shell {
     /// A failure of the log, which stops the loop.
     failure: Option<NetError>,
     clients: Port<ClientRequest>,
+    /// The RESP2 port: the same requests as `clients`, another wire format.
+    resp: Option<Port<ClientRequest, RespParser>>,
     registrations: Port<Register>,
     servers: ServerLinks,
 }
@@ -261,6 +294,11 @@ impl Shell {
         for event in ready {
             match kind_of(event.token) {
                 Some(Kind::PortA) => self.clients.on_event(now_ms, registry, event),
+                Some(Kind::PortC) => {
+                    if let Some(resp) = &mut self.resp {
+                        resp.on_event(now_ms, registry, event);
+                    }
+                }
                 Some(Kind::PortB) => self.registrations.on_event(now_ms, registry, event),
                 Some(Kind::Link) => self.servers.on_event(now_ms, registry, event, &mut answers),
                 Some(Kind::Waker) | None => {}
@@ -275,6 +313,9 @@ impl Shell {
         }
         let mut requests = Vec::new();
         self.clients.take_requests(now_ms, registry, &mut requests);
+        if let Some(resp) = &mut self.resp {
+            resp.take_requests(now_ms, registry, &mut requests);
+        }
         for (from, msg) in requests {
             self.handle(now_ms, registry, CoordinatorInput::Client { from, msg });
         }
@@ -297,6 +338,10 @@ impl Shell {
         self.clients.sweep(now_ms, registry);
         self.registrations.sweep(now_ms, registry);
         self.clients.flush(now_ms, registry);
+        if let Some(resp) = &mut self.resp {
+            resp.sweep(now_ms, registry);
+            resp.flush(now_ms, registry);
+        }
         self.registrations.flush(now_ms, registry);
         self.servers.flush(now_ms, registry);
     }
@@ -306,7 +351,12 @@ impl Shell {
         self.core.handle(now_ms, input);
         while let Some(output) = self.core.poll_output() {
             match output {
-                CoordinatorOutput::ClientReply { to, msg } => self.clients.reply(to, &msg),
+                CoordinatorOutput::ClientReply { to, msg } => match &mut self.resp {
+                    Some(resp) if resp.owns(to) => {
+                        resp.reply_with(to, crate::resp::answer_encoder(&msg))
+                    }
+                    _ => self.clients.reply(to, &msg),
+                },
                 CoordinatorOutput::RegisterReply { to, msg } => self.registrations.reply(to, &msg),
                 CoordinatorOutput::Send { server, msg } => {
                     self.servers.send(now_ms, registry, server, &msg)
@@ -362,6 +412,8 @@ struct ServerLinks {
     links: BTreeMap<ServerId, [Link; 2]>,
     owners: HashMap<Token, ServerId>,
     events: Vec<LinkEvent>,
+    /// The message being encoded.
+    encoded: Vec<u8>,
 }
 
 impl ServerLinks {
@@ -372,6 +424,7 @@ impl ServerLinks {
             links: BTreeMap::new(),
             owners: HashMap::new(),
             events: Vec::new(),
+            encoded: Vec::new(),
         }
     }
 
@@ -419,7 +472,11 @@ impl ServerLinks {
         let Some(link) = pair.get_mut(LinkUse::of(&msg.msg) as usize) else {
             return;
         };
-        link.send(now_ms, registry, msg.encode(), &mut self.events);
+        // Encoded into a buffer kept across messages, then copied out at its exact size:
+        // growing a fresh buffer step by step cost more than the copy.
+        self.encoded.clear();
+        msg.encode_into(&mut self.encoded);
+        link.send(now_ms, registry, self.encoded.clone(), &mut self.events);
         self.events.clear();
     }
 

@@ -82,6 +82,7 @@ impl EventLoop {
             token: event.token(),
             readable: event.is_readable() || event.is_read_closed() || event.is_error(),
             writable: event.is_writable() || event.is_write_closed() || event.is_error(),
+            read_closed: event.is_read_closed() || event.is_error(),
         }));
         Ok(self.clock.now_ms())
     }
@@ -96,6 +97,9 @@ pub(crate) struct Readiness {
     pub(crate) readable: bool,
     /// The socket may take bytes (or a connect completed or failed).
     pub(crate) writable: bool,
+    /// The peer's EOF (or an error) has arrived: read until it shows, even past a short
+    /// read, for no later event will say so again.
+    pub(crate) read_closed: bool,
 }
 
 /// The earliest of some optional deadlines.

@@ -8,6 +8,7 @@
 //!
 //! Two roles run here, one event loop each, on the calling thread:
 //! [`run_coordinator`] and [`run_server`]. [`Shutdown`] stops them from another thread.
+//! The coordinator may also speak RESP2 on a port of its own ([`resp`]).
 
 #![warn(missing_docs)]
 
@@ -20,6 +21,7 @@ mod inbound;
 mod limits;
 mod logfile;
 mod outbound;
+pub mod resp;
 mod seed;
 mod server;
 mod shutdown;

@@ -1,10 +1,12 @@
-//! The write-ahead log on disk: appends as the replica asks for them, and one fdatasync
-//! for all the appends of a loop iteration (group commit).
+//! The write-ahead log on disk: appends as the replica asks for them, and one write and
+//! one fdatasync for all the appends of a loop iteration (group commit).
 
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use ringkv_core::log::AfterPrefix;
 use ringkv_core::replica::{LogReader, PersistToken, StorageError};
@@ -17,13 +19,17 @@ pub(crate) const LOG_FILE: &str = "wal.log";
 
 /// The log file as the replica writes it.
 ///
-/// Appends go to the file at once (the page cache); [`LogFile::sync`] makes everything
-/// appended durable with one `fdatasync` and names the last write it covers, so every
-/// answer waiting on any of those writes can go out. An error is final: after a failed
-/// fsync the kernel may have dropped the dirty pages, so nothing may be acknowledged.
+/// Appends collect in memory; [`LogFile::sync`] writes them with one `write` and makes
+/// them durable with one `fdatasync`, and names the last append it covers, so every
+/// answer waiting on any of them can go out. (A write per append was one system call per
+/// record, four per PUT.) Reads see appends not yet written. An error is final: after a
+/// failed fsync the kernel may have dropped the dirty pages, so nothing may be
+/// acknowledged.
 pub(crate) struct LogFile {
     path: PathBuf,
     file: File,
+    /// Appends not yet written, shared with the readers.
+    pending: Rc<RefCell<Pending>>,
     /// The last write appended and not yet synced.
     unsynced: Option<PersistToken>,
     /// Syncs done, for the statistics logged at shutdown.
@@ -57,9 +63,14 @@ impl LogFile {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(|err| NetError::io(format!("reading the log {}", path.display()), err))?;
+        let pending = Pending {
+            file_len: bytes.len() as u64,
+            bytes: Vec::new(),
+        };
         let log = Self {
             path,
             file,
+            pending: Rc::new(RefCell::new(pending)),
             unsynced: None,
             syncs: 0,
         };
@@ -68,6 +79,8 @@ impl LogFile {
 
     /// Cuts a torn or corrupt tail off, durably, so that appends follow valid records.
     pub(crate) fn truncate(&mut self, len: u64) -> Result<(), NetError> {
+        self.write_pending()?;
+        self.pending.borrow_mut().file_len = len;
         self.file
             .set_len(len)
             .and_then(|()| self.file.sync_all())
@@ -82,7 +95,10 @@ impl LogFile {
     /// A reader of the same file, for the replica to read values back.
     pub(crate) fn reader(&self) -> Result<FileLogReader, NetError> {
         File::open(&self.path)
-            .map(|file| FileLogReader { file })
+            .map(|file| FileLogReader {
+                file,
+                pending: Rc::clone(&self.pending),
+            })
             .map_err(|err| {
                 NetError::io(
                     format!("opening the log {} for reading", self.path.display()),
@@ -91,12 +107,25 @@ impl LogFile {
             })
     }
 
-    /// Appends the bytes of write `token`; durable only after the next [`LogFile::sync`].
+    /// Appends the bytes of write `token`; written and durable at the next
+    /// [`LogFile::sync`].
     pub(crate) fn append(&mut self, token: PersistToken, bytes: &[u8]) -> Result<(), NetError> {
-        self.file.write_all(bytes).map_err(|err| {
+        self.pending.borrow_mut().bytes.extend_from_slice(bytes);
+        self.unsynced = Some(token);
+        Ok(())
+    }
+
+    /// Writes the appends held in memory to the file (not yet durable).
+    fn write_pending(&mut self) -> Result<(), NetError> {
+        let mut pending = self.pending.borrow_mut();
+        if pending.bytes.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(&pending.bytes).map_err(|err| {
             NetError::io(format!("appending to the log {}", self.path.display()), err)
         })?;
-        self.unsynced = Some(token);
+        pending.file_len += pending.bytes.len() as u64;
+        pending.bytes.clear();
         Ok(())
     }
 
@@ -106,6 +135,7 @@ impl LogFile {
         let Some(token) = self.unsynced else {
             return Ok(None);
         };
+        self.write_pending()?;
         self.file
             .sync_data()
             .map_err(|err| NetError::io(format!("syncing the log {}", self.path.display()), err))?;
@@ -157,20 +187,58 @@ pub(crate) fn refuse_damage(
     })
 }
 
+impl Drop for LogFile {
+    /// Appends still in memory reach the file (not durably), as they did when every
+    /// append was written at once; nothing was acknowledged on them.
+    fn drop(&mut self) {
+        if let Err(err) = self.write_pending() {
+            tracing::warn!(%err, "writing the last appends of the log failed");
+        }
+    }
+}
+
+/// Appends not yet written to the file, and how long the file is: a read past the file
+/// is served from here.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    file_len: u64,
+    bytes: Vec<u8>,
+}
+
 /// Reads values back from the log file for the replica, with positioned reads on a
 /// read-only handle so that they do not move the appending handle.
 pub(crate) struct FileLogReader {
     file: File,
+    pending: Rc<RefCell<Pending>>,
 }
 
 impl LogReader for FileLogReader {
     fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, StorageError> {
-        let mut buf = vec![0; len];
-        self.file.read_exact_at(&mut buf, offset).map_err(|err| {
+        let fail = |why: String| {
             StorageError(format!(
-                "reading {len} bytes at offset {offset} of the log: {err}"
+                "reading {len} bytes at offset {offset} of the log: {why}"
             ))
-        })?;
+        };
+        let pending = self.pending.borrow();
+        let end = offset
+            .checked_add(len as u64)
+            .ok_or_else(|| fail("the range overflows".into()))?;
+        // The part in the file, then the part still in memory.
+        let in_file = end.min(pending.file_len).saturating_sub(offset);
+        let mut buf = vec![0; usize::try_from(in_file).map_err(|err| fail(err.to_string()))?];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(|err| fail(err.to_string()))?;
+        if end > pending.file_len {
+            let from = offset.saturating_sub(pending.file_len);
+            let to = end - pending.file_len;
+            let held = usize::try_from(from)
+                .ok()
+                .zip(usize::try_from(to).ok())
+                .and_then(|(from, to)| pending.bytes.get(from..to))
+                .ok_or_else(|| fail("past the end".into()))?;
+            buf.extend_from_slice(held);
+        }
         Ok(buf)
     }
 }
@@ -201,6 +269,30 @@ mod tests {
             reader.read_at(100, 3).is_err(),
             "reads past the end fail, never panic"
         );
+    }
+
+    #[test]
+    fn appends_are_written_at_the_sync_and_readable_before() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut log, _) = LogFile::open(tmp.path()).unwrap();
+        log.append(PersistToken(1), b"abc").unwrap();
+        log.sync().unwrap();
+        log.append(PersistToken(2), b"def").unwrap();
+        let on_disk = std::fs::read(tmp.path().join(LOG_FILE)).unwrap();
+        assert_eq!(on_disk, b"abc", "an append waits for the sync");
+        let reader = log.reader().unwrap();
+        assert_eq!(reader.read_at(3, 3).unwrap(), b"def", "held in memory");
+        assert_eq!(
+            reader.read_at(1, 4).unwrap(),
+            b"bcde",
+            "across the file's end"
+        );
+        assert!(reader.read_at(4, 3).is_err(), "past everything");
+        assert!(reader.read_at(u64::MAX, 2).is_err(), "overflow");
+        log.sync().unwrap();
+        let on_disk = std::fs::read(tmp.path().join(LOG_FILE)).unwrap();
+        assert_eq!(on_disk, b"abcdef");
+        assert_eq!(reader.read_at(3, 3).unwrap(), b"def", "from the file now");
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use mio::Registry;
 use ringkv_core::log::StopReason;
 use ringkv_core::proto::{
-    Envelope, ErrorReply, ParticipantRequest, ParticipantResponse, Register, RegisterResponse,
-    WireMessage,
+    Envelope, ErrorCode, ErrorReply, ParticipantRequest, ParticipantResponse, Register,
+    RegisterResponse, WireMessage,
 };
 use ringkv_core::registration::{
     Registrar, RegistrationConfig, RegistrationInput, RegistrationOutput,
@@ -19,7 +19,7 @@ use ringkv_core::Role;
 use crate::datadir::DataDir;
 use crate::error::NetError;
 use crate::event_loop::{earliest, EventLoop, Readiness};
-use crate::inbound::{Port, PortSpec};
+use crate::inbound::{decoded_line, Port, PortSpec};
 use crate::limits::NetLimits;
 use crate::logfile::{refuse_damage, FileLogReader, LogFile};
 use crate::outbound::{Link, LinkConfig, LinkEvent};
@@ -201,25 +201,35 @@ struct Addressed {
 fn participant_spec() -> PortSpec<Addressed> {
     PortSpec {
         name: "participant",
-        decode: |line| match Envelope::<ParticipantRequest>::decode(line) {
-            Ok(envelope) => {
-                let msg = Addressed {
-                    msg: envelope.msg,
-                    to: envelope.server,
-                };
-                Ok(Envelope::with_id(envelope.id, msg))
-            }
-            Err(err) => Err(Envelope::with_id(
-                err.id.clone(),
-                ParticipantResponse::Error(err.reply()),
-            )
-            .encode()),
+        decode: |line| {
+            let decoded = match Envelope::<ParticipantRequest>::decode(&line) {
+                Ok(envelope) => {
+                    let msg = Addressed {
+                        msg: envelope.msg,
+                        to: envelope.server,
+                    };
+                    Ok(Envelope::with_id(envelope.id, msg))
+                }
+                Err(err) => Err(Envelope::with_id(
+                    err.id.clone(),
+                    ParticipantResponse::Error(err.reply()),
+                )
+                .encode()),
+            };
+            decoded_line(decoded)
         },
         error_line: |code| {
             Envelope::bare(ParticipantResponse::Error(ErrorReply::new(code))).encode()
         },
+        protocol_error: |_| {
+            Envelope::bare(ParticipantResponse::Error(ErrorReply::new(
+                ErrorCode::Malformed,
+            )))
+            .encode()
+        },
         idle_timeout: true,
         access: |_| None,
+        first_handle: 1,
     }
 }
 

@@ -19,6 +19,8 @@ pub(crate) enum Kind {
     PortB = 2,
     /// Outgoing connections.
     Link = 3,
+    /// The third listening port (the coordinator's RESP port) and its connections.
+    PortC = 4,
 }
 
 impl Kind {
@@ -28,6 +30,7 @@ impl Kind {
             1 => Some(Kind::PortA),
             2 => Some(Kind::PortB),
             3 => Some(Kind::Link),
+            4 => Some(Kind::PortC),
             _ => None,
         }
     }

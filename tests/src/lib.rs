@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod resp;
+
 /// The `ringkv` binary of this build: next to the test executable's `deps` folder, or
 /// named by `RINGKV_BIN`.
 pub fn ringkv_bin() -> PathBuf {
@@ -116,6 +118,7 @@ fn has(labels: &'static [&'static str]) -> impl Fn(&[String]) -> bool {
 }
 
 fn start_coordinator(client: &str, server: &str, expected: usize, flags: &[String]) -> Proc {
+    let resp = flags.iter().any(|flag| flag == "--resp-addr");
     let expected = expected.to_string();
     let mut args = vec![
         "coordinator",
@@ -127,7 +130,11 @@ fn start_coordinator(client: &str, server: &str, expected: usize, flags: &[Strin
         &expected,
     ];
     args.extend(flags.iter().map(String::as_str));
-    Proc::start(&args, has(&["client", "server"]))
+    if resp {
+        Proc::start(&args, has(&["client", "server", "resp"]))
+    } else {
+        Proc::start(&args, has(&["client", "server"]))
+    }
 }
 
 /// A coordinator and its KV servers, each a process, with data in a temporary directory.
@@ -264,6 +271,11 @@ impl Cluster {
             assert!(Instant::now() < deadline, "ring never completed: {status}");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// A new connection to the coordinator's RESP port (started with `--resp-addr`).
+    pub fn resp(&self) -> resp::RespClient {
+        resp::RespClient::connect(self.coordinator.addr("resp"))
     }
 
     /// A new client connection to the coordinator.

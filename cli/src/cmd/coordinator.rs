@@ -9,11 +9,16 @@ use crate::args::CoordinatorArgs;
 use crate::exit::Exit;
 use crate::out;
 
-/// Runs the coordinator; prints `client ADDR` and `server ADDR` once both ports listen.
+/// Runs the coordinator; prints `client ADDR`, `server ADDR` (and `resp ADDR`) once its
+/// ports listen.
 pub fn run(args: &CoordinatorArgs) -> Exit {
     super::run_role(options(args), |options, shutdown| {
         run_coordinator(options, shutdown, |addrs| {
-            out::line_or_warn(&format!("client {}\nserver {}", addrs.client, addrs.server));
+            let mut lines = format!("client {}\nserver {}", addrs.client, addrs.server);
+            if let Some(resp) = addrs.resp {
+                lines.push_str(&format!("\nresp {resp}"));
+            }
+            out::line_or_warn(&lines);
         })
     })
 }
@@ -41,6 +46,11 @@ fn options(args: &CoordinatorArgs) -> Result<CoordinatorOptions, String> {
     Ok(CoordinatorOptions {
         client_addr: resolve_listen("--client-addr", &args.client_addr)?,
         server_addr: resolve_listen("--server-addr", &args.server_addr)?,
+        resp_addr: args
+            .resp_addr
+            .as_deref()
+            .map(|addr| resolve_listen("--resp-addr", addr))
+            .transpose()?,
         config,
         data_dir: args.data_dir.clone(),
         truncate_corrupt_log: args.truncate_corrupt_log,

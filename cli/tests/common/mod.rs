@@ -52,6 +52,11 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// The process's ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts `ringkv ARGS` with stdin closed and stdout piped.
     pub fn spawn(name: &str, args: &[&str]) -> Proc {
         let mut child = ringkv()

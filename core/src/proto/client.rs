@@ -223,7 +223,7 @@ impl WireMessage for ClientResponse {
 }
 
 /// Reads `"error"` and `"message"` of an error answer.
-pub(crate) fn decode_error_fields(fields: &mut Fields<'_>) -> Result<ErrorReply, DecodeError> {
+pub(crate) fn decode_error_fields(fields: &mut Fields<'_, '_>) -> Result<ErrorReply, DecodeError> {
     let code_text = fields.string("error")?;
     let code = ErrorCode::parse(&code_text)
         .ok_or_else(|| fields.invalid(format!("unknown error code \"{code_text}\"")))?;

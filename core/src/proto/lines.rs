@@ -64,7 +64,7 @@ impl LineSplitter {
             let unread = self.buf.get(self.start..).unwrap_or(&[]);
             let Some(newline) = unread
                 .get(self.scanned..)
-                .and_then(|rest| rest.iter().position(|&b| b == b'\n'))
+                .and_then(|rest| memchr::memchr(b'\n', rest))
                 .map(|at| at + self.scanned)
             else {
                 self.scanned = unread.len();

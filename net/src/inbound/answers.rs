@@ -5,6 +5,20 @@ use std::collections::VecDeque;
 
 use ringkv_core::proto::RequestId;
 
+/// How the answers of a command that became several requests make one answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Join {
+    /// One request, one answer.
+    One,
+    /// The sum of integer answers (RESP `DEL k1 k2`, `EXISTS k1 k2`).
+    Sum,
+    /// An array of the answers (RESP `MGET`).
+    Array,
+}
+
+/// Joins the `parts` of a command's requests, answered, into one answer in `out`.
+pub(crate) type Joiner = fn(Join, Vec<Vec<u8>>, &mut Vec<u8>);
+
 /// One request read from the connection, and its answer once known.
 #[derive(Debug)]
 struct Slot {
@@ -12,7 +26,12 @@ struct Slot {
     handle: u64,
     /// The request's `"id"`, echoed on the answer.
     id: Option<RequestId>,
-    /// The encoded answer line, once the core (or the decoder) gave it.
+    /// How the port encodes this request's answer (RESP: the command it came from).
+    tag: u8,
+    /// On the first slot of a command of several requests: how many slots it spans and
+    /// how they join. `(1, Join::One)` otherwise.
+    group: (usize, Join),
+    /// The encoded answer, once the core (or the decoder) gave it.
     answer: Option<Vec<u8>>,
 }
 
@@ -33,13 +52,25 @@ impl AnswerQueue {
     }
 
     /// A slot the core will fill through `handle`; handles must increase.
-    pub(crate) fn push_pending(&mut self, handle: u64, id: Option<RequestId>) {
+    pub(crate) fn push_pending(&mut self, handle: u64, id: Option<RequestId>, tag: u8) {
         debug_assert!(self.slots.back().is_none_or(|last| last.handle < handle));
         self.slots.push_back(Slot {
             handle,
             id,
+            tag,
+            group: (1, Join::One),
             answer: None,
         });
+    }
+
+    /// Makes the last `count` slots one command whose answers join as `join`.
+    pub(crate) fn group_last(&mut self, count: usize, join: Join) {
+        let Some(first) = self.slots.len().checked_sub(count) else {
+            return;
+        };
+        if let Some(slot) = self.slots.get_mut(first) {
+            slot.group = (count, join);
+        }
     }
 
     /// A slot whose answer is known already (a decoding error), written in its turn.
@@ -48,39 +79,55 @@ impl AnswerQueue {
         self.slots.push_back(Slot {
             handle,
             id: None,
+            tag: 0,
+            group: (1, Join::One),
             answer: Some(answer),
         });
     }
 
-    /// Fills the slot of `handle` with the answer `encode` makes from the request's id.
-    /// Returns false if there is no such pending slot (answered before: the core answers
-    /// each request once, so a second answer is dropped).
+    /// Fills the slot of `handle` with the answer `encode` makes from the request's id
+    /// and tag. Returns false if there is no such pending slot (answered before: the core
+    /// answers each request once, so a second answer is dropped).
     pub(crate) fn fill(
         &mut self,
         handle: u64,
-        encode: impl FnOnce(Option<&RequestId>) -> Vec<u8>,
+        encode: impl FnOnce(Option<&RequestId>, u8) -> Vec<u8>,
     ) -> bool {
         let Ok(at) = self.slots.binary_search_by_key(&handle, |slot| slot.handle) else {
             return false;
         };
         match self.slots.get_mut(at) {
             Some(slot) if slot.answer.is_none() => {
-                slot.answer = Some(encode(slot.id.as_ref()));
+                slot.answer = Some(encode(slot.id.as_ref(), slot.tag));
                 true
             }
             _ => false,
         }
     }
 
-    /// Moves the answers at the head that are known into `out`, in order.
-    pub(crate) fn drain_ready_into(&mut self, out: &mut Vec<u8>) {
-        while self.slots.front().is_some_and(|slot| slot.answer.is_some()) {
-            if let Some(Slot {
-                answer: Some(answer),
-                ..
-            }) = self.slots.pop_front()
-            {
-                out.extend_from_slice(&answer);
+    /// Moves the answers at the head that are known into `out`, in order; a command of
+    /// several requests leaves once all of them are answered, joined by `joiner`.
+    pub(crate) fn drain_ready_into(&mut self, out: &mut Vec<u8>, joiner: Joiner) {
+        while let Some(&Slot {
+            group: (count, join),
+            ..
+        }) = self.slots.front()
+        {
+            let count = count.max(1);
+            let answered = self
+                .slots
+                .iter()
+                .take(count)
+                .take_while(|slot| slot.answer.is_some())
+                .count();
+            if answered < count {
+                return;
+            }
+            let parts = self.slots.drain(..count).filter_map(|slot| slot.answer);
+            if join == Join::One {
+                parts.for_each(|answer| out.extend_from_slice(&answer));
+            } else {
+                joiner(join, parts.collect(), out);
             }
         }
     }
@@ -103,18 +150,47 @@ mod tests {
         format!("{tag}:{id:?}\n").into_bytes()
     }
 
+    /// A joiner that shows what it was given: the join, then the parts in order.
+    fn concat(join: Join, parts: Vec<Vec<u8>>, out: &mut Vec<u8>) {
+        out.extend_from_slice(format!("{join:?}[").as_bytes());
+        for part in parts {
+            out.extend_from_slice(&part);
+        }
+        out.push(b']');
+    }
+
+    #[test]
+    fn a_group_leaves_whole_once_every_part_is_answered() {
+        let mut q = AnswerQueue::default();
+        q.push_pending(1, None, 7);
+        q.push_pending(2, None, 7);
+        q.push_pending(3, None, 7);
+        q.group_last(3, Join::Sum);
+        q.push_pending(4, None, 0);
+        let mut out = Vec::new();
+        assert!(q.fill(4, |_, tag| format!("d{tag}").into_bytes()));
+        assert!(q.fill(1, |_, tag| format!("a{tag}").into_bytes()));
+        assert!(q.fill(3, |_, _| b"c".to_vec()));
+        q.drain_ready_into(&mut out, concat);
+        assert!(out.is_empty(), "part 2 of the group is not answered yet");
+        assert!(q.fill(2, |_, _| b"b".to_vec()));
+        q.drain_ready_into(&mut out, concat);
+        assert_eq!(out, b"Sum[a7bc]d0");
+        assert!(q.is_empty());
+    }
+
     #[test]
     fn answers_leave_in_request_order_whatever_order_they_arrive_in() {
         let mut q = AnswerQueue::default();
-        q.push_pending(1, Some(RequestId::Unsigned(10)));
+        q.push_pending(1, Some(RequestId::Unsigned(10)), 0);
         q.push_ready(2, b"bad\n".to_vec());
-        q.push_pending(3, None);
+        q.push_pending(3, None, 0);
         let mut out = Vec::new();
-        assert!(q.fill(3, |id| line("c", id)));
-        q.drain_ready_into(&mut out);
+        assert!(q.fill(3, |id, _| line("c", id)));
+        q.drain_ready_into(&mut out, concat);
         assert!(out.is_empty(), "the head is not answered yet");
-        assert!(q.fill(1, |id| line("a", id)));
-        q.drain_ready_into(&mut out);
+        assert!(q.fill(1, |id, _| line("a", id)));
+        q.drain_ready_into(&mut out, concat);
         assert_eq!(out, b"a:Some(Unsigned(10))\nbad\nc:None\n");
         assert!(q.is_empty());
     }
@@ -122,10 +198,10 @@ mod tests {
     #[test]
     fn unknown_or_repeated_handles_are_dropped() {
         let mut q = AnswerQueue::default();
-        q.push_pending(5, None);
-        assert!(!q.fill(4, |_| b"x\n".to_vec()));
-        assert!(q.fill(5, |_| b"y\n".to_vec()));
-        assert!(!q.fill(5, |_| b"z\n".to_vec()));
+        q.push_pending(5, None, 0);
+        assert!(!q.fill(4, |_, _| b"x\n".to_vec()));
+        assert!(q.fill(5, |_, _| b"y\n".to_vec()));
+        assert!(!q.fill(5, |_, _| b"z\n".to_vec()));
         assert_eq!(q.pending_handles().count(), 0);
         assert_eq!(q.len(), 1);
     }

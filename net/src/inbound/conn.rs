@@ -5,9 +5,9 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 
 use mio::net::TcpStream;
-use ringkv_core::proto::{LineEvent, LineSplitter};
 
 use super::answers::AnswerQueue;
+use super::{FrameEvent, Framer};
 use crate::limits::NetLimits;
 
 /// How long a closing connection keeps reading (and discarding) after its last answer,
@@ -19,14 +19,8 @@ pub(crate) const LINGER_MS: u64 = 2_000;
 /// others; a connection with more to read is served again in the next loop iteration.
 const READS_PER_TURN: usize = 16;
 
-/// What reading turned up, in order.
-#[derive(Debug)]
-pub(crate) enum Input {
-    /// One whole line, to be decoded.
-    Line(Vec<u8>),
-    /// A line over the frame limit: answer `frame_too_large` and close.
-    TooLarge,
-}
+/// What reading turned up, in order: the framer's events.
+pub(crate) type Input<T> = FrameEvent<T>;
 
 /// Where the connection stands with the peer's bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,10 +46,10 @@ pub(crate) enum Closed {
 }
 
 /// One accepted connection.
-pub(crate) struct Conn {
+pub(crate) struct Conn<F> {
     stream: TcpStream,
     peer: SocketAddr,
-    splitter: LineSplitter,
+    framer: F,
     answers: AnswerQueue,
     out: Vec<u8>,
     /// Where the unsent part of `out` starts.
@@ -66,6 +60,8 @@ pub(crate) struct Conn {
     /// The socket may hold bytes not read yet: set by a readable event, cleared when a
     /// read would block. Edge-triggered events do not repeat, so this must be kept.
     maybe_readable: bool,
+    /// An event announced the peer's EOF (or an error): read on until it shows.
+    peer_closing: bool,
     /// The last turn stopped with lines possibly still held in the splitter.
     stalled: bool,
     /// Accepted beyond the connection limit, only to be answered `overloaded`.
@@ -80,7 +76,7 @@ pub(crate) struct Conn {
     over_outbound_since_ms: Option<u64>,
 }
 
-impl Conn {
+impl<F: Framer> Conn<F> {
     /// A connection to serve.
     pub(crate) fn new(
         stream: TcpStream,
@@ -91,13 +87,14 @@ impl Conn {
         Self {
             stream,
             peer,
-            splitter: LineSplitter::new(limits.max_frame_bytes),
+            framer: F::new(limits.max_frame_bytes),
             answers: AnswerQueue::default(),
             out: Vec::new(),
             out_pos: 0,
             reading: Reading::Open,
             peer_eof: false,
             maybe_readable: true,
+            peer_closing: false,
             stalled: false,
             refused: false,
             write_shut_at_ms: None,
@@ -143,9 +140,11 @@ impl Conn {
         &self.answers
     }
 
-    /// A readable (or error) event arrived.
-    pub(crate) fn mark_readable(&mut self) {
+    /// A readable (or error) event arrived; `read_closed` if it also announced the
+    /// peer's EOF or an error.
+    pub(crate) fn mark_readable(&mut self, read_closed: bool) {
         self.maybe_readable = true;
+        self.peer_closing |= read_closed;
     }
 
     /// A line was over the frame limit: its answer is the last, so no more lines are taken.
@@ -179,7 +178,7 @@ impl Conn {
         now_ms: u64,
         limits: &NetLimits,
         scratch: &mut [u8],
-        inputs: &mut Vec<Input>,
+        inputs: &mut Vec<Input<F::Frame>>,
     ) -> Result<(), Closed> {
         if self.write_shut_at_ms.is_some() {
             return self.discard_until_eof(scratch);
@@ -201,24 +200,22 @@ impl Conn {
                 self.stalled = true;
                 break;
             }
-            match self.splitter.next_event() {
-                Some(LineEvent::Line(line)) => {
+            match self.framer.next_event() {
+                Some(FrameEvent::Frame(frame)) => {
                     line_completed = true;
-                    inputs.push(Input::Line(line));
+                    inputs.push(FrameEvent::Frame(frame));
                     continue;
                 }
-                Some(LineEvent::TooLarge) => {
-                    inputs.push(Input::TooLarge);
+                Some(verdict) => {
+                    inputs.push(verdict);
                     self.reading = Reading::Done;
                     break;
                 }
                 None => {}
             }
             if self.reading == Reading::Eof {
-                match self.splitter.finish() {
-                    Some(LineEvent::Line(line)) => inputs.push(Input::Line(line)),
-                    Some(LineEvent::TooLarge) => inputs.push(Input::TooLarge),
-                    None => {}
+                if let Some(event) = self.framer.finish() {
+                    inputs.push(event);
                 }
                 self.reading = Reading::Done;
                 break;
@@ -239,7 +236,14 @@ impl Conn {
                 }
                 Ok(n) => {
                     self.last_activity_ms = now_ms;
-                    self.splitter.push(scratch.get(..n).unwrap_or_default());
+                    self.framer.push(scratch.get(..n).unwrap_or_default());
+                    // A read that did not fill the buffer emptied the socket: bytes that
+                    // come later raise a new edge, so asking again would only return
+                    // EAGAIN, one system call per request. An EOF that already came
+                    // raises none, so then the loop reads on until it shows.
+                    if n < scratch.len() && !self.peer_closing {
+                        self.maybe_readable = false;
+                    }
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     self.maybe_readable = false;
@@ -248,7 +252,7 @@ impl Conn {
                 Err(err) => return Err(Closed::Error(err)),
             }
         }
-        if self.reading == Reading::Open && self.splitter.buffered_bytes() > 0 {
+        if self.reading == Reading::Open && self.framer.buffered_bytes() > 0 {
             if line_completed || self.partial_since_ms.is_none() {
                 self.partial_since_ms = Some(now_ms);
             }
@@ -283,7 +287,7 @@ impl Conn {
             self.out.drain(..self.out_pos);
             self.out_pos = 0;
         }
-        self.answers.drain_ready_into(&mut self.out);
+        self.answers.drain_ready_into(&mut self.out, F::join);
         while self.out_pos < self.out.len() {
             let unsent = self.out.get(self.out_pos..).unwrap_or_default();
             match self.stream.write(unsent) {

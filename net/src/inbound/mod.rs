@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
-use ringkv_core::proto::{Envelope, ErrorCode, WireMessage};
+use ringkv_core::proto::{Envelope, ErrorCode, LineEvent, LineSplitter, RequestId, WireMessage};
 use ringkv_core::session::{Access, Sequencer};
 use ringkv_core::ReplyTo;
 
@@ -19,7 +19,8 @@ use crate::event_loop::Readiness;
 use crate::limits::NetLimits;
 use crate::tokens::{Kind, TokenSource};
 
-use conn::{Closed, Conn, Input};
+pub(crate) use answers::Join;
+use conn::{Closed, Conn};
 
 /// How often the time limits of a port's connections are checked. A limit thus fires up
 /// to this late; in exchange a loop iteration does not visit every connection.
@@ -32,18 +33,122 @@ const ACCEPT_RETRY_MS: u64 = 100;
 /// Bytes read from a socket at once.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-/// Decodes one line into a request; on failure, gives the encoded error answer (with the
-/// id echoed when the line had a valid one).
-pub(crate) type Decoder<R> = fn(&[u8]) -> Result<Envelope<R>, Vec<u8>>;
+/// What a framer found in a connection's bytes.
+#[derive(Debug)]
+pub(crate) enum FrameEvent<T> {
+    /// One whole request frame, to be decoded.
+    Frame(T),
+    /// A frame over the frame limit: answer `frame_too_large` and close.
+    TooLarge,
+    /// Bytes that cannot be framed at all: answer the port's protocol error and close.
+    Invalid(&'static str),
+}
 
-/// How one port turns lines into requests and errors into answers.
-pub(crate) struct PortSpec<R> {
-    /// For logs: "client", "register", "participant".
+/// How a port cuts its byte stream into requests (JSON lines, RESP commands) and joins
+/// the answers of a request that became several.
+pub(crate) trait Framer {
+    /// One request as framed.
+    type Frame;
+    /// A framer that refuses frames over `max_frame_bytes`.
+    fn new(max_frame_bytes: usize) -> Self;
+    /// Adds bytes read from the peer.
+    fn push(&mut self, bytes: &[u8]);
+    /// The next whole frame or a verdict on the current one.
+    fn next_event(&mut self) -> Option<FrameEvent<Self::Frame>>;
+    /// The peer half-closed: the last frame, if what is left makes one.
+    fn finish(&mut self) -> Option<FrameEvent<Self::Frame>>;
+    /// Bytes held but not yet framed.
+    fn buffered_bytes(&self) -> usize;
+    /// Joins the answers of one frame's requests into one answer.
+    fn join(join: Join, parts: Vec<Vec<u8>>, out: &mut Vec<u8>);
+}
+
+fn line_event(event: LineEvent) -> FrameEvent<Vec<u8>> {
+    match event {
+        LineEvent::Line(line) => FrameEvent::Frame(line),
+        LineEvent::TooLarge => FrameEvent::TooLarge,
+    }
+}
+
+impl Framer for LineSplitter {
+    type Frame = Vec<u8>;
+
+    fn new(max_frame_bytes: usize) -> Self {
+        LineSplitter::new(max_frame_bytes)
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        LineSplitter::push(self, bytes);
+    }
+
+    fn next_event(&mut self) -> Option<FrameEvent<Vec<u8>>> {
+        LineSplitter::next_event(self).map(line_event)
+    }
+
+    fn finish(&mut self) -> Option<FrameEvent<Vec<u8>>> {
+        LineSplitter::finish(self).map(line_event)
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        LineSplitter::buffered_bytes(self)
+    }
+
+    fn join(_: Join, parts: Vec<Vec<u8>>, out: &mut Vec<u8>) {
+        // A JSON line is always one request; nothing is ever joined.
+        parts.iter().for_each(|part| out.extend_from_slice(part));
+    }
+}
+
+/// What a port makes of one frame.
+#[derive(Debug)]
+pub(crate) enum Decoded<R> {
+    /// One request for the role; `tag` tells the port's encoder how to answer it.
+    One {
+        /// Echoed on the answer.
+        id: Option<RequestId>,
+        /// The request.
+        msg: R,
+        /// How to encode the answer.
+        tag: u8,
+    },
+    /// Several requests for the role, answered together as `join` says.
+    Many {
+        /// The requests and how to encode each answer.
+        parts: Vec<(R, u8)>,
+        /// How the answers make one.
+        join: Join,
+    },
+    /// Answered at once by the port (a decoding error, or a command the port serves).
+    Answer(Vec<u8>),
+    /// Answered at once; then the connection reads no more and closes (RESP `QUIT`).
+    Last(Vec<u8>),
+}
+
+/// Decodes one frame.
+pub(crate) type Decoder<R, T> = fn(T) -> Decoded<R>;
+
+/// The JSON ports' decoding: one line, one request, or its error answer.
+pub(crate) fn decoded_line<R>(decoded: Result<Envelope<R>, Vec<u8>>) -> Decoded<R> {
+    match decoded {
+        Ok(envelope) => Decoded::One {
+            id: envelope.id,
+            msg: envelope.msg,
+            tag: 0,
+        },
+        Err(answer) => Decoded::Answer(answer),
+    }
+}
+
+/// How one port turns frames into requests and errors into answers.
+pub(crate) struct PortSpec<R, F: Framer = LineSplitter> {
+    /// For logs: "client", "register", "participant", "resp".
     pub(crate) name: &'static str,
-    /// Decodes one line.
-    pub(crate) decode: Decoder<R>,
+    /// Decodes one frame.
+    pub(crate) decode: Decoder<R, F::Frame>,
     /// An error answer without id, for `frame_too_large` and `overloaded`.
     pub(crate) error_line: fn(ErrorCode) -> Vec<u8>,
+    /// The answer to bytes the framer could not frame, before closing.
+    pub(crate) protocol_error: fn(&str) -> Vec<u8>,
     /// Whether idle connections are closed. Servers keep their registration connection
     /// open on purpose (to notice a coordinator restart), so that port does not.
     pub(crate) idle_timeout: bool,
@@ -51,16 +156,19 @@ pub(crate) struct PortSpec<R> {
     /// effect in program order ([`Sequencer`]); `None` for ports or requests that need
     /// no ordering.
     pub(crate) access: fn(&R) -> Option<(&str, Access)>,
+    /// The first reply handle: ports whose answers reach the role through one channel
+    /// take disjoint ranges, so that a handle names its port.
+    pub(crate) first_handle: u64,
 }
 
 /// A listening port and its connections.
-pub(crate) struct Port<R> {
-    spec: PortSpec<R>,
+pub(crate) struct Port<R, F: Framer = LineSplitter> {
+    spec: PortSpec<R, F>,
     limits: NetLimits,
     listener: TcpListener,
     listener_token: Token,
     tokens: TokenSource,
-    conns: BTreeMap<Token, Conn>,
+    conns: BTreeMap<Token, Conn<F>>,
     /// Served connections (refused ones not counted).
     served: usize,
     /// Refused connections still saying `overloaded`; bounded like the served ones.
@@ -81,13 +189,13 @@ pub(crate) struct Port<R> {
     scratch: Vec<u8>,
 }
 
-impl<R> Port<R> {
+impl<R, F: Framer> Port<R, F> {
     /// Binds `addr` and registers the listener.
     pub(crate) fn bind(
         addr: SocketAddr,
         kind: Kind,
         registry: &Registry,
-        spec: PortSpec<R>,
+        spec: PortSpec<R, F>,
         limits: NetLimits,
     ) -> Result<Self, NetError> {
         let mut listener = TcpListener::bind(addr)
@@ -98,6 +206,7 @@ impl<R> Port<R> {
             .register(&mut listener, listener_token, Interest::READABLE)
             .map_err(|err| NetError::io(format!("registering the {} port", spec.name), err))?;
         Ok(Self {
+            next_handle: spec.first_handle,
             spec,
             limits,
             listener,
@@ -109,7 +218,6 @@ impl<R> Port<R> {
             handles: HashMap::new(),
             sequencers: BTreeMap::new(),
             released: Vec::new(),
-            next_handle: 1,
             ready: BTreeSet::new(),
             touched: BTreeSet::new(),
             accept_retry_at_ms: None,
@@ -140,7 +248,7 @@ impl<R> Port<R> {
             return;
         };
         if event.readable {
-            conn.mark_readable();
+            conn.mark_readable(event.read_closed);
             self.ready.insert(token);
         }
         if event.writable {
@@ -229,35 +337,31 @@ impl<R> Port<R> {
             inputs.clear();
             let pumped = conn.pump(now_ms, &self.limits, &mut self.scratch, &mut inputs);
             for input in inputs.drain(..) {
-                let handle = self.next_handle;
-                self.next_handle += 1;
-                match input {
-                    Input::Line(line) => match (self.spec.decode)(&line) {
-                        Ok(envelope) => {
-                            conn.answers_mut().push_pending(handle, envelope.id);
-                            self.handles.insert(handle, token);
-                            let access = (self.spec.access)(&envelope.msg)
-                                .map(|(key, access)| (key.to_owned(), access));
-                            let admitted = match access {
-                                Some((key, access)) => self
-                                    .sequencers
-                                    .entry(token)
-                                    .or_default()
-                                    .admit(handle, &key, access, envelope.msg),
-                                None => Some(envelope.msg),
-                            };
-                            if let Some(msg) = admitted {
-                                requests.push((ReplyTo(handle), msg));
-                            }
-                        }
-                        Err(answer) => conn.answers_mut().push_ready(handle, answer),
-                    },
-                    Input::TooLarge => {
-                        tracing::debug!(port = self.spec.name, peer = %conn.peer(), "line over the frame limit");
+                let decoded = match input {
+                    FrameEvent::Frame(frame) => (self.spec.decode)(frame),
+                    FrameEvent::TooLarge => {
+                        tracing::debug!(port = self.spec.name, peer = %conn.peer(), "frame over the limit");
                         conn.stop_reading();
-                        conn.answers_mut()
-                            .push_ready(handle, (self.spec.error_line)(ErrorCode::FrameTooLarge));
+                        Decoded::Answer((self.spec.error_line)(ErrorCode::FrameTooLarge))
                     }
+                    FrameEvent::Invalid(reason) => {
+                        tracing::debug!(port = self.spec.name, peer = %conn.peer(), reason, "bytes that cannot be framed");
+                        conn.stop_reading();
+                        Decoded::Answer((self.spec.protocol_error)(reason))
+                    }
+                };
+                let mut queue = Queue {
+                    conn,
+                    token,
+                    handles: &mut self.handles,
+                    sequencers: &mut self.sequencers,
+                    next_handle: &mut self.next_handle,
+                    access: self.spec.access,
+                    requests,
+                };
+                if queue.decoded(decoded) {
+                    // QUIT: what the client sent after it is not read, as in Redis.
+                    break;
                 }
             }
             self.touched.insert(token);
@@ -269,6 +373,25 @@ impl<R> Port<R> {
 
     /// Answers the request behind `to`. An answer to a connection that is gone is dropped.
     pub(crate) fn reply<M: WireMessage>(&mut self, to: ReplyTo, msg: &M) {
+        self.reply_with(to, |id, _| {
+            let mut line = Vec::with_capacity(64);
+            msg.encode_into(id, &mut line);
+            line
+        });
+    }
+
+    /// Whether `to` is a handle of this port (outstanding or not): ports that share the
+    /// role's answer channel tell their answers apart by it.
+    pub(crate) fn owns(&self, to: ReplyTo) -> bool {
+        to.0 >= self.spec.first_handle
+    }
+
+    /// Answers the request behind `to` with what `encode` makes from its id and tag.
+    pub(crate) fn reply_with(
+        &mut self,
+        to: ReplyTo,
+        encode: impl FnOnce(Option<&RequestId>, u8) -> Vec<u8>,
+    ) {
         let Some(token) = self.handles.remove(&to.0) else {
             return;
         };
@@ -281,11 +404,7 @@ impl<R> Port<R> {
             }
         }
         if let Some(conn) = self.conns.get_mut(&token) {
-            conn.answers_mut().fill(to.0, |id| {
-                let mut line = Vec::with_capacity(64);
-                msg.encode_into(id, &mut line);
-                line
-            });
+            conn.answers_mut().fill(to.0, encode);
             self.touched.insert(token);
         }
     }
@@ -376,6 +495,69 @@ impl<R> Port<R> {
         // A descriptor came free: connections that waited in the backlog may be taken.
         if self.accept_retry_at_ms.is_some() {
             self.accept_retry_at_ms = Some(0);
+        }
+    }
+}
+
+/// The parts of a port one frame's requests are queued through.
+struct Queue<'a, R, F: Framer> {
+    conn: &'a mut Conn<F>,
+    token: Token,
+    handles: &'a mut HashMap<u64, Token>,
+    sequencers: &'a mut BTreeMap<Token, Sequencer<R>>,
+    next_handle: &'a mut u64,
+    access: fn(&R) -> Option<(&str, Access)>,
+    requests: &'a mut Vec<(ReplyTo, R)>,
+}
+
+impl<R, F: Framer> Queue<'_, R, F> {
+    /// Queues what one frame asks for; true if the connection takes no more requests.
+    fn decoded(&mut self, decoded: Decoded<R>) -> bool {
+        match decoded {
+            Decoded::One { id, msg, tag } => self.request(id, msg, tag),
+            Decoded::Many { parts, join } => {
+                let count = parts.len();
+                for (msg, tag) in parts {
+                    self.request(None, msg, tag);
+                }
+                self.conn.answers_mut().group_last(count, join);
+            }
+            Decoded::Answer(answer) => {
+                let handle = self.handle();
+                self.conn.answers_mut().push_ready(handle, answer);
+            }
+            Decoded::Last(answer) => {
+                let handle = self.handle();
+                self.conn.answers_mut().push_ready(handle, answer);
+                self.conn.stop_reading();
+                return true;
+            }
+        }
+        false
+    }
+
+    fn handle(&mut self) -> u64 {
+        let handle = *self.next_handle;
+        *self.next_handle += 1;
+        handle
+    }
+
+    /// Queues one request for the role, or holds it behind earlier ones on its key.
+    fn request(&mut self, id: Option<RequestId>, msg: R, tag: u8) {
+        let handle = self.handle();
+        self.conn.answers_mut().push_pending(handle, id, tag);
+        self.handles.insert(handle, self.token);
+        let access = (self.access)(&msg).map(|(key, access)| (key.to_owned(), access));
+        let admitted = match access {
+            Some((key, access)) => self
+                .sequencers
+                .entry(self.token)
+                .or_default()
+                .admit(handle, &key, access, msg),
+            None => Some(msg),
+        };
+        if let Some(msg) = admitted {
+            self.requests.push((ReplyTo(handle), msg));
         }
     }
 }

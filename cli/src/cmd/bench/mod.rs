@@ -1,32 +1,32 @@
-//! `ringkv bench`: a closed-loop load generator. C connections, one thread each, keep up
-//! to Q requests in flight each; at most C*Q requests are ever outstanding.
+//! `ringkv bench`: a closed-loop load generator. C connections, all on one event-driven
+//! thread, keep up to Q requests in flight each; at most C*Q requests are ever
+//! outstanding. Besides latency and throughput it reports the CPU time the cluster's
+//! processes spent per operation, which stays comparable on a shared machine.
 
+mod cpu;
+mod driver;
 mod report;
 mod rng;
-mod worker;
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::ScopedJoinHandle;
+use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use ringkv_core::proto::ClientRequest;
 
 use crate::args::BenchArgs;
-use crate::client::Client;
 use crate::exit::Exit;
 use crate::out;
 use crate::signals::{self, StopFlag};
-use report::{OpKind, Report, Tally, CONNECTION_ERROR};
+use driver::Driver;
+use report::{CpuUse, OpKind, Report, Tally, CONNECTION_ERROR};
 use rng::SplitMix64;
 
 /// Bytes of PUT values one connection may have in flight. A full pipeline of large
 /// requests and large answers must fit the store's send buffer for a connection
 /// (16 MiB), or both sides would wait on each other until the timeout.
 const MAX_VALUE_BYTES_IN_FLIGHT: u64 = 8 * 1024 * 1024;
-/// How often the progress bar is redrawn.
-const PROGRESS_TICK_MS: u64 = 100;
 
 /// What one run does, from the flags.
 struct Plan {
@@ -37,6 +37,8 @@ struct Plan {
     get_percent: u64,
     value: String,
     limit: Limit,
+    /// The processes whose CPU time is measured; empty: none found or given.
+    pids: Vec<u32>,
 }
 
 /// When the measured phase ends.
@@ -55,16 +57,14 @@ pub fn run(args: &BenchArgs) -> Exit {
             return Exit::Failure;
         }
     };
-    let mut clients = Vec::new();
-    for _ in 0..plan.connections {
-        match Client::connect(&plan.addr) {
-            Ok(client) => clients.push(client),
-            Err(err) => {
-                eprintln!("error: {err}");
-                return Exit::Failure;
-            }
+    let connections = usize::try_from(plan.connections).unwrap_or(usize::MAX);
+    let mut driver = match Driver::connect(&plan.addr, connections) {
+        Ok(driver) => driver,
+        Err(why) => {
+            eprintln!("error: {why}");
+            return Exit::Failure;
         }
-    }
+    };
     // Ctrl-C ends the measured phase early; the report still comes.
     let stop = match signals::on_stop(|| {}, false) {
         Ok(stop) => stop,
@@ -74,24 +74,30 @@ pub fn run(args: &BenchArgs) -> Exit {
         }
     };
     if args.preload {
-        if let Err(why) = preload(&plan, &mut clients) {
+        if let Err(why) = preload(&plan, &mut driver) {
             eprintln!("error: preload: {why}");
             return Exit::Failure;
         }
     }
     let show_progress = !args.json && std::io::stderr().is_terminal();
-    let (outcome, duration) = match measure(&plan, clients, &stop, show_progress) {
+    let measured = match measure(&plan, &mut driver, &stop, show_progress) {
         Ok(measured) => measured,
         Err(why) => {
             eprintln!("error: {why}");
             return Exit::Failure;
         }
     };
+    report(args, &plan, &measured)
+}
+
+/// Prints the report; the exit code says whether connections were lost.
+fn report(args: &BenchArgs, plan: &Plan, measured: &Measured) -> Exit {
     let report = Report {
-        tally: &outcome.tally,
-        duration,
+        tally: &measured.tally,
+        duration: measured.duration,
         connections: plan.connections,
         pipeline: plan.pipeline as u64,
+        cpu: measured.cpu.as_ref(),
     };
     let printed = if args.json {
         out::line(&report.json())
@@ -102,11 +108,11 @@ pub fn run(args: &BenchArgs) -> Exit {
         eprintln!("error: cannot write the report: {err}");
         return Exit::Failure;
     }
-    if let Some(why) = &outcome.failure {
-        eprintln!("error: a connection stopped early: {why}");
+    if let Some(why) = &measured.failure {
+        eprintln!("error: the run stopped early: {why}");
         return Exit::Failure;
     }
-    if outcome.tally.errors().contains_key(CONNECTION_ERROR) {
+    if measured.tally.errors().contains_key(CONNECTION_ERROR) {
         eprintln!("error: connections were lost during the run");
         return Exit::Failure;
     }
@@ -141,45 +147,42 @@ fn plan(args: &BenchArgs) -> Result<Plan, String> {
             Some(ops) => Limit::Ops(ops),
             None => Limit::Duration(Duration::from_secs(args.duration_s)),
         },
+        pids: cluster_pids(args),
     })
 }
 
-/// PUTs every key once, spread over the connections, so that GETs find their keys.
-fn preload(plan: &Plan, clients: &mut [Client]) -> Result<(), String> {
-    let done = AtomicU64::new(0);
-    let step = clients.len() as u64;
-    let outcome = std::thread::scope(|scope| {
-        let mut handles = Vec::new();
-        for (first, client) in (0u64..).zip(clients.iter_mut()) {
-            let done = &done;
-            let handle = std::thread::Builder::new()
-                .name(format!("preload-{first}"))
-                .spawn_scoped(scope, move || {
-                    let mut tally = Tally::new()?;
-                    let mut keys = (first..plan.keys).step_by(step.max(1) as usize);
-                    let next_op = || {
-                        keys.next().map(|n| {
-                            let request = ClientRequest::Put {
-                                key: format!("k{n}"),
-                                value: plan.value.clone(),
-                            };
-                            (OpKind::Put, request)
-                        })
-                    };
-                    let failure = worker::drive(client, plan.pipeline, next_op, &mut tally, done)
-                        .err()
-                        .map(|err| err.to_string());
-                    Ok(Outcome { tally, failure })
-                })
-                .map_err(|err| format!("cannot start a thread: {err}"))?;
-            handles.push(handle);
-        }
-        collect(handles)
-    })?;
-    if let Some(why) = outcome.failure {
-        return Err(why);
+/// The PIDs given with --pids, or else the processes listening on --addr's port.
+fn cluster_pids(args: &BenchArgs) -> Vec<u32> {
+    if !args.pids.is_empty() {
+        return args.pids.clone();
     }
-    let tally = outcome.tally;
+    let Some(addr) = args
+        .client
+        .addr
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+    else {
+        return Vec::new();
+    };
+    cpu::listeners_of(addr)
+}
+
+/// PUTs every key once, spread over the connections, so that GETs find their keys.
+fn preload(plan: &Plan, driver: &mut Driver) -> Result<(), String> {
+    let mut tally = Tally::new()?;
+    let mut next_key = 0u64;
+    let mut source = |_conn: usize| {
+        (next_key < plan.keys).then(|| {
+            let request = ClientRequest::Put {
+                key: format!("k{next_key}"),
+                value: plan.value.clone(),
+            };
+            next_key += 1;
+            (OpKind::Put, request)
+        })
+    };
+    driver.run(plan.pipeline, &mut source, &mut tally, |_| {})?;
     if tally.error_count() > 0 {
         let list: Vec<String> = tally
             .errors()
@@ -196,110 +199,68 @@ fn preload(plan: &Plan, clients: &mut [Client]) -> Result<(), String> {
     Ok(())
 }
 
-/// The measured phase: every connection on its own thread until the limit.
-fn measure(
-    plan: &Plan,
-    clients: Vec<Client>,
-    stop: &StopFlag,
-    show_progress: bool,
-) -> Result<(Outcome, Duration), String> {
-    let issued = AtomicU64::new(0);
-    let done = AtomicU64::new(0);
-    let seed_base = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|since| since.as_nanos() as u64)
-        .unwrap_or(0x5EED);
-    let started = Instant::now();
-    let deadline = match plan.limit {
-        Limit::Duration(duration) => Some(started + duration),
-        Limit::Ops(_) => None,
-    };
-    let may_send = || -> bool {
-        if stop.is_set() {
-            return false;
-        }
-        match (plan.limit, deadline) {
-            (Limit::Ops(max), _) => issued
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                    (n < max).then_some(n + 1)
-                })
-                .is_ok(),
-            (Limit::Duration(_), Some(deadline)) => Instant::now() < deadline,
-            (Limit::Duration(_), None) => false,
-        }
-    };
-    let progress = progress_bar(plan.limit, show_progress);
-    let outcome = std::thread::scope(|scope| {
-        let mut handles = Vec::new();
-        for (index, mut client) in (0u64..).zip(clients) {
-            let done = &done;
-            let may_send = &may_send;
-            let handle = std::thread::Builder::new()
-                .name(format!("bench-{index}"))
-                .spawn_scoped(scope, move || {
-                    let mut tally = Tally::new()?;
-                    let mut rng =
-                        SplitMix64::new(seed_base ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                    let next_op = || {
-                        if !may_send() {
-                            return None;
-                        }
-                        let key = format!("k{}", rng.below(plan.keys));
-                        Some(if rng.below(100) < plan.get_percent {
-                            (OpKind::Get, ClientRequest::Get { key })
-                        } else {
-                            let value = plan.value.clone();
-                            (OpKind::Put, ClientRequest::Put { key, value })
-                        })
-                    };
-                    let failure =
-                        worker::drive(&mut client, plan.pipeline, next_op, &mut tally, done)
-                            .err()
-                            .map(|err| err.to_string());
-                    Ok(Outcome { tally, failure })
-                })
-                .map_err(|err| format!("cannot start a thread: {err}"))?;
-            handles.push(handle);
-        }
-        while !handles.iter().all(ScopedJoinHandle::is_finished) {
-            std::thread::sleep(Duration::from_millis(PROGRESS_TICK_MS));
-            update_progress(&progress, plan.limit, started, done.load(Ordering::Relaxed));
-        }
-        collect(handles)
-    });
-    progress.finish_and_clear();
-    let outcome = outcome?;
-    let finished_at = outcome.tally.finished_at().unwrap_or_else(Instant::now);
-    Ok((outcome, finished_at.saturating_duration_since(started)))
-}
-
-/// What the connections measured together, and the first reason one of them stopped
-/// early (its connection lost and not made again).
-struct Outcome {
+/// What the measured phase gave.
+struct Measured {
     tally: Tally,
+    duration: Duration,
+    cpu: Option<CpuUse>,
+    /// Why the run stopped before its limit, if it did.
     failure: Option<String>,
 }
 
-/// Joins the workers and merges what they measured; the first failure is kept.
-fn collect(handles: Vec<ScopedJoinHandle<'_, Result<Outcome, String>>>) -> Result<Outcome, String> {
-    let mut total = Outcome {
-        tally: Tally::new()?,
-        failure: None,
-    };
-    for handle in handles {
-        let failure = match handle.join() {
-            Ok(Ok(outcome)) => {
-                total.tally.merge(&outcome.tally)?;
-                outcome.failure
-            }
-            Ok(Err(why)) => Some(why),
-            Err(_) => Some("a worker thread panicked".into()),
+/// The measured phase: the random mix until the limit.
+fn measure(
+    plan: &Plan,
+    driver: &mut Driver,
+    stop: &StopFlag,
+    show_progress: bool,
+) -> Result<Measured, String> {
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|since| since.as_nanos() as u64)
+        .unwrap_or(0x5EED);
+    let mut rng = SplitMix64::new(seed);
+    let mut issued = 0u64;
+    let started = Instant::now();
+    let mut source = |_conn: usize| {
+        let more = match plan.limit {
+            Limit::Ops(max) => issued < max,
+            Limit::Duration(duration) => started.elapsed() < duration,
         };
-        if total.failure.is_none() {
-            total.failure = failure;
+        if !more || stop.is_set() {
+            return None;
         }
-    }
-    Ok(total)
+        issued += 1;
+        let key = format!("k{}", rng.below(plan.keys));
+        Some(if rng.below(100) < plan.get_percent {
+            (OpKind::Get, ClientRequest::Get { key })
+        } else {
+            let value = plan.value.clone();
+            (OpKind::Put, ClientRequest::Put { key, value })
+        })
+    };
+    let progress = progress_bar(plan.limit, show_progress);
+    let mut tally = Tally::new()?;
+    let cluster_before = cpu::sample(&plan.pids);
+    let bench_before = cpu::sample(&[std::process::id()]);
+    let outcome = driver.run(plan.pipeline, &mut source, &mut tally, |done| {
+        update_progress(&progress, plan.limit, started, done)
+    });
+    let cluster_after = cpu::sample(&plan.pids);
+    let bench_after = cpu::sample(&[std::process::id()]);
+    progress.finish_and_clear();
+    let finished_at = tally.finished_at().unwrap_or_else(Instant::now);
+    let cpu = (!plan.pids.is_empty()).then(|| CpuUse {
+        pids: plan.pids.clone(),
+        cluster_us: cluster_after.since_us(cluster_before),
+        bench_us: bench_after.since_us(bench_before),
+    });
+    Ok(Measured {
+        tally,
+        duration: finished_at.saturating_duration_since(started),
+        cpu,
+        failure: outcome.err(),
+    })
 }
 
 fn progress_bar(limit: Limit, visible: bool) -> ProgressBar {

@@ -25,7 +25,7 @@ pub enum OpKind {
     Put,
 }
 
-/// Counts and latencies of one connection, or of all of them once merged.
+/// Counts and latencies of a run.
 #[derive(Clone, Debug)]
 pub struct Tally {
     get_us: Histogram<u64>,
@@ -82,22 +82,7 @@ impl Tally {
         }
     }
 
-    /// Adds another connection's tally to this one.
-    pub fn merge(&mut self, other: &Tally) -> Result<(), String> {
-        self.get_us
-            .add(&other.get_us)
-            .and_then(|()| self.put_us.add(&other.put_us))
-            .map_err(|err| format!("cannot merge latency histograms: {err:?}"))?;
-        for (code, count) in &other.errors {
-            *self.errors.entry(code.clone()).or_default() += count;
-        }
-        self.get_misses += other.get_misses;
-        self.ops += other.ops;
-        self.finished_at = self.finished_at.max(other.finished_at);
-        Ok(())
-    }
-
-    /// Notes that this connection's work is done.
+    /// Notes that the run's work is done.
     pub fn finish(&mut self) {
         self.finished_at = Some(Instant::now());
     }
@@ -118,6 +103,26 @@ impl Tally {
     }
 }
 
+/// The CPU time spent during the measured phase.
+#[derive(Clone, Debug)]
+pub struct CpuUse {
+    /// The cluster's processes that were measured.
+    pub pids: Vec<u32>,
+    /// Their user and system time, in microseconds, summed.
+    pub cluster_us: (u64, u64),
+    /// The load generator's own user and system time, in microseconds.
+    pub bench_us: (u64, u64),
+}
+
+impl CpuUse {
+    fn per_op(us: (u64, u64), ops: u64) -> f64 {
+        if ops == 0 {
+            return 0.0;
+        }
+        (us.0 + us.1) as f64 / ops as f64
+    }
+}
+
 /// A finished run, ready to print.
 pub struct Report<'a> {
     /// Everything measured.
@@ -128,6 +133,8 @@ pub struct Report<'a> {
     pub connections: u64,
     /// Requests in flight per connection.
     pub pipeline: u64,
+    /// CPU time, when the cluster's processes were known.
+    pub cpu: Option<&'a CpuUse>,
 }
 
 impl Report<'_> {
@@ -155,13 +162,24 @@ impl Report<'_> {
         if let Some(fields) = get.as_object_mut() {
             fields.insert("misses".into(), self.tally.get_misses.into());
         }
+        let ops = self.tally.ops;
+        let cpu = self.cpu.map(|cpu| {
+            json!({
+                "pids": cpu.pids,
+                "cluster_user_us": cpu.cluster_us.0,
+                "cluster_system_us": cpu.cluster_us.1,
+                "cluster_us_per_op": CpuUse::per_op(cpu.cluster_us, ops),
+                "bench_us_per_op": CpuUse::per_op(cpu.bench_us, ops),
+            })
+        });
         json!({
-            "ops": self.tally.ops,
+            "ops": ops,
             "duration_s": self.duration.as_secs_f64(),
             "ops_per_s": self.ops_per_s(),
             "errors": self.tally.errors,
             "get": get,
             "put": kind(&self.tally.put_us),
+            "cpu": cpu,
         })
         .to_string()
     }
@@ -199,6 +217,23 @@ impl Report<'_> {
                 self.tally.get_misses
             );
         }
+        match self.cpu {
+            Some(cpu) => {
+                let ops = self.tally.ops;
+                let _ = writeln!(
+                    out,
+                    "cpu per op: cluster {:.1} us (user {} ms, system {} ms; pids {:?}), bench {:.1} us",
+                    CpuUse::per_op(cpu.cluster_us, ops),
+                    cpu.cluster_us.0 / 1000,
+                    cpu.cluster_us.1 / 1000,
+                    cpu.pids,
+                    CpuUse::per_op(cpu.bench_us, ops),
+                );
+            }
+            None => out.push_str(
+                "cpu per op: unknown (no process listens on --addr here; name them with --pids)\n",
+            ),
+        }
         if self.tally.errors.is_empty() {
             out.push_str("errors: none\n");
         } else {
@@ -219,11 +254,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn merged_tallies_report_counts_percentiles_and_errors() {
+    fn a_tally_reports_counts_percentiles_errors_and_cpu() {
         let mut a = Tally::new().unwrap();
-        let mut b = Tally::new().unwrap();
+        let b = &mut a;
         for us in 1..=100 {
-            a.answered(OpKind::Get, Duration::from_micros(us), None);
+            b.answered(OpKind::Get, Duration::from_micros(us), None);
         }
         b.answered(
             OpKind::Put,
@@ -236,7 +271,6 @@ mod tests {
             Some(ErrorCode::NotFound),
         );
         b.lost(2);
-        a.merge(&b).unwrap();
         assert_eq!(a.ops, 104);
         assert_eq!(a.error_count(), 3);
         let report = Report {
@@ -244,6 +278,11 @@ mod tests {
             duration: Duration::from_secs(1),
             connections: 2,
             pipeline: 1,
+            cpu: Some(&CpuUse {
+                pids: vec![7, 8],
+                cluster_us: (4000, 1200),
+                bench_us: (1040, 0),
+            }),
         };
         let json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
         assert_eq!(json["ops"], 104);
@@ -253,11 +292,20 @@ mod tests {
         assert_eq!(json["put"]["count"], 1);
         assert_eq!(json["errors"]["overloaded"], 1);
         assert_eq!(json["errors"]["connection"], 2);
+        assert_eq!(json["cpu"]["cluster_us_per_op"], 50.0);
+        assert_eq!(json["cpu"]["bench_us_per_op"], 10.0);
+        assert_eq!(json["cpu"]["pids"], serde_json::json!([7, 8]));
         let text = report.text();
         assert!(text.starts_with("104 ops in 1.00 s: 104 ops/s"), "{text}");
         assert!(text.contains("misses (not_found): 1"), "{text}");
         assert!(
             text.contains("errors: connection 2, overloaded 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "cpu per op: cluster 50.0 us (user 4 ms, system 1 ms; pids [7, 8]), bench 10.0 us"
+            ),
             "{text}"
         );
     }

@@ -36,12 +36,13 @@ const RING_POLL_MS: u64 = 100;
 
 /// Runs the cluster until a signal, or until the console is left.
 pub fn run(args: &LocalArgs) -> Exit {
-    let (client_addr, server_addr) = match (
+    let (client_addr, server_addr, resp_addr) = match (
         resolve_listen("--client-addr", &args.client_addr),
         resolve_listen("--server-addr", &args.server_addr),
+        resolve_listen("--resp-addr", &args.resp_addr),
     ) {
-        (Ok(client), Ok(server)) => (client, server),
-        (Err(why), _) | (_, Err(why)) => {
+        (Ok(client), Ok(server), Ok(resp)) => (client, server, resp),
+        (Err(why), _, _) | (_, Err(why), _) | (_, _, Err(why)) => {
             eprintln!("error: {why}");
             return Exit::Failure;
         }
@@ -74,6 +75,8 @@ pub fn run(args: &LocalArgs) -> Exit {
         data_dir: args.data_dir.clone(),
         client_addr,
         server_addr,
+        resp_addr: free_if_taken(resp_addr),
+        resp_port_asked: resp_addr.port(),
         timeout_ms: args.timeout_ms,
     };
     let outcome = start(&plan, &mut roles, &events).map(|cluster| {
@@ -101,7 +104,25 @@ struct Plan {
     data_dir: PathBuf,
     client_addr: SocketAddr,
     server_addr: SocketAddr,
+    resp_addr: SocketAddr,
+    /// The RESP port the flag named, to say so when it was taken.
+    resp_port_asked: u16,
     timeout_ms: u64,
+}
+
+/// The RESP port to ask for: `wanted`, or a free port on its host when something (a
+/// Redis, usually) already listens there, so that `ringkv local` starts either way.
+fn free_if_taken(wanted: SocketAddr) -> SocketAddr {
+    if wanted.port() == 0 {
+        return wanted;
+    }
+    match std::net::TcpListener::bind(wanted) {
+        Ok(_probe) => wanted,
+        Err(err) => {
+            tracing::info!(%wanted, %err, "RESP port taken; using a free one");
+            SocketAddr::new(wanted.ip(), 0)
+        }
+    }
 }
 
 /// A started cluster, as it reported itself.
@@ -132,6 +153,7 @@ fn start(plan: &Plan, roles: &mut Roles, events: &Receiver<Event>) -> Result<Clu
     let mut options = CoordinatorOptions {
         client_addr: plan.client_addr,
         server_addr: plan.server_addr,
+        resp_addr: Some(plan.resp_addr),
         config: CoordinatorConfig::new(plan.servers),
         data_dir: Some(plan.data_dir.join("coordinator")),
         truncate_corrupt_log: false,
@@ -288,9 +310,24 @@ fn print_cluster(plan: &Plan, cluster: &Cluster) {
         None => "the coordinator did not answer statusreq\n".into(),
     };
     let client = cluster.client_dial();
+    let resp = match cluster.coordinator.resp.map(dialable) {
+        Some(resp) => {
+            let note = if plan.resp_addr.port() == 0 && plan.resp_port_asked != 0 {
+                format!(" (port {} was taken)", plan.resp_port_asked)
+            } else {
+                String::new()
+            };
+            format!(
+                "Redis clients (RESP2) use {resp}{note}: redis-cli -h {} -p {}\n",
+                resp.ip(),
+                resp.port()
+            )
+        }
+        None => String::new(),
+    };
     out::line_or_warn(&format!(
         "ringkv local: a coordinator and {} KV servers, data in {}\n\n{table}\n\
-         clients connect to {client} (servers register at {})\n\
+         clients connect to {client} (servers register at {})\n{resp}\
          try: ringkv console --addr {client}\n     ringkv put KEY VALUE --addr {client}\n",
         plan.servers,
         plan.data_dir.display(),

@@ -1,0 +1,88 @@
+//! The RESP2 port: Redis's wire protocol on the coordinator, so that redis-cli,
+//! redis-benchmark and Redis client libraries work against ringkv.
+//!
+//! The port only translates. A data command becomes the client requests a JSON line would
+//! (GET and EXISTS and MGET `getreq`, SET `putreq`, DEL `delreq`, INFO `statusreq`), goes
+//! through the same program-order sequencer and into the same core inputs, and its answer
+//! is written back as RESP. Limits and bad input get the JSON port's answers, as RESP
+//! errors whose prefix is the protocol's code upper-cased (`-VALUE_TOO_LARGE ...`).
+
+mod admin;
+mod command;
+mod parse;
+mod reply;
+
+pub use command::MAX_KEYS_PER_COMMAND;
+pub use parse::{split_inline, RespEvent, RespParser};
+
+use ringkv_core::proto::{ClientRequest, ClientResponse, RequestId};
+
+use crate::inbound::{FrameEvent, Framer, Join, PortSpec};
+
+/// The first reply handle of the RESP port: above every handle the JSON client port will
+/// ever use (2^62 requests), so that the coordinator's answers find their port.
+pub(crate) const FIRST_HANDLE: u64 = 1 << 62;
+
+impl Framer for RespParser {
+    type Frame = Vec<Vec<u8>>;
+
+    fn new(max_frame_bytes: usize) -> Self {
+        RespParser::new(max_frame_bytes)
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        RespParser::push(self, bytes);
+    }
+
+    fn next_event(&mut self) -> Option<FrameEvent<Vec<Vec<u8>>>> {
+        RespParser::next_event(self).map(frame_event)
+    }
+
+    fn finish(&mut self) -> Option<FrameEvent<Vec<Vec<u8>>>> {
+        RespParser::finish(self).map(frame_event)
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        RespParser::buffered_bytes(self)
+    }
+
+    fn join(join: Join, parts: Vec<Vec<u8>>, out: &mut Vec<u8>) {
+        reply::join(join, parts, out);
+    }
+}
+
+fn frame_event(event: RespEvent) -> FrameEvent<Vec<Vec<u8>>> {
+    match event {
+        RespEvent::Command(args) => FrameEvent::Frame(args),
+        RespEvent::TooLarge => FrameEvent::TooLarge,
+        RespEvent::Invalid(reason) => FrameEvent::Invalid(reason),
+    }
+}
+
+/// How the RESP port frames, decodes and answers.
+pub(crate) fn spec() -> PortSpec<ClientRequest, RespParser> {
+    PortSpec {
+        name: "resp",
+        decode: command::decode,
+        error_line: reply::code_error,
+        protocol_error: |reason| reply::redis_error(&format!("ERR Protocol error: {reason}")),
+        idle_timeout: true,
+        access: ClientRequest::access,
+        first_handle: FIRST_HANDLE,
+    }
+}
+
+/// Encodes the coordinator's answer to a request whose slot carries `tag`.
+pub(crate) fn encode_answer(msg: &ClientResponse, tag: u8) -> Vec<u8> {
+    reply::encode(reply::Shape::from_tag(tag), msg)
+}
+
+/// The RESP encoder in the shape [`crate::inbound::Port::reply_with`] takes.
+pub(crate) fn answer_encoder(
+    msg: &ClientResponse,
+) -> impl FnOnce(Option<&RequestId>, u8) -> Vec<u8> + '_ {
+    move |_, tag| encode_answer(msg, tag)
+}
+
+#[cfg(test)]
+mod tests;
