@@ -111,6 +111,25 @@ fn pipelined_commands_answer_in_order_and_take_effect_in_order() {
 }
 
 #[test]
+fn a_long_pipeline_of_multi_key_commands_is_answered_in_full() {
+    // 300 MGETs of 200 keys each: far more requests than a connection may have in flight
+    // (256), so the port must take them a few commands at a time.
+    let c = resp_cluster(&[]);
+    let mut r = c.resp();
+    assert_eq!(r.call(&["SET", "a", "1"]), ok());
+    let mut args: Vec<String> = vec!["MGET".into(), "a".into()];
+    args.extend((1..200).map(|i| format!("m{i}")));
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    let command = encode_command(&args);
+    r.send_raw(&command.repeat(300));
+    let mut expected = vec![Reply::bulk("1")];
+    expected.extend((1..200).map(|_| Reply::Bulk(None)));
+    for i in 0..300 {
+        assert_eq!(r.recv(), Reply::Array(Some(expected.clone())), "reply {i}");
+    }
+}
+
+#[test]
 fn a_half_closed_connection_gets_every_answer_then_eof() {
     let c = resp_cluster(&[]);
     let mut r = c.resp();

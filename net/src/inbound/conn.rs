@@ -186,7 +186,9 @@ impl<F: Framer> Conn<F> {
         let room = limits
             .max_in_flight_per_connection
             .saturating_sub(self.answers.len());
-        let taken_before = inputs.len();
+        // Requests taken this turn: a frame that becomes several (RESP `MGET k1 k2`)
+        // counts as several, so that a connection holds at most the limit plus one frame.
+        let mut taken = 0usize;
         let mut line_completed = false;
         let mut reads = 0;
         self.stalled = false;
@@ -194,15 +196,14 @@ impl<F: Framer> Conn<F> {
             if self.reading == Reading::Done {
                 break;
             }
-            if inputs.len() - taken_before >= room
-                || self.unsent_bytes() >= limits.max_outbound_bytes_per_connection
-            {
+            if taken >= room || self.unsent_bytes() >= limits.max_outbound_bytes_per_connection {
                 self.stalled = true;
                 break;
             }
             match self.framer.next_event() {
                 Some(FrameEvent::Frame(frame)) => {
                     line_completed = true;
+                    taken += F::requests_in(&frame);
                     inputs.push(FrameEvent::Frame(frame));
                     continue;
                 }

@@ -61,6 +61,12 @@ pub(crate) trait Framer {
     fn buffered_bytes(&self) -> usize;
     /// Joins the answers of one frame's requests into one answer.
     fn join(join: Join, parts: Vec<Vec<u8>>, out: &mut Vec<u8>);
+    /// How many requests `frame` may become, at most: what it counts against the
+    /// per-connection limit on requests in flight.
+    fn requests_in(frame: &Self::Frame) -> usize {
+        let _ = frame;
+        1
+    }
 }
 
 fn line_event(event: LineEvent) -> FrameEvent<Vec<u8>> {

@@ -49,6 +49,11 @@ impl Framer for RespParser {
     fn join(join: Join, parts: Vec<Vec<u8>>, out: &mut Vec<u8>) {
         reply::join(join, parts, out);
     }
+
+    fn requests_in(args: &Vec<Vec<u8>>) -> usize {
+        // A command on keys becomes one request per key (its arguments but the name).
+        args.len().saturating_sub(1).clamp(1, MAX_KEYS_PER_COMMAND)
+    }
 }
 
 fn frame_event(event: RespEvent) -> FrameEvent<Vec<Vec<u8>>> {
