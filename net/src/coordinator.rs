@@ -16,6 +16,7 @@ use ringkv_core::proto::{
 };
 use ringkv_core::replica::PersistToken;
 use ringkv_core::ring::ServerId;
+use ringkv_core::time::Backoff;
 use ringkv_core::Role;
 
 use crate::datadir::DataDir;
@@ -135,8 +136,13 @@ pub fn run_coordinator(
             max_queued_bytes: opts.limits.max_outbound_bytes_per_connection,
             max_queued_msgs: SERVER_QUEUE_MSGS,
             max_frame_bytes: opts.limits.max_frame_bytes,
-            backoff_min_ms: SERVER_BACKOFF_MIN_MS,
-            backoff_max_ms: SERVER_BACKOFF_MAX_MS,
+            backoff: Some(Backoff {
+                wait_ms_min: SERVER_BACKOFF_MIN_MS,
+                wait_ms_max: SERVER_BACKOFF_MAX_MS,
+            }),
+            // A server silent past the down time on one connection gets a new one, so
+            // resends stop going into a flow that was lost.
+            silent_after_ms: Some(config.down_after_ms),
         }),
     };
     let mut ready = Vec::new();
@@ -268,7 +274,9 @@ fn register_spec() -> PortSpec<Register> {
             )))
             .encode()
         },
-        idle_timeout: false,
+        // Servers register again every 2 s, so a live one is never idle; an idle
+        // connection is a stray one holding a slot of the port's connection limit.
+        idle_timeout: true,
         access: |_| None,
         first_handle: 1,
     }

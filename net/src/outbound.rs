@@ -9,6 +9,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use ringkv_core::proto::{LineEvent, LineSplitter};
+use ringkv_core::rng::DetRng;
+use ringkv_core::time::{Attempts, Backoff};
 
 use crate::event_loop::Readiness;
 
@@ -35,10 +37,13 @@ pub(crate) struct LinkConfig {
     pub(crate) max_queued_msgs: usize,
     /// The longest line accepted from the peer; a longer one ends the connection.
     pub(crate) max_frame_bytes: usize,
-    /// The first wait before connecting again after a failure; doubles up to the max.
-    pub(crate) backoff_min_ms: u64,
-    /// The longest wait before connecting again.
-    pub(crate) backoff_max_ms: u64,
+    /// The waits before connecting again after failures (the core's backoff, with
+    /// jitter); `None` connects again at once, for a role that paces its own retries.
+    pub(crate) backoff: Option<Backoff>,
+    /// A connection that stays silent this long after a message was written on it is
+    /// dropped and a new one opened (a peer that hangs, a middlebox that lost the flow);
+    /// `None` keeps it.
+    pub(crate) silent_after_ms: Option<u64>,
 }
 
 /// What a link reports to its role.
@@ -55,6 +60,8 @@ struct Connection {
     /// Whether the non-blocking connect has completed.
     established: bool,
     started_ms: u64,
+    /// Since when the peer owes a sign of life: set by a write, cleared by any read.
+    awaiting_since_ms: Option<u64>,
     maybe_readable: bool,
     /// An event announced the peer's EOF (or an error): read on until it shows.
     peer_closing: bool,
@@ -74,7 +81,8 @@ pub(crate) struct Link {
     /// Bytes of the front message already written to the current connection.
     front_written: usize,
     retry_at_ms: u64,
-    backoff_ms: u64,
+    attempts: Option<Attempts>,
+    rng: DetRng,
     /// Read buffer, kept across reads: zeroing a fresh one for every read cost more
     /// than the reading.
     scratch: Vec<u8>,
@@ -93,7 +101,8 @@ impl Link {
             queued_bytes: 0,
             front_written: 0,
             retry_at_ms: 0,
-            backoff_ms: config.backoff_min_ms,
+            attempts: config.backoff.map(|b| b.begin()),
+            rng: DetRng::new(crate::seed::seed_from_os()),
             scratch: Vec::new(),
         }
     }
@@ -172,6 +181,7 @@ impl Link {
             stream,
             established: false,
             started_ms: now_ms,
+            awaiting_since_ms: None,
             maybe_readable: false,
             peer_closing: false,
             splitter: LineSplitter::new(self.config.max_frame_bytes),
@@ -180,11 +190,11 @@ impl Link {
 
     /// Drops the connection (if any) and waits before the next attempt.
     fn failed(&mut self, now_ms: u64, events: &mut Vec<LinkEvent>) {
-        self.retry_at_ms = now_ms.saturating_add(self.backoff_ms);
-        self.backoff_ms = self
-            .backoff_ms
-            .saturating_mul(2)
-            .min(self.config.backoff_max_ms);
+        let wait_ms = match (self.config.backoff, self.attempts.as_mut()) {
+            (Some(backoff), Some(attempts)) => backoff.next_wait_ms(attempts, &mut self.rng),
+            _ => 0,
+        };
+        self.retry_at_ms = now_ms.saturating_add(wait_ms);
         self.front_written = 0;
         events.push(LinkEvent::Disconnected);
     }
@@ -228,7 +238,7 @@ impl Link {
                     tracing::debug!(link = %self.name, target = %self.target, "connected");
                     conn.established = true;
                     conn.maybe_readable = true;
-                    self.backoff_ms = self.config.backoff_min_ms;
+                    self.attempts = self.config.backoff.map(|b| b.begin());
                 }
             }
         }
@@ -287,7 +297,10 @@ impl Link {
                     self.disconnect(now_ms, registry, events);
                     return;
                 }
-                Ok(n) => self.queued_bytes -= advance(&mut self.queue, &mut self.front_written, n),
+                Ok(n) => {
+                    self.queued_bytes -= advance(&mut self.queue, &mut self.front_written, n);
+                    conn.awaiting_since_ms.get_or_insert(now_ms);
+                }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => {
@@ -305,7 +318,10 @@ impl Link {
             Some(conn) if !conn.established => {
                 Some(conn.started_ms.saturating_add(CONNECT_TIMEOUT_MS))
             }
-            Some(_) => None,
+            Some(conn) => {
+                let since = conn.awaiting_since_ms?;
+                Some(since.saturating_add(self.config.silent_after_ms?))
+            }
             None if !self.queue.is_empty() => Some(self.retry_at_ms),
             None => None,
         }
@@ -320,7 +336,13 @@ impl Link {
                     self.disconnect(now_ms, registry, events);
                 }
             }
-            Some(_) => {}
+            Some(conn) => {
+                let silent = conn.awaiting_since_ms.zip(self.config.silent_after_ms);
+                if silent.is_some_and(|(since, limit)| now_ms.saturating_sub(since) >= limit) {
+                    tracing::info!(link = %self.name, target = %self.target, "the peer went silent; connecting again");
+                    self.disconnect(now_ms, registry, events);
+                }
+            }
             None => {
                 if !self.queue.is_empty() && now_ms >= self.retry_at_ms {
                     self.connect(now_ms, registry, events);
@@ -339,6 +361,7 @@ fn read_lines(
         match conn.stream.read(scratch) {
             Ok(0) => return Err("closed by the peer"),
             Ok(n) => {
+                conn.awaiting_since_ms = None;
                 conn.splitter.push(scratch.get(..n).unwrap_or_default());
                 // A short read emptied the socket; see `Conn::pump` of the inbound side.
                 if n < scratch.len() && !conn.peer_closing {
@@ -440,8 +463,11 @@ mod tests {
             max_queued_bytes: 1024,
             max_queued_msgs,
             max_frame_bytes: 1024,
-            backoff_min_ms: 10,
-            backoff_max_ms: 40,
+            backoff: Some(Backoff {
+                wait_ms_min: 10,
+                wait_ms_max: 40,
+            }),
+            silent_after_ms: Some(300),
         }
     }
 
@@ -539,6 +565,46 @@ mod tests {
             1,
             "the message waits for the next connection"
         );
+    }
+
+    #[test]
+    fn a_connection_that_stays_silent_after_a_write_is_replaced() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = listener.local_addr().unwrap().to_string();
+        let mut poll = Poll::new().unwrap();
+        let mut link = Link::new("test".into(), target, Token(3), config(8));
+        let mut events = Vec::new();
+        let start = Instant::now();
+        link.send(0, poll.registry(), b"m1\n".to_vec(), &mut events);
+        drive(&mut poll, &mut link, &mut events, start, |link, _| {
+            link.is_connected() && link.queue.is_empty()
+        });
+        // The peer takes the message and never answers on this connection.
+        let (silent, _) = listener.accept().unwrap();
+        drive(&mut poll, &mut link, &mut events, start, |_, events| {
+            events.contains(&LinkEvent::Disconnected)
+        });
+        assert!(
+            start.elapsed() >= Duration::from_millis(300),
+            "not before the limit"
+        );
+        events.clear();
+        // What is sent next goes over a new connection, which answers.
+        let at_ms = start.elapsed().as_millis() as u64;
+        link.send(at_ms, poll.registry(), b"m2\n".to_vec(), &mut events);
+        drive(&mut poll, &mut link, &mut events, start, |link, _| {
+            link.is_connected() && link.queue.is_empty()
+        });
+        let (fresh, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(fresh.try_clone().unwrap());
+        let mut got = String::new();
+        reader.read_line(&mut got).unwrap();
+        assert_eq!(got, "m2\n");
+        (&fresh).write_all(b"answer\n").unwrap();
+        drive(&mut poll, &mut link, &mut events, start, |_, events| {
+            events.contains(&LinkEvent::Line(b"answer".to_vec()))
+        });
+        drop(silent);
     }
 
     #[test]

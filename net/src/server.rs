@@ -147,8 +147,8 @@ pub fn run_server(
             max_queued_msgs: 1,
             max_frame_bytes: opts.limits.max_frame_bytes,
             // The registrar paces its own retries.
-            backoff_min_ms: 0,
-            backoff_max_ms: 0,
+            backoff: None,
+            silent_after_ms: None,
         },
     );
     let mut shell = Shell {
@@ -334,6 +334,9 @@ impl Shell {
         for (from, Addressed { msg, to }) in requests {
             self.handle(now_ms, ReplicaInput::Request { from, msg, to })?;
         }
+        // Answers that promise nothing (values, pongs, refusals) go out before the
+        // fsync, so a slow disk does not hold reads and liveness answers behind it.
+        self.port.flush(now_ms, registry);
         if let Some(token) = self.log.sync()? {
             self.handle(now_ms, ReplicaInput::Persisted { token })?;
         }
