@@ -212,6 +212,11 @@ impl Cluster {
         self.start_server_flags(i, listen, &[]);
     }
 
+    /// Starts (or restarts) server `i` listening on `listen`, with extra flags.
+    pub fn start_server_flags_pub(&mut self, i: usize, listen: &str, extra: &[&str]) {
+        self.start_server_flags(i, listen, extra);
+    }
+
     fn start_server_flags(&mut self, i: usize, listen: &str, extra: &[&str]) {
         let id = self.ids[i].to_string();
         let coordinator = self.server_addr.to_string();
@@ -415,4 +420,72 @@ pub fn del(key: &str) -> String {
 /// The `"error"` code of an answer, if it is an error.
 pub fn error_code(answer: &Value) -> Option<&str> {
     answer["error"].as_str()
+}
+
+/// A TCP forwarder in front of a server that can make every flow open so far go silent
+/// (its bytes dropped both ways, the connections left open), as a middlebox that lost
+/// them would, while flows opened later are forwarded as usual.
+pub struct SilencingProxy {
+    /// Where the proxy listens.
+    pub addr: SocketAddr,
+    /// Flows accepted so far, numbered from 1.
+    accepted: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Flows numbered up to this are silent.
+    silent_up_to: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SilencingProxy {
+    /// Forwards `listen` to `target`, two threads per flow.
+    pub fn start(listen: SocketAddr, target: SocketAddr) -> SilencingProxy {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind(listen).expect("the proxy binds");
+        let addr = listener.local_addr().expect("an address");
+        let accepted = Arc::new(AtomicU64::new(0));
+        let silent_up_to = Arc::new(AtomicU64::new(0));
+        let (count, gate) = (accepted.clone(), silent_up_to.clone());
+        std::thread::spawn(move || {
+            for inbound in listener.incoming() {
+                let Ok(inbound) = inbound else { continue };
+                let Ok(outbound) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let flow = count.fetch_add(1, Ordering::SeqCst) + 1;
+                for (from, to) in [
+                    (inbound.try_clone(), outbound.try_clone()),
+                    (outbound.try_clone(), inbound.try_clone()),
+                ] {
+                    let (Ok(mut from), Ok(mut to)) = (from, to) else {
+                        continue;
+                    };
+                    let gate = gate.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 {
+                                let _ = to.shutdown(Shutdown::Write);
+                                break;
+                            }
+                            let silenced = flow <= gate.load(Ordering::SeqCst);
+                            if !silenced && to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        SilencingProxy {
+            addr,
+            accepted,
+            silent_up_to,
+        }
+    }
+
+    /// Every flow open now goes silent for good; later flows are forwarded.
+    pub fn silence_open_flows(&self) {
+        use std::sync::atomic::Ordering;
+        let open = self.accepted.load(Ordering::SeqCst);
+        self.silent_up_to.store(open, Ordering::SeqCst);
+    }
 }

@@ -169,3 +169,46 @@ fn a_server_on_another_servers_old_address_never_takes_its_writes() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_connection_that_goes_silent_is_replaced_and_updates_go_on() {
+    let mut c = Cluster::start(&IDS, &["--timeout-ms", "1000"]);
+    // Server 0 moves behind a proxy on another loopback address, at the same port.
+    c.kill_server(0);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
+    let front: std::net::SocketAddr = format!("127.0.0.2:{port}").parse().expect("an address");
+    let proxy = ringkv_e2e::SilencingProxy::start(front, listen);
+    c.start_server_flags_pub(0, &listen.to_string(), &["--advertise-host", "127.0.0.2"]);
+    let key = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| c.replicas_of(k).contains(&0))
+        .expect("a key of server 0");
+    let put_until_success = |c: &Cluster, value: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let answer = c.client().request(&put(&key, value));
+            if answer["message"] == "Success" {
+                return Instant::now();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{key} never took {value}: {answer}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    put_until_success(&c, "before");
+    // The flows the coordinator has open to server 0 go silent; only new ones work.
+    proxy.silence_open_flows();
+    let silenced_at = Instant::now();
+    put_until_success(&c, "after");
+    assert!(
+        silenced_at.elapsed() < Duration::from_secs(15),
+        "the coordinator replaced the silent connection"
+    );
+    assert_eq!(c.client().request(&get(&key))["value"], "after");
+}
