@@ -1,0 +1,64 @@
+//! The rules an eventual-mode node keeps between any two inputs.
+
+use crate::storage::LogReader;
+
+use super::{Node, Pending, TimerKind};
+
+impl<R: LogReader> Node<R> {
+    pub(super) fn check_node_invariants(&self) {
+        self.timers.check_invariants();
+        self.durability.check_invariants();
+        self.hints.check_invariants();
+        assert!(
+            self.inbox.is_empty(),
+            "a message to itself was left unhandled"
+        );
+        assert!(
+            self.pending.len() <= self.config.max_pending,
+            "more requests in flight than the limit"
+        );
+        for (&req, pending) in &self.pending {
+            assert!(
+                self.timers.deadline(&TimerKind::Request(req)).is_some(),
+                "request {req} has no deadline"
+            );
+            let (replicas, need) = match pending {
+                Pending::Write(w) => {
+                    assert!(
+                        w.answered == (w.acked.len() >= w.need),
+                        "a write is answered exactly when W replicas hold it"
+                    );
+                    assert!(w.acked.iter().all(|id| w.replicas.contains(id)));
+                    assert!(
+                        w.acked.is_empty() || w.state.is_some(),
+                        "acked before applied"
+                    );
+                    (&w.replicas, w.need)
+                }
+                Pending::Read(r) => {
+                    assert!(r.answers.keys().all(|id| r.replicas.contains(id)));
+                    (&r.replicas, r.need)
+                }
+            };
+            assert!(need >= 1 && need <= replicas.len(), "R or W out of range");
+        }
+        for kind in self.timers.kinds() {
+            if let TimerKind::Request(req) = kind {
+                assert!(self.pending.contains_key(req), "deadline of no request");
+            }
+        }
+        for target in self.hints.targets() {
+            assert!(
+                self.config.cluster.nodes.contains_key(&target) && target != self.config.id,
+                "hint for a node that is not another member"
+            );
+        }
+        if !self.hints.is_empty() {
+            assert!(
+                self.timers.deadline(&TimerKind::HintAge).is_some(),
+                "hints held without an age sweep"
+            );
+        }
+        assert!(self.last_token.0 < u64::MAX);
+    }
+}
