@@ -131,6 +131,22 @@ impl Hints {
         }
     }
 
+    /// Forgets that `target`'s hints were sent, so that they are sent again at once (the
+    /// target was down, and what was sent to it then is lost).
+    pub fn unsend(&mut self, target: NodeId) {
+        let ids: Vec<u64> = self
+            .by_target_key
+            .range((target, String::new())..)
+            .take_while(|((t, _), _)| *t == target)
+            .map(|(_, &id)| id)
+            .collect();
+        for id in ids {
+            if let Some(hint) = self.by_id.get_mut(&id) {
+                hint.sent_ms = None;
+            }
+        }
+    }
+
     /// Hints held for `target`.
     pub fn count(&self, target: NodeId) -> usize {
         self.per_target.get(&target).map_or(0, |t| t.0)
@@ -263,6 +279,9 @@ mod tests {
         hints.sent(2, 5);
         assert_eq!(hints.due(1, 10, 10, 5), vec![3]);
         assert_eq!(hints.due(1, 15, 10, 1), vec![2]);
+        hints.sent(3, 15);
+        hints.unsend(1);
+        assert_eq!(hints.due(1, 16, 10, 5), vec![2, 3], "sent again at once");
         assert_eq!(hints.expired(151), vec![2]);
         assert_eq!(hints.expired(20), Vec::<u64>::new());
         assert!(hints.remove(2).is_some() && hints.remove(2).is_none());

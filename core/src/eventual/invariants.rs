@@ -59,6 +59,16 @@ impl<R: LogReader> Node<R> {
                 "hints held without an age sweep"
             );
         }
+        if !self.graves.is_empty() && !self.rearm_graves {
+            assert_eq!(
+                self.timers.deadline(&TimerKind::GraveSweep),
+                self.graves.values().min().copied(),
+                "the grave sweep is armed for the earliest grave"
+            );
+        }
+        for key in self.graves.keys() {
+            assert!(self.store.contains(key), "a grave of a key not held");
+        }
         assert!(self.last_token.0 < u64::MAX);
     }
 }

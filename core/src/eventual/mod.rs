@@ -14,6 +14,7 @@
 //!   read repair);
 //! - `serve`: what this node does as a replica for a coordinator (itself included);
 //! - `handoff`: making, replaying and ageing hints;
+//! - `reap`: tombstones to graves, graves removed for good;
 //! - `recovery`, `invariants`.
 //!
 //! Messages to itself (this node as a replica of a key it coordinates) go through the
@@ -27,6 +28,7 @@ pub mod state;
 mod handoff;
 mod invariants;
 mod read;
+mod reap;
 mod recovery;
 mod serve;
 mod write;
@@ -139,6 +141,8 @@ enum TimerKind {
     HintReplay(NodeId),
     /// The next sweep of hints past their age.
     HintAge,
+    /// The earliest grave's removal.
+    GraveSweep,
 }
 
 /// A request this node coordinates.
@@ -172,6 +176,12 @@ pub struct Node<R> {
     timers: Timers<TimerKind>,
     pending: BTreeMap<u64, Pending>,
     hints: Hints,
+    /// Keys held as graves (knowledge without versions) and when each is removed for
+    /// good. At most one per key held, so bounded by the store.
+    graves: BTreeMap<String, Ts>,
+    /// Set by recovery: grave times restart from the first input's `now`, since the
+    /// caller's clock of an earlier life is not this one's.
+    rearm_graves: bool,
     /// Counters of this node's actor stay above this after a key was reaped.
     floor: u64,
     last_stamp: Option<Stamp>,
@@ -209,6 +219,8 @@ impl<R: LogReader> Node<R> {
             timers: Timers::new(),
             pending: BTreeMap::new(),
             hints: Hints::new(config.hints),
+            graves: BTreeMap::new(),
+            rearm_graves: false,
             floor: 0,
             last_stamp: None,
             // Request numbers start at a point drawn from the seed (63 bits, so they never
@@ -310,6 +322,7 @@ impl<R: LogReader> Node<R> {
             offset: payload_offset + state_offset_in_payload(key.len()) as u64,
             len: u32::try_from(len).unwrap_or(u32::MAX),
         };
+        self.track_grave(key, &state);
         self.store.put(key.to_owned(), loc, state);
         token
     }
@@ -401,6 +414,7 @@ impl<R: LogReader> Node<R> {
                 context,
             } => self.serve_write(from, req, key, op, context),
             PeerMessage::Store { req, key, state } => self.serve_store(from, req, key, state),
+            PeerMessage::Reap { key, state, .. } => self.serve_reap(key, state),
             PeerMessage::Read { req, key } => self.serve_read(from, req, key),
             PeerMessage::Written {
                 req,
@@ -415,10 +429,17 @@ impl<R: LogReader> Node<R> {
     }
 
     fn mark_up(&mut self, node: NodeId) {
-        if let Some(up) = self.up.get_mut(&node) {
-            *up = true;
-            self.wake_hints(node);
+        let Some(up) = self.up.get_mut(&node) else {
+            return;
+        };
+        let was_down = !*up;
+        *up = true;
+        if was_down {
+            // What was sent while it was down is lost: replay everything owed, now.
+            self.hints.unsend(node);
+            self.timers.cancel(&TimerKind::HintReplay(node));
         }
+        self.wake_hints(node);
     }
 
     fn on_tick(&mut self) {
@@ -427,6 +448,7 @@ impl<R: LogReader> Node<R> {
                 TimerKind::Request(req) => self.on_deadline(req),
                 TimerKind::HintReplay(target) => self.replay_hints(target),
                 TimerKind::HintAge => self.expire_hints(),
+                TimerKind::GraveSweep => self.sweep_graves(),
             }
         }
     }
@@ -447,6 +469,12 @@ impl<R: LogReader> Role for Node<R> {
     fn handle(&mut self, now: Ts, input: NodeInput) {
         assert!(now >= self.now, "time went backwards: {now} < {}", self.now);
         self.now = now;
+        if self.rearm_graves {
+            self.rearm_graves = false;
+            let at = now.saturating_add(self.grave_ms());
+            self.graves.values_mut().for_each(|deadline| *deadline = at);
+            self.arm_grave_sweep();
+        }
         match input {
             NodeInput::Client { from, msg } => self.on_client(from, msg),
             NodeInput::Peer { from, msg } => {

@@ -43,7 +43,9 @@ pub(super) struct PendingRead {
 }
 
 /// The join of every answer.
-fn merge_all<'a>(states: impl Iterator<Item = &'a Option<KeyState>>) -> (Option<KeyState>, u64) {
+pub(super) fn merge_all<'a>(
+    states: impl Iterator<Item = &'a Option<KeyState>>,
+) -> (Option<KeyState>, u64) {
     let mut merged: Option<KeyState> = None;
     let mut reused = 0u64;
     for state in states.flatten() {
@@ -195,6 +197,7 @@ impl<R: LogReader> Node<R> {
     fn finish_read(&mut self, req: u64) {
         if let Some(Pending::Read(read)) = self.pending.remove(&req) {
             self.timers.cancel(&TimerKind::Request(req));
+            self.maybe_reap(req, &read);
             self.repair_rest(req, read);
         }
     }

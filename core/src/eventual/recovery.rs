@@ -54,6 +54,7 @@ impl<R: LogReader> Node<R> {
         // hint.
         node.next_req = node.next_req.max(highest_id.saturating_add(1));
         node.arm_age_sweep();
+        node.rearm_graves = !node.graves.is_empty();
         let report = RecoveryReport {
             records: scan.records,
             valid_len: scan.valid_len,
@@ -75,6 +76,14 @@ impl<R: LogReader> Node<R> {
                     offset: payload_offset + state_offset_in_payload(key.len()) as u64,
                     len: u32::try_from(state.len()).map_err(|_| "state too long")?,
                 };
+                match &decoded {
+                    KeyState::Siblings(c) if c.is_empty() => {
+                        self.graves.insert(key.clone(), 0);
+                    }
+                    _ => {
+                        self.graves.remove(&key);
+                    }
+                }
                 self.store.put(key, loc, decoded);
             }
             Record::Hint {
@@ -105,6 +114,7 @@ impl<R: LogReader> Node<R> {
             }
             Record::Reaped { key, floor } => {
                 self.store.remove(&key);
+                self.graves.remove(&key);
                 self.floor = self.floor.max(floor);
             }
         }

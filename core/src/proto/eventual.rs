@@ -222,6 +222,17 @@ pub enum PeerMessage {
         /// Its state.
         state: StateBytes,
     },
+    /// `ev_reap`: every replica was seen holding exactly this state, only deletions, and
+    /// the sender holds no hint of the key: a replica that still holds exactly it and no
+    /// hint of the key may reap it (keep a grave of its knowledge). Not answered.
+    Reap {
+        /// The sender's request.
+        req: u64,
+        /// The key.
+        key: String,
+        /// The state every replica held.
+        state: StateBytes,
+    },
     /// `ev_stored`: the merged state of an `ev_store` is durable here.
     Stored {
         /// The request answered.
@@ -258,6 +269,7 @@ impl PeerMessage {
             PeerMessage::Write { req, .. }
             | PeerMessage::Written { req, .. }
             | PeerMessage::Store { req, .. }
+            | PeerMessage::Reap { req, .. }
             | PeerMessage::Stored { req }
             | PeerMessage::Read { req, .. }
             | PeerMessage::State { req, .. }
@@ -392,6 +404,12 @@ fn encode_peer(msg: &PeerMessage, id: Option<&RequestId>, out: &mut Vec<u8>) {
             write_hex(&mut w, "state", &state.0);
             w
         }
+        PeerMessage::Reap { req, key, state } => {
+            let mut w = ObjectWriter::new(out, "ev_reap");
+            w.u64("req", *req).str("key", key);
+            write_hex(&mut w, "state", &state.0);
+            w
+        }
         PeerMessage::Stored { req } => {
             let mut w = ObjectWriter::new(out, "ev_stored");
             w.u64("req", *req);
@@ -456,7 +474,8 @@ impl WireMessage for NodeMessage {
             NodeMessage::Client(EventualRequest::Get { key, .. })
             | NodeMessage::Client(EventualRequest::Local { key })
             | NodeMessage::Peer(PeerMessage::Read { key, .. })
-            | NodeMessage::Peer(PeerMessage::Store { key, .. }) => check_key(key),
+            | NodeMessage::Peer(PeerMessage::Store { key, .. })
+            | NodeMessage::Peer(PeerMessage::Reap { key, .. }) => check_key(key),
             NodeMessage::Client(EventualRequest::Write { key, op, .. })
             | NodeMessage::Peer(PeerMessage::Write { key, op, .. }) => match op {
                 WriteOp::Put(value) => check_key_value(key, Some(value)),
@@ -551,6 +570,11 @@ fn decode_peer(
             context: fields.string("context")?,
         },
         "store" => PeerMessage::Store {
+            req,
+            key: fields.string("key")?,
+            state: state_field(fields)?,
+        },
+        "reap" => PeerMessage::Reap {
             req,
             key: fields.string("key")?,
             state: state_field(fields)?,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
 use crate::proto::{
-    Consistency, Envelope, EventualRequest, EventualResponse, NodeMessage, WriteOp,
+    Consistency, Envelope, EventualRequest, EventualResponse, NodeMessage, PeerMessage, WriteOp,
 };
 use crate::role::Role;
 use crate::storage::{LogReader, PersistToken, StorageError};
@@ -167,6 +167,13 @@ impl World {
             other => panic!("a node's message did not decode: {other:?}"),
         };
         self.input(to, NodeInput::Peer { from, msg });
+    }
+
+    /// Delivers `msg` from `from` to `to` as if it had been delayed in the network.
+    pub fn inject(&mut self, from: NodeId, to: NodeId, msg: PeerMessage) {
+        let line = Envelope::bare(NodeMessage::Peer(msg)).encode();
+        self.deliver(from, to, &line);
+        self.run();
     }
 
     /// Syncs node `id`'s log and reports it durable.

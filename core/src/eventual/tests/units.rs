@@ -2,7 +2,9 @@
 
 use serde_json::json;
 
-use crate::proto::{Consistency, ErrorCode, EventualRequest, EventualResponse};
+use crate::proto::{
+    Consistency, ErrorCode, EventualRequest, EventualResponse, PeerMessage, StateBytes,
+};
 use crate::versions::decode_context;
 
 use super::super::{parse_cluster, Conflicts, KeyState, Repair};
@@ -616,4 +618,113 @@ fn requests_in_flight_are_bounded() {
     );
     w.advance(3000);
     assert_eq!(w.answer(first), Some(&EventualResponse::Timeout));
+}
+
+#[test]
+fn tombstones_held_by_every_replica_are_reaped_to_graves_then_removed() {
+    let mut w = World::new(&IDS, |c| c.hints.max_age_ms = 10_000);
+    let put = w.put(10, "k", "v", All, None);
+    assert!(is_written(w.answer(put)));
+    let old = w.state(20, "k").expect("held");
+    let del = w.del(10, "k", Quorum, None);
+    assert!(is_written(w.answer(del)));
+    // A read that hears every replica holding the same deletions reaps them.
+    let get = w.get(20, "k", All);
+    let Some(EventualResponse::NotFound {
+        context: Some(context),
+    }) = w.answer(get).cloned()
+    else {
+        panic!("expected not_found with a context: {:?}", w.answer(get));
+    };
+    for id in IDS {
+        let Some(KeyState::Siblings(grave)) = w.state(id, "k") else {
+            panic!("replica {id} keeps a grave");
+        };
+        assert!(grave.is_empty(), "replica {id} holds no version");
+    }
+    // A state delayed in the network cannot bring the value back while graves are kept.
+    let stale = PeerMessage::Store {
+        req: 1,
+        key: "k".into(),
+        state: StateBytes(old.to_bytes()),
+    };
+    w.inject(10, 30, stale.clone());
+    assert_eq!(local_values(&w, 30, "k"), ["<deleted>"]);
+    let get = w.get(30, "k", All);
+    assert_eq!(
+        w.answer(get),
+        Some(&EventualResponse::NotFound {
+            context: Some(context.clone())
+        })
+    );
+    // After the grave time the key is gone for good, everywhere, also after a restart.
+    w.advance(10_000 + 2 * 3000 + 1);
+    for id in IDS {
+        assert_eq!(w.state(id, "k"), None, "replica {id} removed it");
+    }
+    w.crash(20);
+    w.restart(20);
+    assert_eq!(w.state(20, "k"), None);
+    // A new write is numbered above every counter used for the key before.
+    let put = w.put(10, "k", "new", All, None);
+    let Some(EventualResponse::Written { clock, .. }) = w.answer(put).cloned() else {
+        panic!("write failed");
+    };
+    assert_eq!(
+        clock,
+        json!({"10": 3}),
+        "above the reaped dots 10:1 and 10:2"
+    );
+}
+
+#[test]
+fn tombstones_are_not_reaped_while_a_replica_lacks_them_or_a_hint_is_owed() {
+    let mut w = World::new(&IDS, |c| c.hints.max_age_ms = 10_000);
+    let put = w.put(10, "k", "v", All, None);
+    assert!(is_written(w.answer(put)));
+    w.crash(30);
+    w.announce(30, false);
+    let del = w.del(10, "k", Quorum, None);
+    assert!(is_written(w.answer(del)));
+    w.advance(3000);
+    assert_eq!(w.node(10).hints_for(30), 1, "the deletion is owed to 30");
+    let get = w.get(20, "k", Two);
+    assert!(matches!(
+        w.answer(get),
+        Some(EventualResponse::NotFound { .. })
+    ));
+    w.advance(3000);
+    for id in [10, 20] {
+        assert_eq!(local_values(&w, id, "k"), ["<deleted>"]);
+        let Some(KeyState::Siblings(c)) = w.state(id, "k") else {
+            panic!("held")
+        };
+        assert!(
+            !c.is_empty(),
+            "replica {id} keeps its tombstone: 30 never answered"
+        );
+    }
+    // 30 comes back with its old value; the hint and a full read bring the deletion.
+    w.restart(30);
+    assert_eq!(local_values(&w, 30, "k"), ["v"]);
+    w.announce(30, true);
+    w.advance(1);
+    assert_eq!(
+        local_values(&w, 30, "k"),
+        ["<deleted>"],
+        "the hint carried the deletion"
+    );
+    let get = w.get(30, "k", All);
+    assert!(matches!(
+        w.answer(get),
+        Some(EventualResponse::NotFound { .. })
+    ));
+    w.advance(20_000);
+    for id in IDS {
+        assert_eq!(
+            w.state(id, "k"),
+            None,
+            "replica {id} reaped it once all held it"
+        );
+    }
 }
