@@ -124,6 +124,10 @@ impl<R: LogReader> Node<R> {
                 return self.refuse(from, req, ErrorCode::Malformed, why);
             }
         };
+        if matches!(theirs, KeyState::Lww(_)) != (self.config.conflicts == Conflicts::Lww) {
+            self.stats.bad_states += 1;
+            return self.refuse(from, req, ErrorCode::Malformed, "other conflicts mode");
+        }
         let held = match self.held(&key) {
             Ok(held) => held,
             Err(why) => return self.refuse(from, req, ErrorCode::Internal, why),

@@ -757,3 +757,238 @@ fn decode_node_status(item: &Value) -> Option<NodeStatus> {
         hints: item.get("hints")?.as_u64()?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn round_trip<M: WireMessage + PartialEq + std::fmt::Debug + Clone>(
+        msg: M,
+        id: Option<RequestId>,
+    ) {
+        let envelope = Envelope::with_id(id, msg);
+        let line = envelope.encode();
+        assert_eq!(line.last(), Some(&b'\n'));
+        let back = Envelope::<M>::decode(&line[..line.len() - 1]).expect("decodes");
+        assert_eq!(back, envelope, "{}", String::from_utf8_lossy(&line));
+    }
+
+    fn decode(line: &str) -> Result<NodeMessage, DecodeError> {
+        Envelope::<NodeMessage>::decode(line.as_bytes()).map(|e| e.msg)
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let state = StateBytes(vec![0, 1, 0xab, 0xff]);
+        let messages = [
+            NodeMessage::Client(EventualRequest::Get {
+                key: "k".into(),
+                consistency: Consistency::One,
+            }),
+            NodeMessage::Client(EventualRequest::Write {
+                key: "k".into(),
+                op: WriteOp::Put("v\n\"".into()),
+                consistency: Consistency::All,
+                context: Some("1:2~3:4".into()),
+            }),
+            NodeMessage::Client(EventualRequest::Write {
+                key: "k".into(),
+                op: WriteOp::Del,
+                consistency: Consistency::Quorum,
+                context: None,
+            }),
+            NodeMessage::Client(EventualRequest::Local { key: "k".into() }),
+            NodeMessage::Client(EventualRequest::Status),
+            NodeMessage::Peer(PeerMessage::Write {
+                req: 1,
+                key: "k".into(),
+                op: WriteOp::Del,
+                context: Some(String::new()),
+            }),
+            NodeMessage::Peer(PeerMessage::Write {
+                req: u64::MAX,
+                key: "k".into(),
+                op: WriteOp::Put(String::new()),
+                context: None,
+            }),
+            NodeMessage::Peer(PeerMessage::Written {
+                req: 2,
+                state: state.clone(),
+                clock: json!({"1": 2}),
+                context: "1:2".into(),
+            }),
+            NodeMessage::Peer(PeerMessage::Store {
+                req: 3,
+                key: "k".into(),
+                state: state.clone(),
+            }),
+            NodeMessage::Peer(PeerMessage::Reap {
+                req: 3,
+                key: "k".into(),
+                state: state.clone(),
+            }),
+            NodeMessage::Peer(PeerMessage::Stored { req: 4 }),
+            NodeMessage::Peer(PeerMessage::Read {
+                req: 5,
+                key: "k".into(),
+            }),
+            NodeMessage::Peer(PeerMessage::State {
+                req: 6,
+                state: Some(state),
+            }),
+            NodeMessage::Peer(PeerMessage::State {
+                req: 7,
+                state: None,
+            }),
+            NodeMessage::Peer(PeerMessage::Refused {
+                req: 8,
+                error: ErrorReply::new(ErrorCode::Overloaded),
+            }),
+        ];
+        for msg in messages {
+            round_trip(msg.clone(), None);
+            round_trip(msg, Some(RequestId::Text("x".into())));
+        }
+        let answers = [
+            EventualResponse::Read {
+                key: "k".into(),
+                versions: vec![json!({"value": "v", "clock": {"1": 1}})],
+                value: Some("v".into()),
+                context: "1:1".into(),
+            },
+            EventualResponse::Read {
+                key: "k".into(),
+                versions: vec![
+                    json!({"deleted": true, "clock": {"1": 1}}),
+                    json!({"value": "w", "clock": {"2": 1}}),
+                ],
+                value: None,
+                context: "1:1,2:1".into(),
+            },
+            EventualResponse::Written {
+                clock: json!({"ts": 5, "node": 1}),
+                context: String::new(),
+            },
+            EventualResponse::NotFound { context: None },
+            EventualResponse::NotFound {
+                context: Some("1:1".into()),
+            },
+            EventualResponse::Status {
+                node: 1,
+                replication: 3,
+                conflicts: "siblings".into(),
+                repair: "both".into(),
+                nodes: vec![NodeStatus {
+                    id: 1,
+                    addr: "a:1".into(),
+                    up: true,
+                    hints: 2,
+                }],
+            },
+            EventualResponse::error(ErrorCode::Unavailable),
+            EventualResponse::Timeout,
+        ];
+        for answer in answers {
+            round_trip(answer.clone(), Some(RequestId::Unsigned(9)));
+        }
+    }
+
+    #[test]
+    fn answers_are_spelled_as_section_2_says() {
+        let line = Envelope::bare(EventualResponse::Written {
+            clock: json!({"17.2": 1}),
+            context: "~17.2:1".into(),
+        })
+        .encode();
+        assert_eq!(line, b"{\"type\":\"resp\",\"message\":\"Success\",\"clock\":{\"17.2\":1},\"context\":\"~17.2:1\"}\n");
+        let line = Envelope::bare(EventualResponse::NotFound {
+            context: Some("1:1".into()),
+        })
+        .encode();
+        let text = String::from_utf8(line).expect("utf-8");
+        assert!(text.contains("\"error\":\"not_found\"") && text.contains("\"context\":\"1:1\""));
+        let line = Envelope::bare(EventualResponse::Timeout).encode();
+        assert!(String::from_utf8(line)
+            .expect("utf-8")
+            .contains("\"error\":\"timeout\""));
+    }
+
+    #[test]
+    fn defaults_and_faults_in_the_protocol_order() {
+        assert_eq!(
+            decode(r#"{"type":"getreq","key":"k"}"#),
+            Ok(NodeMessage::Client(EventualRequest::Get {
+                key: "k".into(),
+                consistency: Consistency::Quorum
+            }))
+        );
+        let code = |line: &str| decode(line).expect_err(line).code;
+        assert_eq!(
+            code(r#"{"type":"getreq","key":"k","consistency":"most"}"#),
+            ErrorCode::Malformed
+        );
+        assert_eq!(
+            code(r#"{"type":"getreq","key":"k","consistency":3}"#),
+            ErrorCode::Malformed
+        );
+        assert_eq!(
+            code(r#"{"type":"putreq","key":"","value":"v","context":5}"#),
+            ErrorCode::Malformed
+        );
+        assert_eq!(
+            code(r#"{"type":"putreq","key":"","value":"v","consistency":"x"}"#),
+            ErrorCode::Malformed
+        );
+        assert_eq!(
+            code(r#"{"type":"putreq","key":"","value":"v"}"#),
+            ErrorCode::EmptyKey
+        );
+        let long_key = "k".repeat(257);
+        let line = format!(r#"{{"type":"delreq","key":"{long_key}"}}"#);
+        assert_eq!(code(&line), ErrorCode::KeyTooLong);
+        let big = "v".repeat(crate::limits::MAX_VALUE_BYTES + 1);
+        let line = format!(r#"{{"type":"putreq","key":"k","value":"{big}"}}"#);
+        assert_eq!(code(&line), ErrorCode::ValueTooLarge);
+        assert_eq!(
+            code(r#"{"type":"ev_nothing","req":1}"#),
+            ErrorCode::Malformed
+        );
+        assert_eq!(
+            code(r#"{"type":"ev_store","req":1,"key":"k","state":"0G"}"#),
+            ErrorCode::Malformed
+        );
+        assert_eq!(
+            code(r#"{"type":"ev_store","req":1,"key":"k","state":"ABCD"}"#),
+            ErrorCode::Malformed
+        );
+        assert_eq!(
+            code(r#"{"type":"ev_store","req":1,"key":"k","state":"abc"}"#),
+            ErrorCode::Malformed
+        );
+        assert_eq!(
+            code(r#"{"type":"ev_write","req":1,"key":"k"}"#),
+            ErrorCode::Malformed
+        );
+        assert_eq!(code(r#"{"type":"ev_stored"}"#), ErrorCode::Malformed);
+        assert_eq!(code(r#"{"type":"resp"}"#), ErrorCode::Malformed);
+        let err = decode(r#"{"type":"getreq","id":7,"key":"k","key":"j"}"#).expect_err("duplicate");
+        assert_eq!(
+            (err.code, err.id),
+            (ErrorCode::Malformed, Some(RequestId::Unsigned(7)))
+        );
+    }
+
+    #[test]
+    fn levels_count_replicas() {
+        let counts: Vec<usize> = ["one", "two", "three", "quorum", "all"]
+            .iter()
+            .map(|text| Consistency::parse(text).expect("level").replicas(5))
+            .collect();
+        assert_eq!(counts, [1, 2, 3, 3, 5]);
+        assert_eq!(Consistency::Quorum.replicas(4), 3);
+        assert_eq!(Consistency::Quorum.replicas(1), 1);
+        assert_eq!(Consistency::parse("ONE"), None);
+    }
+}
