@@ -176,7 +176,7 @@ impl Hints {
     }
 
     /// The ids of `target`'s hints due to be sent at `now` (never sent, or sent more than
-    /// `resend_ms` ago), at most `limit`, in key order.
+    /// `resend_ms` ago, and within their age), at most `limit`, in key order.
     pub fn due(&self, target: NodeId, now: Ts, resend_ms: u64, limit: usize) -> Vec<u64> {
         let from = (target, String::new());
         self.by_target_key
@@ -187,6 +187,9 @@ impl Hints {
                 h.sent_ms
                     .is_none_or(|at| now.saturating_sub(at) >= resend_ms)
             })
+            // A hint past its age is never sent, even before the sweep drops it, so no
+            // state older than the age bound is handed over.
+            .filter(|h| now.saturating_sub(h.created_ms) <= self.bounds.max_age_ms)
             .take(limit)
             .map(|h| h.id)
             .collect()
@@ -283,6 +286,11 @@ mod tests {
         hints.unsend(1);
         assert_eq!(hints.due(1, 16, 10, 5), vec![2, 3], "sent again at once");
         assert_eq!(hints.expired(151), vec![2]);
+        assert_eq!(
+            hints.due(1, 151, 10, 5),
+            vec![3],
+            "an expired hint is not sent"
+        );
         assert_eq!(hints.expired(20), Vec::<u64>::new());
         assert!(hints.remove(2).is_some() && hints.remove(2).is_none());
         assert_eq!(hints.count(1), 1);

@@ -399,6 +399,7 @@ impl<R: LogReader> Node<R> {
             conflicts: self.config.conflicts.as_str().to_owned(),
             repair: self.config.repair.as_str().to_owned(),
             nodes,
+            hints_dropped: self.hints.dropped(),
         }
     }
 

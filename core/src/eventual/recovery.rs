@@ -72,6 +72,13 @@ impl<R: LogReader> Node<R> {
         match record {
             Record::State { key, state } => {
                 let decoded = KeyState::from_bytes(&state)?;
+                if let KeyState::Lww(version) = &decoded {
+                    // Stamps of this node stay increasing across restarts, even if the
+                    // caller's clock went back.
+                    if version.stamp.node == self.config.id {
+                        self.last_stamp = self.last_stamp.max(Some(version.stamp));
+                    }
+                }
                 let loc = ValueLoc {
                     offset: payload_offset + state_offset_in_payload(key.len()) as u64,
                     len: u32::try_from(state.len()).map_err(|_| "state too long")?,

@@ -162,6 +162,9 @@ pub enum EventualResponse {
         repair: String,
         /// Every node, ascending ID.
         nodes: Vec<NodeStatus>,
+        /// Hints dropped at a bound since the node started (an addition to section 2's
+        /// shape; absent reads as 0).
+        hints_dropped: u64,
     },
     /// The request failed; see the code. `timeout` travels as its own variant.
     Error(ErrorReply),
@@ -636,12 +639,14 @@ impl WireMessage for EventualResponse {
                 conflicts,
                 repair,
                 nodes,
+                hints_dropped,
             } => {
                 w.u64("node", *node)
                     .u64("replication", *replication)
                     .str("conflicts", conflicts)
                     .str("repair", repair);
                 write_nodes(&mut w, nodes);
+                w.u64("hints_dropped", *hints_dropped);
             }
             EventualResponse::Error(reply) => {
                 w.str("error", reply.code.as_str())
@@ -716,6 +721,11 @@ fn decode_response_fields(fields: &mut Fields<'_>) -> Result<EventualResponse, D
         let conflicts = fields.string("conflicts")?;
         let repair = fields.string("repair")?;
         let items = fields.array("nodes")?;
+        let hints_dropped = if fields.obj.has("hints_dropped") {
+            fields.u64("hints_dropped")?
+        } else {
+            0
+        };
         let nodes = items
             .iter()
             .map(|item| decode_node_status(item).ok_or_else(|| fields.invalid("bad node")))
@@ -726,6 +736,7 @@ fn decode_response_fields(fields: &mut Fields<'_>) -> Result<EventualResponse, D
             conflicts,
             repair,
             nodes,
+            hints_dropped,
         });
     }
     if fields.obj.has("versions") {
@@ -886,6 +897,7 @@ mod tests {
                     up: true,
                     hints: 2,
                 }],
+                hints_dropped: 4,
             },
             EventualResponse::error(ErrorCode::Unavailable),
             EventualResponse::Timeout,

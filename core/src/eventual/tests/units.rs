@@ -313,6 +313,7 @@ fn a_missed_replica_gets_a_durable_hint_that_is_replayed_when_it_is_back() {
         repair,
         replication,
         node,
+        hints_dropped,
     }) = w.answer(status).cloned()
     else {
         panic!("status");
@@ -323,6 +324,7 @@ fn a_missed_replica_gets_a_durable_hint_that_is_replayed_when_it_is_back() {
     );
     let hints: Vec<(u64, u64)> = nodes.iter().map(|n| (n.id, n.hints)).collect();
     assert_eq!(hints, [(10, 0), (20, 0), (30, 1)]);
+    assert_eq!(hints_dropped, 0);
     // The hint survives the coordinator's restart.
     w.crash(10);
     w.restart(10);
@@ -357,6 +359,17 @@ fn hints_are_bounded_in_count_and_age_and_dropped_ones_are_counted() {
         w.node(10).hints_dropped(),
         1,
         "the second is over the count bound"
+    );
+    let status = w.request(10, EventualRequest::Status);
+    assert!(
+        matches!(
+            w.answer(status),
+            Some(EventualResponse::Status {
+                hints_dropped: 1,
+                ..
+            })
+        ),
+        "statusreq shows the dropped hints"
     );
     w.advance(60_000);
     assert_eq!(w.node(10).hints_for(30), 0, "aged out");
