@@ -237,6 +237,13 @@ fn a_write_is_acknowledged_only_once_durable_at_w_replicas() {
     for id in IDS {
         w.slots.get_mut(&id).expect("slot").auto_sync = false;
     }
+    // The first replica's own copy.
+    let put = w.put(10, "j", "v", One, None);
+    assert_eq!(w.answer(put), None, "not synced at the first replica yet");
+    w.sync(10);
+    w.run();
+    assert!(is_written(w.answer(put)), "one durable copy");
+    // The copies shipped to the other replicas.
     let put = w.put(10, "k", "v", Two, None);
     assert_eq!(w.answer(put), None, "nothing is synced yet");
     w.sync(10);
