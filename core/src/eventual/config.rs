@@ -216,7 +216,10 @@ pub struct NodeConfig {
     pub max_waiting: usize,
     /// The cache of decoded key states in front of the log.
     pub cache: CacheConfig,
-    /// The node's own random stream (request numbers).
+    /// The node's own random stream: where its request numbers start. It must differ
+    /// from one start of the node to the next (the shells draw it from the OS, the
+    /// simulator from its run's stream), so that answers still in flight to an earlier
+    /// life are not matched with this one's requests.
     pub seed: u64,
     /// Fault sites, turned on only by the simulator.
     pub buggify: Option<BuggifyConfig>,

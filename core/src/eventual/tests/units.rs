@@ -748,3 +748,61 @@ fn tombstones_are_not_reaped_while_a_replica_lacks_them_or_a_hint_is_owed() {
         );
     }
 }
+
+#[test]
+fn a_replica_shows_its_state_only_once_durable() {
+    let mut w = World::new(&IDS, |_| {});
+    w.slots.get_mut(&20).expect("slot").auto_sync = false;
+    w.partition(10, 30, true);
+    w.partition(20, 30, true);
+    let put = w.put(10, "k", "v", One, None);
+    assert!(is_written(w.answer(put)));
+    assert_eq!(
+        local_values(&w, 20, "k"),
+        ["v"],
+        "20 holds it, not yet durably"
+    );
+    w.partition(20, 30, false);
+    // 30 reads from itself and 20 (10 is cut off): 20 may show the write only once a
+    // crash cannot take it back.
+    let get = w.get(30, "k", Two);
+    assert_eq!(w.answer(get), None);
+    w.sync(20);
+    w.run();
+    assert_eq!(values(w.answer(get)), ["v"]);
+}
+
+#[test]
+fn a_torn_log_tail_is_cut_and_the_rest_recovered() {
+    let mut w = World::new(&IDS, |_| {});
+    let put = w.put(10, "k", "v", All, None);
+    assert!(is_written(w.answer(put)));
+    let slot = w.slots.get_mut(&20).expect("slot");
+    let good = slot.log.0.borrow().len();
+    let mut torn = slot.log.0.borrow().clone();
+    torn.extend_from_slice(&[9, 0, 0, 0, 1, 2]);
+    let config = slot.config.clone();
+    let (node, report) =
+        super::super::Node::recover(config, &torn, slot.log.clone()).expect("recovers");
+    assert_eq!(report.valid_len as usize, good, "the torn frame is cut");
+    assert_eq!((report.keys, report.hints, report.bad_record), (1, 0, None));
+    assert!(matches!(node.local_state("k"), Some(KeyState::Siblings(c)) if c.len() == 1));
+}
+
+#[test]
+fn a_restarted_lww_node_stamps_above_its_own_earlier_writes() {
+    let mut w = World::new(&IDS, |c| c.conflicts = Conflicts::Lww);
+    w.advance(100);
+    let put = w.put(10, "k", "b", All, None);
+    assert!(is_written(w.answer(put)));
+    w.crash(10);
+    w.restart(10);
+    // The same millisecond: the stamp must still be above the one before the restart.
+    let put = w.put(10, "k", "a", All, None);
+    let Some(EventualResponse::Written { clock, .. }) = w.answer(put).cloned() else {
+        panic!("lww write failed");
+    };
+    assert_eq!(clock, json!({"ts": 101, "node": 10}));
+    let get = w.get(20, "k", All);
+    assert_eq!(values(w.answer(get)), ["a"]);
+}
