@@ -66,10 +66,12 @@ impl<R: LogReader> Node<R> {
             }
             Err(why) => return self.refuse(from, req, ErrorCode::Internal, why),
         };
-        let full = container.write_exceeds(context.as_ref(), self.config.max_siblings);
-        if full || self.buggify.fires(self.now, FaultSite::SpuriousRefusal) {
+        if container.write_exceeds(context.as_ref(), self.config.max_siblings) {
             let message = format!("more than {} siblings", self.config.max_siblings);
             return self.refuse(from, req, ErrorCode::Overloaded, message);
+        }
+        if self.buggify.fires(self.now, FaultSite::SpuriousRefusal) {
+            return self.refuse_full(from, req);
         }
         match self.apply_write(&mut container, context.as_ref(), op) {
             Ok((clock, answer_context)) => {

@@ -16,7 +16,7 @@ use crate::proto::{
     Consistency, ErrorCode, ErrorReply, EventualResponse, PeerMessage, StateBytes, WriteOp,
 };
 use crate::storage::LogReader;
-use crate::versions::{LwwVersion, Payload, Stamp};
+use crate::versions::{decode_context, LwwVersion, Payload, Stamp};
 use crate::ReplyTo;
 
 use super::config::{Conflicts, NodeId};
@@ -76,6 +76,16 @@ impl<R: LogReader> Node<R> {
         level: Consistency,
         context: Option<String>,
     ) {
+        // A bad context is the client's fault whatever the replicas' state: answered
+        // before anything is tried. Only siblings mode reads contexts.
+        let bad_context = self.config.conflicts == Conflicts::Siblings
+            && context
+                .as_deref()
+                .is_some_and(|c| decode_context(c).is_err());
+        if bad_context {
+            let reply = ErrorReply::with_message(ErrorCode::Malformed, "not a context");
+            return self.reply(to, EventualResponse::Error(reply));
+        }
         let replicas = self.replicas_of(&key);
         let need = match self.admit(level, &replicas) {
             Ok(need) => need,

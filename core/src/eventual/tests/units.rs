@@ -180,6 +180,15 @@ fn a_write_with_a_context_keeps_the_versions_its_reader_did_not_see() {
     assert!(
         matches!(w.answer(bad), Some(EventualResponse::Error(e)) if e.code == ErrorCode::Malformed)
     );
+    // Malformed comes first, even when the write could not be tried.
+    w.crash(20);
+    w.crash(30);
+    w.announce(20, false);
+    w.announce(30, false);
+    let bad = w.put(10, "k", "x", All, Some("1:0"));
+    assert!(
+        matches!(w.answer(bad), Some(EventualResponse::Error(e)) if e.code == ErrorCode::Malformed)
+    );
 }
 
 #[test]
