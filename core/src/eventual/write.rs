@@ -110,16 +110,7 @@ impl<R: LogReader> Node<R> {
             .set(TimerKind::Request(req), self.now + self.config.timeout_ms);
         match self.config.conflicts {
             Conflicts::Siblings => {
-                let first = if replicas.contains(&self.config.id) {
-                    self.config.id
-                } else {
-                    // admit() saw at least one replica up.
-                    replicas
-                        .iter()
-                        .copied()
-                        .find(|&id| self.is_up(id))
-                        .unwrap_or(self.config.id)
-                };
+                let first = self.first_replica(&replicas);
                 let msg = PeerMessage::Write {
                     req,
                     key,
@@ -128,21 +119,38 @@ impl<R: LogReader> Node<R> {
                 };
                 self.send(first, msg);
             }
-            Conflicts::Lww => {
-                let stamp = Stamp::next(self.now, self.config.id, self.last_stamp);
-                self.last_stamp = Some(stamp);
-                let version = LwwVersion {
-                    stamp,
-                    payload: payload(op),
-                };
-                let answer = EventualResponse::Written {
-                    clock: stamp.clock_json(),
-                    context: String::new(),
-                };
-                let state = KeyState::Lww(version).to_bytes();
-                self.ship(req, None, state, answer);
-            }
+            Conflicts::Lww => self.stamp_and_ship(req, op),
         }
+    }
+
+    /// The replica that applies a write first (section 2's blind-write rule): this node
+    /// when it is one, else the first replica of the preference list that is up.
+    fn first_replica(&self, replicas: &[NodeId]) -> NodeId {
+        if replicas.contains(&self.config.id) {
+            return self.config.id;
+        }
+        // admit() saw at least one replica up, so the fallback is never taken.
+        replicas
+            .iter()
+            .copied()
+            .find(|&id| self.is_up(id))
+            .unwrap_or(self.config.id)
+    }
+
+    /// LWW mode: the coordinator's stamp decides, so the state is known at once.
+    fn stamp_and_ship(&mut self, req: u64, op: WriteOp) {
+        let stamp = Stamp::next(self.now, self.config.id, self.last_stamp);
+        self.last_stamp = Some(stamp);
+        let version = LwwVersion {
+            stamp,
+            payload: payload(op),
+        };
+        let answer = EventualResponse::Written {
+            clock: stamp.clock_json(),
+            context: String::new(),
+        };
+        let state = KeyState::Lww(version).to_bytes();
+        self.ship(req, None, state, answer);
     }
 
     /// The write's state is known: keep it and the client's answer, and send it to every
