@@ -39,6 +39,14 @@ impl<R: LogReader> Node<R> {
                     assert!(r.answers.keys().all(|id| r.replicas.contains(id)));
                     (&r.replicas, r.need)
                 }
+                Pending::Reap(r) => {
+                    assert!(r.willing.iter().all(|id| r.replicas.contains(id)));
+                    assert!(
+                        r.willing.len() < r.replicas.len(),
+                        "a reap agreed but not sent"
+                    );
+                    (&r.replicas, r.replicas.len())
+                }
             };
             assert!(need >= 1 && need <= replicas.len(), "R or W out of range");
         }

@@ -58,6 +58,7 @@ pub use state::KeyState;
 
 use hints::Hints;
 use read::PendingRead;
+use reap::PendingReap;
 use record::{state_offset_in_payload, Record};
 use write::PendingWrite;
 
@@ -150,6 +151,7 @@ enum TimerKind {
 enum Pending {
     Write(PendingWrite),
     Read(PendingRead),
+    Reap(PendingReap),
 }
 
 /// Counters for operators and checkers.
@@ -415,7 +417,13 @@ impl<R: LogReader> Node<R> {
                 context,
             } => self.serve_write(from, req, key, op, context),
             PeerMessage::Store { req, key, state } => self.serve_store(from, req, key, state),
-            PeerMessage::Reap { key, state, .. } => self.serve_reap(key, state),
+            PeerMessage::Reap {
+                req,
+                key,
+                state,
+                commit,
+            } => self.serve_reap(from, req, key, state, commit),
+            PeerMessage::ReapOk { req } => self.on_reap_ok(from, req),
             PeerMessage::Read { req, key } => self.serve_read(from, req, key),
             PeerMessage::Written {
                 req,
@@ -458,7 +466,8 @@ impl<R: LogReader> Node<R> {
         match self.pending.remove(&req) {
             Some(Pending::Write(write)) => self.write_deadline(write),
             Some(Pending::Read(read)) => self.read_deadline(req, read),
-            None => {}
+            // Not every replica would reap in time: the tombstones stay.
+            Some(Pending::Reap(_)) | None => {}
         }
     }
 }

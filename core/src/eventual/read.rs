@@ -197,7 +197,7 @@ impl<R: LogReader> Node<R> {
     fn finish_read(&mut self, req: u64) {
         if let Some(Pending::Read(read)) = self.pending.remove(&req) {
             self.timers.cancel(&TimerKind::Request(req));
-            self.maybe_reap(req, &read);
+            self.maybe_reap(&read);
             self.repair_rest(req, read);
         }
     }

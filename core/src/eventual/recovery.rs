@@ -54,6 +54,12 @@ impl<R: LogReader> Node<R> {
         // hint.
         node.next_req = node.next_req.max(highest_id.saturating_add(1));
         node.arm_age_sweep();
+        // Every node is taken to be up at start, so what is owed is replayed at once
+        // rather than after the next sign of life of each target.
+        let targets: Vec<_> = node.hints.targets().collect();
+        for target in targets {
+            node.wake_hints(target);
+        }
         node.rearm_graves = !node.graves.is_empty();
         let report = RecoveryReport {
             records: scan.records,

@@ -215,6 +215,7 @@ impl<R: LogReader> Node<R> {
         match self.pending.get(&req) {
             Some(Pending::Write(_)) => self.write_acked(req, from),
             Some(Pending::Read(_)) => self.repair_acked(req, from),
+            Some(Pending::Reap(_)) => {}
             None => self.hint_delivered(from, req),
         }
     }

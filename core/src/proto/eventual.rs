@@ -226,8 +226,11 @@ pub enum PeerMessage {
         state: StateBytes,
     },
     /// `ev_reap`: every replica was seen holding exactly this state, only deletions, and
-    /// the sender holds no hint of the key: a replica that still holds exactly it and no
-    /// hint of the key may reap it (keep a grave of its knowledge). Not answered.
+    /// the sender holds no hint of the key. Without `commit`, a replica that still holds
+    /// exactly it, owes no hint of it and is not writing it answers `ev_reap_ok` (else
+    /// nothing); with `commit` (sent once every replica said so), it checks the same again
+    /// and reaps (keeps a grave of the key's knowledge). Two steps, so that replicas reap
+    /// together or not at all, unless the key changed in between.
     Reap {
         /// The sender's request.
         req: u64,
@@ -235,6 +238,13 @@ pub enum PeerMessage {
         key: String,
         /// The state every replica held.
         state: StateBytes,
+        /// Reap now (every replica agreed), or only say whether you would.
+        commit: bool,
+    },
+    /// `ev_reap_ok`: this replica would reap the key of an `ev_reap` without `commit`.
+    ReapOk {
+        /// The request answered.
+        req: u64,
     },
     /// `ev_stored`: the merged state of an `ev_store` is durable here.
     Stored {
@@ -273,6 +283,7 @@ impl PeerMessage {
             | PeerMessage::Written { req, .. }
             | PeerMessage::Store { req, .. }
             | PeerMessage::Reap { req, .. }
+            | PeerMessage::ReapOk { req }
             | PeerMessage::Stored { req }
             | PeerMessage::Read { req, .. }
             | PeerMessage::State { req, .. }
@@ -407,10 +418,21 @@ fn encode_peer(msg: &PeerMessage, id: Option<&RequestId>, out: &mut Vec<u8>) {
             write_hex(&mut w, "state", &state.0);
             w
         }
-        PeerMessage::Reap { req, key, state } => {
+        PeerMessage::Reap {
+            req,
+            key,
+            state,
+            commit,
+        } => {
             let mut w = ObjectWriter::new(out, "ev_reap");
             w.u64("req", *req).str("key", key);
             write_hex(&mut w, "state", &state.0);
+            w.bool("commit", *commit);
+            w
+        }
+        PeerMessage::ReapOk { req } => {
+            let mut w = ObjectWriter::new(out, "ev_reap_ok");
+            w.u64("req", *req);
             w
         }
         PeerMessage::Stored { req } => {
@@ -581,7 +603,12 @@ fn decode_peer(
             req,
             key: fields.string("key")?,
             state: state_field(fields)?,
+            commit: match fields.obj.take("commit") {
+                Some(Value::Bool(commit)) => commit,
+                _ => return Err(fields.invalid("\"commit\" must be true or false")),
+            },
         },
+        "reap_ok" => PeerMessage::ReapOk { req },
         "stored" => PeerMessage::Stored { req },
         "read" => PeerMessage::Read {
             req,
@@ -839,7 +866,15 @@ mod tests {
                 req: 3,
                 key: "k".into(),
                 state: state.clone(),
+                commit: false,
             }),
+            NodeMessage::Peer(PeerMessage::Reap {
+                req: 3,
+                key: "k".into(),
+                state: state.clone(),
+                commit: true,
+            }),
+            NodeMessage::Peer(PeerMessage::ReapOk { req: 3 }),
             NodeMessage::Peer(PeerMessage::Stored { req: 4 }),
             NodeMessage::Peer(PeerMessage::Read {
                 req: 5,
