@@ -211,15 +211,15 @@ enum Step {
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
     let step = prop_oneof![
-        4 => (0..3usize, 0..2usize, 0..5usize, any::<bool>()).prop_map(|(node, key, level, read_first)| Step::Put { node, key, level, read_first }),
-        1 => (0..3usize, 0..2usize, 0..5usize).prop_map(|(node, key, level)| Step::Del { node, key, level }),
-        1 => (0..3usize, 0..3usize).prop_map(|(a, b)| Step::Cut { a, b }),
+        4 => (0..5usize, 0..2usize, 0..5usize, any::<bool>()).prop_map(|(node, key, level, read_first)| Step::Put { node, key, level, read_first }),
+        1 => (0..5usize, 0..2usize, 0..5usize).prop_map(|(node, key, level)| Step::Del { node, key, level }),
+        1 => (0..5usize, 0..5usize).prop_map(|(a, b)| Step::Cut { a, b }),
         1 => Just(Step::HealAll),
-        1 => (0..3usize).prop_map(|node| Step::Crash { node }),
-        1 => (0..3usize).prop_map(|node| Step::Restart { node }),
+        1 => (0..5usize).prop_map(|node| Step::Crash { node }),
+        1 => (0..5usize).prop_map(|node| Step::Restart { node }),
         2 => (1u64..4000).prop_map(|ms| Step::Advance { ms }),
     ];
-    prop::collection::vec(step, 1..30)
+    prop::collection::vec(step, 1..40)
 }
 
 const LEVELS: [crate::proto::Consistency; 5] = [
@@ -233,6 +233,8 @@ const LEVELS: [crate::proto::Consistency; 5] = [
 fn run_steps(w: &mut super::harness::World, ids: &[u64], steps: &[Step]) {
     use crate::proto::EventualResponse;
     let up = |w: &super::harness::World, id: u64| w.slots[&id].node.is_some();
+    // Steps name nodes 0..5; a smaller world takes them modulo its size.
+    let ids: Vec<u64> = (0..5).map(|i| ids[i % ids.len()]).collect();
     for step in steps {
         match *step {
             Step::Put {
@@ -286,15 +288,22 @@ proptest! {
     /// stop, hints and one read at `all` of each key leave every replica holding the same
     /// state (the world checks every node's invariants after every input).
     #[test]
-    fn replicas_converge_once_faults_stop(steps in steps(), hints in any::<bool>()) {
+    fn replicas_converge_once_faults_stop(
+        steps in steps(),
+        hints in any::<bool>(),
+        nodes in 3..=5u64,
+    ) {
         use super::super::Repair;
-        let ids = [10u64, 20, 30];
+        // IDs spread over the ring, so keys land on every node and, with more than three
+        // nodes, some requests are coordinated by a node that is not a replica.
+        let spacing = u64::MAX / nodes;
+        let ids: Vec<u64> = (1..=nodes).map(|i| i * spacing).collect();
         let mut w = super::harness::World::new(&ids, |c| {
             c.repair = if hints { Repair::Both } else { Repair::Read };
         });
         run_steps(&mut w, &ids, &steps);
         w.cut.clear();
-        for id in ids {
+        for &id in &ids {
             if w.slots[&id].node.is_none() {
                 w.restart(id);
             }
@@ -302,13 +311,17 @@ proptest! {
         }
         w.advance(10_000);
         for key in ["k0", "k1"] {
-            let get = w.get(10, key, crate::proto::Consistency::All);
+            let get = w.get(ids[0], key, crate::proto::Consistency::All);
             prop_assert!(w.answer(get).is_some(), "a read at all is answered once faults stop");
         }
         w.advance(10_000);
         for key in ["k0", "k1"] {
-            let states: Vec<_> = ids.iter().map(|&id| w.state(id, key)).collect();
+            let replicas = w.node(ids[0]).replicas_of(key);
+            let states: Vec<_> = replicas.iter().map(|&id| w.state(id, key)).collect();
             prop_assert!(states.windows(2).all(|p| p[0] == p[1]), "{key}: {states:?}");
+            for &id in ids.iter().filter(|id| !replicas.contains(id)) {
+                prop_assert_eq!(w.state(id, key), None, "a node that is not a replica holds nothing");
+            }
         }
     }
 }
