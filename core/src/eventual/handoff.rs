@@ -15,11 +15,12 @@ use super::{Node, TimerKind};
 const AGE_SWEEP_MS: u64 = 60_000;
 
 impl<R: LogReader> Node<R> {
-    /// Keeps `state` of `key` for `target`, durably, or drops and counts it at a bound.
-    pub(super) fn add_hint(&mut self, target: NodeId, key: &str, state: Vec<u8>) {
+    /// Keeps `state` of `key` for `target`, durably, or drops and counts it at a bound;
+    /// whether it was kept.
+    pub(super) fn add_hint(&mut self, target: NodeId, key: &str, state: Vec<u8>) -> bool {
         if self.hints.admit(target, key, state.len()) == Admission::Full {
             self.hints.count_dropped();
-            return;
+            return false;
         }
         let id = self.new_req();
         let record = Record::Hint {
@@ -44,6 +45,7 @@ impl<R: LogReader> Node<R> {
         if self.is_up(target) {
             self.wake_hints(target);
         }
+        true
     }
 
     pub(super) fn arm_age_sweep(&mut self) {

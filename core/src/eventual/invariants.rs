@@ -67,12 +67,27 @@ impl<R: LogReader> Node<R> {
                 "hints held without an age sweep"
             );
         }
-        if !self.graves.is_empty() && !self.rearm_graves {
+        if !self.graves.is_empty() && !self.rearm_after_recovery {
             assert_eq!(
                 self.timers.deadline(&TimerKind::GraveSweep),
                 self.graves.values().min().copied(),
                 "the grave sweep is armed for the earliest grave"
             );
+        }
+        if !self.owed.is_empty() && !self.rearm_after_recovery {
+            assert_eq!(
+                self.timers.deadline(&TimerKind::OwedSweep),
+                self.owed.values().filter_map(|o| o.due_ms).min(),
+                "the owed sweep is armed for the earliest owed key"
+            );
+        }
+        assert!(
+            self.owed.len() <= self.config.max_pending,
+            "owed over its limit"
+        );
+        for owed in self.owed.values() {
+            assert!(!owed.targets.is_empty(), "an owed key with nobody owed");
+            assert!(!owed.targets.contains(&self.config.id), "owed to itself");
         }
         for key in self.graves.keys() {
             assert!(self.store.contains(key), "a grave of a key not held");

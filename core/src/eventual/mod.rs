@@ -15,6 +15,7 @@
 //! - `serve`: what this node does as a replica for a coordinator (itself included);
 //! - `handoff`: making, replaying and ageing hints;
 //! - `reap`: tombstones to graves, graves removed for good;
+//! - `owed`: the first replica's backstop for hints its write's coordinator never made;
 //! - `recovery`, `invariants`.
 //!
 //! Messages to itself (this node as a replica of a key it coordinates) go through the
@@ -27,6 +28,7 @@ pub mod state;
 
 mod handoff;
 mod invariants;
+mod owed;
 mod read;
 mod reap;
 mod recovery;
@@ -144,6 +146,8 @@ enum TimerKind {
     HintAge,
     /// The earliest grave's removal.
     GraveSweep,
+    /// The earliest owed key to ship.
+    OwedSweep,
 }
 
 /// A request this node coordinates.
@@ -181,9 +185,12 @@ pub struct Node<R> {
     /// Keys held as graves (knowledge without versions) and when each is removed for
     /// good. At most one per key held, so bounded by the store.
     graves: BTreeMap<String, Ts>,
-    /// Set by recovery: grave times restart from the first input's `now`, since the
-    /// caller's clock of an earlier life is not this one's.
-    rearm_graves: bool,
+    /// What this node, as a write's first replica, owes other replicas, by id. At most
+    /// `max_pending` entries; beyond that the coordinator's hints alone cover a write.
+    owed: BTreeMap<u64, owed::Owed>,
+    /// Set by recovery: grave and owed times restart from the first input's `now`, since
+    /// the caller's clock of an earlier life is not this one's.
+    rearm_after_recovery: bool,
     /// Counters of this node's actor stay above this after a key was reaped.
     floor: u64,
     last_stamp: Option<Stamp>,
@@ -222,7 +229,8 @@ impl<R: LogReader> Node<R> {
             pending: BTreeMap::new(),
             hints: Hints::new(config.hints),
             graves: BTreeMap::new(),
-            rearm_graves: false,
+            owed: BTreeMap::new(),
+            rearm_after_recovery: false,
             floor: 0,
             last_stamp: None,
             // Request numbers start at a point drawn from the seed (63 bits, so they never
@@ -250,6 +258,12 @@ impl<R: LogReader> Node<R> {
     /// Hints dropped at a bound.
     pub fn hints_dropped(&self) -> u64 {
         self.hints.dropped()
+    }
+
+    /// Writes this node applied first and still owes to another replica (for checkers:
+    /// zero once every write settled).
+    pub fn owed_count(&self) -> usize {
+        self.owed.len()
     }
 
     /// Hints held for `target`.
@@ -424,6 +438,7 @@ impl<R: LogReader> Node<R> {
                 commit,
             } => self.serve_reap(from, req, key, state, commit),
             PeerMessage::ReapOk { req } => self.on_reap_ok(from, req),
+            PeerMessage::Settled { req } => self.on_settled(from, req),
             PeerMessage::Read { req, key } => self.serve_read(from, req, key),
             PeerMessage::Written {
                 req,
@@ -458,13 +473,14 @@ impl<R: LogReader> Node<R> {
                 TimerKind::HintReplay(target) => self.replay_hints(target),
                 TimerKind::HintAge => self.expire_hints(),
                 TimerKind::GraveSweep => self.sweep_graves(),
+                TimerKind::OwedSweep => self.sweep_owed(),
             }
         }
     }
 
     fn on_deadline(&mut self, req: u64) {
         match self.pending.remove(&req) {
-            Some(Pending::Write(write)) => self.write_deadline(write),
+            Some(Pending::Write(write)) => self.write_deadline(req, write),
             Some(Pending::Read(read)) => self.read_deadline(req, read),
             // Not every replica would reap in time: the tombstones stay.
             Some(Pending::Reap(_)) | None => {}
@@ -479,11 +495,16 @@ impl<R: LogReader> Role for Node<R> {
     fn handle(&mut self, now: Ts, input: NodeInput) {
         assert!(now >= self.now, "time went backwards: {now} < {}", self.now);
         self.now = now;
-        if self.rearm_graves {
-            self.rearm_graves = false;
+        if self.rearm_after_recovery {
+            self.rearm_after_recovery = false;
             let at = now.saturating_add(self.grave_ms());
             self.graves.values_mut().for_each(|deadline| *deadline = at);
             self.arm_grave_sweep();
+            let owed_at = now.saturating_add(self.config.timeout_ms.saturating_mul(2));
+            self.owed
+                .values_mut()
+                .for_each(|o| o.due_ms = Some(owed_at));
+            self.arm_owed_sweep();
         }
         match input {
             NodeInput::Client { from, msg } => self.on_client(from, msg),

@@ -121,7 +121,7 @@ impl<R: LogReader> Node<R> {
             return None;
         };
         let same = held.includes(seen) && seen.includes(&held);
-        let busy = self.hints.has_key(key) || self.writing(key);
+        let busy = self.hints.has_key(key) || self.writing(key) || self.owes(key);
         let reapable = !container.is_empty() && container.all_deleted();
         (same && !busy && reapable).then(|| KeyState::Siblings(container.without_versions()))
     }
@@ -183,7 +183,7 @@ impl<R: LogReader> Node<R> {
             .map(|(key, _)| key.clone())
             .collect();
         for key in due {
-            if self.hints.has_key(&key) || self.writing(&key) {
+            if self.hints.has_key(&key) || self.writing(&key) || self.owes(&key) {
                 let at = self.now.saturating_add(self.grave_ms());
                 self.graves.insert(key, at);
                 continue;

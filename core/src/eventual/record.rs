@@ -15,6 +15,8 @@ const TAG_STATE: u8 = 1;
 const TAG_HINT: u8 = 2;
 const TAG_HINT_DONE: u8 = 3;
 const TAG_REAPED: u8 = 4;
+const TAG_OWED: u8 = 5;
+const TAG_SETTLED: u8 = 6;
 
 /// One record of the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +45,25 @@ pub enum Record {
     /// The hint `id` was delivered or dropped.
     HintDone {
         /// The hint.
+        id: u64,
+    },
+    /// Applying a client write first, this node owes `key` to `targets` until the write's
+    /// coordinator settles it or each target confirms.
+    Owed {
+        /// Names it.
+        id: u64,
+        /// The write's coordinator.
+        coordinator: NodeId,
+        /// The coordinator's request.
+        coordinator_req: u64,
+        /// The key.
+        key: String,
+        /// The other replicas.
+        targets: Vec<NodeId>,
+    },
+    /// What `Owed { id }` owed is settled.
+    Settled {
+        /// The owed record.
         id: u64,
     },
     /// The tombstones of `key` were reaped; the node's counters stay above `floor`.
@@ -116,6 +137,26 @@ impl Record {
             }
             Record::HintDone { id } => {
                 out.push(TAG_HINT_DONE);
+                out.extend_from_slice(&id.to_le_bytes());
+            }
+            Record::Owed {
+                id,
+                coordinator,
+                coordinator_req,
+                key,
+                targets,
+            } => {
+                out.push(TAG_OWED);
+                for n in [id, coordinator, coordinator_req] {
+                    out.extend_from_slice(&n.to_le_bytes());
+                }
+                push_key(&mut out, key);
+                for target in targets {
+                    out.extend_from_slice(&target.to_le_bytes());
+                }
+            }
+            Record::Settled { id } => {
+                out.push(TAG_SETTLED);
                 out.extend_from_slice(&id.to_le_bytes());
             }
             Record::Reaped { key, floor } => {
@@ -194,6 +235,22 @@ impl LogRecord for Record {
                 }
             }
             TAG_HINT_DONE => Record::HintDone { id: r.u64()? },
+            TAG_OWED => {
+                let (id, coordinator, coordinator_req) = (r.u64()?, r.u64()?, r.u64()?);
+                let key = r.key()?;
+                let mut targets = Vec::new();
+                while !r.rest.is_empty() {
+                    targets.push(r.u64()?);
+                }
+                Record::Owed {
+                    id,
+                    coordinator,
+                    coordinator_req,
+                    key,
+                    targets,
+                }
+            }
+            TAG_SETTLED => Record::Settled { id: r.u64()? },
             TAG_REAPED => {
                 let floor = r.u64()?;
                 Record::Reaped {
@@ -230,6 +287,14 @@ mod tests {
                 state: vec![9],
             },
             Record::HintDone { id: 7 },
+            Record::Owed {
+                id: 3,
+                coordinator: 4,
+                coordinator_req: 5,
+                key: "k".to_owned(),
+                targets: vec![6, u64::MAX],
+            },
+            Record::Settled { id: 3 },
             Record::Reaped {
                 key: "k".to_owned(),
                 floor: 12,
@@ -240,10 +305,11 @@ mod tests {
             assert_eq!(Record::decode(&bytes), Ok(record.clone()));
             for cut in 0..bytes.len() {
                 if let Ok(decoded) = Record::decode(&bytes[..cut]) {
-                    // Only a state's tail may be cut and still decode, as another state.
+                    // Only a record with a tail may be cut and still decode (frames carry
+                    // the length, so a cut record never reaches the decoder in a log).
                     assert!(matches!(
                         decoded,
-                        Record::State { .. } | Record::Hint { .. }
+                        Record::State { .. } | Record::Hint { .. } | Record::Owed { .. }
                     ));
                 }
             }

@@ -9,7 +9,7 @@ use crate::storage::{replay_log, Durability, LogReader, ValueLoc};
 use super::hints::{Admission, Hint};
 use super::record::{state_offset_in_payload, Record, RecordError};
 use super::state::KeyState;
-use super::{Node, NodeConfig};
+use super::{Node, NodeConfig, TimerKind};
 
 /// What recovery found in the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,14 +44,14 @@ impl<R: LogReader> Node<R> {
         let mut node = Node::new(config, reader)?;
         let mut highest_id = 0u64;
         let scan = replay_log(log, |record: Record, payload_offset| {
-            if let Record::Hint { id, .. } = &record {
+            if let Record::Hint { id, .. } | Record::Owed { id, .. } = &record {
                 highest_id = highest_id.max(*id);
             }
             node.replay(record, payload_offset)
         });
         node.durability = Durability::new(scan.valid_len, node.config.max_waiting);
-        // Hint ids and request numbers share one counter; a new one must not name an old
-        // hint.
+        // Hint and owed ids and request numbers share one counter; a new one must not
+        // name an old hint or owed key.
         node.next_req = node.next_req.max(highest_id.saturating_add(1));
         node.arm_age_sweep();
         // Every node is taken to be up at start, so what is owed is replayed at once
@@ -60,7 +60,11 @@ impl<R: LogReader> Node<R> {
         for target in targets {
             node.wake_hints(target);
         }
-        node.rearm_graves = !node.graves.is_empty();
+        node.rearm_after_recovery = !node.graves.is_empty() || !node.owed.is_empty();
+        if node.rearm_after_recovery {
+            // Wake at once: the first input sets their times from its `now`.
+            node.timers.set(TimerKind::OwedSweep, 0);
+        }
         let report = RecoveryReport {
             records: scan.records,
             valid_len: scan.valid_len,
@@ -124,6 +128,28 @@ impl<R: LogReader> Node<R> {
             }
             Record::HintDone { id } => {
                 self.hints.remove(id);
+            }
+            Record::Owed {
+                id,
+                coordinator,
+                coordinator_req,
+                key,
+                targets,
+            } => {
+                let owed = super::owed::Owed {
+                    key,
+                    targets: targets.into_iter().collect(),
+                    coordinator,
+                    coordinator_req,
+                    due_ms: None,
+                };
+                // Beyond the limit (settings changed since), the oldest are kept.
+                if self.owed.len() < self.config.max_pending {
+                    self.owed.insert(id, owed);
+                }
+            }
+            Record::Settled { id } => {
+                self.owed.remove(&id);
             }
             Record::Reaped { key, floor } => {
                 self.store.remove(&key);

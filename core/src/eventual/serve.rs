@@ -82,6 +82,9 @@ impl<R: LogReader> Node<R> {
                     return self.refuse(from, req, ErrorCode::Overloaded, message);
                 }
                 let token = self.put_state(&key, state);
+                // The answer waits for the owed record too: once the coordinator hears
+                // of the write, a crash of either cannot leave a replica unserved.
+                let token = self.owe(&key, from, req, token);
                 let msg = PeerMessage::Written {
                     req,
                     state: StateBytes(bytes),

@@ -34,6 +34,8 @@ pub(super) struct PendingWrite {
     pub(super) need: usize,
     /// The key's state once the first replica applied the write.
     pub(super) state: Option<Vec<u8>>,
+    /// The replica that applied it first (siblings mode), told when it owes nothing.
+    pub(super) first: Option<NodeId>,
     /// The client's answer once the state is known.
     pub(super) answer: Option<EventualResponse>,
     /// Replicas that hold the write durably.
@@ -101,6 +103,7 @@ impl<R: LogReader> Node<R> {
             replicas: replicas.clone(),
             need,
             state: None,
+            first: None,
             answer: None,
             acked: BTreeSet::new(),
             answered: false,
@@ -159,6 +162,7 @@ impl<R: LogReader> Node<R> {
         let Some(Pending::Write(write)) = self.pending.get_mut(&req) else {
             return;
         };
+        write.first = first;
         write.state = Some(state.clone());
         write.answer = Some(answer);
         let key = write.key.clone();
@@ -216,7 +220,8 @@ impl<R: LogReader> Node<R> {
             Some(Pending::Write(_)) => self.write_acked(req, from),
             Some(Pending::Read(_)) => self.repair_acked(req, from),
             Some(Pending::Reap(_)) => {}
-            None => self.hint_delivered(from, req),
+            None if self.hints.get(req).is_some() => self.hint_delivered(from, req),
+            None => self.owed_delivered(from, req),
         }
     }
 
@@ -256,27 +261,41 @@ impl<R: LogReader> Node<R> {
             _ => false,
         };
         if all {
-            self.pending.remove(&req);
-            self.timers.cancel(&TimerKind::Request(req));
+            if let Some(Pending::Write(write)) = self.pending.remove(&req) {
+                self.timers.cancel(&TimerKind::Request(req));
+                self.settle_first(req, &write);
+            }
+        }
+    }
+
+    /// Tells the write's first replica that it owes nothing for it any more.
+    fn settle_first(&mut self, req: u64, write: &PendingWrite) {
+        if let Some(first) = write.first {
+            self.send(first, PeerMessage::Settled { req });
         }
     }
 
     /// The deadline passed: `timeout` if W was not reached, and a hint for every replica
     /// that did not confirm (hints never counted towards W).
-    pub(super) fn write_deadline(&mut self, write: PendingWrite) {
+    pub(super) fn write_deadline(&mut self, req: u64, write: PendingWrite) {
         if !write.answered {
             self.reply(write.to, EventualResponse::Timeout);
         }
-        let Some(state) = write.state else {
+        let Some(state) = write.state.clone() else {
             return;
         };
         if !self.config.repair.hints() {
             return;
         }
+        let mut all_hinted = true;
         for &target in &write.replicas {
             if !write.acked.contains(&target) && target != self.config.id {
-                self.add_hint(target, &write.key, state.clone());
+                all_hinted &= self.add_hint(target, &write.key, state.clone());
             }
+        }
+        // A hint dropped at a bound leaves the first replica's backstop in charge.
+        if all_hinted {
+            self.settle_first(req, &write);
         }
     }
 }

@@ -246,6 +246,13 @@ pub enum PeerMessage {
         /// The request answered.
         req: u64,
     },
+    /// `ev_settled`: from a write's coordinator to its first replica: every replica
+    /// confirmed the write or has a hint for it here, so the first replica owes nothing
+    /// for it any more. Not answered.
+    Settled {
+        /// The coordinator's request that the `ev_write` carried.
+        req: u64,
+    },
     /// `ev_stored`: the merged state of an `ev_store` is durable here.
     Stored {
         /// The request answered.
@@ -284,6 +291,7 @@ impl PeerMessage {
             | PeerMessage::Store { req, .. }
             | PeerMessage::Reap { req, .. }
             | PeerMessage::ReapOk { req }
+            | PeerMessage::Settled { req }
             | PeerMessage::Stored { req }
             | PeerMessage::Read { req, .. }
             | PeerMessage::State { req, .. }
@@ -432,6 +440,11 @@ fn encode_peer(msg: &PeerMessage, id: Option<&RequestId>, out: &mut Vec<u8>) {
         }
         PeerMessage::ReapOk { req } => {
             let mut w = ObjectWriter::new(out, "ev_reap_ok");
+            w.u64("req", *req);
+            w
+        }
+        PeerMessage::Settled { req } => {
+            let mut w = ObjectWriter::new(out, "ev_settled");
             w.u64("req", *req);
             w
         }
@@ -609,6 +622,7 @@ fn decode_peer(
             },
         },
         "reap_ok" => PeerMessage::ReapOk { req },
+        "settled" => PeerMessage::Settled { req },
         "stored" => PeerMessage::Stored { req },
         "read" => PeerMessage::Read {
             req,
@@ -875,6 +889,7 @@ mod tests {
                 commit: true,
             }),
             NodeMessage::Peer(PeerMessage::ReapOk { req: 3 }),
+            NodeMessage::Peer(PeerMessage::Settled { req: 3 }),
             NodeMessage::Peer(PeerMessage::Stored { req: 4 }),
             NodeMessage::Peer(PeerMessage::Read {
                 req: 5,

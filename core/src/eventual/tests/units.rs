@@ -815,3 +815,35 @@ fn a_restarted_lww_node_stamps_above_its_own_earlier_writes() {
     let get = w.get(20, "k", All);
     assert_eq!(values(w.answer(get)), ["a"]);
 }
+
+#[test]
+fn a_write_whose_coordinator_crashed_still_reaches_every_replica_without_a_read() {
+    let step = u64::MAX / 5;
+    let ids: Vec<u64> = (1..=5).map(|i| i * step).collect();
+    let mut w = World::new(&ids, |c| c.replication = 2);
+    let (n1, n3, n4) = (ids[0], ids[2], ids[3]);
+    let key = w.key_owned_by(n3, 2);
+    // Settled: a write every replica confirmed leaves nothing owed.
+    let put = w.put(n1, &key, "v0", Two, None);
+    assert!(is_written(w.answer(put)));
+    assert_eq!(w.node(n3).owed_count(), 0, "settled by the coordinator");
+    // The coordinator's copy to the second replica is lost, and it crashes before its
+    // deadline, so it never makes a hint.
+    w.partition(n1, n4, true);
+    let put = w.put(n1, &key, "v1", One, None);
+    assert!(is_written(w.answer(put)));
+    w.crash(n1);
+    w.partition(n1, n4, false);
+    assert_eq!(local_values(&w, n4, &key), ["v0"]);
+    assert_eq!(w.node(n3).owed_count(), 1);
+    // The first replica's record survives its own restart too.
+    w.crash(n3);
+    w.restart(n3);
+    w.advance(2 * 3000);
+    assert_eq!(
+        local_values(&w, n4, &key),
+        ["v1"],
+        "shipped by the first replica"
+    );
+    assert_eq!(w.node(n3).owed_count(), 0, "settled once confirmed");
+}
