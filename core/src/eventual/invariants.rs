@@ -89,6 +89,18 @@ impl<R: LogReader> Node<R> {
             assert!(!owed.targets.is_empty(), "an owed key with nobody owed");
             assert!(!owed.targets.contains(&self.config.id), "owed to itself");
         }
+        if !self.resync.waiting.is_empty() {
+            assert!(
+                self.timers.deadline(&TimerKind::ResyncAsk).is_some(),
+                "waiting for a resync without asking again"
+            );
+        }
+        for node in self.resync.streams.keys() {
+            assert!(
+                self.timers.deadline(&TimerKind::Resync(*node)).is_some(),
+                "a stream without its next round"
+            );
+        }
         for key in self.graves.keys() {
             assert!(self.store.contains(key), "a grave of a key not held");
         }

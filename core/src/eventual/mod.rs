@@ -16,6 +16,7 @@
 //! - `handoff`: making, replaying and ageing hints;
 //! - `reap`: tombstones to graves, graves removed for good;
 //! - `owed`: the first replica's backstop for hints its write's coordinator never made;
+//! - `resync`: a node on an empty data directory catching up from the others;
 //! - `recovery`, `invariants`.
 //!
 //! Messages to itself (this node as a replica of a key it coordinates) go through the
@@ -32,6 +33,7 @@ mod owed;
 mod read;
 mod reap;
 mod recovery;
+mod resync;
 mod serve;
 mod write;
 
@@ -148,6 +150,10 @@ enum TimerKind {
     GraveSweep,
     /// The earliest owed key to ship.
     OwedSweep,
+    /// Asking the other nodes again for the keys of an empty data directory.
+    ResyncAsk,
+    /// The next round of a stream of keys to a node that asked for them.
+    Resync(NodeId),
 }
 
 /// A request this node coordinates.
@@ -188,6 +194,8 @@ pub struct Node<R> {
     /// What this node, as a write's first replica, owes other replicas, by id. At most
     /// `max_pending` entries; beyond that the coordinator's hints alone cover a write.
     owed: BTreeMap<u64, owed::Owed>,
+    /// Catching up after an empty data directory, and streams to nodes that are.
+    resync: resync::Resync,
     /// Set by recovery: grave and owed times restart from the first input's `now`, since
     /// the caller's clock of an earlier life is not this one's.
     rearm_after_recovery: bool,
@@ -203,8 +211,17 @@ pub struct Node<R> {
 }
 
 impl<R: LogReader> Node<R> {
-    /// A node on an empty log. Fails on settings that cannot work.
+    /// A node on an empty data directory (a new node, or one whose disk was lost, with a
+    /// new incarnation): it asks the other nodes for the keys it is a replica of. Fails
+    /// on settings that cannot work.
     pub fn new(config: NodeConfig, reader: R) -> Result<Self, String> {
+        let mut node = Self::blank(config, reader)?;
+        node.start_resync();
+        Ok(node)
+    }
+
+    /// A node holding nothing yet, before recovery or resync.
+    fn blank(config: NodeConfig, reader: R) -> Result<Self, String> {
         config.validate()?;
         let store =
             Store::new(config.cache, reader).map_err(|e: CacheConfigError| e.to_string())?;
@@ -230,6 +247,7 @@ impl<R: LogReader> Node<R> {
             hints: Hints::new(config.hints),
             graves: BTreeMap::new(),
             owed: BTreeMap::new(),
+            resync: resync::Resync::default(),
             rearm_after_recovery: false,
             floor: 0,
             last_stamp: None,
@@ -430,7 +448,10 @@ impl<R: LogReader> Node<R> {
                 op,
                 context,
             } => self.serve_write(from, req, key, op, context),
-            PeerMessage::Store { req, key, state } => self.serve_store(from, req, key, state),
+            PeerMessage::Store { req, key, state } => {
+                self.serve_store(from, req, key, state, false)
+            }
+            PeerMessage::Apply { req, key, state } => self.serve_store(from, req, key, state, true),
             PeerMessage::Reap {
                 req,
                 key,
@@ -439,6 +460,8 @@ impl<R: LogReader> Node<R> {
             } => self.serve_reap(from, req, key, state, commit),
             PeerMessage::ReapOk { req } => self.on_reap_ok(from, req),
             PeerMessage::Settled { req } => self.on_settled(from, req),
+            PeerMessage::Sync { req } => self.serve_sync(from, req),
+            PeerMessage::SyncDone { req } => self.on_sync_done(from, req),
             PeerMessage::Read { req, key } => self.serve_read(from, req, key),
             PeerMessage::Written {
                 req,
@@ -474,6 +497,8 @@ impl<R: LogReader> Node<R> {
                 TimerKind::HintAge => self.expire_hints(),
                 TimerKind::GraveSweep => self.sweep_graves(),
                 TimerKind::OwedSweep => self.sweep_owed(),
+                TimerKind::ResyncAsk => self.ask_resync(),
+                TimerKind::Resync(target) => self.stream_round(target),
             }
         }
     }
@@ -513,7 +538,12 @@ impl<R: LogReader> Role for Node<R> {
                     self.on_peer(from, msg);
                 }
             }
-            NodeInput::NodeUp(node) => self.mark_up(node),
+            NodeInput::NodeUp(node) => {
+                if self.config.cluster.nodes.contains_key(&node) && node != self.config.id {
+                    self.mark_up(node);
+                    self.resync_node_up(node);
+                }
+            }
             NodeInput::NodeDown(node) => {
                 if node != self.config.id {
                     if let Some(up) = self.up.get_mut(&node) {

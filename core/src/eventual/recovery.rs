@@ -41,7 +41,7 @@ impl<R: LogReader> Node<R> {
         log: &[u8],
         reader: R,
     ) -> Result<(Self, RecoveryReport), String> {
-        let mut node = Node::new(config, reader)?;
+        let mut node = Node::blank(config, reader)?;
         let mut highest_id = 0u64;
         let scan = replay_log(log, |record: Record, payload_offset| {
             if let Record::Hint { id, .. } | Record::Owed { id, .. } = &record {

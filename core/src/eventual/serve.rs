@@ -117,8 +117,16 @@ impl<R: LogReader> Node<R> {
     }
 
     /// `ev_store`: merge a shipped state (a write's copy, a read repair, a hint). Never
-    /// refused by the sibling limit.
-    pub(super) fn serve_store(&mut self, from: NodeId, req: u64, key: String, state: StateBytes) {
+    /// refused by the sibling limit. `ev_apply` (`first`) also logs what the other
+    /// replicas are owed.
+    pub(super) fn serve_store(
+        &mut self,
+        from: NodeId,
+        req: u64,
+        key: String,
+        state: StateBytes,
+        first: bool,
+    ) {
         if !self.durability.has_room(1) {
             return self.refuse_full(from, req);
         }
@@ -153,6 +161,11 @@ impl<R: LogReader> Node<R> {
         let token = match merged {
             Some(state) => self.put_state(&key, state),
             None => self.last_token,
+        };
+        let token = if first {
+            self.owe(&key, from, req, token)
+        } else {
+            token
         };
         self.defer(token, Deferred::Send(from, PeerMessage::Stored { req }));
     }

@@ -34,8 +34,10 @@ pub(super) struct PendingWrite {
     pub(super) need: usize,
     /// The key's state once the first replica applied the write.
     pub(super) state: Option<Vec<u8>>,
-    /// The replica that applied it first (siblings mode), told when it owes nothing.
+    /// The replica that applies it first, told when it owes nothing.
     pub(super) first: Option<NodeId>,
+    /// Whether it was sent to the other replicas (once the first one held it).
+    pub(super) spread: bool,
     /// The client's answer once the state is known.
     pub(super) answer: Option<EventualResponse>,
     /// Replicas that hold the write durably.
@@ -104,6 +106,7 @@ impl<R: LogReader> Node<R> {
             need,
             state: None,
             first: None,
+            spread: false,
             answer: None,
             acked: BTreeSet::new(),
             answered: false,
@@ -140,7 +143,10 @@ impl<R: LogReader> Node<R> {
             .unwrap_or(self.config.id)
     }
 
-    /// LWW mode: the coordinator's stamp decides, so the state is known at once.
+    /// LWW mode: the coordinator's stamp decides, so the state is known at once. It goes
+    /// to the key's first replica first (`ev_apply`, which logs what the others are owed),
+    /// and to the others once that replica holds it: no replica holds a write that no
+    /// durable record owes the rest, whoever crashes.
     fn stamp_and_ship(&mut self, req: u64, op: WriteOp) {
         let stamp = Stamp::next(self.now, self.config.id, self.last_stamp);
         self.last_stamp = Some(stamp);
@@ -153,39 +159,52 @@ impl<R: LogReader> Node<R> {
             context: String::new(),
         };
         let state = KeyState::Lww(version).to_bytes();
-        self.ship(req, None, state, answer);
-    }
-
-    /// The write's state is known: keep it and the client's answer, and send it to every
-    /// replica but `first` (which already holds it).
-    fn ship(&mut self, req: u64, first: Option<NodeId>, state: Vec<u8>, answer: EventualResponse) {
         let Some(Pending::Write(write)) = self.pending.get_mut(&req) else {
             return;
         };
-        write.first = first;
-        write.state = Some(state.clone());
-        write.answer = Some(answer);
-        let key = write.key.clone();
+        let (key, replicas) = (write.key.clone(), write.replicas.clone());
+        let first = self.first_replica(&replicas);
+        if let Some(Pending::Write(write)) = self.pending.get_mut(&req) {
+            write.first = Some(first);
+            write.state = Some(state.clone());
+            write.answer = Some(answer);
+        }
+        let state = StateBytes(state);
+        self.send(first, PeerMessage::Apply { req, key, state });
+    }
+
+    /// The first replica holds the write: send it to every other replica.
+    fn spread(&mut self, req: u64) {
+        let Some(Pending::Write(write)) = self.pending.get_mut(&req) else {
+            return;
+        };
+        let (Some(first), Some(state), false) = (write.first, write.state.clone(), write.spread)
+        else {
+            return;
+        };
+        write.spread = true;
+        let (key, need) = (write.key.clone(), write.need);
         let targets: Vec<NodeId> = write
             .replicas
             .iter()
             .copied()
-            .filter(|&id| Some(id) != first)
+            .filter(|&id| id != first)
             .collect();
-        let need = write.need;
         for (i, target) in targets.into_iter().enumerate() {
             // Skipping a replica beyond the ones W needs is what a lost message does; its
-            // hint or a read repair brings the write there.
-            let spare = i + usize::from(first.is_some()) >= need;
-            if spare && self.buggify.fires(self.now, FaultSite::SkipReplicaSend) {
+            // hint or the first replica's owed record brings the write there.
+            if i + 1 >= need && self.buggify.fires(self.now, FaultSite::SkipReplicaSend) {
                 continue;
             }
-            let msg = PeerMessage::Store {
-                req,
-                key: key.clone(),
-                state: StateBytes(state.clone()),
-            };
-            self.send(target, msg);
+            let state = StateBytes(state.clone());
+            self.send(
+                target,
+                PeerMessage::Store {
+                    req,
+                    key: key.clone(),
+                    state,
+                },
+            );
         }
     }
 
@@ -205,12 +224,11 @@ impl<R: LogReader> Node<R> {
         if !expected {
             return;
         }
-        self.ship(
-            req,
-            Some(from),
-            state.0,
-            EventualResponse::Written { clock, context },
-        );
+        if let Some(Pending::Write(write)) = self.pending.get_mut(&req) {
+            write.first = Some(from);
+            write.state = Some(state.0);
+            write.answer = Some(EventualResponse::Written { clock, context });
+        }
         self.write_acked(req, from);
     }
 
@@ -232,7 +250,13 @@ impl<R: LogReader> Node<R> {
             // A refused read or repair changes nothing: the deadline answers.
             return;
         };
-        if write.state.is_some() || !write.replicas.contains(&from) {
+        // Only the first replica's refusal, before it applied the write, ends it: nothing
+        // was written anywhere then.
+        let before_first = match write.first {
+            None => write.state.is_none(),
+            Some(first) => first == from && !write.spread,
+        };
+        if !before_first || !write.replicas.contains(&from) {
             return;
         }
         if let Some(Pending::Write(write)) = self.pending.remove(&req) {
@@ -249,6 +273,12 @@ impl<R: LogReader> Node<R> {
             return;
         }
         write.acked.insert(from);
+        if write.first == Some(from) {
+            self.spread(req);
+        }
+        let Some(Pending::Write(write)) = self.pending.get_mut(&req) else {
+            return;
+        };
         if !write.answered && write.acked.len() >= write.need {
             write.answered = true;
             let (to, answer) = (write.to, write.answer.clone());

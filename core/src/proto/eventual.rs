@@ -246,12 +246,35 @@ pub enum PeerMessage {
         /// The request answered.
         req: u64,
     },
+    /// `ev_sync`: the sender started on an empty data directory (its disk was lost, or
+    /// it is new): send it every key you hold that it is a replica of, a batch at a time,
+    /// then `ev_sync_done`. A repeated `ev_sync` while a stream runs changes nothing.
+    Sync {
+        /// The sender's request.
+        req: u64,
+    },
+    /// `ev_sync_done`: every key of an `ev_sync` was sent.
+    SyncDone {
+        /// The request answered.
+        req: u64,
+    },
     /// `ev_settled`: from a write's coordinator to its first replica: every replica
     /// confirmed the write or has a hint for it here, so the first replica owes nothing
     /// for it any more. Not answered.
     Settled {
         /// The coordinator's request that the `ev_write` carried.
         req: u64,
+    },
+    /// `ev_apply`: an `ev_store` of a last-write-wins write to the key's first replica,
+    /// which also logs what the other replicas are owed (as `ev_write` does in siblings
+    /// mode); answered `ev_stored` once both are durable.
+    Apply {
+        /// The coordinator's request.
+        req: u64,
+        /// The key.
+        key: String,
+        /// Its state.
+        state: StateBytes,
     },
     /// `ev_stored`: the merged state of an `ev_store` is durable here.
     Stored {
@@ -289,9 +312,12 @@ impl PeerMessage {
             PeerMessage::Write { req, .. }
             | PeerMessage::Written { req, .. }
             | PeerMessage::Store { req, .. }
+            | PeerMessage::Apply { req, .. }
             | PeerMessage::Reap { req, .. }
             | PeerMessage::ReapOk { req }
             | PeerMessage::Settled { req }
+            | PeerMessage::Sync { req }
+            | PeerMessage::SyncDone { req }
             | PeerMessage::Stored { req }
             | PeerMessage::Read { req, .. }
             | PeerMessage::State { req, .. }
@@ -420,6 +446,12 @@ fn encode_peer(msg: &PeerMessage, id: Option<&RequestId>, out: &mut Vec<u8>) {
             w.str("context", context);
             w
         }
+        PeerMessage::Apply { req, key, state } => {
+            let mut w = ObjectWriter::new(out, "ev_apply");
+            w.u64("req", *req).str("key", key);
+            write_hex(&mut w, "state", &state.0);
+            w
+        }
         PeerMessage::Store { req, key, state } => {
             let mut w = ObjectWriter::new(out, "ev_store");
             w.u64("req", *req).str("key", key);
@@ -445,6 +477,16 @@ fn encode_peer(msg: &PeerMessage, id: Option<&RequestId>, out: &mut Vec<u8>) {
         }
         PeerMessage::Settled { req } => {
             let mut w = ObjectWriter::new(out, "ev_settled");
+            w.u64("req", *req);
+            w
+        }
+        PeerMessage::Sync { req } => {
+            let mut w = ObjectWriter::new(out, "ev_sync");
+            w.u64("req", *req);
+            w
+        }
+        PeerMessage::SyncDone { req } => {
+            let mut w = ObjectWriter::new(out, "ev_sync_done");
             w.u64("req", *req);
             w
         }
@@ -513,6 +555,7 @@ impl WireMessage for NodeMessage {
             | NodeMessage::Client(EventualRequest::Local { key })
             | NodeMessage::Peer(PeerMessage::Read { key, .. })
             | NodeMessage::Peer(PeerMessage::Store { key, .. })
+            | NodeMessage::Peer(PeerMessage::Apply { key, .. })
             | NodeMessage::Peer(PeerMessage::Reap { key, .. }) => check_key(key),
             NodeMessage::Client(EventualRequest::Write { key, op, .. })
             | NodeMessage::Peer(PeerMessage::Write { key, op, .. }) => match op {
@@ -607,6 +650,11 @@ fn decode_peer(
                 .ok_or_else(|| fields.invalid("\"clock\" must be an object"))?,
             context: fields.string("context")?,
         },
+        "apply" => PeerMessage::Apply {
+            req,
+            key: fields.string("key")?,
+            state: state_field(fields)?,
+        },
         "store" => PeerMessage::Store {
             req,
             key: fields.string("key")?,
@@ -623,6 +671,8 @@ fn decode_peer(
         },
         "reap_ok" => PeerMessage::ReapOk { req },
         "settled" => PeerMessage::Settled { req },
+        "sync" => PeerMessage::Sync { req },
+        "sync_done" => PeerMessage::SyncDone { req },
         "stored" => PeerMessage::Stored { req },
         "read" => PeerMessage::Read {
             req,
@@ -890,6 +940,13 @@ mod tests {
             }),
             NodeMessage::Peer(PeerMessage::ReapOk { req: 3 }),
             NodeMessage::Peer(PeerMessage::Settled { req: 3 }),
+            NodeMessage::Peer(PeerMessage::Apply {
+                req: 3,
+                key: "k".into(),
+                state: StateBytes(vec![2, 0]),
+            }),
+            NodeMessage::Peer(PeerMessage::Sync { req: 3 }),
+            NodeMessage::Peer(PeerMessage::SyncDone { req: 3 }),
             NodeMessage::Peer(PeerMessage::Stored { req: 4 }),
             NodeMessage::Peer(PeerMessage::Read {
                 req: 5,

@@ -306,6 +306,12 @@ impl World {
         config.seed = config.seed.wrapping_add(restarts.wrapping_mul(0x9e37_79b9));
         config.incarnation = slot.incarnation;
         let bytes = slot.log.0.borrow().clone();
+        // As a shell does: an empty data directory starts a new node, which catches up
+        // from the others; anything else is recovered.
+        if bytes.is_empty() {
+            slot.node = Some(Node::new(config, slot.log.clone()).expect("config"));
+            return;
+        }
         let (node, report) = Node::recover(config, &bytes, slot.log.clone()).expect("recovers");
         assert_eq!(
             report.valid_len as usize,
