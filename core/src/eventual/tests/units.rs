@@ -5,6 +5,7 @@ use serde_json::json;
 use crate::proto::{
     Consistency, ErrorCode, EventualRequest, EventualResponse, PeerMessage, StateBytes,
 };
+use crate::role::Role;
 use crate::versions::decode_context;
 
 use super::super::{parse_cluster, Conflicts, KeyState, Repair};
@@ -846,4 +847,28 @@ fn a_write_whose_coordinator_crashed_still_reaches_every_replica_without_a_read(
         "shipped by the first replica"
     );
     assert_eq!(w.node(n3).owed_count(), 0, "settled once confirmed");
+}
+
+#[test]
+fn a_node_that_lost_its_disk_gets_its_keys_back_without_a_read() {
+    let mut w = World::new(&IDS, |c| c.hints.replay_batch = 2);
+    let keys: Vec<String> = (0..7).map(|i| format!("key{i}")).collect();
+    for key in &keys {
+        let put = w.put(10, key, "v", All, None);
+        assert!(is_written(w.answer(put)));
+    }
+    w.crash(30);
+    w.wipe_and_restart(30, 1);
+    assert_eq!(w.node(30).keys().count(), 0);
+    // Streamed two keys a round from each of the others.
+    w.advance(1000);
+    for key in &keys {
+        assert_eq!(local_values(&w, 30, key), ["v"], "{key}");
+    }
+    w.advance(10_000);
+    assert_eq!(
+        w.node(30).poll_timeout(),
+        None,
+        "caught up: asks nobody any more"
+    );
 }
