@@ -17,6 +17,12 @@ impl<R: LogReader> Node<R> {
             self.pending.len() <= self.config.max_pending,
             "more requests in flight than the limit"
         );
+        self.check_pending();
+        self.check_background();
+    }
+
+    /// Every request in flight has its deadline and keeps its counts within N.
+    fn check_pending(&self) {
         for (&req, pending) in &self.pending {
             assert!(
                 self.timers.deadline(&TimerKind::Request(req)).is_some(),
@@ -61,6 +67,10 @@ impl<R: LogReader> Node<R> {
                 "hint for a node that is not another member"
             );
         }
+    }
+
+    /// Hints, graves, owed keys and resync streams keep their bounds and their timers.
+    fn check_background(&self) {
         if !self.hints.is_empty() {
             assert!(
                 self.timers.deadline(&TimerKind::HintAge).is_some(),

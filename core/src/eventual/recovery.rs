@@ -80,52 +80,21 @@ impl<R: LogReader> Node<R> {
 
     fn replay(&mut self, record: Record, payload_offset: u64) -> Result<(), String> {
         match record {
-            Record::State { key, state } => {
-                let decoded = KeyState::from_bytes(&state)?;
-                if let KeyState::Lww(version) = &decoded {
-                    // Stamps of this node stay increasing across restarts, even if the
-                    // caller's clock went back.
-                    if version.stamp.node == self.config.id {
-                        self.last_stamp = self.last_stamp.max(Some(version.stamp));
-                    }
-                }
-                let loc = ValueLoc {
-                    offset: payload_offset + state_offset_in_payload(key.len()) as u64,
-                    len: u32::try_from(state.len()).map_err(|_| "state too long")?,
-                };
-                match &decoded {
-                    KeyState::Siblings(c) if c.is_empty() => {
-                        self.graves.insert(key.clone(), 0);
-                    }
-                    _ => {
-                        self.graves.remove(&key);
-                    }
-                }
-                self.store.put(key, loc, decoded);
-            }
+            Record::State { key, state } => self.replay_state(key, &state, payload_offset)?,
             Record::Hint {
                 id,
                 target,
                 created_ms,
                 key,
                 state,
-            } => {
-                let other_member =
-                    target != self.config.id && self.config.cluster.nodes.contains_key(&target);
-                if !other_member || self.hints.admit(target, &key, state.len()) == Admission::Full {
-                    // The cluster or the bounds changed since: counted as dropped.
-                    self.hints.count_dropped();
-                    return Ok(());
-                }
-                self.hints.insert(Hint {
-                    id,
-                    target,
-                    key,
-                    state,
-                    created_ms,
-                    sent_ms: None,
-                });
-            }
+            } => self.replay_hint(Hint {
+                id,
+                target,
+                key,
+                state,
+                created_ms,
+                sent_ms: None,
+            }),
             Record::HintDone { id } => {
                 self.hints.remove(id);
             }
@@ -158,5 +127,47 @@ impl<R: LogReader> Node<R> {
             }
         }
         Ok(())
+    }
+
+    fn replay_state(
+        &mut self,
+        key: String,
+        state: &[u8],
+        payload_offset: u64,
+    ) -> Result<(), String> {
+        let decoded = KeyState::from_bytes(state)?;
+        if let KeyState::Lww(version) = &decoded {
+            // Stamps of this node stay increasing across restarts, even if the caller's
+            // clock went back.
+            if version.stamp.node == self.config.id {
+                self.last_stamp = self.last_stamp.max(Some(version.stamp));
+            }
+        }
+        let loc = ValueLoc {
+            offset: payload_offset + state_offset_in_payload(key.len()) as u64,
+            len: u32::try_from(state.len()).map_err(|_| "state too long")?,
+        };
+        match &decoded {
+            KeyState::Siblings(c) if c.is_empty() => {
+                self.graves.insert(key.clone(), 0);
+            }
+            _ => {
+                self.graves.remove(&key);
+            }
+        }
+        self.store.put(key, loc, decoded);
+        Ok(())
+    }
+
+    fn replay_hint(&mut self, hint: Hint) {
+        let other_member =
+            hint.target != self.config.id && self.config.cluster.nodes.contains_key(&hint.target);
+        let fits = self.hints.admit(hint.target, &hint.key, hint.state.len()) == Admission::Fits;
+        if other_member && fits {
+            self.hints.insert(hint);
+        } else {
+            // The cluster or the bounds changed since: counted as dropped.
+            self.hints.count_dropped();
+        }
     }
 }

@@ -306,6 +306,25 @@ pub enum PeerMessage {
 }
 
 impl PeerMessage {
+    /// The message's `"type"` on the wire; every one starts with `ev_`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerMessage::Write { .. } => "ev_write",
+            PeerMessage::Written { .. } => "ev_written",
+            PeerMessage::Store { .. } => "ev_store",
+            PeerMessage::Apply { .. } => "ev_apply",
+            PeerMessage::Reap { .. } => "ev_reap",
+            PeerMessage::ReapOk { .. } => "ev_reap_ok",
+            PeerMessage::Settled { .. } => "ev_settled",
+            PeerMessage::Sync { .. } => "ev_sync",
+            PeerMessage::SyncDone { .. } => "ev_sync_done",
+            PeerMessage::Stored { .. } => "ev_stored",
+            PeerMessage::Read { .. } => "ev_read",
+            PeerMessage::State { .. } => "ev_state",
+            PeerMessage::Refused { .. } => "ev_refused",
+        }
+    }
+
     /// The request a message belongs to.
     pub fn req(&self) -> u64 {
         match self {
@@ -418,104 +437,57 @@ fn encode_client(msg: &EventualRequest, id: Option<&RequestId>, out: &mut Vec<u8
 }
 
 fn encode_peer(msg: &PeerMessage, id: Option<&RequestId>, out: &mut Vec<u8>) {
-    let mut w = match msg {
+    let mut w = ObjectWriter::new(out, msg.kind());
+    w.u64("req", msg.req());
+    match msg {
         PeerMessage::Write {
-            req,
-            key,
-            op,
-            context,
+            key, op, context, ..
         } => {
-            let mut w = ObjectWriter::new(out, "ev_write");
-            w.u64("req", *req).str("key", key);
+            w.str("key", key);
             write_op(&mut w, op);
             if let Some(context) = context {
                 w.str("context", context);
             }
-            w
         }
         PeerMessage::Written {
-            req,
             state,
             clock,
             context,
+            ..
         } => {
-            let mut w = ObjectWriter::new(out, "ev_written");
-            w.u64("req", *req);
             write_hex(&mut w, "state", &state.0);
             write_raw(&mut w, "clock", clock);
             w.str("context", context);
-            w
         }
-        PeerMessage::Apply { req, key, state } => {
-            let mut w = ObjectWriter::new(out, "ev_apply");
-            w.u64("req", *req).str("key", key);
+        PeerMessage::Apply { key, state, .. } | PeerMessage::Store { key, state, .. } => {
+            w.str("key", key);
             write_hex(&mut w, "state", &state.0);
-            w
-        }
-        PeerMessage::Store { req, key, state } => {
-            let mut w = ObjectWriter::new(out, "ev_store");
-            w.u64("req", *req).str("key", key);
-            write_hex(&mut w, "state", &state.0);
-            w
         }
         PeerMessage::Reap {
-            req,
-            key,
-            state,
-            commit,
+            key, state, commit, ..
         } => {
-            let mut w = ObjectWriter::new(out, "ev_reap");
-            w.u64("req", *req).str("key", key);
+            w.str("key", key);
             write_hex(&mut w, "state", &state.0);
             w.bool("commit", *commit);
-            w
         }
-        PeerMessage::ReapOk { req } => {
-            let mut w = ObjectWriter::new(out, "ev_reap_ok");
-            w.u64("req", *req);
-            w
+        PeerMessage::Read { key, .. } => {
+            w.str("key", key);
         }
-        PeerMessage::Settled { req } => {
-            let mut w = ObjectWriter::new(out, "ev_settled");
-            w.u64("req", *req);
-            w
-        }
-        PeerMessage::Sync { req } => {
-            let mut w = ObjectWriter::new(out, "ev_sync");
-            w.u64("req", *req);
-            w
-        }
-        PeerMessage::SyncDone { req } => {
-            let mut w = ObjectWriter::new(out, "ev_sync_done");
-            w.u64("req", *req);
-            w
-        }
-        PeerMessage::Stored { req } => {
-            let mut w = ObjectWriter::new(out, "ev_stored");
-            w.u64("req", *req);
-            w
-        }
-        PeerMessage::Read { req, key } => {
-            let mut w = ObjectWriter::new(out, "ev_read");
-            w.u64("req", *req).str("key", key);
-            w
-        }
-        PeerMessage::State { req, state } => {
-            let mut w = ObjectWriter::new(out, "ev_state");
-            w.u64("req", *req);
+        PeerMessage::State { state, .. } => {
             if let Some(state) = state {
                 write_hex(&mut w, "state", &state.0);
             }
-            w
         }
-        PeerMessage::Refused { req, error } => {
-            let mut w = ObjectWriter::new(out, "ev_refused");
-            w.u64("req", *req)
-                .str("error", error.code.as_str())
+        PeerMessage::Refused { error, .. } => {
+            w.str("error", error.code.as_str())
                 .str("message", &error.message);
-            w
         }
-    };
+        PeerMessage::Stored { .. }
+        | PeerMessage::ReapOk { .. }
+        | PeerMessage::Settled { .. }
+        | PeerMessage::Sync { .. }
+        | PeerMessage::SyncDone { .. } => {}
+    }
     w.id(id);
     w.finish();
 }
