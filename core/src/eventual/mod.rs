@@ -87,7 +87,8 @@ pub enum NodeInput {
         /// The message.
         msg: PeerMessage,
     },
-    /// The caller's failure detector saw `node` alive: hints owed to it are replayed.
+    /// The caller's failure detector saw `node` alive: hints owed to it are replayed, and
+    /// a node catching up after an empty data directory asks it for its keys.
     NodeUp(NodeId),
     /// The caller's failure detector lost `node`: requests needing more replicas than are
     /// up are answered `unavailable` without being tried.
