@@ -285,6 +285,12 @@ impl<R: LogReader> Node<R> {
         self.owed.len()
     }
 
+    /// Whether this node, started on an empty data directory, still waits for some node
+    /// to stream it its keys (for checkers and operators).
+    pub fn catching_up(&self) -> bool {
+        !self.resync.waiting.is_empty()
+    }
+
     /// Hints held for `target`.
     pub fn hints_for(&self, target: NodeId) -> usize {
         self.hints.count(target)

@@ -860,6 +860,7 @@ fn a_node_that_lost_its_disk_gets_its_keys_back_without_a_read() {
     w.crash(30);
     w.wipe_and_restart(30, 1);
     assert_eq!(w.node(30).keys().count(), 0);
+    assert!(w.node(30).catching_up());
     // Streamed two keys a round from each of the others.
     w.advance(1000);
     for key in &keys {
