@@ -867,6 +867,7 @@ fn a_node_that_lost_its_disk_gets_its_keys_back_without_a_read() {
         assert_eq!(local_values(&w, 30, key), ["v"], "{key}");
     }
     w.advance(10_000);
+    assert!(!w.node(30).catching_up());
     assert_eq!(
         w.node(30).poll_timeout(),
         None,
