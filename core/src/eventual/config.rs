@@ -119,6 +119,13 @@ impl Conflicts {
             Conflicts::Lww => "lww",
         }
     }
+
+    /// Reads `--conflicts`.
+    pub fn parse(text: &str) -> Option<Conflicts> {
+        [Conflicts::Siblings, Conflicts::Lww]
+            .into_iter()
+            .find(|c| c.as_str() == text)
+    }
 }
 
 /// Which repair mechanisms run (`--repair`).
@@ -143,6 +150,13 @@ impl Repair {
             Repair::Both => "both",
             Repair::None => "none",
         }
+    }
+
+    /// Reads `--repair`.
+    pub fn parse(text: &str) -> Option<Repair> {
+        [Repair::Read, Repair::Hints, Repair::Both, Repair::None]
+            .into_iter()
+            .find(|r| r.as_str() == text)
     }
 
     /// Whether reads repair the replicas they saw disagree.

@@ -632,6 +632,10 @@ fn the_cluster_file_is_read_strictly() {
     assert_eq!(err("1 a:1\n", 2).line, 0);
     assert_eq!(err("# nothing\n", 1).line, 0);
     assert_eq!(err("-1 a:1\n", 1).line, 1);
+    assert_eq!(Conflicts::parse("lww"), Some(Conflicts::Lww));
+    assert_eq!(Conflicts::parse("LWW"), None);
+    assert_eq!(Repair::parse("none"), Some(Repair::None));
+    assert_eq!(Repair::parse("all"), None);
 }
 
 #[test]
