@@ -878,3 +878,28 @@ fn a_node_that_lost_its_disk_gets_its_keys_back_without_a_read() {
         "caught up: asks nobody any more"
     );
 }
+
+#[test]
+fn settings_that_cannot_work_are_refused() {
+    use super::super::{Node, NodeConfig};
+    use super::harness::MemLog;
+    let cluster = parse_cluster("1 a:1\n2 b:2\n", 1).expect("cluster");
+    let config = NodeConfig::new(1, cluster.clone(), 0, 0);
+    assert_eq!(
+        config.replication, 2,
+        "the default 3 is capped at the node count"
+    );
+    assert!(Node::new(config.clone(), MemLog::default()).is_ok());
+    let refused = |tweak: &dyn Fn(&mut NodeConfig)| {
+        let mut c = config.clone();
+        tweak(&mut c);
+        Node::new(c, MemLog::default()).is_err()
+    };
+    assert!(refused(&|c| c.replication = 0));
+    assert!(refused(&|c| c.replication = 3));
+    assert!(refused(&|c| c.id = 9));
+    assert!(refused(&|c| c.timeout_ms = 0));
+    assert!(refused(&|c| c.max_siblings = 0));
+    assert!(refused(&|c| c.hints.replay_batch = 0));
+    assert!(refused(&|c| c.max_pending = 0));
+}
