@@ -24,6 +24,9 @@ pub enum FaultSite {
     SpuriousOverloaded,
     /// A participant votes to abort a prepare with `overloaded`.
     SpuriousRefusal,
+    /// An eventual-mode coordinator does not ship a write to a replica beyond the W it
+    /// needs, as if the message were lost (its hint or a read repair brings it there).
+    SkipReplicaSend,
 }
 
 /// Turns fault sites on in a simulated run.

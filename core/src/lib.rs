@@ -8,12 +8,14 @@
 //!
 //! Components (what roles are built from): [`proto`], [`ring`], [`cache`], [`log`],
 //! [`storage`], [`time`], [`twopc`], [`versions`], [`session`], [`rng`], [`buggify`]. Roles (thin
-//! compositions of them): [`coordinator`], [`replica`] (the KV server), [`registration`].
+//! compositions of them): [`coordinator`], [`replica`] (the KV server), [`registration`],
+//! [`eventual`] (the eventual-mode node).
 //! Components never use roles.
 
 pub mod buggify;
 pub mod cache;
 pub mod coordinator;
+pub mod eventual;
 pub mod limits;
 pub mod log;
 pub mod proto;

@@ -8,6 +8,7 @@
 
 mod client;
 mod error;
+mod eventual;
 mod json;
 mod lines;
 mod participant;
@@ -15,6 +16,10 @@ mod register;
 
 pub use client::{ClientRequest, ClientResponse, ServerStatus};
 pub use error::{DecodeError, ErrorCode, ErrorReply};
+pub use eventual::{
+    Consistency, EventualRequest, EventualResponse, NodeMessage, NodeStatus, PeerMessage,
+    StateBytes, WriteOp,
+};
 pub use lines::{LineEvent, LineSplitter};
 pub use participant::{ParticipantRequest, ParticipantResponse, TxOp};
 pub use register::{Register, RegisterResponse};

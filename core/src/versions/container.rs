@@ -328,6 +328,17 @@ impl Container {
         joined
     }
 
+    /// The knowledge alone, without the versions: what a replica keeps of a key whose
+    /// tombstones it reaped (a grave), so that a state delayed in a hint or a repair
+    /// cannot bring a superseded value back while the grave is kept. A write on it is
+    /// numbered above everything it had seen.
+    pub fn without_versions(&self) -> Container {
+        Container {
+            known: self.known.clone(),
+            versions: BTreeMap::new(),
+        }
+    }
+
     /// The context a read of this container returns: everything it has seen. A write
     /// carrying it supersedes exactly the versions held here (and what they superseded).
     pub fn context(&self) -> &VersionVector {

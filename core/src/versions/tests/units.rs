@@ -703,3 +703,34 @@ fn lww_states_round_trip_through_bytes_and_bad_bytes_say_why() {
     );
     assert_eq!(decode_lww(&[2, 5, 1, 3]), Err(BinaryError::BadTag(3)));
 }
+
+#[test]
+fn a_grave_keeps_the_knowledge_and_swallows_what_it_had_seen() {
+    let mut live = Container::new();
+    write(&mut live, a(1), None, val("old"));
+    let old = live.clone();
+    let seen = live.context().clone();
+    let del = write(&mut live, a(2), Some(&seen), Payload::Deleted);
+    assert!(live.all_deleted() && live.version(del).is_some());
+    let mut grave = live.without_versions();
+    assert!(grave.is_empty() && grave.all_deleted());
+    assert_eq!(grave.context(), live.context());
+    assert_eq!(grave.check_invariants(), Ok(()));
+    assert!(grave.includes(&live) && !live.includes(&grave));
+    assert!(!grave.merge(&old).changed, "a delayed old state stays dead");
+    assert!(
+        !grave.merge(&live).changed,
+        "so does the tombstone it replaced"
+    );
+    let mut back = live.clone();
+    assert!(
+        back.merge(&grave).changed && back.is_empty(),
+        "graves spread by merge"
+    );
+    let next = write(&mut grave, a(2), None, val("new"));
+    assert!(
+        next.counter > del.counter,
+        "a later write is numbered above the grave's past"
+    );
+    assert_eq!(values(&grave), ["new"]);
+}
