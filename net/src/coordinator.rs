@@ -145,27 +145,35 @@ pub fn run_coordinator(
             silent_after_ms: Some(config.down_after_ms),
         }),
     };
-    let mut ready = Vec::new();
-    while !ev.stopping() {
-        let deadline = earliest([
-            shell.core.poll_timeout(),
-            shell.clients.next_deadline_ms(),
-            shell.resp.as_ref().and_then(Port::next_deadline_ms),
-            shell.registrations.next_deadline_ms(),
-            shell.servers.next_deadline_ms(),
-        ]);
-        let busy = shell.clients.has_ready()
-            || shell.resp.as_ref().is_some_and(Port::has_ready)
-            || shell.registrations.has_ready()
-            || shell.servers.has_ready();
-        let now_ms = ev.wait(deadline, busy, &mut ready)?;
-        shell.turn(now_ms, ev.registry(), &ready);
-        if let Some(err) = shell.failure.take() {
-            return Err(err);
+    shell.run(&mut ev)
+}
+
+impl Shell {
+    /// The loop: wait for the earliest deadline or readiness, then one turn; until the
+    /// shutdown, or a failure of the log.
+    fn run(&mut self, ev: &mut EventLoop) -> Result<(), NetError> {
+        let mut ready = Vec::new();
+        while !ev.stopping() {
+            let deadline = earliest([
+                self.core.poll_timeout(),
+                self.clients.next_deadline_ms(),
+                self.resp.as_ref().and_then(Port::next_deadline_ms),
+                self.registrations.next_deadline_ms(),
+                self.servers.next_deadline_ms(),
+            ]);
+            let busy = self.clients.has_ready()
+                || self.resp.as_ref().is_some_and(Port::has_ready)
+                || self.registrations.has_ready()
+                || self.servers.has_ready();
+            let now_ms = ev.wait(deadline, busy, &mut ready)?;
+            self.turn(now_ms, ev.registry(), &ready);
+            if let Some(err) = self.failure.take() {
+                return Err(err);
+            }
         }
+        tracing::info!("coordinator stopped");
+        Ok(())
     }
-    tracing::info!("coordinator stopped");
-    Ok(())
 }
 
 /// Opens the data directory and rebuilds the coordinator from its log, or, without a
