@@ -139,11 +139,20 @@ fn direct_get(addr: std::net::SocketAddr, key: &str) -> ParticipantResponse {
 }
 
 fn wait_for_direct_value(addr: std::net::SocketAddr, key: &str, want: &str) {
+    wait_for_direct_answer(
+        addr,
+        key,
+        ParticipantResponse::Value {
+            key: key.into(),
+            value: want.into(),
+        },
+    );
+}
+
+/// Waits until a replica's own answer for `key` is `want`: phase 2 reaches a replica a
+/// round trip after the client's answer.
+fn wait_for_direct_answer(addr: std::net::SocketAddr, key: &str, want: ParticipantResponse) {
     let deadline = Instant::now() + WAIT;
-    let want = ParticipantResponse::Value {
-        key: key.into(),
-        value: want.into(),
-    };
     loop {
         let got = direct_get(addr, key);
         if got == want {
@@ -176,6 +185,10 @@ fn a_restarted_server_keeps_committed_data_and_its_directory_is_locked_while_run
     );
     let first_listen = cluster.servers[0].info.listen;
     wait_for_direct_value(first_listen, "durable", "yes");
+    let gone = ParticipantResponse::Error(ringkv_core::proto::ErrorReply::new(
+        ringkv_core::proto::ErrorCode::NotFound,
+    ));
+    wait_for_direct_answer(first_listen, "gone", gone);
 
     // A second server on the same directory is refused before it listens.
     let coordinator = cluster.coordinator.info.server;
