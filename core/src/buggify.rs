@@ -24,6 +24,9 @@ pub enum FaultSite {
     SpuriousOverloaded,
     /// A participant votes to abort a prepare with `overloaded`.
     SpuriousRefusal,
+    /// A peer node's participant in doubt asks for the decision at once instead of after
+    /// the timeout (other participants that have not voted yet then renounce it).
+    EarlyInDoubtQuery,
 }
 
 /// Turns fault sites on in a simulated run.

@@ -8,7 +8,8 @@
 //!
 //! Components (what roles are built from): [`proto`], [`ring`], [`cache`], [`log`],
 //! [`storage`], [`time`], [`twopc`], [`versions`], [`session`], [`rng`], [`buggify`]. Roles (thin
-//! compositions of them): [`coordinator`], [`replica`] (the KV server), [`registration`].
+//! compositions of them): [`coordinator`], [`replica`] (the KV server), [`registration`],
+//! [`peer`] (the peer two-phase-commit node).
 //! Components never use roles.
 
 pub mod buggify;
@@ -16,6 +17,7 @@ pub mod cache;
 pub mod coordinator;
 pub mod limits;
 pub mod log;
+pub mod peer;
 pub mod proto;
 pub mod registration;
 pub mod replica;

@@ -11,6 +11,7 @@ mod error;
 mod json;
 mod lines;
 mod participant;
+pub mod peer;
 mod register;
 
 pub use client::{ClientRequest, ClientResponse, ServerStatus};

@@ -1,0 +1,225 @@
+//! The updates this node coordinates: one client update is a series of attempts, each a
+//! two-phase commit with a new transaction ID over the key's replicas. An attempt that
+//! meets a locked key is rolled back by the driver (every participant that may hold its
+//! prepare hears the abort) and the update tries again after a seeded random wait that
+//! grows with each attempt (no-wait locking with backoff: nothing waits for a lock, so
+//! nothing deadlocks, and the jitter breaks the symmetry of colliding coordinators).
+//! Only when its timeout is spent does the client hear `aborted`.
+
+use crate::buggify::FaultSite;
+use crate::proto::peer::{PeerBody, PeerReply};
+use crate::proto::{ClientResponse, ErrorCode, TxId, TxOp};
+use crate::time::Attempts;
+use crate::twopc::{DriverEvent, Outcome};
+use crate::{ReplyTo, Ts};
+
+use super::record::PeerRecord;
+use super::{txid, Deferred, LogReader, Peer, Timer};
+
+/// What a transaction of the driver belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Payload {
+    /// An attempt of this client update.
+    Client(u64),
+    /// A commit recovered from the log: nobody waits for it.
+    Recovered,
+}
+
+/// A client update under way.
+#[derive(Clone, Debug)]
+pub(super) struct Update {
+    pub(super) from: ReplyTo,
+    pub(super) key: String,
+    pub(super) op: TxOp,
+    pub(super) participants: Vec<u64>,
+    /// No new attempt starts after this.
+    pub(super) deadline: Ts,
+    pub(super) attempts: Attempts,
+    /// The attempt voting now, if one is.
+    pub(super) txid: Option<TxId>,
+}
+
+impl<R: LogReader> Peer<R> {
+    pub(super) fn on_update(&mut self, from: ReplyTo, key: String, op: TxOp) {
+        if self.updates.len() >= self.config.max_updates
+            || self.buggify.fires(self.now, FaultSite::SpuriousOverloaded)
+        {
+            return self.reply(
+                from,
+                PeerReply::Client(ClientResponse::error(ErrorCode::Overloaded)),
+            );
+        }
+        let participants = self.replicas(&key);
+        let update = Update {
+            from,
+            key,
+            op,
+            participants,
+            deadline: self.now + self.config.timeout_ms,
+            attempts: self.config.retry.begin(),
+            txid: None,
+        };
+        let id = self.next_update;
+        self.next_update += 1;
+        self.updates.insert(id, update);
+        self.start_attempt(id);
+    }
+
+    /// Starts the next attempt of update `id`: a new transaction ID, prepares out.
+    pub(super) fn start_attempt(&mut self, id: u64) {
+        if !self.updates.contains_key(&id) {
+            return;
+        }
+        if !self.driver.has_room() {
+            return self.answer_update(id, ClientResponse::error(ErrorCode::Overloaded));
+        }
+        // Before this run's epoch is durable no ID may be used: the update waits for it.
+        let Some(txid) = self.next_txid() else {
+            return;
+        };
+        let Some(update) = self.updates.get_mut(&id) else {
+            return;
+        };
+        update.txid = Some(txid);
+        let participants = update.participants.clone();
+        self.driver
+            .begin(self.now, txid, participants, Payload::Client(id));
+        self.drain_driver();
+    }
+
+    /// The epoch is durable: every update waiting for an ID starts.
+    pub(super) fn start_waiting_updates(&mut self) {
+        let waiting: Vec<u64> = self
+            .updates
+            .iter()
+            .filter(|(id, u)| {
+                u.txid.is_none() && self.timers.deadline(&Timer::Retry(**id)).is_none()
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            self.start_attempt(id);
+        }
+    }
+
+    /// The next transaction ID, or `None` while the epoch's record is not yet durable.
+    pub(super) fn next_txid(&mut self) -> Option<TxId> {
+        if !self.durability.is_durable(self.epoch_token) {
+            return None;
+        }
+        let txid = txid::make(self.epoch, self.index, self.next_seq);
+        if self.next_seq >= txid::SEQ_MAX {
+            self.begin_epoch(self.epoch);
+        } else {
+            self.next_seq += 1;
+        }
+        Some(txid)
+    }
+
+    /// Starts epoch `after + 1`: its record is written now, its IDs used once durable.
+    pub(super) fn begin_epoch(&mut self, after: u32) {
+        let epoch = after.saturating_add(1);
+        assert!(epoch <= txid::EPOCH_MAX, "transaction ID epochs exhausted");
+        self.epoch = epoch;
+        self.next_seq = 1;
+        let (token, _) = self.append(&PeerRecord::Epoch { epoch }.encode());
+        self.epoch_token = token;
+        self.defer(token, Deferred::EpochBegun);
+    }
+
+    /// Turns every driver event into messages, records and answers.
+    pub(super) fn drain_driver(&mut self) {
+        while let Some(event) = self.driver.poll_event() {
+            match event {
+                DriverEvent::SendPrepare { to, txid } => self.send_prepare(to, txid),
+                DriverEvent::SendDecision { to, txid, commit } => {
+                    self.send(to, PeerBody::Decide { txid, commit })
+                }
+                DriverEvent::Decided { txid, outcome } => self.on_decided(txid, outcome),
+                DriverEvent::Finished { txid, .. } => {
+                    if self.commits.remove(&txid) {
+                        // Not waited for: a lost record only makes recovery resend the
+                        // commit, which every participant acknowledges again.
+                        let _ = self.append(&PeerRecord::Finished { txid }.encode());
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_prepare(&mut self, to: u64, txid: TxId) {
+        let Some(Payload::Client(id)) = self.driver.payload(txid).copied() else {
+            return;
+        };
+        let Some(update) = self.updates.get(&id) else {
+            return;
+        };
+        let body = PeerBody::Prepare {
+            txid,
+            key: update.key.clone(),
+            op: update.op.clone(),
+            participants: update.participants.clone(),
+        };
+        self.send(to, body);
+    }
+
+    fn on_decided(&mut self, txid: TxId, outcome: Outcome) {
+        if outcome.is_commit() {
+            // Presumed abort: the commit is durable before phase 2 and before `Success`.
+            let participants = self.driver.participants(txid).unwrap_or_default().to_vec();
+            let (token, _) = self.append(&PeerRecord::Decided { txid, participants }.encode());
+            self.commits.insert(txid);
+            return self.defer(token, Deferred::Committed(txid));
+        }
+        let Some(Payload::Client(id)) = self.driver.payload(txid).copied() else {
+            return;
+        };
+        let Some(update) = self.updates.get_mut(&id) else {
+            return;
+        };
+        update.txid = None;
+        if collided(&outcome) {
+            let cap = self
+                .config
+                .retry
+                .next_wait_ms(&mut update.attempts, &mut self.rng);
+            let wait_ms = self.rng.between(self.config.retry.wait_ms_min, cap);
+            if self.now + wait_ms < update.deadline {
+                self.timers.set(Timer::Retry(id), self.now + wait_ms);
+                return;
+            }
+        }
+        self.answer_update(id, outcome.client_answer());
+    }
+
+    pub(super) fn on_commit_durable(&mut self, txid: TxId) {
+        let payload = self.driver.payload(txid).copied();
+        self.driver.handle_commit_durable(self.now, txid);
+        if let Some(Payload::Client(id)) = payload {
+            self.answer_update(id, ClientResponse::Success);
+        }
+        self.drain_driver();
+    }
+
+    fn answer_update(&mut self, id: u64, answer: ClientResponse) {
+        if let Some(update) = self.updates.remove(&id) {
+            self.timers.cancel(&Timer::Retry(id));
+            self.reply(update.from, PeerReply::Client(answer));
+        }
+    }
+}
+
+/// Whether an attempt failed only because another transaction held the key somewhere:
+/// every participant voted, and every refusal was `locked`.
+fn collided(outcome: &Outcome) -> bool {
+    match outcome {
+        Outcome::Committed => false,
+        Outcome::Aborted { missing, refusals } => {
+            missing.is_empty()
+                && !refusals.is_empty()
+                && refusals
+                    .iter()
+                    .all(|(_, code, _)| *code == ErrorCode::Locked)
+        }
+    }
+}
