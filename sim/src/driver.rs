@@ -10,8 +10,8 @@ use rand_chacha::ChaCha8Rng;
 use ringkv_core::Ts;
 
 use crate::check::ClusterSnapshot;
-use crate::cluster::{Cluster, CoordinatorSpec, KvServerSpec, Outbox, RoleSpec};
-use crate::config::SimConfig;
+use crate::cluster::{Cluster, CoordinatorSpec, KvServerSpec, Outbox, PeerSpec, RoleSpec};
+use crate::config::{Mode, SimConfig};
 use crate::faults::PathFault;
 use crate::history::{Command, History, ServedLog};
 use crate::network::{Message, Network, NodeId};
@@ -87,7 +87,10 @@ impl World {
     /// The world of `config`: its cluster about to start, and every client about to begin.
     pub fn new(config: SimConfig, trace: Trace) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let shape = strong_mode(&config, &mut rng);
+        let shape = match config.mode {
+            Mode::Strong => strong_mode(&config, &mut rng),
+            Mode::Peer => peer_mode(&config, &mut rng),
+        };
         let workload = Workload::new(config.clients, config.keys.clone(), shape.entries);
         let mut world = Self {
             now: 0,
@@ -391,5 +394,33 @@ fn strong_mode(config: &SimConfig, rng: &mut ChaCha8Rng) -> Shape {
         cluster,
         entries: vec![NodeId::Coordinator],
         replication: 2,
+    }
+}
+
+/// Peer mode: every node serves clients and coordinates their updates over the key's
+/// replicas (every node, or the preference list of the configured replication); clients
+/// connect to nodes drawn at random, so coordinators of one key collide.
+fn peer_mode(config: &SimConfig, rng: &mut ChaCha8Rng) -> Shape {
+    let mut cluster = Cluster::default();
+    let spec = PeerSpec {
+        nodes: config.server_ids.clone(),
+        replication: config.replication,
+        timeout_ms: config.timeout_ms,
+        cache: config.server_cache,
+        buggify_until_ms: config.buggify_until_ms(),
+    };
+    for &id in &config.server_ids {
+        cluster.add(NodeId::Node(id), RoleSpec::Peer(spec.clone()), rng.random());
+    }
+    let entries = (0..config.clients.max(1))
+        .map(|_| {
+            let at = rng.random_range(0..config.server_ids.len());
+            NodeId::Node(config.server_ids[at])
+        })
+        .collect();
+    Shape {
+        cluster,
+        entries,
+        replication: config.replication.unwrap_or(config.server_ids.len()),
     }
 }

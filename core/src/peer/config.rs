@@ -139,7 +139,8 @@ impl PeerConfig {
     }
 
     /// The driver of the updates this node coordinates: commits are forced (presumed
-    /// abort), and an update's old attempt may still be rolling back beside its new one.
+    /// abort), the first refusal rolls back at once, and an update's old attempt may
+    /// still be rolling back beside its new one.
     pub(super) fn driver(&self) -> DriverConfig {
         DriverConfig {
             phase1_timeout_ms: self.timeout_ms,
@@ -148,6 +149,7 @@ impl PeerConfig {
             max_stray_aborts: self.max_updates,
             seed: self.seed,
             force_commit: true,
+            decide_on_refusal: true,
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::buggify::FaultSite;
 use crate::proto::peer::{PeerBody, PeerReply};
-use crate::proto::{ClientResponse, ErrorCode, TxId, TxOp};
+use crate::proto::{ClientResponse, ErrorCode, ErrorReply, TxId, TxOp};
 use crate::time::Attempts;
 use crate::twopc::{DriverEvent, Outcome};
 use crate::{ReplyTo, Ts};
@@ -35,8 +35,11 @@ pub(super) struct Update {
     /// No new attempt starts after this.
     pub(super) deadline: Ts,
     pub(super) attempts: Attempts,
-    /// The attempt voting now, if one is.
+    /// Attempts that collided so far.
+    pub(super) collisions: u32,
+    /// The attempt voting now, if one is, and when it began.
     pub(super) txid: Option<TxId>,
+    pub(super) attempt_began: Ts,
 }
 
 impl<R: LogReader> Peer<R> {
@@ -57,7 +60,9 @@ impl<R: LogReader> Peer<R> {
             participants,
             deadline: self.now + self.config.timeout_ms,
             attempts: self.config.retry.begin(),
+            collisions: 0,
             txid: None,
+            attempt_began: self.now,
         };
         let id = self.next_update;
         self.next_update += 1;
@@ -65,9 +70,24 @@ impl<R: LogReader> Peer<R> {
         self.start_attempt(id);
     }
 
-    /// Starts the next attempt of update `id`: a new transaction ID, prepares out.
+    /// Starts the next attempt of update `id`: a new transaction ID, prepares out. One
+    /// attempt per key runs from this node at a time (its own clients would only collide
+    /// with each other); the others wait for it, at most until their deadline.
     pub(super) fn start_attempt(&mut self, id: u64) {
-        if !self.updates.contains_key(&id) {
+        let Some(update) = self.updates.get(&id) else {
+            return;
+        };
+        if self.now >= update.deadline {
+            let answer = ClientResponse::Error(ErrorReply::with_message(
+                ErrorCode::Aborted,
+                "the key stayed busy until the timeout; nothing was changed",
+            ));
+            return self.answer_update(id, answer);
+        }
+        let key = update.key.clone();
+        let deadline = update.deadline;
+        if self.attempt_on(&key).is_some() {
+            self.timers.set(Timer::Retry(id), deadline);
             return;
         }
         if !self.driver.has_room() {
@@ -77,14 +97,39 @@ impl<R: LogReader> Peer<R> {
         let Some(txid) = self.next_txid() else {
             return;
         };
+        self.timers.cancel(&Timer::Retry(id));
         let Some(update) = self.updates.get_mut(&id) else {
             return;
         };
         update.txid = Some(txid);
+        update.attempt_began = self.now;
         let participants = update.participants.clone();
         self.driver
             .begin(self.now, txid, participants, Payload::Client(id));
         self.drain_driver();
+    }
+
+    /// The update of `key` whose attempt runs now, if one does.
+    fn attempt_on(&self, key: &str) -> Option<u64> {
+        let mut updates = self.updates.iter();
+        updates
+            .find(|(_, u)| u.txid.is_some() && u.key == key)
+            .map(|(id, _)| *id)
+    }
+
+    /// An attempt on `key` ended: the oldest update waiting for the key starts.
+    fn wake_key(&mut self, key: &str) {
+        if self.attempt_on(key).is_some() {
+            return;
+        }
+        let waiting = self.updates.iter().find(|(id, u)| {
+            u.txid.is_none()
+                && u.key == key
+                && self.timers.deadline(&Timer::Retry(**id)) == Some(u.deadline)
+        });
+        if let Some((&id, _)) = waiting {
+            self.start_attempt(id);
+        }
     }
 
     /// The epoch is durable: every update waiting for an ID starts.
@@ -178,18 +223,36 @@ impl<R: LogReader> Peer<R> {
             return;
         };
         update.txid = None;
-        if collided(&outcome) {
-            let cap = self
-                .config
-                .retry
-                .next_wait_ms(&mut update.attempts, &mut self.rng);
-            let wait_ms = self.rng.between(self.config.retry.wait_ms_min, cap);
-            if self.now + wait_ms < update.deadline {
-                self.timers.set(Timer::Retry(id), self.now + wait_ms);
-                return;
+        let key = update.key.clone();
+        // Phase 1 ends at the first refusal: the participants that had not voted yet
+        // were not given their time, so they make no `unavailable`; the refusals decide
+        // the answer (`aborted`, or `not_found` for a DEL of a missing key).
+        let answer = match &outcome {
+            Outcome::Aborted { refusals, .. } if !refusals.is_empty() => Outcome::Aborted {
+                missing: Vec::new(),
+                refusals: refusals.clone(),
             }
+            .client_answer(),
+            _ => outcome.client_answer(),
+        };
+        let mut retry_at = None;
+        if collided(&outcome) {
+            // The wait spans the backoff's, or as many of the last attempt's durations
+            // as collisions so far (whichever is longer): a span shorter than an attempt
+            // would hardly separate the colliding coordinators.
+            let retry = self.config.retry;
+            let cap = retry.next_wait_ms(&mut update.attempts, &mut self.rng);
+            update.collisions = update.collisions.saturating_add(1);
+            let attempt_ms = self.now.saturating_sub(update.attempt_began).max(1);
+            let grown = attempt_ms.saturating_mul(u64::from(update.collisions.min(16)));
+            let wait_ms = self.rng.between(retry.wait_ms_min, cap.max(grown));
+            retry_at = Some(self.now + wait_ms).filter(|&at| at < update.deadline);
         }
-        self.answer_update(id, outcome.client_answer());
+        match retry_at {
+            Some(at) => self.timers.set(Timer::Retry(id), at),
+            None => self.answer_update(id, answer),
+        }
+        self.wake_key(&key);
     }
 
     pub(super) fn on_commit_durable(&mut self, txid: TxId) {
@@ -205,21 +268,22 @@ impl<R: LogReader> Peer<R> {
         if let Some(update) = self.updates.remove(&id) {
             self.timers.cancel(&Timer::Retry(id));
             self.reply(update.from, PeerReply::Client(answer));
+            if update.txid.is_some() {
+                self.wake_key(&update.key);
+            }
         }
     }
 }
 
-/// Whether an attempt failed only because another transaction held the key somewhere:
-/// every participant voted, and every refusal was `locked`.
+/// Whether an attempt met another transaction holding the key somewhere: a participant
+/// refused with `locked` (phase 1 ends at the first refusal, so others may not have
+/// voted; a refusal of another kind, a DEL's `not_found` say, may not hold once the
+/// other transaction ends, so the next attempt asks again).
 fn collided(outcome: &Outcome) -> bool {
     match outcome {
         Outcome::Committed => false,
-        Outcome::Aborted { missing, refusals } => {
-            missing.is_empty()
-                && !refusals.is_empty()
-                && refusals
-                    .iter()
-                    .all(|(_, code, _)| *code == ErrorCode::Locked)
-        }
+        Outcome::Aborted { refusals, .. } => refusals
+            .iter()
+            .any(|(_, code, _)| *code == ErrorCode::Locked),
     }
 }
