@@ -47,6 +47,9 @@ pub struct CrashFaults {
     /// evenly: some runs crash it often, so that crashes between a commit decision and
     /// its phase 2 happen.
     pub coordinator: f64,
+    /// Chance that a peer node crashes right after a step in which it decided a commit,
+    /// losing what that step sent (peer mode; 0 in strong mode).
+    pub after_decision: f64,
 }
 
 /// How disks misbehave during the safety phase.
@@ -200,6 +203,9 @@ impl SimConfig {
         } else {
             None
         };
+        // Crashes right after a commit is decided (before or after it is durable, before
+        // its phase 2 leaves): the moments presumed abort and recovery are about.
+        config.crashes.after_decision = chance(&mut rng, 0.3, 0.5);
         config.mode = Mode::Peer;
         config
     }
@@ -266,6 +272,7 @@ fn draw_crashes(rng: &mut ChaCha8Rng) -> CrashFaults {
         machine: rng.random_range(0.0..1.0),
         tear: rng.random_range(0.0..1.0),
         coordinator: chance(rng, 0.5, 0.6),
+        after_decision: 0.0,
     }
 }
 

@@ -216,6 +216,7 @@ impl World {
         for note in out.notes {
             self.trace.note(self.now, &note);
         }
+        let crashed = out.decided && self.crash_after_decision(node);
         self.stats.held_requests += out.held_requests;
         for step in out.served {
             let stamp = self.stamp();
@@ -225,6 +226,10 @@ impl World {
         }
         for text in out.anomalies {
             self.anomaly(text);
+        }
+        if crashed {
+            // The process died with the step: what it sent never left.
+            return;
         }
         if out.sync_started {
             if let Some(incarnation) = self.cluster.incarnation(node) {
@@ -239,6 +244,27 @@ impl World {
         for msg in out.sends {
             self.send(msg);
         }
+    }
+
+    /// Maybe crashes `node`, which just decided a commit, as the swarm knob says; it
+    /// restarts after a drawn downtime. Whether it crashed.
+    fn crash_after_decision(&mut self, node: NodeId) -> bool {
+        let faults = self.config.crashes.clone();
+        let room = self.cluster.down().len() < faults.max_down;
+        if self.healed || !room || !self.rng.random_bool(faults.after_decision) {
+            return false;
+        }
+        let kind = if self.rng.random_bool(faults.machine) {
+            crate::disk::CrashKind::Machine
+        } else {
+            crate::disk::CrashKind::Process
+        };
+        self.crash(node, kind);
+        self.trace
+            .note(self.now, "the crash follows a commit decision");
+        let down_ms = self.rng.random_range(1..=faults.max_down_ms);
+        self.schedule(self.now + down_ms, Event::Start { node });
+        true
     }
 
     /// A time stamp for a served step: the millisecond times 1000 plus the step's order

@@ -381,6 +381,13 @@ impl<R: LogReader> Peer<R> {
         self.driver.open() + self.updates.len() + self.reads.len()
     }
 
+    /// Commits this node decided whose end (every participant's acknowledgement) is not
+    /// yet recorded; it grows the moment a commit is decided, a moment the simulator
+    /// likes to crash a node at.
+    pub fn unfinished_commits(&self) -> usize {
+        self.commits.len()
+    }
+
     /// The log's length in bytes, counting writes asked for and not yet durable.
     pub fn log_len(&self) -> u64 {
         self.durability.log_len()

@@ -32,6 +32,9 @@ pub struct Outbox {
     pub notes: Vec<String>,
     /// Bugs noticed: undecodable lines, answers to nobody, refused registrations.
     pub anomalies: Vec<String>,
+    /// The role decided to commit a transaction it coordinates in this step: a moment
+    /// the fault schedule may crash it at (before its phase 2 leaves).
+    pub decided: bool,
 }
 
 impl Outbox {
