@@ -47,8 +47,8 @@ pub struct CrashFaults {
     /// evenly: some runs crash it often, so that crashes between a commit decision and
     /// its phase 2 happen.
     pub coordinator: f64,
-    /// Chance that a peer node crashes right after a step in which it decided a commit,
-    /// losing what that step sent (peer mode; 0 in strong mode).
+    /// Chance that a peer node crashes in a step in which a commit it coordinates became
+    /// durable, while sending that step's messages (peer mode; 0 in strong mode).
     pub after_decision: f64,
 }
 
@@ -203,8 +203,8 @@ impl SimConfig {
         } else {
             None
         };
-        // Crashes right after a commit is decided (before or after it is durable, before
-        // its phase 2 leaves): the moments presumed abort and recovery are about.
+        // Crashes right after a commit became durable, midway through its phase 2: the
+        // moment recovery of decisions and cooperative termination are about.
         config.crashes.after_decision = chance(&mut rng, 0.3, 0.5);
         config.mode = Mode::Peer;
         config

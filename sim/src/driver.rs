@@ -216,7 +216,6 @@ impl World {
         for note in out.notes {
             self.trace.note(self.now, &note);
         }
-        let crashed = out.decided && self.crash_after_decision(node);
         self.stats.held_requests += out.held_requests;
         for step in out.served {
             let stamp = self.stamp();
@@ -227,8 +226,15 @@ impl World {
         for text in out.anomalies {
             self.anomaly(text);
         }
-        if crashed {
-            // The process died with the step: what it sent never left.
+        let mut sends = out.sends;
+        if out.decided && self.crash_after_decision(node) {
+            // The process died while sending what the step asked for: a random prefix
+            // left (phase 2 reached some participants, maybe the client its answer).
+            let left = self.rng.random_range(0..=sends.len());
+            sends.truncate(left);
+            for msg in sends {
+                self.send(msg);
+            }
             return;
         }
         if out.sync_started {
@@ -241,13 +247,13 @@ impl World {
         if let Some((at, incarnation)) = self.cluster.next_tick(node) {
             self.schedule(at.max(self.now), Event::Tick { node, incarnation });
         }
-        for msg in out.sends {
+        for msg in sends {
             self.send(msg);
         }
     }
 
-    /// Maybe crashes `node`, which just decided a commit, as the swarm knob says; it
-    /// restarts after a drawn downtime. Whether it crashed.
+    /// Maybe crashes `node`, whose commit just became durable, as the swarm knob says;
+    /// it restarts after a drawn downtime. Whether it crashed.
     fn crash_after_decision(&mut self, node: NodeId) -> bool {
         let faults = self.config.crashes.clone();
         let room = self.cluster.down().len() < faults.max_down;

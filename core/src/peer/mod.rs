@@ -155,6 +155,8 @@ pub struct Peer<R> {
     next_update: u64,
     /// Commits decided here whose end is not yet recorded.
     commits: BTreeSet<TxId>,
+    /// Commits decided here that became durable in this run.
+    durable_commits: u64,
     reads: BTreeMap<u64, Read>,
     next_read: u64,
     /// The query series of each transaction in doubt here.
@@ -381,11 +383,11 @@ impl<R: LogReader> Peer<R> {
         self.driver.open() + self.updates.len() + self.reads.len()
     }
 
-    /// Commits this node decided whose end (every participant's acknowledgement) is not
-    /// yet recorded; it grows the moment a commit is decided, a moment the simulator
-    /// likes to crash a node at.
-    pub fn unfinished_commits(&self) -> usize {
-        self.commits.len()
+    /// How many commits this node coordinated became durable in this run: the moment
+    /// each grows, phase 2 of a decided commit starts, a moment the simulator crashes
+    /// nodes at.
+    pub fn durable_commits(&self) -> u64 {
+        self.durable_commits
     }
 
     /// The log's length in bytes, counting writes asked for and not yet durable.
@@ -457,6 +459,7 @@ fn empty<R: LogReader>(config: PeerConfig, reader: R) -> Result<Peer<R>, ConfigE
         updates: BTreeMap::new(),
         next_update: 1,
         commits: BTreeSet::new(),
+        durable_commits: 0,
         reads: BTreeMap::new(),
         next_read: 1,
         queries: BTreeMap::new(),

@@ -257,6 +257,7 @@ impl<R: LogReader> Peer<R> {
 
     pub(super) fn on_commit_durable(&mut self, txid: TxId) {
         let payload = self.driver.payload(txid).copied();
+        self.durable_commits += 1;
         self.driver.handle_commit_durable(self.now, txid);
         if let Some(Payload::Client(id)) = payload {
             self.answer_update(id, ClientResponse::Success);

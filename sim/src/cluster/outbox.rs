@@ -32,8 +32,8 @@ pub struct Outbox {
     pub notes: Vec<String>,
     /// Bugs noticed: undecodable lines, answers to nobody, refused registrations.
     pub anomalies: Vec<String>,
-    /// The role decided to commit a transaction it coordinates in this step: a moment
-    /// the fault schedule may crash it at (before its phase 2 leaves).
+    /// A commit the role coordinates became durable in this step, so its phase 2 is
+    /// leaving: a moment the fault schedule may crash it at, midway through sending.
     pub decided: bool,
 }
 

@@ -161,13 +161,13 @@ impl PeerNode {
 
     /// Hands `input` to the core, then every request its answers released.
     fn run(&mut self, now: Ts, input: PeerInput, out: &mut Outbox) {
-        let commits = self.peer.unfinished_commits();
+        let commits = self.peer.durable_commits();
         let mut inputs = VecDeque::from([input]);
         while let Some(input) = inputs.pop_front() {
             self.peer.handle(now, input);
             self.drain(&mut inputs, out);
         }
-        out.decided |= self.peer.unfinished_commits() > commits;
+        out.decided |= self.peer.durable_commits() > commits;
         out.sync_started |= self.journal.start_sync();
     }
 
