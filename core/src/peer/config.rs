@@ -33,8 +33,10 @@ pub struct PeerConfig {
     pub heartbeat_interval_ms: Ts,
     /// A node silent this long is reported down.
     pub down_after_ms: Ts,
-    /// The lowest epoch to start in; a node with a log passes 0, one without passes the
-    /// wall clock's seconds, so that its transaction IDs still differ across restarts.
+    /// The lowest epoch to start in (epochs are 24 bits: below 2^24 - 1). A node with a
+    /// log passes 0: the log's epochs keep its transaction IDs unique across restarts. A
+    /// node without one has no such guarantee; it may pass a number that grows between
+    /// its runs and fits, such as minutes since a recent date.
     pub epoch_floor: u32,
     /// Client updates under way at once; beyond this `overloaded`.
     pub max_updates: usize,

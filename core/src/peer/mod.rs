@@ -71,6 +71,7 @@ pub enum PeerInput {
 
 /// What a peer node asks its caller to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use = "an output nobody carries out is a message lost or a write never durable"]
 pub enum PeerOutput {
     /// Send a message to another node (at its address in the cluster file).
     Send {
