@@ -27,6 +27,9 @@ pub enum FaultSite {
     /// An eventual-mode coordinator does not ship a write to a replica beyond the W it
     /// needs, as if the message were lost (its hint or a read repair brings it there).
     SkipReplicaSend,
+    /// A peer node's participant in doubt asks for the decision at once instead of after
+    /// the timeout (other participants that have not voted yet then renounce it).
+    EarlyInDoubtQuery,
 }
 
 /// Turns fault sites on in a simulated run.

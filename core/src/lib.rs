@@ -10,6 +10,7 @@
 //! [`storage`], [`time`], [`twopc`], [`versions`], [`session`], [`rng`], [`buggify`]. Roles (thin
 //! compositions of them): [`coordinator`], [`replica`] (the KV server), [`registration`],
 //! [`eventual`] (the eventual-mode node).
+//! [`peer`] (the peer two-phase-commit node).
 //! Components never use roles.
 
 pub mod buggify;
@@ -18,6 +19,7 @@ pub mod coordinator;
 pub mod eventual;
 pub mod limits;
 pub mod log;
+pub mod peer;
 pub mod proto;
 pub mod registration;
 pub mod replica;

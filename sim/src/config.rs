@@ -50,6 +50,9 @@ pub struct CrashFaults {
     /// Chance that a sync, once started, is cut short by a crash of its node's machine:
     /// crashes then land exactly where a write is on its way to durability.
     pub in_sync: f64,
+    /// Chance that a peer node crashes in a step in which a commit it coordinates became
+    /// durable, while sending that step's messages (peer mode; 0 in strong mode).
+    pub after_decision: f64,
 }
 
 /// How disks misbehave during the safety phase.
@@ -61,11 +64,35 @@ pub struct DiskFaults {
     pub read_failure: f64,
 }
 
+/// Which kind of cluster a run simulates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// One coordinator and KV servers (PROTOCOL.md section 1).
+    #[default]
+    Strong,
+    /// Peer two-phase-commit nodes, every one a coordinator (section 3).
+    Peer,
+}
+
+impl Mode {
+    /// The mode as the runner's `--mode` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Strong => "strong",
+            Mode::Peer => "peer",
+        }
+    }
+}
+
 /// Everything one run is made of.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SimConfig {
     /// The seed everything is drawn from.
     pub seed: u64,
+    /// The kind of cluster.
+    pub mode: Mode,
+    /// Peer mode: how many nodes hold each key (`None`: every node).
+    pub replication: Option<usize>,
     /// The KV servers' ring IDs.
     pub server_ids: Vec<u64>,
     /// How many clients run operations.
@@ -135,6 +162,8 @@ impl SimConfig {
         let max_delay_ms = net.max_delay_ms;
         Self {
             seed,
+            mode: Mode::Strong,
+            replication: None,
             server_ids,
             clients,
             pipeline,
@@ -151,6 +180,37 @@ impl SimConfig {
             client_timeout_ms: 3 * timeout_ms + 2 * max_delay_ms + 1_000,
             buggify: rng.random_bool(0.5),
         }
+    }
+
+    /// The run of `seed` in `mode`.
+    pub fn for_mode(mode: Mode, seed: u64) -> Self {
+        match mode {
+            Mode::Strong => Self::from_seed(seed),
+            Mode::Peer => Self::peer_from_seed(seed),
+        }
+    }
+
+    /// A peer world of `seed`: the swarm knobs of [`SimConfig::from_seed`], then 3 to 7
+    /// nodes, every one serving clients, on one to four shared keys (so coordinators
+    /// collide), with full replication or (one seed in three) a preference list of 2 to
+    /// the number of nodes. Its own stream, so that strong-mode seeds stay as they were.
+    pub fn peer_from_seed(seed: u64) -> Self {
+        let mut config = Self::from_seed(seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9ee2_7a3c_0000_0004);
+        let key_count = rng.random_range(1..=4usize);
+        config.keys = (0..key_count).map(|i| format!("k{i}")).collect();
+        let count = rng.random_range(3..=7usize);
+        config.server_ids = pick_ids(&mut rng, count, &config.keys);
+        config.replication = if rng.random_bool(1.0 / 3.0) {
+            Some(rng.random_range(2..=count))
+        } else {
+            None
+        };
+        // Crashes right after a commit became durable, midway through its phase 2: the
+        // moment recovery of decisions and cooperative termination are about.
+        config.crashes.after_decision = chance(&mut rng, 0.3, 0.5);
+        config.mode = Mode::Peer;
+        config
     }
 
     /// Until when the core's fault sites may fire: when the faults stop, in runs that
@@ -216,6 +276,7 @@ fn draw_crashes(rng: &mut ChaCha8Rng) -> CrashFaults {
         tear: rng.random_range(0.0..1.0),
         coordinator: chance(rng, 0.5, 0.6),
         in_sync: chance(rng, 0.6, 0.02),
+        after_decision: 0.0,
     }
 }
 

@@ -10,8 +10,8 @@ use rand_chacha::ChaCha8Rng;
 use ringkv_core::Ts;
 
 use crate::check::ClusterSnapshot;
-use crate::cluster::{Cluster, CoordinatorSpec, KvServerSpec, Outbox, RoleSpec};
-use crate::config::SimConfig;
+use crate::cluster::{Cluster, CoordinatorSpec, KvServerSpec, Outbox, PeerSpec, RoleSpec};
+use crate::config::{Mode, SimConfig};
 use crate::faults::PathFault;
 use crate::history::{Command, History, ServedLog};
 use crate::network::{Message, Network, NodeId};
@@ -89,7 +89,10 @@ impl World {
     /// The world of `config`: its cluster about to start, and every client about to begin.
     pub fn new(config: SimConfig, trace: Trace) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let shape = strong_mode(&config, &mut rng);
+        let shape = match config.mode {
+            Mode::Strong => strong_mode(&config, &mut rng),
+            Mode::Peer => peer_mode(&config, &mut rng),
+        };
         let workload = Workload::new(config.clients, config.keys.clone(), shape.entries);
         let mut world = Self {
             now: 0,
@@ -226,6 +229,17 @@ impl World {
         for text in out.anomalies {
             self.anomaly(text);
         }
+        let mut sends = out.sends;
+        if out.decided && self.crash_after_decision(node) {
+            // The process died while sending what the step asked for: a random prefix
+            // left (phase 2 reached some participants, maybe the client its answer).
+            let left = self.rng.random_range(0..=sends.len());
+            sends.truncate(left);
+            for msg in sends {
+                self.send(msg);
+            }
+            return;
+        }
         if out.sync_started {
             if let Some(incarnation) = self.cluster.incarnation(node) {
                 let (lo, hi) = self.config.disk.sync_ms;
@@ -241,9 +255,30 @@ impl World {
         if let Some((at, incarnation)) = self.cluster.next_tick(node) {
             self.schedule(at.max(self.now), Event::Tick { node, incarnation });
         }
-        for msg in out.sends {
+        for msg in sends {
             self.send(msg);
         }
+    }
+
+    /// Maybe crashes `node`, whose commit just became durable, as the swarm knob says;
+    /// it restarts after a drawn downtime. Whether it crashed.
+    fn crash_after_decision(&mut self, node: NodeId) -> bool {
+        let faults = self.config.crashes.clone();
+        let room = self.cluster.down().len() < faults.max_down;
+        if self.healed || !room || !self.rng.random_bool(faults.after_decision) {
+            return false;
+        }
+        let kind = if self.rng.random_bool(faults.machine) {
+            crate::disk::CrashKind::Machine
+        } else {
+            crate::disk::CrashKind::Process
+        };
+        self.crash(node, kind);
+        self.trace
+            .note(self.now, "the crash follows a commit decision");
+        let down_ms = self.rng.random_range(1..=faults.max_down_ms);
+        self.schedule(self.now + down_ms, Event::Start { node });
+        true
     }
 
     /// A time stamp for a served step: the millisecond times 1000 plus the step's order
@@ -399,5 +434,33 @@ fn strong_mode(config: &SimConfig, rng: &mut ChaCha8Rng) -> Shape {
         cluster,
         entries: vec![NodeId::Coordinator],
         replication: 2,
+    }
+}
+
+/// Peer mode: every node serves clients and coordinates their updates over the key's
+/// replicas (every node, or the preference list of the configured replication); clients
+/// connect to nodes drawn at random, so coordinators of one key collide.
+fn peer_mode(config: &SimConfig, rng: &mut ChaCha8Rng) -> Shape {
+    let mut cluster = Cluster::default();
+    let spec = PeerSpec {
+        nodes: config.server_ids.clone(),
+        replication: config.replication,
+        timeout_ms: config.timeout_ms,
+        cache: config.server_cache,
+        buggify_until_ms: config.buggify_until_ms(),
+    };
+    for &id in &config.server_ids {
+        cluster.add(NodeId::Node(id), RoleSpec::Peer(spec.clone()), rng.random());
+    }
+    let entries = (0..config.clients.max(1))
+        .map(|_| {
+            let at = rng.random_range(0..config.server_ids.len());
+            NodeId::Node(config.server_ids[at])
+        })
+        .collect();
+    Shape {
+        cluster,
+        entries,
+        replication: config.replication.unwrap_or(config.server_ids.len()),
     }
 }

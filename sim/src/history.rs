@@ -4,7 +4,7 @@
 //! arrives. An operation that never got an answer stays open and is closed as
 //! [`Outcome::Unknown`]: it may or may not have taken effect.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ringkv_core::Ts;
 
@@ -64,6 +64,9 @@ pub struct Operation {
 #[derive(Clone, Debug, Default)]
 pub struct History {
     operations: Vec<Operation>,
+    /// Operations answered `aborted`: updates that met other updates of their key until
+    /// their timeout was spent (legal under contention in peer mode).
+    aborted: BTreeSet<usize>,
 }
 
 impl History {
@@ -104,6 +107,16 @@ impl History {
         assert!(outcome != Outcome::Unknown, "an answer cannot be Unknown");
         op.complete_ms = Some(now);
         op.outcome = outcome;
+    }
+
+    /// Records that the operation at `index` was answered `aborted`.
+    pub fn mark_aborted(&mut self, index: usize) {
+        self.aborted.insert(index);
+    }
+
+    /// Whether the operation at `index` was answered `aborted`.
+    pub fn was_aborted(&self, index: usize) -> bool {
+        self.aborted.contains(&index)
     }
 
     /// Every operation, in order of invocation.

@@ -77,6 +77,8 @@ pub enum Channel {
     ParticipantRequest,
     /// A KV server's answer to the coordinator.
     ParticipantResponse,
+    /// A message between peer nodes (either direction, on the node's one port).
+    Peer,
 }
 
 /// One message in flight: the protocol's JSON line, decoded by the receiver, so the codec

@@ -7,9 +7,9 @@ use ringkv_core::Ts;
 
 use crate::check::{
     check_agreement, check_linearizable, check_liveness, check_no_lost_writes, check_program_order,
-    served_history, LinearizabilityConfig,
+    check_progress, served_history, LinearizabilityConfig,
 };
-use crate::config::SimConfig;
+use crate::config::{Mode, SimConfig};
 use crate::driver::World;
 use crate::history::{stamp_after, Command, History, Outcome};
 use crate::trace::Trace;
@@ -73,11 +73,24 @@ pub fn replay_command(seed: u64) -> String {
     format!("cargo run --release -p ringkv-sim -- --seed {seed}")
 }
 
+/// The command that replays a seed of `mode` with its trace.
+pub fn replay_command_in(mode: Mode, seed: u64) -> String {
+    match mode {
+        Mode::Strong => replay_command(seed),
+        Mode::Peer => format!("cargo run --release -p ringkv-sim -- --mode peer --seed {seed}"),
+    }
+}
+
 /// Runs one seed and checks it. A panic inside the run (a broken invariant of the core
 /// or of the simulator) is a failure of that seed like any other, reported with its seed,
 /// so that a sweep goes on and names every failing seed.
 pub fn run_seed(seed: u64, trace: Trace) -> RunReport {
-    let config = SimConfig::from_seed(seed);
+    run_seed_in(Mode::Strong, seed, trace)
+}
+
+/// Runs one seed of `mode` and checks it, as [`run_seed`] does.
+pub fn run_seed_in(mode: Mode, seed: u64, trace: Trace) -> RunReport {
+    let config = SimConfig::for_mode(mode, seed);
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_config(config, trace)));
     run.unwrap_or_else(|panic| RunReport::panicked(seed, panic_text(panic.as_ref())))
 }
@@ -131,11 +144,12 @@ fn judge(world: &World, config: &SimConfig) -> Vec<String> {
     let (snapshot, read_errors) = world.snapshot();
     failures.extend(read_errors.into_iter().map(|e| format!("storage: {e}")));
     let settled = config.heal_at_ms() + config.settle_ms;
-    if let Err(problems) = check_liveness(
-        world.history(),
-        settled..config.clients_stop_at_ms(),
-        &snapshot,
-    ) {
+    let window = settled..config.clients_stop_at_ms();
+    let live = match config.mode {
+        Mode::Strong => check_liveness(world.history(), window, &snapshot),
+        Mode::Peer => check_progress(world.history(), window, &snapshot),
+    };
+    if let Err(problems) = live {
         failures.extend(problems.into_iter().map(|p| format!("liveness: {p}")));
     }
     // Without agreement there is no one final state to judge durability by; the

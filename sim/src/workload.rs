@@ -129,8 +129,12 @@ impl Workload {
         if !self.clients[client as usize].in_flight.contains(&op) {
             return Ok(None);
         }
+        let aborted = matches!(&env.msg, ClientResponse::Error(e) if e.code == ErrorCode::Aborted);
         let outcome = outcome(&self.history.operations()[op].command, env.msg)?;
         self.history.complete(op, outcome, now);
+        if aborted {
+            self.history.mark_aborted(op);
+        }
         self.clients[client as usize].in_flight.remove(&op);
         Ok(Some(Next {
             client,

@@ -141,6 +141,7 @@ impl CoordinatorConfig {
             max_stray_aborts: self.max_updates,
             seed: self.seed,
             force_commit: true,
+            decide_on_refusal: false,
         }
     }
 }

@@ -12,6 +12,7 @@ mod eventual;
 mod json;
 mod lines;
 mod participant;
+pub mod peer;
 mod register;
 
 pub use client::{ClientRequest, ClientResponse, ServerStatus};

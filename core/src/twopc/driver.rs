@@ -38,6 +38,11 @@ pub struct DriverConfig {
     /// ([`Driver::handle_commit_durable`]) before phase 2 (presumed abort: only commits
     /// are forced, so that a restarted role can finish them and abort the rest).
     pub force_commit: bool,
+    /// Whether phase 1 ends at the first refusal instead of waiting for every vote: the
+    /// outcome is abort either way, and rolling back at once frees the keys the other
+    /// participants locked sooner (peer nodes, whose coordinators collide and retry).
+    /// The participants that had not voted are counted missing.
+    pub decide_on_refusal: bool,
 }
 
 /// What the driver asks the role to do or tells it.
@@ -201,8 +206,9 @@ impl<P> Driver<P> {
         let ready = vote == Vote::Ready;
         match &mut tx.phase {
             Phase::Voting => {
+                let refused = matches!(vote, Vote::Refuse(..)) && self.config.decide_on_refusal;
                 let counted = tx.tally.record(from, vote);
-                if counted && tx.tally.complete() {
+                if counted && (tx.tally.complete() || refused) {
                     self.decide(txid);
                 }
             }
@@ -651,6 +657,7 @@ mod tests {
             max_stray_aborts: 2,
             seed: 1,
             force_commit: false,
+            decide_on_refusal: false,
         };
         Driver::new(config, Buggify::off())
     }
@@ -727,6 +734,25 @@ mod tests {
         d.handle_ack(1, 1, 7);
         d.handle_ack(1, 2, 7);
         assert!(matches!(events(&mut d)[..], [DriverEvent::Finished { .. }]));
+    }
+
+    #[test]
+    fn with_decide_on_refusal_the_first_refusal_rolls_back_everyone_else_at_once() {
+        let mut d = driver();
+        d.config.decide_on_refusal = true;
+        d.begin(0, 7, vec![1, 2, 3], "put");
+        let _ = events(&mut d);
+        d.handle_vote(1, 1, 7, Vote::Ready);
+        assert!(events(&mut d).is_empty());
+        d.handle_vote(2, 2, 7, Vote::Refuse(ErrorCode::Locked, "busy".into()));
+        let got = events(&mut d);
+        let refusals = vec![(2, ErrorCode::Locked, "busy".to_owned())];
+        let outcome = Outcome::Aborted {
+            missing: vec![3],
+            refusals,
+        };
+        assert_eq!(got[0], DriverEvent::Decided { txid: 7, outcome });
+        assert_eq!(&got[1..], &[decision(1, false), decision(3, false)]);
     }
 
     #[test]

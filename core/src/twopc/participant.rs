@@ -126,6 +126,12 @@ impl<Op: Clone> Participant<Op> {
         self.locks.get(key).copied()
     }
 
+    /// The operation `txid` prepared, while it is prepared here (a peer node keeps the
+    /// transaction's participants in it, to ask them the decision when in doubt).
+    pub fn prepared_op(&self, txid: TxId) -> Option<&Op> {
+        self.prepared.get(&txid).map(|prepared| &prepared.op)
+    }
+
     /// Whether no more transactions may be prepared.
     pub fn is_full(&self) -> bool {
         self.prepared.len() >= self.max_prepared
@@ -323,6 +329,8 @@ mod tests {
         p.prepare(1, "k".into(), "v", T1);
         assert_eq!(p.check_prepare(1), PrepareCheck::Prepared(T1));
         assert_eq!(p.lock_holder("k"), Some(1));
+        assert_eq!(p.prepared_op(1), Some(&"v"));
+        assert_eq!(p.prepared_op(2), None);
         assert_eq!(p.check_decision(1, true), DecisionCheck::Prepared);
         p.deciding(1, true, T2);
         assert_eq!(p.check_decision(1, false), DecisionCheck::Deciding(T2));

@@ -191,6 +191,61 @@ pub fn check_liveness(
     }
 }
 
+/// Peer mode's liveness: as [`check_liveness`], except that an update may be answered
+/// `aborted` (it met other updates of its key until its timeout was spent), and instead
+/// updates must keep succeeding: in the window, every key that was updated saw an update
+/// succeed, and at least half of all answered updates succeeded (no livelock).
+pub fn check_progress(
+    history: &History,
+    window: std::ops::Range<Ts>,
+    snapshot: &ClusterSnapshot,
+) -> Result<(), Vec<String>> {
+    let mut contended = History::new();
+    let mut problems = Vec::new();
+    let (mut done, mut aborted) = (0usize, 0usize);
+    let mut keys: BTreeMap<&str, bool> = BTreeMap::new();
+    for op in history.operations() {
+        let in_window = window.contains(&op.invoke_ms);
+        let update = op.command != crate::history::Command::Get;
+        if in_window && update && op.complete_ms.is_some() {
+            let succeeded = matches!(op.outcome, Outcome::Done | Outcome::NotFound);
+            *keys.entry(&op.key).or_default() |= succeeded;
+            done += usize::from(succeeded);
+            aborted += usize::from(history.was_aborted(op.index));
+        }
+        // What liveness judges: everything but the updates aborted under contention.
+        let index = contended.invoke(op.client, &op.key, op.command.clone(), op.invoke_ms);
+        if let Some(at) = op.complete_ms {
+            let outcome = if history.was_aborted(op.index) {
+                Outcome::Done
+            } else {
+                op.outcome.clone()
+            };
+            contended.complete(index, outcome, at);
+        }
+    }
+    if let Err(more) = check_liveness(&contended, window, snapshot) {
+        problems.extend(more);
+    }
+    for (key, succeeded) in keys {
+        if !succeeded {
+            problems.push(format!(
+                "no update of {key:?} succeeded after the faults stopped"
+            ));
+        }
+    }
+    if aborted > done {
+        problems.push(format!(
+            "after the faults stopped {aborted} updates were aborted and only {done} succeeded"
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

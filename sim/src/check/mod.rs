@@ -20,7 +20,9 @@ mod generated;
 pub mod linearizability;
 pub mod program_order;
 
-pub use cluster::{check_agreement, check_liveness, replica_set, ClusterSnapshot, ServerSnapshot};
+pub use cluster::{
+    check_agreement, check_liveness, check_progress, replica_set, ClusterSnapshot, ServerSnapshot,
+};
 pub use durability::{check_no_lost_writes, DurabilityError};
 pub use linearizability::{
     check_linearizable, LinearizabilityConfig, LinearizabilityError, LinearizabilityStats,

@@ -11,6 +11,7 @@ pub mod client_port;
 pub mod coordinator;
 pub mod kv_server;
 pub mod outbox;
+pub mod peer;
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,7 @@ use ringkv_core::Ts;
 pub use coordinator::{CoordinatorNode, CoordinatorSpec};
 pub use kv_server::{KvServerNode, KvServerSpec};
 pub use outbox::{Outbox, ServedStep};
+pub use peer::{PeerNode, PeerSpec};
 
 use crate::check::ClusterSnapshot;
 use crate::disk::{CrashKind, SimDisk};
@@ -46,6 +48,8 @@ pub enum RoleSpec {
     Coordinator(CoordinatorSpec),
     /// A strong-mode KV server.
     KvServer(KvServerSpec),
+    /// A peer two-phase-commit node.
+    Peer(PeerSpec),
 }
 
 impl RoleSpec {
@@ -53,7 +57,7 @@ impl RoleSpec {
     /// recovers from it.
     pub fn crashable(&self) -> bool {
         match self {
-            RoleSpec::Coordinator(_) | RoleSpec::KvServer(_) => true,
+            RoleSpec::Coordinator(_) | RoleSpec::KvServer(_) | RoleSpec::Peer(_) => true,
         }
     }
 }
@@ -64,6 +68,8 @@ pub enum Role {
     Coordinator(Box<CoordinatorNode>),
     /// A strong-mode KV server.
     KvServer(Box<KvServerNode>),
+    /// A peer two-phase-commit node.
+    Peer(Box<PeerNode>),
 }
 
 impl Role {
@@ -75,6 +81,7 @@ impl Role {
             RoleSpec::KvServer(spec) => {
                 Role::KvServer(Box::new(KvServerNode::start(spec, boot, out)))
             }
+            RoleSpec::Peer(spec) => Role::Peer(Box::new(PeerNode::start(spec, boot, out))),
         }
     }
 
@@ -82,6 +89,7 @@ impl Role {
         match self {
             Role::Coordinator(node) => node.deliver(now, msg, out),
             Role::KvServer(node) => node.deliver(now, msg, out),
+            Role::Peer(node) => node.deliver(now, msg, out),
         }
     }
 
@@ -89,6 +97,7 @@ impl Role {
         match self {
             Role::Coordinator(node) => node.tick(now, out),
             Role::KvServer(node) => node.tick(now, out),
+            Role::Peer(node) => node.tick(now, out),
         }
     }
 
@@ -96,6 +105,7 @@ impl Role {
         match self {
             Role::Coordinator(node) => node.sync_done(now, out),
             Role::KvServer(node) => node.sync_done(now, out),
+            Role::Peer(node) => node.sync_done(now, out),
         }
     }
 
@@ -103,6 +113,7 @@ impl Role {
         match self {
             Role::Coordinator(node) => node.poll_timeout(),
             Role::KvServer(node) => node.poll_timeout(),
+            Role::Peer(node) => node.poll_timeout(),
         }
     }
 
@@ -110,6 +121,7 @@ impl Role {
         match self {
             Role::Coordinator(node) => node.snapshot(snapshot),
             Role::KvServer(node) => node.snapshot(snapshot, errors),
+            Role::Peer(node) => node.snapshot(snapshot, errors),
         }
     }
 }

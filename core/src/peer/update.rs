@@ -1,0 +1,290 @@
+//! The updates this node coordinates: one client update is a series of attempts, each a
+//! two-phase commit with a new transaction ID over the key's replicas. An attempt that
+//! meets a locked key is rolled back by the driver (every participant that may hold its
+//! prepare hears the abort) and the update tries again after a seeded random wait that
+//! grows with each attempt (no-wait locking with backoff: nothing waits for a lock, so
+//! nothing deadlocks, and the jitter breaks the symmetry of colliding coordinators).
+//! Only when its timeout is spent does the client hear `aborted`.
+
+use crate::buggify::FaultSite;
+use crate::proto::peer::{PeerBody, PeerReply};
+use crate::proto::{ClientResponse, ErrorCode, ErrorReply, TxId, TxOp};
+use crate::time::Attempts;
+use crate::twopc::{DriverEvent, Outcome};
+use crate::{ReplyTo, Ts};
+
+use super::record::PeerRecord;
+use super::{txid, Deferred, LogReader, Peer, Timer};
+
+/// What a transaction of the driver belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Payload {
+    /// An attempt of this client update.
+    Client(u64),
+    /// A commit recovered from the log: nobody waits for it.
+    Recovered,
+}
+
+/// A client update under way.
+#[derive(Clone, Debug)]
+pub(super) struct Update {
+    pub(super) from: ReplyTo,
+    pub(super) key: String,
+    pub(super) op: TxOp,
+    pub(super) participants: Vec<u64>,
+    /// No new attempt starts after this.
+    pub(super) deadline: Ts,
+    pub(super) attempts: Attempts,
+    /// Attempts that collided so far.
+    pub(super) collisions: u32,
+    /// The attempt voting now, if one is, and when it began.
+    pub(super) txid: Option<TxId>,
+    pub(super) attempt_began: Ts,
+}
+
+impl<R: LogReader> Peer<R> {
+    pub(super) fn on_update(&mut self, from: ReplyTo, key: String, op: TxOp) {
+        if self.updates.len() >= self.config.max_updates
+            || self.buggify.fires(self.now, FaultSite::SpuriousOverloaded)
+        {
+            return self.reply(
+                from,
+                PeerReply::Client(ClientResponse::error(ErrorCode::Overloaded)),
+            );
+        }
+        let participants = self.replicas(&key);
+        let update = Update {
+            from,
+            key,
+            op,
+            participants,
+            deadline: self.now + self.config.timeout_ms,
+            attempts: self.config.retry.begin(),
+            collisions: 0,
+            txid: None,
+            attempt_began: self.now,
+        };
+        let id = self.next_update;
+        self.next_update += 1;
+        self.updates.insert(id, update);
+        self.start_attempt(id);
+    }
+
+    /// Starts the next attempt of update `id`: a new transaction ID, prepares out. One
+    /// attempt per key runs from this node at a time (its own clients would only collide
+    /// with each other); the others wait for it, at most until their deadline.
+    pub(super) fn start_attempt(&mut self, id: u64) {
+        let Some(update) = self.updates.get(&id) else {
+            return;
+        };
+        if self.now >= update.deadline {
+            let answer = ClientResponse::Error(ErrorReply::with_message(
+                ErrorCode::Aborted,
+                "the key stayed busy until the timeout; nothing was changed",
+            ));
+            return self.answer_update(id, answer);
+        }
+        let key = update.key.clone();
+        let deadline = update.deadline;
+        if self.attempt_on(&key).is_some() {
+            self.timers.set(Timer::Retry(id), deadline);
+            return;
+        }
+        if !self.driver.has_room() {
+            return self.answer_update(id, ClientResponse::error(ErrorCode::Overloaded));
+        }
+        // Before this run's epoch is durable no ID may be used: the update waits for it.
+        let Some(txid) = self.next_txid() else {
+            return;
+        };
+        self.timers.cancel(&Timer::Retry(id));
+        let Some(update) = self.updates.get_mut(&id) else {
+            return;
+        };
+        update.txid = Some(txid);
+        update.attempt_began = self.now;
+        let participants = update.participants.clone();
+        self.driver
+            .begin(self.now, txid, participants, Payload::Client(id));
+        self.drain_driver();
+    }
+
+    /// The update of `key` whose attempt runs now, if one does.
+    fn attempt_on(&self, key: &str) -> Option<u64> {
+        let mut updates = self.updates.iter();
+        updates
+            .find(|(_, u)| u.txid.is_some() && u.key == key)
+            .map(|(id, _)| *id)
+    }
+
+    /// An attempt on `key` ended: the oldest update waiting for the key starts.
+    fn wake_key(&mut self, key: &str) {
+        if self.attempt_on(key).is_some() {
+            return;
+        }
+        let waiting = self.updates.iter().find(|(id, u)| {
+            u.txid.is_none()
+                && u.key == key
+                && self.timers.deadline(&Timer::Retry(**id)) == Some(u.deadline)
+        });
+        if let Some((&id, _)) = waiting {
+            self.start_attempt(id);
+        }
+    }
+
+    /// The epoch is durable: every update waiting for an ID starts.
+    pub(super) fn start_waiting_updates(&mut self) {
+        let waiting: Vec<u64> = self
+            .updates
+            .iter()
+            .filter(|(id, u)| {
+                u.txid.is_none() && self.timers.deadline(&Timer::Retry(**id)).is_none()
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            self.start_attempt(id);
+        }
+    }
+
+    /// The next transaction ID, or `None` while the epoch's record is not yet durable.
+    pub(super) fn next_txid(&mut self) -> Option<TxId> {
+        if !self.durability.is_durable(self.epoch_token) {
+            return None;
+        }
+        let txid = txid::make(self.epoch, self.index, self.next_seq);
+        if self.next_seq >= txid::SEQ_MAX {
+            self.begin_epoch(self.epoch);
+        } else {
+            self.next_seq += 1;
+        }
+        Some(txid)
+    }
+
+    /// Starts epoch `after + 1`: its record is written now, its IDs used once durable.
+    pub(super) fn begin_epoch(&mut self, after: u32) {
+        let epoch = after.saturating_add(1);
+        assert!(epoch <= txid::EPOCH_MAX, "transaction ID epochs exhausted");
+        self.epoch = epoch;
+        self.next_seq = 1;
+        let (token, _) = self.append(&PeerRecord::Epoch { epoch }.encode());
+        self.epoch_token = token;
+        self.defer(token, Deferred::EpochBegun);
+    }
+
+    /// Turns every driver event into messages, records and answers.
+    pub(super) fn drain_driver(&mut self) {
+        while let Some(event) = self.driver.poll_event() {
+            match event {
+                DriverEvent::SendPrepare { to, txid } => self.send_prepare(to, txid),
+                DriverEvent::SendDecision { to, txid, commit } => {
+                    self.send(to, PeerBody::Decide { txid, commit })
+                }
+                DriverEvent::Decided { txid, outcome } => self.on_decided(txid, outcome),
+                DriverEvent::Finished { txid, .. } => {
+                    if self.commits.remove(&txid) {
+                        // Not waited for: a lost record only makes recovery resend the
+                        // commit, which every participant acknowledges again.
+                        let _ = self.append(&PeerRecord::Finished { txid }.encode());
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_prepare(&mut self, to: u64, txid: TxId) {
+        let Some(Payload::Client(id)) = self.driver.payload(txid).copied() else {
+            return;
+        };
+        let Some(update) = self.updates.get(&id) else {
+            return;
+        };
+        let body = PeerBody::Prepare {
+            txid,
+            key: update.key.clone(),
+            op: update.op.clone(),
+            participants: update.participants.clone(),
+        };
+        self.send(to, body);
+    }
+
+    fn on_decided(&mut self, txid: TxId, outcome: Outcome) {
+        if outcome.is_commit() {
+            // Presumed abort: the commit is durable before phase 2 and before `Success`.
+            let participants = self.driver.participants(txid).unwrap_or_default().to_vec();
+            let (token, _) = self.append(&PeerRecord::Decided { txid, participants }.encode());
+            self.commits.insert(txid);
+            return self.defer(token, Deferred::Committed(txid));
+        }
+        let Some(Payload::Client(id)) = self.driver.payload(txid).copied() else {
+            return;
+        };
+        let Some(update) = self.updates.get_mut(&id) else {
+            return;
+        };
+        update.txid = None;
+        let key = update.key.clone();
+        // Phase 1 ends at the first refusal: the participants that had not voted yet
+        // were not given their time, so they make no `unavailable`; the refusals decide
+        // the answer (`aborted`, or `not_found` for a DEL of a missing key).
+        let answer = match &outcome {
+            Outcome::Aborted { refusals, .. } if !refusals.is_empty() => Outcome::Aborted {
+                missing: Vec::new(),
+                refusals: refusals.clone(),
+            }
+            .client_answer(),
+            _ => outcome.client_answer(),
+        };
+        let mut retry_at = None;
+        if collided(&outcome) {
+            // The wait spans the backoff's, or as many of the last attempt's durations
+            // as collisions so far (whichever is longer): a span shorter than an attempt
+            // would hardly separate the colliding coordinators.
+            let retry = self.config.retry;
+            let cap = retry.next_wait_ms(&mut update.attempts, &mut self.rng);
+            update.collisions = update.collisions.saturating_add(1);
+            let attempt_ms = self.now.saturating_sub(update.attempt_began).max(1);
+            let grown = attempt_ms.saturating_mul(u64::from(update.collisions.min(16)));
+            let wait_ms = self.rng.between(retry.wait_ms_min, cap.max(grown));
+            retry_at = Some(self.now + wait_ms).filter(|&at| at < update.deadline);
+        }
+        match retry_at {
+            Some(at) => self.timers.set(Timer::Retry(id), at),
+            None => self.answer_update(id, answer),
+        }
+        self.wake_key(&key);
+    }
+
+    pub(super) fn on_commit_durable(&mut self, txid: TxId) {
+        let payload = self.driver.payload(txid).copied();
+        self.durable_commits += 1;
+        self.driver.handle_commit_durable(self.now, txid);
+        if let Some(Payload::Client(id)) = payload {
+            self.answer_update(id, ClientResponse::Success);
+        }
+        self.drain_driver();
+    }
+
+    fn answer_update(&mut self, id: u64, answer: ClientResponse) {
+        if let Some(update) = self.updates.remove(&id) {
+            self.timers.cancel(&Timer::Retry(id));
+            self.reply(update.from, PeerReply::Client(answer));
+            if update.txid.is_some() {
+                self.wake_key(&update.key);
+            }
+        }
+    }
+}
+
+/// Whether an attempt met another transaction holding the key somewhere: a participant
+/// refused with `locked` (phase 1 ends at the first refusal, so others may not have
+/// voted; a refusal of another kind, a DEL's `not_found` say, may not hold once the
+/// other transaction ends, so the next attempt asks again).
+fn collided(outcome: &Outcome) -> bool {
+    match outcome {
+        Outcome::Committed => false,
+        Outcome::Aborted { refusals, .. } => refusals
+            .iter()
+            .any(|(_, code, _)| *code == ErrorCode::Locked),
+    }
+}
