@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod config;
 pub mod disk;
 pub mod driver;
+pub mod eventual;
 pub mod faults;
 pub mod history;
 pub mod network;
@@ -24,4 +25,4 @@ pub mod run;
 pub mod trace;
 pub mod workload;
 
-pub use run::{replay_command, run_config, run_seed, RunReport};
+pub use run::{replay_command, replay_command_for, run_config, run_mode_seed, run_seed, RunReport};

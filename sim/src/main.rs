@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use ringkv_sim::config::SimConfig;
+use ringkv_sim::config::{Mode, SimConfig};
 use ringkv_sim::trace::Trace;
-use ringkv_sim::{replay_command, run_seed};
+use ringkv_sim::{replay_command_for, run_mode_seed};
 
 /// Runs ringkv's deterministic simulator.
 ///
@@ -15,7 +15,9 @@ use ringkv_sim::{replay_command, run_seed};
 /// duplication, delay, partitions, clogged paths, process and machine crashes, torn
 /// writes, failing reads) and the workload (pipelined or not). Every run is checked for
 /// linearizability, per-connection program order, lost writes, replica agreement and
-/// liveness once the faults stop.
+/// liveness once the faults stop. Eventual mode (`--mode eventual`) runs peer nodes with
+/// quorums, siblings or last-write-wins, read repair and hints, lost disks, and checks
+/// convergence, Jepsen's set test, no resurrection and liveness.
 #[derive(Parser, Debug)]
 #[command(name = "ringkv-sim", version)]
 struct Args {
@@ -28,20 +30,28 @@ struct Args {
     /// Replay one seed, printing its trace.
     #[arg(long, value_name = "S")]
     seed: Option<u64>,
+    /// Which cluster the seeds build: strong (coordinator and KV servers) or eventual
+    /// (peer nodes, PROTOCOL.md section 2).
+    #[arg(long, value_name = "MODE", default_value = "strong", value_parser = parse_mode)]
+    mode: Mode,
+}
+
+fn parse_mode(text: &str) -> Result<Mode, String> {
+    Mode::parse(text).ok_or_else(|| format!("unknown mode `{text}` (strong or eventual)"))
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     match (args.seed, args.seeds) {
-        (Some(seed), _) => replay(seed),
-        (None, Some(count)) => sweep(args.start, count),
-        (None, None) => sweep(args.start, 100),
+        (Some(seed), _) => replay(args.mode, seed),
+        (None, Some(count)) => sweep(args.mode, args.start, count),
+        (None, None) => sweep(args.mode, args.start, 100),
     }
 }
 
-fn replay(seed: u64) -> ExitCode {
-    println!("{:#?}", SimConfig::from_seed(seed));
-    let report = run_seed(seed, Trace::printed(Box::new(std::io::stdout())));
+fn replay(mode: Mode, seed: u64) -> ExitCode {
+    println!("{:#?}", SimConfig::for_mode(mode, seed));
+    let report = run_mode_seed(mode, seed, Trace::printed(Box::new(std::io::stdout())));
     println!(
         "seed {seed}: {} operations ({} answered), {} crashes, {} simulated ms, trace hash {:016x}",
         report.operations, report.answered, report.crashes, report.simulated_ms, report.trace_hash
@@ -53,12 +63,15 @@ fn replay(seed: u64) -> ExitCode {
         for failure in &report.failures {
             println!("FAILED {failure}");
         }
-        println!("seed {seed} failed; replay: {}", replay_command(seed));
+        println!(
+            "seed {seed} failed; replay: {}",
+            replay_command_for(mode, seed)
+        );
         ExitCode::FAILURE
     }
 }
 
-fn sweep(start: u64, count: u64) -> ExitCode {
+fn sweep(mode: Mode, start: u64, count: u64) -> ExitCode {
     let bar = ProgressBar::new(count);
     bar.set_style(
         ProgressStyle::with_template(
@@ -73,7 +86,7 @@ fn sweep(start: u64, count: u64) -> ExitCode {
     let (mut crashes, mut machine_crashes, mut failed_reads, mut held) = (0, 0, 0, 0);
     let mut coordinator_crashes = 0;
     for seed in start..start + count {
-        let report = run_seed(seed, Trace::hashed());
+        let report = run_mode_seed(mode, seed, Trace::hashed());
         operations += report.operations as u64;
         simulated_ms += report.simulated_ms;
         crashes += report.crashes;
@@ -87,7 +100,7 @@ fn sweep(start: u64, count: u64) -> ExitCode {
                 for failure in &report.failures {
                     eprintln!("  {failure}");
                 }
-                eprintln!("  replay: {}", replay_command(seed));
+                eprintln!("  replay: {}", replay_command_for(mode, seed));
             });
             failed.push(seed);
         }
@@ -97,7 +110,8 @@ fn sweep(start: u64, count: u64) -> ExitCode {
     bar.finish_and_clear();
     let wall_s = started.elapsed().as_secs_f64().max(1e-9);
     println!(
-        "seeds {start}..{}: {count} run, {} failed, {:.0} simulated ops/s, {:.0} simulated s per wall s",
+        "{} seeds {start}..{}: {count} run, {} failed, {:.0} simulated ops/s, {:.0} simulated s per wall s",
+        mode.as_str(),
         start + count,
         failed.len(),
         operations as f64 / wall_s,

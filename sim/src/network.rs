@@ -77,6 +77,9 @@ pub enum Channel {
     ParticipantRequest,
     /// A KV server's answer to the coordinator.
     ParticipantResponse,
+    /// A line on an eventual node's one port, from a client or another node (the
+    /// message type tells them apart, as in the shell).
+    NodePort,
 }
 
 /// One message in flight: the protocol's JSON line, decoded by the receiver, so the codec

@@ -9,7 +9,7 @@ use crate::check::{
     check_agreement, check_linearizable, check_liveness, check_no_lost_writes, check_program_order,
     served_history, LinearizabilityConfig,
 };
-use crate::config::SimConfig;
+use crate::config::{Mode, SimConfig};
 use crate::driver::World;
 use crate::history::{stamp_after, Command, History, Outcome};
 use crate::trace::Trace;
@@ -73,6 +73,21 @@ pub fn replay_command(seed: u64) -> String {
     format!("cargo run --release -p ringkv-sim -- --seed {seed}")
 }
 
+/// The command that replays a seed of `mode` with its trace.
+pub fn replay_command_for(mode: Mode, seed: u64) -> String {
+    match mode {
+        Mode::Strong => replay_command(seed),
+        _ => format!("{} --mode {}", replay_command(seed), mode.as_str()),
+    }
+}
+
+/// Runs one seed of `mode` and checks it, as [`run_seed`] does for strong mode.
+pub fn run_mode_seed(mode: Mode, seed: u64, trace: Trace) -> RunReport {
+    let config = SimConfig::for_mode(mode, seed);
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_config(config, trace)));
+    run.unwrap_or_else(|panic| RunReport::panicked(seed, panic_text(panic.as_ref())))
+}
+
 /// Runs one seed and checks it. A panic inside the run (a broken invariant of the core
 /// or of the simulator) is a failure of that seed like any other, reported with its seed,
 /// so that a sweep goes on and names every failing seed.
@@ -96,14 +111,21 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 pub fn run_config(config: SimConfig, trace: Trace) -> RunReport {
     let mut world = World::new(config.clone(), trace);
     world.run_until(config.end_at_ms());
-    let failures = judge(&world, &config);
-    let operations = world.history().operations().len();
-    let answered = world
-        .history()
-        .operations()
-        .iter()
-        .filter(|op| op.complete_ms.is_some())
-        .count();
+    let (failures, operations, answered) = match &world.eventual {
+        Some(ev) => {
+            let history = &ev.workload.history;
+            let answered = history.iter().filter(|op| op.complete_ms.is_some()).count();
+            (world.judge_eventual(), history.len(), answered)
+        }
+        None => {
+            let operations = world.history().operations();
+            let answered = operations
+                .iter()
+                .filter(|op| op.complete_ms.is_some())
+                .count();
+            (judge(&world, &config), operations.len(), answered)
+        }
+    };
     RunReport {
         seed: config.seed,
         trace_hash: world.trace.hash(),

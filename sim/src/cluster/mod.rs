@@ -9,6 +9,7 @@
 
 pub mod client_port;
 pub mod coordinator;
+pub mod eventual_node;
 pub mod kv_server;
 pub mod outbox;
 
@@ -18,6 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use ringkv_core::Ts;
 
 pub use coordinator::{CoordinatorNode, CoordinatorSpec};
+pub use eventual_node::{EventualNode, EventualSpec};
 pub use kv_server::{KvServerNode, KvServerSpec};
 pub use outbox::{Outbox, ServedStep};
 
@@ -46,6 +48,8 @@ pub enum RoleSpec {
     Coordinator(CoordinatorSpec),
     /// A strong-mode KV server.
     KvServer(KvServerSpec),
+    /// An eventual-mode node.
+    Eventual(EventualSpec),
 }
 
 impl RoleSpec {
@@ -53,7 +57,7 @@ impl RoleSpec {
     /// recovers from it.
     pub fn crashable(&self) -> bool {
         match self {
-            RoleSpec::Coordinator(_) | RoleSpec::KvServer(_) => true,
+            RoleSpec::Coordinator(_) | RoleSpec::KvServer(_) | RoleSpec::Eventual(_) => true,
         }
     }
 }
@@ -64,6 +68,8 @@ pub enum Role {
     Coordinator(Box<CoordinatorNode>),
     /// A strong-mode KV server.
     KvServer(Box<KvServerNode>),
+    /// An eventual-mode node.
+    Eventual(Box<EventualNode>),
 }
 
 impl Role {
@@ -75,6 +81,9 @@ impl Role {
             RoleSpec::KvServer(spec) => {
                 Role::KvServer(Box::new(KvServerNode::start(spec, boot, out)))
             }
+            RoleSpec::Eventual(spec) => {
+                Role::Eventual(Box::new(EventualNode::start(spec, boot, out)))
+            }
         }
     }
 
@@ -82,6 +91,7 @@ impl Role {
         match self {
             Role::Coordinator(node) => node.deliver(now, msg, out),
             Role::KvServer(node) => node.deliver(now, msg, out),
+            Role::Eventual(node) => node.deliver(now, msg, out),
         }
     }
 
@@ -89,6 +99,7 @@ impl Role {
         match self {
             Role::Coordinator(node) => node.tick(now, out),
             Role::KvServer(node) => node.tick(now, out),
+            Role::Eventual(node) => node.tick(now, out),
         }
     }
 
@@ -96,6 +107,7 @@ impl Role {
         match self {
             Role::Coordinator(node) => node.sync_done(now, out),
             Role::KvServer(node) => node.sync_done(now, out),
+            Role::Eventual(node) => node.sync_done(now, out),
         }
     }
 
@@ -103,6 +115,7 @@ impl Role {
         match self {
             Role::Coordinator(node) => node.poll_timeout(),
             Role::KvServer(node) => node.poll_timeout(),
+            Role::Eventual(node) => node.poll_timeout(),
         }
     }
 
@@ -110,6 +123,8 @@ impl Role {
         match self {
             Role::Coordinator(node) => node.snapshot(snapshot),
             Role::KvServer(node) => node.snapshot(snapshot, errors),
+            // Eventual worlds are judged from their own snapshot (`check::eventual`).
+            Role::Eventual(_) => {}
         }
     }
 }
@@ -273,6 +288,30 @@ impl Cluster {
         }
         node.timer_at = Some(at);
         Some((at, node.incarnation))
+    }
+
+    /// The role `id` runs now, if it runs (for checks that need more than a snapshot).
+    pub fn role(&self, id: NodeId) -> Option<&Role> {
+        self.nodes.get(&id)?.role.as_ref()
+    }
+
+    /// Tells a running eventual node what its failure detector saw of `other`; false if
+    /// it does not run or is of another kind.
+    pub fn detected(
+        &mut self,
+        id: NodeId,
+        other: u64,
+        up: bool,
+        now: Ts,
+        out: &mut Outbox,
+    ) -> bool {
+        match self.nodes.get_mut(&id).and_then(|n| n.role.as_mut()) {
+            Some(Role::Eventual(node)) => {
+                node.detected(now, other, up, out);
+                true
+            }
+            _ => false,
+        }
     }
 
     fn running(&mut self, id: NodeId, incarnation: u32) -> Option<&mut Node> {
