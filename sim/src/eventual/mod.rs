@@ -87,6 +87,13 @@ pub(crate) fn eventual_mode(config: &SimConfig, rng: &mut ChaCha8Rng) -> (Shape,
 }
 
 impl World {
+    /// The eventual world's clients' history and when disks were lost; `None` in
+    /// strong mode.
+    pub fn eventual_history(&self) -> Option<(&EvHistory, &[Ts])> {
+        let ev = self.eventual.as_ref()?;
+        Some((&ev.workload.history, &ev.disks_lost_at))
+    }
+
     /// Schedules what only eventual worlds have: the final reads.
     pub(crate) fn schedule_eventual(&mut self) {
         if self.eventual.is_some() {
