@@ -4,6 +4,7 @@
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringkv_core::cache::CacheConfig;
+use ringkv_core::eventual::{Conflicts, Repair};
 use ringkv_core::ring::key_position;
 use ringkv_core::Ts;
 
@@ -64,26 +65,6 @@ pub struct DiskFaults {
     pub read_failure: f64,
 }
 
-/// Which kind of cluster a run simulates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Mode {
-    /// One coordinator and KV servers (PROTOCOL.md section 1).
-    #[default]
-    Strong,
-    /// Peer two-phase-commit nodes, every one a coordinator (section 3).
-    Peer,
-}
-
-impl Mode {
-    /// The mode as the runner's `--mode` spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Strong => "strong",
-            Mode::Peer => "peer",
-        }
-    }
-}
-
 /// Everything one run is made of.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SimConfig {
@@ -124,6 +105,54 @@ pub struct SimConfig {
     pub client_timeout_ms: Ts,
     /// Whether the core's fault sites may fire (during the safety phase only).
     pub buggify: bool,
+    /// The eventual-mode world's own knobs; `None` in strong mode.
+    pub eventual: Option<EventualKnobs>,
+}
+
+/// Which kind of cluster a run builds: the runner's `--mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// One coordinator, KV servers, 2PC (PROTOCOL.md section 1).
+    #[default]
+    Strong,
+    /// Peer nodes with quorums, versions and repair (PROTOCOL.md section 2).
+    Eventual,
+    /// Peer two-phase-commit nodes, every one a coordinator (PROTOCOL.md section 3).
+    Peer,
+}
+
+impl Mode {
+    /// As `--mode` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Strong => "strong",
+            Mode::Eventual => "eventual",
+            Mode::Peer => "peer",
+        }
+    }
+
+    /// Reads `--mode`.
+    pub fn parse(text: &str) -> Option<Mode> {
+        [Mode::Strong, Mode::Eventual, Mode::Peer]
+            .into_iter()
+            .find(|m| m.as_str() == text)
+    }
+}
+
+/// What an eventual-mode world draws beyond the shared knobs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventualKnobs {
+    /// N: how many nodes hold a key, 1 to the node count.
+    pub replication: usize,
+    /// Siblings (most seeds) or last write wins.
+    pub conflicts: Conflicts,
+    /// Hints, read repair or both.
+    pub repair: Repair,
+    /// Chance that a crashed node's disk is lost before it restarts (at most one loss a
+    /// run); 0 in most seeds.
+    pub disk_loss: f64,
+    /// How long the failure detector takes to see a node stop or start.
+    pub detect_ms: Ts,
 }
 
 impl SimConfig {
@@ -179,15 +208,50 @@ impl SimConfig {
             liveness_ms: 3 * timeout_ms + 4_000,
             client_timeout_ms: 3 * timeout_ms + 2 * max_delay_ms + 1_000,
             buggify: rng.random_bool(0.5),
+            eventual: None,
         }
     }
 
-    /// The run of `seed` in `mode`.
+    /// The run of `seed` in `mode`. Strong mode's runs are exactly
+    /// [`SimConfig::from_seed`]'s, so its seeds keep their results.
     pub fn for_mode(mode: Mode, seed: u64) -> Self {
         match mode {
             Mode::Strong => Self::from_seed(seed),
+            Mode::Eventual => Self::eventual_from_seed(seed),
             Mode::Peer => Self::peer_from_seed(seed),
         }
+    }
+
+    /// The eventual-mode run of `seed`: the shared knobs of [`SimConfig::from_seed`],
+    /// then 3 to 7 nodes and the eventual knobs from a stream of their own.
+    pub fn eventual_from_seed(seed: u64) -> Self {
+        let mut config = Self::from_seed(seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0e7e_e7a1_0000_0000);
+        let nodes = rng.random_range(3..=7usize);
+        config.server_ids = pick_ids(&mut rng, nodes, &config.keys);
+        // One request at a time per client: each client runs read-modify-write cycles.
+        config.pipeline = 1;
+        config.clients = rng.random_range(1..=6);
+        let conflicts = if rng.random_bool(0.8) {
+            Conflicts::Siblings
+        } else {
+            Conflicts::Lww
+        };
+        let repair = [Repair::Both, Repair::Hints, Repair::Read][rng.random_range(0..3usize)];
+        config.eventual = Some(EventualKnobs {
+            replication: rng.random_range(1..=nodes),
+            conflicts,
+            repair,
+            disk_loss: chance(&mut rng, 0.6, 0.5),
+            detect_ms: rng.random_range(0..=1000),
+        });
+        config.mode = Mode::Eventual;
+        config
+    }
+
+    /// Which mode the run is in.
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
     /// A peer world of `seed`: the swarm knobs of [`SimConfig::from_seed`], then 3 to 7
@@ -231,7 +295,18 @@ impl SimConfig {
 
     /// When the run ends and the final state is read.
     pub fn end_at_ms(&self) -> Ts {
-        self.clients_stop_at_ms() + self.client_timeout_ms + 2_000
+        self.final_reads_at_ms()
+            + 2_000
+            + self.eventual.as_ref().map_or(0, |_| {
+                // Eventual worlds then read every key at `all` (repair) and give the repairs
+                // and hint replays their bounded time to land.
+                3 * self.timeout_ms + 2 * self.net.max_delay_ms
+            })
+    }
+
+    /// When every client operation has ended: answered, or given up on.
+    pub fn final_reads_at_ms(&self) -> Ts {
+        self.clients_stop_at_ms() + self.client_timeout_ms
     }
 }
 

@@ -34,6 +34,9 @@ struct DiskState {
     rng: ChaCha8Rng,
     /// Reads failed so far, to show a run exercised them.
     failed_reads: u64,
+    /// The data directory's incarnation file (eventual nodes): written and synced once
+    /// when a node starts on an empty directory, lost only with the whole disk.
+    incarnation: Option<u64>,
 }
 
 /// A node's disk, shared between the world (writes, syncs, crashes) and the role running
@@ -50,6 +53,7 @@ impl SimDisk {
             read_failure: 0.0,
             rng: ChaCha8Rng::seed_from_u64(seed),
             failed_reads: 0,
+            incarnation: None,
         })))
     }
 
@@ -115,6 +119,26 @@ impl SimDisk {
         let mut state = self.0.borrow_mut();
         state.bytes.truncate(len);
         state.durable_len = state.bytes.len();
+    }
+
+    /// The incarnation kept in the data directory, if one was written since the disk was
+    /// last wiped: an eventual node recovers under it, or takes a new one when it is gone.
+    pub fn incarnation(&self) -> Option<u64> {
+        self.0.borrow().incarnation
+    }
+
+    /// Writes (and syncs) the data directory's incarnation file.
+    pub fn set_incarnation(&self, incarnation: u64) {
+        self.0.borrow_mut().incarnation = Some(incarnation);
+    }
+
+    /// The disk is lost (replaced by an empty one): the log and the incarnation file are
+    /// gone, as after a failed drive, so the node's next run starts from nothing.
+    pub fn wipe(&self) {
+        let mut state = self.0.borrow_mut();
+        state.bytes.clear();
+        state.durable_len = 0;
+        state.incarnation = None;
     }
 
     /// Bytes written so far.

@@ -12,6 +12,7 @@ use ringkv_core::Ts;
 use crate::check::ClusterSnapshot;
 use crate::cluster::{Cluster, CoordinatorSpec, KvServerSpec, Outbox, PeerSpec, RoleSpec};
 use crate::config::{Mode, SimConfig};
+use crate::eventual::{eventual_mode, EventualWorld};
 use crate::faults::PathFault;
 use crate::history::{Command, History, ServedLog};
 use crate::network::{Message, Network, NodeId};
@@ -41,6 +42,11 @@ pub(crate) enum Event {
     ClientNext { client: u32 },
     /// A client stops waiting for an operation.
     ClientTimeout { client: u32, op: usize },
+    /// The failure detectors see whether a node runs (eventual worlds).
+    Detect { node: NodeId },
+    /// Every client stopped: read every key at `all` where repair needs it (eventual
+    /// worlds).
+    FinalReads,
 }
 
 /// Counters of what happened, for the summary.
@@ -83,15 +89,21 @@ pub struct World {
     pub(crate) anomalies: Vec<String>,
     /// Served steps stamped in the current millisecond, to order them within it.
     stamps_this_ms: (Ts, Ts),
+    /// The eventual world's clients and what it tracks; `None` in strong mode.
+    pub(crate) eventual: Option<EventualWorld>,
 }
 
 impl World {
     /// The world of `config`: its cluster about to start, and every client about to begin.
     pub fn new(config: SimConfig, trace: Trace) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let shape = match config.mode {
-            Mode::Strong => strong_mode(&config, &mut rng),
-            Mode::Peer => peer_mode(&config, &mut rng),
+        let (shape, eventual) = match config.mode() {
+            Mode::Strong => (strong_mode(&config, &mut rng), None),
+            Mode::Peer => (peer_mode(&config, &mut rng), None),
+            Mode::Eventual => {
+                let (shape, world) = eventual_mode(&config, &mut rng);
+                (shape, Some(world))
+            }
         };
         let workload = Workload::new(config.clients, config.keys.clone(), shape.entries);
         let mut world = Self {
@@ -108,6 +120,7 @@ impl World {
             stats: WorldStats::default(),
             anomalies: Vec::new(),
             stamps_this_ms: (0, 0),
+            eventual,
             config,
         };
         world.schedule_start();
@@ -136,6 +149,7 @@ impl World {
         }
         self.schedule(self.config.heal_at_ms(), Event::Heal);
         self.schedule_faults();
+        self.schedule_eventual();
         for disk in self.cluster.disks() {
             disk.set_read_failure(self.config.disk.read_failure);
         }
@@ -194,7 +208,15 @@ impl World {
             Event::CrashInSync { node, incarnation } => self.crash_in_sync(node, incarnation),
             Event::PathFaultTick(fault) => self.path_fault_tick(fault),
             Event::Heal => self.heal(),
+            Event::ClientNext { client } if self.eventual.is_some() => {
+                self.eventual_client_next(client)
+            }
             Event::ClientNext { client } => self.client_next(client),
+            Event::ClientTimeout { client, op } if self.eventual.is_some() => {
+                self.eventual_give_up(client, op)
+            }
+            Event::Detect { node } => self.detect(node),
+            Event::FinalReads => self.final_reads(),
             Event::ClientTimeout { client, op } => {
                 if let Some(next) = self.workload.give_up(client, op) {
                     let note = format!("client {client} gives up on operation {op}");
@@ -211,11 +233,12 @@ impl World {
         let seed = self.rng.random();
         if self.cluster.start(node, self.now, seed, &mut out) {
             self.apply(node, out);
+            self.node_changed(node, true);
         }
     }
 
     /// Carries out what one step of `node` asked for.
-    fn apply(&mut self, node: NodeId, out: Outbox) {
+    pub(crate) fn apply(&mut self, node: NodeId, out: Outbox) {
         for note in out.notes {
             self.trace.note(self.now, &note);
         }
@@ -294,7 +317,7 @@ impl World {
         self.now * 1000 + *count
     }
 
-    fn send(&mut self, msg: Message) {
+    pub(crate) fn send(&mut self, msg: Message) {
         self.stats.messages_sent += 1;
         let arrivals = self.network.arrivals(&mut self.rng, self.now, &msg);
         if arrivals.is_empty() {
@@ -312,6 +335,9 @@ impl World {
         let line = msg.line.strip_suffix(b"\n").unwrap_or(&msg.line).to_vec();
         if let NodeId::Client(client) = to {
             self.trace.deliver(self.now, from, to, &line);
+            if self.eventual.is_some() {
+                return self.eventual_client_answer(client, &line);
+            }
             return self.client_answer(client, &line);
         }
         let mut out = Outbox::default();
@@ -405,11 +431,11 @@ impl World {
 }
 
 /// What a mode builds: its nodes, where clients connect, how many nodes hold a key.
-struct Shape {
-    cluster: Cluster,
+pub(crate) struct Shape {
+    pub(crate) cluster: Cluster,
     /// The nodes clients connect to (client `c` to entry `c` modulo their number).
-    entries: Vec<NodeId>,
-    replication: usize,
+    pub(crate) entries: Vec<NodeId>,
+    pub(crate) replication: usize,
 }
 
 /// Strong mode: one coordinator that every client talks to, and the KV servers on the

@@ -84,6 +84,7 @@ impl World {
     /// Crashes `node` and schedules its restart after a random downtime.
     fn crash_for_a_while(&mut self, node: NodeId, kind: CrashKind) {
         self.crash(node, kind);
+        self.maybe_lose_disk(node);
         let down_ms = self.rng.random_range(1..=self.config.crashes.max_down_ms);
         self.schedule(self.now + down_ms, Event::Start { node });
     }
@@ -102,6 +103,7 @@ impl World {
             self.stats.coordinator_crashes += 1;
         }
         self.stats.torn_or_kept_bytes += kept as u64;
+        self.node_changed(node, false);
         let what = match kind {
             CrashKind::Process => "process",
             CrashKind::Machine => "machine",

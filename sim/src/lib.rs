@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod config;
 pub mod disk;
 pub mod driver;
+pub mod eventual;
 pub mod faults;
 pub mod history;
 pub mod network;

@@ -15,7 +15,9 @@ use ringkv_sim::{replay_command_in, run_seed_in};
 /// duplication, delay, partitions, clogged paths, process and machine crashes, torn
 /// writes, failing reads) and the workload (pipelined or not). Every run is checked for
 /// linearizability, per-connection program order, lost writes, replica agreement and
-/// liveness once the faults stop.
+/// liveness once the faults stop. Eventual mode (`--mode eventual`) runs peer nodes with
+/// quorums, siblings or last-write-wins, read repair and hints, lost disks, and checks
+/// convergence, Jepsen's set test, no resurrection and liveness.
 #[derive(Parser, Debug)]
 #[command(name = "ringkv-sim", version)]
 struct Args {
@@ -28,18 +30,15 @@ struct Args {
     /// Replay one seed, printing its trace.
     #[arg(long, value_name = "S")]
     seed: Option<u64>,
-    /// The kind of cluster: `strong` (a coordinator and KV servers) or `peer` (peer
-    /// two-phase-commit nodes, every one a coordinator).
+    /// Which cluster the seeds build: strong (a coordinator and KV servers, section 1),
+    /// eventual (peer nodes with quorums and versions, section 2) or peer (peer
+    /// two-phase-commit nodes, every one a coordinator, section 3).
     #[arg(long, value_name = "MODE", default_value = "strong", value_parser = parse_mode)]
     mode: Mode,
 }
 
 fn parse_mode(text: &str) -> Result<Mode, String> {
-    match text {
-        "strong" => Ok(Mode::Strong),
-        "peer" => Ok(Mode::Peer),
-        other => Err(format!("unknown mode {other:?}: strong or peer")),
-    }
+    Mode::parse(text).ok_or_else(|| format!("unknown mode `{text}` (strong, eventual or peer)"))
 }
 
 fn main() -> ExitCode {

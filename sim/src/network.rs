@@ -79,6 +79,9 @@ pub enum Channel {
     ParticipantResponse,
     /// A message between peer nodes (either direction, on the node's one port).
     Peer,
+    /// A line on an eventual node's one port, from a client or another node (the
+    /// message type tells them apart, as in the shell).
+    NodePort,
 }
 
 /// One message in flight: the protocol's JSON line, decoded by the receiver, so the codec

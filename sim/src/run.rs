@@ -77,7 +77,7 @@ pub fn replay_command(seed: u64) -> String {
 pub fn replay_command_in(mode: Mode, seed: u64) -> String {
     match mode {
         Mode::Strong => replay_command(seed),
-        Mode::Peer => format!("cargo run --release -p ringkv-sim -- --mode peer --seed {seed}"),
+        _ => format!("{} --mode {}", replay_command(seed), mode.as_str()),
     }
 }
 
@@ -109,14 +109,21 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 pub fn run_config(config: SimConfig, trace: Trace) -> RunReport {
     let mut world = World::new(config.clone(), trace);
     world.run_until(config.end_at_ms());
-    let failures = judge(&world, &config);
-    let operations = world.history().operations().len();
-    let answered = world
-        .history()
-        .operations()
-        .iter()
-        .filter(|op| op.complete_ms.is_some())
-        .count();
+    let (failures, operations, answered) = match &world.eventual {
+        Some(ev) => {
+            let history = &ev.workload.history;
+            let answered = history.iter().filter(|op| op.complete_ms.is_some()).count();
+            (world.judge_eventual(), history.len(), answered)
+        }
+        None => {
+            let operations = world.history().operations();
+            let answered = operations
+                .iter()
+                .filter(|op| op.complete_ms.is_some())
+                .count();
+            (judge(&world, &config), operations.len(), answered)
+        }
+    };
     RunReport {
         seed: config.seed,
         trace_hash: world.trace.hash(),
@@ -145,8 +152,9 @@ fn judge(world: &World, config: &SimConfig) -> Vec<String> {
     failures.extend(read_errors.into_iter().map(|e| format!("storage: {e}")));
     let settled = config.heal_at_ms() + config.settle_ms;
     let window = settled..config.clients_stop_at_ms();
+    // Eventual worlds are judged by their own checks (`judge_eventual`), not here.
     let live = match config.mode {
-        Mode::Strong => check_liveness(world.history(), window, &snapshot),
+        Mode::Strong | Mode::Eventual => check_liveness(world.history(), window, &snapshot),
         Mode::Peer => check_progress(world.history(), window, &snapshot),
     };
     if let Err(problems) = live {

@@ -159,7 +159,10 @@ impl<R: LogReader> Node<R> {
                 self.arm_grave_sweep();
             }
             _ => {
-                self.graves.remove(key);
+                // The earliest grave may be the one going: the sweep follows the next.
+                if self.graves.remove(key).is_some() {
+                    self.arm_grave_sweep();
+                }
             }
         }
     }

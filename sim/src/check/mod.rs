@@ -15,6 +15,7 @@
 pub mod cluster;
 mod describe;
 pub mod durability;
+pub mod eventual;
 #[cfg(test)]
 mod generated;
 pub mod linearizability;

@@ -9,6 +9,7 @@
 
 pub mod client_port;
 pub mod coordinator;
+pub mod eventual_node;
 pub mod kv_server;
 pub mod outbox;
 pub mod peer;
@@ -19,6 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use ringkv_core::Ts;
 
 pub use coordinator::{CoordinatorNode, CoordinatorSpec};
+pub use eventual_node::{EventualNode, EventualSpec};
 pub use kv_server::{KvServerNode, KvServerSpec};
 pub use outbox::{Outbox, ServedStep};
 pub use peer::{PeerNode, PeerSpec};
@@ -50,6 +52,8 @@ pub enum RoleSpec {
     KvServer(KvServerSpec),
     /// A peer two-phase-commit node.
     Peer(PeerSpec),
+    /// An eventual-mode node.
+    Eventual(EventualSpec),
 }
 
 impl RoleSpec {
@@ -57,7 +61,10 @@ impl RoleSpec {
     /// recovers from it.
     pub fn crashable(&self) -> bool {
         match self {
-            RoleSpec::Coordinator(_) | RoleSpec::KvServer(_) | RoleSpec::Peer(_) => true,
+            RoleSpec::Coordinator(_)
+            | RoleSpec::KvServer(_)
+            | RoleSpec::Peer(_)
+            | RoleSpec::Eventual(_) => true,
         }
     }
 }
@@ -70,6 +77,8 @@ pub enum Role {
     KvServer(Box<KvServerNode>),
     /// A peer two-phase-commit node.
     Peer(Box<PeerNode>),
+    /// An eventual-mode node.
+    Eventual(Box<EventualNode>),
 }
 
 impl Role {
@@ -82,6 +91,9 @@ impl Role {
                 Role::KvServer(Box::new(KvServerNode::start(spec, boot, out)))
             }
             RoleSpec::Peer(spec) => Role::Peer(Box::new(PeerNode::start(spec, boot, out))),
+            RoleSpec::Eventual(spec) => {
+                Role::Eventual(Box::new(EventualNode::start(spec, boot, out)))
+            }
         }
     }
 
@@ -90,6 +102,7 @@ impl Role {
             Role::Coordinator(node) => node.deliver(now, msg, out),
             Role::KvServer(node) => node.deliver(now, msg, out),
             Role::Peer(node) => node.deliver(now, msg, out),
+            Role::Eventual(node) => node.deliver(now, msg, out),
         }
     }
 
@@ -98,6 +111,7 @@ impl Role {
             Role::Coordinator(node) => node.tick(now, out),
             Role::KvServer(node) => node.tick(now, out),
             Role::Peer(node) => node.tick(now, out),
+            Role::Eventual(node) => node.tick(now, out),
         }
     }
 
@@ -106,6 +120,7 @@ impl Role {
             Role::Coordinator(node) => node.sync_done(now, out),
             Role::KvServer(node) => node.sync_done(now, out),
             Role::Peer(node) => node.sync_done(now, out),
+            Role::Eventual(node) => node.sync_done(now, out),
         }
     }
 
@@ -114,6 +129,7 @@ impl Role {
             Role::Coordinator(node) => node.poll_timeout(),
             Role::KvServer(node) => node.poll_timeout(),
             Role::Peer(node) => node.poll_timeout(),
+            Role::Eventual(node) => node.poll_timeout(),
         }
     }
 
@@ -122,6 +138,8 @@ impl Role {
             Role::Coordinator(node) => node.snapshot(snapshot),
             Role::KvServer(node) => node.snapshot(snapshot, errors),
             Role::Peer(node) => node.snapshot(snapshot, errors),
+            // Eventual worlds are judged from their own snapshot (`check::eventual`).
+            Role::Eventual(_) => {}
         }
     }
 }
@@ -285,6 +303,30 @@ impl Cluster {
         }
         node.timer_at = Some(at);
         Some((at, node.incarnation))
+    }
+
+    /// The role `id` runs now, if it runs (for checks that need more than a snapshot).
+    pub fn role(&self, id: NodeId) -> Option<&Role> {
+        self.nodes.get(&id)?.role.as_ref()
+    }
+
+    /// Tells a running eventual node what its failure detector saw of `other`; false if
+    /// it does not run or is of another kind.
+    pub fn detected(
+        &mut self,
+        id: NodeId,
+        other: u64,
+        up: bool,
+        now: Ts,
+        out: &mut Outbox,
+    ) -> bool {
+        match self.nodes.get_mut(&id).and_then(|n| n.role.as_mut()) {
+            Some(Role::Eventual(node)) => {
+                node.detected(now, other, up, out);
+                true
+            }
+            _ => false,
+        }
     }
 
     fn running(&mut self, id: NodeId, incarnation: u32) -> Option<&mut Node> {

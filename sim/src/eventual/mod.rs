@@ -1,0 +1,305 @@
+//! Eventual-mode worlds (PROTOCOL.md section 2): 3 to 7 peer nodes, each key on N of
+//! them, clients coordinating through random nodes at random consistency levels.
+//!
+//! What the driver does beyond strong mode, kept here:
+//! - the failure detector: each node is told `NodeUp`/`NodeDown` from the simulator's own
+//!   knowledge of which nodes run, `detect_ms` (a swarm knob, up to 1 s) after a node
+//!   stops or starts, read again at that moment, so a node that came back meanwhile is
+//!   reported up; a node that starts is told at once which nodes are down (its connects
+//!   fail). A partitioned node is not reported down: requests to it time out, as a
+//!   detector that only hears of connects and crashes would have it;
+//! - lost disks: in some seeds a crashed node's disk is wiped before it restarts (at most
+//!   once a run), so it starts a new node under a new incarnation and catches up;
+//! - the final reads: in worlds with read repair only, or that lost a disk, every key is
+//!   read once at `all` after every client stopped, as section 2 needs for convergence;
+//! - the verdicts of `check::eventual`.
+
+pub mod workload;
+
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+use ringkv_core::eventual::Repair;
+use ringkv_core::proto::Consistency;
+use ringkv_core::Ts;
+
+use crate::check::eventual::{
+    check_convergence, check_eventual_liveness, check_set, check_superseded, EvNodeSnapshot,
+    EvSnapshot,
+};
+use crate::cluster::{eventual_node, Cluster, EventualSpec, Outbox, Role, RoleSpec};
+use crate::config::{EventualKnobs, SimConfig};
+use crate::driver::{Event, Shape, World};
+use crate::network::NodeId;
+use crate::trace::name;
+
+use workload::{EvCommand, EvHistory, EvWorkload};
+
+/// What an eventual world keeps beyond the strong-mode world.
+#[derive(Debug)]
+pub struct EventualWorld {
+    knobs: EventualKnobs,
+    /// The clients and their history.
+    pub workload: EvWorkload,
+    /// When a disk was lost, for the checks.
+    pub disks_lost_at: Vec<Ts>,
+}
+
+/// Eventual mode: every node of the ring runs an eventual node; clients talk to any.
+pub(crate) fn eventual_mode(config: &SimConfig, rng: &mut ChaCha8Rng) -> (Shape, EventualWorld) {
+    let knobs = config
+        .eventual
+        .clone()
+        .unwrap_or_else(|| panic!("an eventual world needs its knobs"));
+    let spec = EventualSpec {
+        members: eventual_node::members(&config.server_ids),
+        replication: knobs.replication,
+        timeout_ms: config.timeout_ms,
+        conflicts: knobs.conflicts,
+        repair: knobs.repair,
+        cache: config.server_cache,
+        buggify_until_ms: config.buggify_until_ms(),
+    };
+    let mut cluster = Cluster::default();
+    for &id in &config.server_ids {
+        cluster.add(
+            NodeId::Node(id),
+            RoleSpec::Eventual(spec.clone()),
+            rng.random(),
+        );
+    }
+    let entries: Vec<NodeId> = config
+        .server_ids
+        .iter()
+        .map(|&id| NodeId::Node(id))
+        .collect();
+    let nodes = config.server_ids.clone();
+    let world = EventualWorld {
+        workload: EvWorkload::new(config.clients, config.keys.clone(), nodes),
+        knobs: knobs.clone(),
+        disks_lost_at: Vec::new(),
+    };
+    let shape = Shape {
+        cluster,
+        entries,
+        replication: knobs.replication,
+    };
+    (shape, world)
+}
+
+impl World {
+    /// The eventual world's clients' history and when disks were lost; `None` in
+    /// strong mode.
+    pub fn eventual_history(&self) -> Option<(&EvHistory, &[Ts])> {
+        let ev = self.eventual.as_ref()?;
+        Some((&ev.workload.history, &ev.disks_lost_at))
+    }
+
+    /// Schedules what only eventual worlds have: the final reads.
+    pub(crate) fn schedule_eventual(&mut self) {
+        if self.eventual.is_some() {
+            self.schedule(self.config.final_reads_at_ms(), Event::FinalReads);
+        }
+    }
+
+    /// `node` stopped or started: the others' failure detectors see it after `detect_ms`;
+    /// a node that starts learns at once which nodes are down.
+    pub(crate) fn node_changed(&mut self, node: NodeId, started: bool) {
+        let Some(ev) = &self.eventual else {
+            return;
+        };
+        let at = self.now + ev.knobs.detect_ms;
+        self.schedule(at, Event::Detect { node });
+        if started {
+            for down in self.cluster.down() {
+                if let NodeId::Node(other) = down {
+                    let mut out = Outbox::default();
+                    if self
+                        .cluster
+                        .detected(node, other, false, self.now, &mut out)
+                    {
+                        self.apply(node, out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The detectors see whether `node` runs now.
+    pub(crate) fn detect(&mut self, node: NodeId) {
+        let NodeId::Node(id) = node else {
+            return;
+        };
+        let up = self.cluster.is_up(node);
+        for other in self.cluster.ids().collect::<Vec<_>>() {
+            if other == node {
+                continue;
+            }
+            let mut out = Outbox::default();
+            if self.cluster.detected(other, id, up, self.now, &mut out) {
+                self.apply(other, out);
+            }
+        }
+    }
+
+    /// After a crash of `node`: in seeds that lose disks, maybe its disk is lost too.
+    pub(crate) fn maybe_lose_disk(&mut self, node: NodeId) {
+        let Some(ev) = &self.eventual else {
+            return;
+        };
+        let chance = ev.knobs.disk_loss;
+        if chance <= 0.0 || !ev.disks_lost_at.is_empty() || !self.rng.random_bool(chance) {
+            return;
+        }
+        if let Some(disk) = self.cluster.disk(node) {
+            disk.wipe();
+        }
+        let now = self.now;
+        if let Some(ev) = &mut self.eventual {
+            ev.disks_lost_at.push(now);
+        }
+        let note = format!("{} loses its disk", name(node));
+        self.trace.note(now, &note);
+    }
+
+    /// An eventual client starts its next operation.
+    pub(crate) fn eventual_client_next(&mut self, client: u32) {
+        if self.now >= self.config.clients_stop_at_ms() {
+            return;
+        }
+        let Some(ev) = &mut self.eventual else {
+            return;
+        };
+        let Some(msg) = ev.workload.invoke(&mut self.rng, self.now, client) else {
+            return;
+        };
+        let op = ev.workload.history.len() - 1;
+        self.send(msg);
+        let at = self.now + self.config.client_timeout_ms;
+        self.schedule(at, Event::ClientTimeout { client, op });
+    }
+
+    /// An answer reached an eventual client.
+    pub(crate) fn eventual_client_answer(&mut self, client: u32, line: &[u8]) {
+        let Some(ev) = &mut self.eventual else {
+            return;
+        };
+        match ev.workload.answer(self.now, client, line) {
+            Ok(true) => self.eventual_client_after(client),
+            Ok(false) => {}
+            Err(text) => self.anomaly(text),
+        }
+    }
+
+    /// An eventual client stops waiting for `op`.
+    pub(crate) fn eventual_give_up(&mut self, client: u32, op: usize) {
+        let Some(ev) = &mut self.eventual else {
+            return;
+        };
+        if ev.workload.give_up(client, op) {
+            let note = format!("client {client} gives up on operation {op}");
+            self.trace.note(self.now, &note);
+            self.eventual_client_after(client);
+        }
+    }
+
+    fn eventual_client_after(&mut self, client: u32) {
+        let think_ms = self.rng.random_range(0..20);
+        let at = self.now + think_ms;
+        self.schedule(at, Event::ClientNext { client });
+    }
+
+    /// Every key read once at `all`, where section 2 needs it for convergence: with read
+    /// repair only, or after a lost disk (whose hints for others are gone).
+    pub(crate) fn final_reads(&mut self) {
+        let Some(ev) = &mut self.eventual else {
+            return;
+        };
+        if ev.knobs.repair != Repair::Read && ev.disks_lost_at.is_empty() {
+            return;
+        }
+        let checker = self.config.clients;
+        let node = self.config.server_ids[0];
+        let mut sends = Vec::new();
+        for key in &self.config.keys {
+            let level = Consistency::All;
+            sends.push(
+                ev.workload
+                    .issue(self.now, checker, node, key, level, EvCommand::Read),
+            );
+        }
+        for msg in sends {
+            self.send(msg);
+        }
+    }
+
+    /// The end state of every node, for the checks.
+    fn eventual_snapshot(&self) -> EvSnapshot {
+        let mut snapshot = EvSnapshot::default();
+        for id in self.cluster.ids() {
+            let NodeId::Node(ring_id) = id else { continue };
+            let node = match self.cluster.role(id) {
+                Some(Role::Eventual(node)) => node,
+                _ => {
+                    snapshot.nodes.insert(ring_id, None);
+                    continue;
+                }
+            };
+            let core = node.core();
+            let hints = self
+                .config
+                .server_ids
+                .iter()
+                .map(|&t| (t, core.hints_for(t)))
+                .collect();
+            if snapshot.replicas.is_empty() {
+                for key in &self.config.keys {
+                    snapshot.replicas.insert(key.clone(), core.replicas_of(key));
+                }
+            }
+            let node = EvNodeSnapshot {
+                states: node.states(),
+                hints,
+                owed: core.owed_count(),
+                catching_up: core.catching_up(),
+            };
+            snapshot.nodes.insert(ring_id, Some(node));
+        }
+        snapshot
+    }
+
+    /// Every check of a finished eventual run; each failure a readable report.
+    pub(crate) fn judge_eventual(&self) -> Vec<String> {
+        let Some(ev) = &self.eventual else {
+            return vec!["an eventual run without its world".to_owned()];
+        };
+        let history: &EvHistory = &ev.workload.history;
+        let n = ev.knobs.replication;
+        let mut failures: Vec<String> = self
+            .anomalies
+            .iter()
+            .map(|a| format!("anomaly: {a}"))
+            .collect();
+        let settled = self.config.heal_at_ms() + self.config.settle_ms;
+        if let Err(problems) = check_eventual_liveness(history, settled, n) {
+            failures.extend(problems.into_iter().map(|p| format!("liveness: {p}")));
+        }
+        let finals = match check_convergence(&self.eventual_snapshot()) {
+            Ok(finals) => finals,
+            Err(problems) => {
+                failures.extend(problems.into_iter().map(|p| format!("convergence: {p}")));
+                return failures;
+            }
+        };
+        let siblings = ev.knobs.conflicts == ringkv_core::eventual::Conflicts::Siblings;
+        let lost = &ev.disks_lost_at;
+        if let Err(problems) = check_set(history, &finals, siblings, n, lost) {
+            failures.extend(problems.into_iter().map(|p| format!("set: {p}")));
+        }
+        if siblings {
+            if let Err(problems) = check_superseded(history, &finals, n, lost) {
+                failures.extend(problems.into_iter().map(|p| format!("resurrection: {p}")));
+            }
+        }
+        failures
+    }
+}
