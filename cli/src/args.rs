@@ -82,6 +82,26 @@ pub enum Command {
                       given, or the coordinator refused the registration."
     )]
     Server(ServerArgs),
+    /// Run one node of a peer cluster (eventual mode) until SIGINT/SIGTERM.
+    #[command(
+        long_about = "Run one node of a cluster without a coordinator until SIGINT or SIGTERM. \
+                      Every node is started with the same cluster file (one `ID HOST:PORT` a \
+                      line, blank lines and # comments ignored) and the same settings, and \
+                      listens on its own line's address for clients and other nodes alike. \
+                      Once listening, prints `listen HOST:PORT` and `id ID` on stdout.\n\n\
+                      --mode eventual (Dynamo-style): any node coordinates any request; a key \
+                      lives on the N nodes that follow its position on the ring; reads and \
+                      writes wait for as many replicas as the request's consistency level asks \
+                      (one, two, three, quorum, all); concurrent writes are kept as siblings \
+                      (or the latest stamp wins with --conflicts lww) and replicas converge by \
+                      read repair and hinted handoff. A node on an empty data directory draws \
+                      a new incarnation and catches up from the others; one on its old \
+                      directory replays its log.\n\n\
+                      Exits 2 with one line on stderr if it cannot start: a cluster file that \
+                      is malformed, lacks --id, or repeats an ID or address (the line is \
+                      named), a locked data directory or one of another ID, a damaged log."
+    )]
+    Node(NodeArgs),
     /// Interactive console: get, put, del, status, with line editing and history.
     #[command(
         long_about = "Interactive console with line editing and history (kept in \
@@ -250,6 +270,61 @@ pub struct ServerArgs {
     /// The longest request line accepted, in bytes (line end not counted).
     #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,
+}
+
+/// `ringkv node`'s mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NodeMode {
+    /// Quorum reads and writes, siblings or last write wins, read repair, hints.
+    Eventual,
+    /// Two-phase commit coordinated by any node (not built yet).
+    Peer,
+}
+
+/// `ringkv node`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// How the cluster keeps its replicas.
+    #[arg(long, value_enum)]
+    pub mode: NodeMode,
+    /// This node's ID: one of the cluster file's IDs.
+    #[arg(long)]
+    pub id: u64,
+    /// The cluster file: one `ID HOST:PORT` a line; every node gets the same one.
+    #[arg(long)]
+    pub cluster: PathBuf,
+    /// The data directory (created if missing): log, ID, incarnation, lock.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// N: how many nodes hold each key (1 to the number of nodes; default 3, capped at
+    /// the number of nodes). The same on every node.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub replication: Option<u64>,
+    /// How long a request waits for its replicas, in milliseconds.
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=ringkv_core::limits::MAX_TIMEOUT_MS))]
+    pub timeout_ms: u64,
+    /// Concurrent writes: kept as siblings (dotted version vectors), or the latest stamp
+    /// wins (lww).
+    #[arg(long, default_value = "siblings", value_parser = ["siblings", "lww"])]
+    pub conflicts: String,
+    /// Which repairs run: read repair, hinted handoff, both, or none.
+    #[arg(long, default_value = "both", value_parser = ["read", "hints", "both", "none"])]
+    pub repair: String,
+    /// The most versions a client write may leave on a key; a write beyond it is
+    /// answered `overloaded`.
+    #[arg(long, default_value_t = ringkv_core::versions::DEFAULT_MAX_SIBLINGS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
+    pub max_siblings: usize,
+    /// Cut a log that is damaged before its end instead of refusing to start. Every
+    /// record from the damage on is lost.
+    #[arg(long)]
+    pub truncate_corrupt_log: bool,
+    /// The longest request line accepted, in bytes (line end not counted).
+    #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
+    /// Connections served at once on the node's port; one more is answered
+    /// `overloaded` and closed.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub max_connections: u64,
 }
 
 /// Where a client connects.
