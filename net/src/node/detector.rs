@@ -51,6 +51,11 @@ impl Detector {
         was_down.then_some(Change::Up(node))
     }
 
+    /// Whether `node` is taken to be up (false for a node not in the cluster).
+    pub(crate) fn is_up(&self, node: NodeId) -> bool {
+        self.nodes.get(&node).is_some_and(|(up, _)| *up)
+    }
+
     /// The connection to `node` failed or could not be opened.
     pub(crate) fn lost(&mut self, node: NodeId) -> Option<Change> {
         let (up, _) = self.nodes.get_mut(&node)?;
@@ -100,6 +105,7 @@ mod tests {
         assert_eq!(d.heard(2, 1_600), Some(Change::Up(2)));
         assert_eq!(d.lost(1), Some(Change::Down(1)));
         assert_eq!(d.lost(1), None, "reported once");
+        assert!(!d.is_up(1) && d.is_up(2) && !d.is_up(9));
         assert_eq!(d.heard(9, 0), None, "not a member");
         assert!(d.ping_due(0));
         assert!(!d.ping_due(PING_INTERVAL_MS - 1));

@@ -75,6 +75,13 @@ impl PeerLinks {
         }
     }
 
+    /// Drops what waits for `node`, found down.
+    pub(crate) fn discard(&mut self, node: NodeId) {
+        if let Some(link) = self.links.get_mut(&node) {
+            link.discard_queued();
+        }
+    }
+
     /// Queues `line` for every other node.
     pub(crate) fn send_all(&mut self, now_ms: u64, registry: &Registry, line: &[u8]) {
         for (&node, link) in &mut self.links {

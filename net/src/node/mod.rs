@@ -344,6 +344,7 @@ impl Shell {
             }
             Some(Change::Down(node)) => {
                 tracing::info!(node, "node down");
+                self.links.discard(node);
                 NodeInput::NodeDown(node)
             }
             None => return,
@@ -358,9 +359,15 @@ impl Shell {
         while let Some(output) = self.node.poll_output() {
             match output {
                 NodeOutput::Reply { to, msg } => self.port.reply(to, &msg),
-                NodeOutput::Send { to, msg } => {
+                // A message for a node known down is dropped, as the core allows: its
+                // request has a deadline, and hints carry writes over. Queued, it would
+                // arrive as a stale burst when the node comes back.
+                NodeOutput::Send { to, msg } if self.detector.is_up(to) => {
                     let line = self.encoder.encode(msg);
                     self.links.send(now_ms, registry, to, line);
+                }
+                NodeOutput::Send { to, .. } => {
+                    tracing::trace!(node = to, "message for a node down dropped")
                 }
                 NodeOutput::Persist { token, bytes } => {
                     if let Err(err) = self.log.append(token, &bytes) {
