@@ -47,7 +47,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a whole cluster in this process: a coordinator and N KV servers.
+    /// Run a whole cluster in this process: a coordinator and N KV servers, or with
+    /// --mode eventual N peer nodes.
     #[command(
         long_about = "Run a whole strong-mode cluster in this process: one coordinator and N KV \
                       servers, each on its own thread. Server i keeps its data in \
@@ -60,7 +61,12 @@ pub enum Command {
                       Prints the ring once every server registered. If stdin and stdout are terminals, \
                       opens the console against the cluster; leaving it (exit, quit, Ctrl-D, \
                       Ctrl-C) stops the cluster. Otherwise runs until SIGINT or SIGTERM. A \
-                      second signal quits at once (exit 130)."
+                      second signal quits at once (exit 130).\n\n\
+                      With --mode eventual: --nodes peer nodes (4 by default), each on its own \
+                      thread and a free loopback port, with IDs evenly spaced on the ring; the \
+                      cluster file is written to <DATA_DIR>/cluster and each node keeps its \
+                      data in <DATA_DIR>/node-<i>. The console speaks to the first node; \
+                      `ringkv console --addr ADDR` reaches any of them."
     )]
     Local(LocalArgs),
     /// Run one coordinator until SIGINT/SIGTERM.
@@ -196,6 +202,34 @@ pub struct LocalArgs {
     /// Do not open the console even if stdin is a terminal; run until SIGINT/SIGTERM.
     #[arg(long)]
     pub no_console: bool,
+    /// strong: a coordinator and KV servers with two-phase commit. eventual: peer nodes
+    /// with quorums and siblings (Dynamo-style). peer: not built yet.
+    #[arg(long, value_enum, default_value = "strong")]
+    pub mode: LocalMode,
+    /// Eventual mode: how many nodes (1 to 64). They listen on free loopback ports,
+    /// written to <DATA_DIR>/cluster, and keep their data in <DATA_DIR>/node-<i>.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub nodes: u16,
+    /// Eventual mode: N, how many nodes hold each key (default 3, capped at --nodes).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub replication: Option<u64>,
+    /// Eventual mode: concurrent writes kept as siblings, or the latest stamp wins (lww).
+    #[arg(long, default_value = "siblings", value_parser = ["siblings", "lww"])]
+    pub conflicts: String,
+    /// Eventual mode: which repairs run.
+    #[arg(long, default_value = "both", value_parser = ["read", "hints", "both", "none"])]
+    pub repair: String,
+}
+
+/// `ringkv local --mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LocalMode {
+    /// Coordinator and KV servers, two-phase commit (the default).
+    Strong,
+    /// Peer nodes with quorums, siblings, read repair and hinted handoff.
+    Eventual,
+    /// Peer nodes with two-phase commit (not built yet).
+    Peer,
 }
 
 /// `ringkv coordinator`.
