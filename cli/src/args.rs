@@ -391,6 +391,10 @@ pub struct GetArgs {
     /// The key (1 to 256 bytes of UTF-8).
     #[arg(allow_hyphen_values = true)]
     pub key: String,
+    /// On an eventual-mode node: how many replicas must answer (one, two, three,
+    /// quorum, all; the node's default is quorum).
+    #[arg(long, value_parser = ["one", "two", "three", "quorum", "all"])]
+    pub consistency: Option<String>,
     /// Where to connect.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -408,6 +412,14 @@ pub struct PutArgs {
     /// The value (up to 256 KiB of UTF-8; quote it if it has spaces).
     #[arg(allow_hyphen_values = true)]
     pub value: String,
+    /// On an eventual-mode node: how many replicas must answer (one, two, three,
+    /// quorum, all; the node's default is quorum).
+    #[arg(long, value_parser = ["one", "two", "three", "quorum", "all"])]
+    pub consistency: Option<String>,
+    /// On an eventual-mode node: the context of an earlier read (`ringkv get KEY --json`
+    /// shows it), so that this write replaces exactly the versions that read showed.
+    #[arg(long)]
+    pub context: Option<String>,
     /// Where to connect.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -422,6 +434,14 @@ pub struct DelArgs {
     /// The key (1 to 256 bytes of UTF-8).
     #[arg(allow_hyphen_values = true)]
     pub key: String,
+    /// On an eventual-mode node: how many replicas must answer (one, two, three,
+    /// quorum, all; the node's default is quorum).
+    #[arg(long, value_parser = ["one", "two", "three", "quorum", "all"])]
+    pub consistency: Option<String>,
+    /// On an eventual-mode node: the context of an earlier read (`ringkv get KEY --json`
+    /// shows it), so that this write replaces exactly the versions that read showed.
+    #[arg(long)]
+    pub context: Option<String>,
     /// Where to connect.
     #[command(flatten)]
     pub client: ClientArgs,

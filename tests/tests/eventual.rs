@@ -334,3 +334,77 @@ fn a_bad_cluster_file_is_refused_naming_the_line() {
     assert_eq!(peer.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&peer.stderr).contains("not built yet"));
 }
+
+/// Runs `ringkv ARGS` with `stdin` and returns its exit code and stdout.
+fn ringkv(args: &[&str], stdin: &str) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(ringkv_e2e::ringkv_bin())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("ringkv runs");
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin.as_bytes()).expect("stdin written");
+    }
+    let out = child.wait_with_output().expect("ringkv ends");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn the_console_and_one_shot_commands_show_siblings_and_resolve_them_with_the_context() {
+    let c = EvCluster::start(3, 3, &[]);
+    let (a0, a1) = (c.addrs[0].to_string(), c.addrs[1].to_string());
+    let (code, _) = ringkv(
+        &["put", "k", "base", "--addr", &a0, "--consistency", "all"],
+        "",
+    );
+    assert_eq!(code, Some(0));
+    let base = c.client(0).request(&ev_get("k", "all"));
+    let context = base["context"].as_str().expect("a context").to_owned();
+    for (addr, value) in [(&a0, "left"), (&a1, "right")] {
+        let args = [
+            "put",
+            "k",
+            value,
+            "--addr",
+            addr,
+            "--context",
+            &context,
+            "--consistency",
+            "all",
+        ];
+        assert_eq!(ringkv(&args, "").0, Some(0));
+    }
+    let (code, listing) = ringkv(&["get", "k", "--addr", &a1, "--consistency", "all"], "");
+    assert_eq!(code, Some(0));
+    assert!(
+        listing.contains("2 versions")
+            && listing.contains("\"left\"")
+            && listing.contains("\"right\""),
+        "{listing}"
+    );
+    assert!(listing.contains("clock"), "{listing}");
+
+    // The console's put after its get sends the read's context: one version is left.
+    let script =
+        "get k --consistency all\nput k \"one value\" --consistency all\nget,k,all\nstatus\n";
+    let (code, console) = ringkv(&["console", "--addr", &a0], script);
+    assert_eq!(code, Some(0), "{console}");
+    assert!(console.contains("2 versions"), "{console}");
+    assert!(
+        console.lines().any(|l| l.trim() == "one value"),
+        "{console}"
+    );
+    assert!(
+        console.contains("replication 3"),
+        "the status table: {console}"
+    );
+    let after = c.client(2).request(&ev_get("k", "all"));
+    assert_eq!(values_of(&after), ["one value"], "{after}");
+    let (code, _) = ringkv(&["get", "missing", "--addr", &a0], "");
+    assert_eq!(code, Some(1), "not found exits 1");
+}

@@ -27,6 +27,11 @@ pub fn probe(addr: &str) -> Option<Value> {
     answer.get("node").is_some().then_some(answer)
 }
 
+/// One request to the node at `addr` on a new connection, and its answer.
+pub fn node_call(addr: &str, msg: &Value) -> Result<Value, String> {
+    Conn::open(addr)?.request(msg)
+}
+
 struct Conn {
     writer: TcpStream,
     reader: BufReader<TcpStream>,

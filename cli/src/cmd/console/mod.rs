@@ -16,7 +16,7 @@ use crate::out;
 use crate::ring_table;
 use crate::signals::StopFlag;
 
-pub use eventual::{describe_read, describe_status, probe, EvSession};
+pub use eventual::{describe_read, describe_status, node_call, probe, EvSession};
 pub use parse::{parse, Command, HELP, LEVELS};
 
 /// Lines of history kept in the history file.
