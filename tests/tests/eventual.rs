@@ -408,3 +408,74 @@ fn the_console_and_one_shot_commands_show_siblings_and_resolve_them_with_the_con
     let (code, _) = ringkv(&["get", "missing", "--addr", &a0], "");
     assert_eq!(code, Some(1), "not found exits 1");
 }
+
+#[test]
+fn with_read_repair_only_a_node_that_missed_writes_is_stale_until_a_read_at_all() {
+    let mut c = EvCluster::start(4, 4, &["--timeout-ms", "500", "--repair", "read"]);
+    // Something in node 3's log, so that it restarts by replaying it rather than asking
+    // the others for every key as a node on an empty directory does.
+    let before = c.client(0).request(&ev_put("before", "x", "all", None));
+    assert_eq!(before["message"], "Success", "{before}");
+    c.kill_node(3);
+    for i in 0..3 {
+        c.wait_for_view(i, &[3]);
+    }
+    for i in 0..5 {
+        let answer = c
+            .client(i % 3)
+            .request(&ev_put(&format!("r{i}"), "new", "two", None));
+        assert_eq!(answer["message"], "Success", "{answer}");
+    }
+    c.start_node(3);
+    c.wait_for_view(0, &[]);
+    let mut back = c.client(3);
+    for i in 0..5 {
+        let stale = back.request(&ev_local(&format!("r{i}")));
+        assert_eq!(
+            error_code(&stale),
+            Some("not_found"),
+            "no hints, no read yet: {stale}"
+        );
+    }
+    for i in 0..5 {
+        let read = c.client(0).request(&ev_get(&format!("r{i}"), "all"));
+        assert_eq!(read["value"], "new", "{read}");
+        wait_until(&mut back, &ev_local(&format!("r{i}")), 10, |a| {
+            a["value"] == "new"
+        });
+    }
+}
+
+#[test]
+fn a_replica_down_during_a_delete_never_brings_the_value_back() {
+    let mut c = EvCluster::start(3, 3, &["--timeout-ms", "500"]);
+    let put = c.client(0).request(&ev_put("doomed", "v", "all", None));
+    assert_eq!(put["message"], "Success", "{put}");
+    c.kill_node(2);
+    for i in 0..2 {
+        c.wait_for_view(i, &[2]);
+    }
+    let read = c.client(1).request(&ev_get("doomed", "two"));
+    let del = json!({"type": "delreq", "key": "doomed", "consistency": "two",
+                     "context": read["context"]});
+    let answer = c.client(1).request(&del.to_string());
+    assert_eq!(answer["message"], "Success", "{answer}");
+    c.start_node(2);
+    c.wait_for_view(0, &[]);
+    // The returning replica still holds the value; repair must spread the deletion to
+    // it, never the value back to the others.
+    let mut back = c.client(2);
+    for _ in 0..3 {
+        let answer = c.client(0).request(&ev_get("doomed", "all"));
+        assert_eq!(
+            error_code(&answer),
+            Some("not_found"),
+            "the value came back: {answer}"
+        );
+    }
+    wait_until(&mut back, &ev_local("doomed"), 15, |a| {
+        error_code(a) == Some("not_found")
+    });
+    let answer = c.client(2).request(&ev_get("doomed", "all"));
+    assert_eq!(error_code(&answer), Some("not_found"), "{answer}");
+}
