@@ -479,3 +479,23 @@ fn a_replica_down_during_a_delete_never_brings_the_value_back() {
     let answer = c.client(2).request(&ev_get("doomed", "all"));
     assert_eq!(error_code(&answer), Some("not_found"), "{answer}");
 }
+
+#[test]
+fn the_conflicts_demo_runs_its_story_to_the_end() {
+    let (code, story) = ringkv(&["demo", "conflicts"], "");
+    assert_eq!(code, Some(0), "{story}");
+    let siblings = story
+        .split("6. ")
+        .nth(1)
+        .and_then(|rest| rest.split("7. ").next())
+        .unwrap_or_default();
+    assert!(
+        siblings.contains("\"milk, eggs, bread\"") && siblings.contains("\"milk, eggs, butter\""),
+        "both siblings shown: {story}"
+    );
+    assert!(story.contains("by hinted handoff"), "{story}");
+    assert!(
+        story.contains("a read now returns: \"milk, eggs, bread, butter\""),
+        "{story}"
+    );
+}

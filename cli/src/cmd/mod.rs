@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod console;
 pub mod coordinator;
+pub mod demo;
 pub mod local;
 pub mod node;
 pub mod oneshot;
@@ -31,6 +32,7 @@ pub fn run(command: &Command) -> Exit {
         Command::Status(args) => oneshot::status(args),
         Command::Bench(args) => bench::run(args),
         Command::Probe(args) => probe::run(args),
+        Command::Demo(args) => demo::run(args),
     }
 }
 
