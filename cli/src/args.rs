@@ -497,6 +497,10 @@ pub struct BenchArgs {
     /// Percentage of GETs; the rest are PUTs.
     #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub get_percent: u8,
+    /// Against an eventual-mode node: the consistency level of every GET and PUT (one,
+    /// two, three, quorum, all). Without it the requests are strong mode's.
+    #[arg(long, value_parser = ["one", "two", "three", "quorum", "all"])]
+    pub consistency: Option<String>,
     /// Requests in flight per connection (1 to 1024; answers come in order).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub pipeline: u64,
