@@ -22,11 +22,15 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 3000;
 #[command(
     name = "ringkv",
     version,
-    about = "ringkv: a replicated key-value store (coordinator + KV servers, two-phase commit)",
-    long_about = "ringkv: a replicated key-value store. Every key lives on two KV servers of a \
-                  hash ring; a coordinator writes both with two-phase commit.\n\n\
-                  Start a whole cluster on this machine with `ringkv local`, or one role per \
-                  process with `ringkv coordinator` and `ringkv server`. Talk to it with \
+    about = "ringkv: a replicated key-value store (strong mode: coordinator + KV servers, two-phase commit; eventual mode: peer nodes with quorums and siblings)",
+    long_about = "ringkv: a replicated key-value store. In strong mode every key lives on two \
+                  KV servers of a hash ring and a coordinator writes both with two-phase \
+                  commit; in eventual mode peer nodes hold each key N times and answer at the \
+                  consistency level each request asks for, keeping concurrent writes as \
+                  siblings.\n\n\
+                  Start a whole cluster on this machine with `ringkv local` (`--mode \
+                  eventual` for peer nodes), or one role per process with `ringkv \
+                  coordinator` and `ringkv server`, or `ringkv node`. Talk to it with \
                   `ringkv console`, `ringkv get|put|del|status`, and measure it with \
                   `ringkv bench`.\n\n\
                   Exit codes: 0 success, 1 key not found, 2 usage, connection or startup \
@@ -111,11 +115,16 @@ pub enum Command {
     /// Interactive console: get, put, del, status, with line editing and history.
     #[command(
         long_about = "Interactive console with line editing and history (kept in \
-                      $HOME/.ringkv_history). Commands: `get KEY`, `put KEY VALUE` (VALUE is the \
-                      rest of the line, spaces included), `del KEY`, `status`, `help`, \
-                      `exit`/`quit` (or Ctrl-D, Ctrl-C). Values are printed plainly, errors as \
-                      `error CODE: MESSAGE`. A dropped connection is re-established at the next \
-                      command."
+                      $HOME/.ringkv_history), against a strong-mode coordinator or any \
+                      eventual-mode node (it asks the address which it is). Commands: `get \
+                      KEY`, `put KEY VALUE` (VALUE is the rest of the line, spaces included, or \
+                      one quoted argument: `put \"a b\" \"c d\"`), `del KEY`, `status`, \
+                      `help`, `exit`/`quit` (or Ctrl-D, Ctrl-C). On a node, get/put/del take \
+                      `--consistency LEVEL`, a get lists every sibling with its clock, a put or \
+                      del after a get of the same key sends that read's context (`put!`/`del!` \
+                      do not), and the lines `get,KEY,LEVEL` and `put,KEY,VALUE,LEVEL` work \
+                      too. Values are printed plainly, errors as `error CODE: MESSAGE`. A \
+                      dropped connection is re-established at the next command."
     )]
     Console(ConsoleArgs),
     /// Print a key's value (exit 1 if it does not exist).
@@ -376,7 +385,7 @@ pub struct NodeArgs {
 /// Where a client connects.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// The coordinator's client port (HOST:PORT).
+    /// The coordinator's client port, or any eventual-mode node's port (HOST:PORT).
     #[arg(long, default_value = DEFAULT_CLIENT_ADDR)]
     pub addr: String,
 }
