@@ -133,6 +133,16 @@ impl EvCluster {
             .collect()
     }
 
+    /// Waits until every running node sees every node up (after a restart: the others
+    /// reconnect with a backoff of up to a second).
+    pub fn wait_all_up(&self) {
+        for i in 0..self.ids.len() {
+            if self.procs[i].is_some() {
+                self.wait_for_view(i, &[]);
+            }
+        }
+    }
+
     /// Waits until node `at` sees each node of `down` down and every other node up.
     pub fn wait_for_view(&self, at: usize, down: &[usize]) {
         let deadline = Instant::now() + Duration::from_secs(15);

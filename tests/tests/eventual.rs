@@ -134,6 +134,7 @@ fn a_node_killed_during_writes_at_two_loses_no_acknowledged_write_and_replays_it
     }
 
     // Writes every replica acknowledged, then a crash right after: the log has them.
+    c.wait_all_up();
     for i in 0..8 {
         let answer = c
             .client(0)
@@ -168,6 +169,9 @@ fn a_node_restarted_on_a_wiped_directory_keeps_the_writes_it_coordinates_afterwa
     c.start_node(1);
     let answer = c.client(1).request(&ev_put(&key, "after", "all", None));
     assert_eq!(answer["message"], "Success", "{answer}");
+    // Written at once, before the restarted node caught up from the others: it knows
+    // nothing of its earlier counters. The other nodes then see it up again.
+    c.wait_all_up();
     // A node that reused its old counters would see "after" as already superseded.
     let read = c.client(0).request(&ev_get(&key, "all"));
     assert!(
