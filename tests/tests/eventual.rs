@@ -503,3 +503,41 @@ fn the_conflicts_demo_runs_its_story_to_the_end() {
         "{story}"
     );
 }
+
+#[test]
+fn a_local_eventual_cluster_serves_and_comes_back_with_its_data_and_addresses() {
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let data = tmp.path().join("data");
+    let args = [
+        "local",
+        "--mode",
+        "eventual",
+        "--nodes",
+        "3",
+        "--no-console",
+        "--data-dir",
+        data.to_str().expect("a UTF-8 path"),
+    ];
+    let ready = |lines: &[String]| lines.iter().any(|l| l.starts_with("cluster file"));
+    let listens = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .filter_map(|l| l.split("listen ").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut first = ringkv_e2e::Proc::start(&args, ready);
+    let addrs = listens(&first.lines);
+    assert_eq!(addrs.len(), 3, "{:?}", first.lines);
+    let addr = addrs[1].parse().expect("an address");
+    let answer = Client::connect(addr).request(&ev_put("kept", "yes", "all", None));
+    assert_eq!(answer["message"], "Success", "{answer}");
+    first.kill();
+    let second = ringkv_e2e::Proc::start(&args, ready);
+    assert_eq!(listens(&second.lines), addrs, "the cluster file is reused");
+    let mut client = Client::connect(addrs[0].parse().expect("an address"));
+    wait_until(&mut client, &ev_get("kept", "all"), 10, |a| {
+        a["value"] == "yes"
+    });
+}
