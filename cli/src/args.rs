@@ -22,11 +22,15 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 3000;
 #[command(
     name = "ringkv",
     version,
-    about = "ringkv: a replicated key-value store (coordinator + KV servers, two-phase commit)",
-    long_about = "ringkv: a replicated key-value store. Every key lives on two KV servers of a \
-                  hash ring; a coordinator writes both with two-phase commit.\n\n\
-                  Start a whole cluster on this machine with `ringkv local`, or one role per \
-                  process with `ringkv coordinator` and `ringkv server`. Talk to it with \
+    about = "ringkv: a replicated key-value store (strong mode: coordinator + KV servers, two-phase commit; eventual mode: peer nodes with quorums and siblings)",
+    long_about = "ringkv: a replicated key-value store. In strong mode every key lives on two \
+                  KV servers of a hash ring and a coordinator writes both with two-phase \
+                  commit; in eventual mode peer nodes hold each key N times and answer at the \
+                  consistency level each request asks for, keeping concurrent writes as \
+                  siblings.\n\n\
+                  Start a whole cluster on this machine with `ringkv local` (`--mode \
+                  eventual` for peer nodes), or one role per process with `ringkv \
+                  coordinator` and `ringkv server`, or `ringkv node`. Talk to it with \
                   `ringkv console`, `ringkv get|put|del|status`, and measure it with \
                   `ringkv bench`.\n\n\
                   Exit codes: 0 success, 1 key not found, 2 usage, connection or startup \
@@ -47,7 +51,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a whole cluster in this process: a coordinator and N KV servers.
+    /// Run a whole cluster in this process: a coordinator and N KV servers, or with
+    /// --mode eventual N peer nodes.
     #[command(
         long_about = "Run a whole strong-mode cluster in this process: one coordinator and N KV \
                       servers, each on its own thread. Server i keeps its data in \
@@ -60,7 +65,12 @@ pub enum Command {
                       Prints the ring once every server registered. If stdin and stdout are terminals, \
                       opens the console against the cluster; leaving it (exit, quit, Ctrl-D, \
                       Ctrl-C) stops the cluster. Otherwise runs until SIGINT or SIGTERM. A \
-                      second signal quits at once (exit 130)."
+                      second signal quits at once (exit 130).\n\n\
+                      With --mode eventual: --nodes peer nodes (4 by default), each on its own \
+                      thread and a free loopback port, with IDs evenly spaced on the ring; the \
+                      cluster file is written to <DATA_DIR>/cluster and each node keeps its \
+                      data in <DATA_DIR>/node-<i>. The console speaks to the first node; \
+                      `ringkv console --addr ADDR` reaches any of them."
     )]
     Local(LocalArgs),
     /// Run one coordinator until SIGINT/SIGTERM.
@@ -82,14 +92,39 @@ pub enum Command {
                       given, or the coordinator refused the registration."
     )]
     Server(ServerArgs),
+    /// Run one node of a peer cluster (eventual mode) until SIGINT/SIGTERM.
+    #[command(
+        long_about = "Run one node of a cluster without a coordinator until SIGINT or SIGTERM. \
+                      Every node is started with the same cluster file (one `ID HOST:PORT` a \
+                      line, blank lines and # comments ignored) and the same settings, and \
+                      listens on its own line's address for clients and other nodes alike. \
+                      Once listening, prints `listen HOST:PORT` and `id ID` on stdout.\n\n\
+                      --mode eventual (Dynamo-style): any node coordinates any request; a key \
+                      lives on the N nodes that follow its position on the ring; reads and \
+                      writes wait for as many replicas as the request's consistency level asks \
+                      (one, two, three, quorum, all); concurrent writes are kept as siblings \
+                      (or the latest stamp wins with --conflicts lww) and replicas converge by \
+                      read repair and hinted handoff. A node on an empty data directory draws \
+                      a new incarnation and catches up from the others; one on its old \
+                      directory replays its log.\n\n\
+                      Exits 2 with one line on stderr if it cannot start: a cluster file that \
+                      is malformed, lacks --id, or repeats an ID or address (the line is \
+                      named), a locked data directory or one of another ID, a damaged log."
+    )]
+    Node(NodeArgs),
     /// Interactive console: get, put, del, status, with line editing and history.
     #[command(
         long_about = "Interactive console with line editing and history (kept in \
-                      $HOME/.ringkv_history). Commands: `get KEY`, `put KEY VALUE` (VALUE is the \
-                      rest of the line, spaces included), `del KEY`, `status`, `help`, \
-                      `exit`/`quit` (or Ctrl-D, Ctrl-C). Values are printed plainly, errors as \
-                      `error CODE: MESSAGE`. A dropped connection is re-established at the next \
-                      command."
+                      $HOME/.ringkv_history), against a strong-mode coordinator or any \
+                      eventual-mode node (it asks the address which it is). Commands: `get \
+                      KEY`, `put KEY VALUE` (VALUE is the rest of the line, spaces included, or \
+                      one quoted argument: `put \"a b\" \"c d\"`), `del KEY`, `status`, \
+                      `help`, `exit`/`quit` (or Ctrl-D, Ctrl-C). On a node, get/put/del take \
+                      `--consistency LEVEL`, a get lists every sibling with its clock, a put or \
+                      del after a get of the same key sends that read's context (`put!`/`del!` \
+                      do not), and the lines `get,KEY,LEVEL` and `put,KEY,VALUE,LEVEL` work \
+                      too. Values are printed plainly, errors as `error CODE: MESSAGE`. A \
+                      dropped connection is re-established at the next command."
     )]
     Console(ConsoleArgs),
     /// Print a key's value (exit 1 if it does not exist).
@@ -149,6 +184,18 @@ pub enum Command {
                       percentiles in microseconds; --json prints one JSON line."
     )]
     Probe(ProbeArgs),
+    /// Narrated demonstrations of how ringkv behaves.
+    #[command(
+        long_about = "Narrated demonstrations. `ringkv demo conflicts` starts five \
+                      eventual-mode nodes (N = 3) as processes on free loopback ports, in a \
+                      temporary directory, and walks through what happens to one key: a \
+                      replica goes offline, an update lands on the others, the replica comes \
+                      back and merges without conflict; then two clients update the key at \
+                      the same time through different replicas, a read returns both versions \
+                      with their clocks, and a write with the read's context resolves them. \
+                      Clocks are printed at every step. The nodes are stopped at the end."
+    )]
+    Demo(DemoArgs),
 }
 
 /// `ringkv local`.
@@ -176,6 +223,34 @@ pub struct LocalArgs {
     /// Do not open the console even if stdin is a terminal; run until SIGINT/SIGTERM.
     #[arg(long)]
     pub no_console: bool,
+    /// strong: a coordinator and KV servers with two-phase commit. eventual: peer nodes
+    /// with quorums and siblings (Dynamo-style). peer: not built yet.
+    #[arg(long, value_enum, default_value = "strong")]
+    pub mode: LocalMode,
+    /// Eventual mode: how many nodes (1 to 64). They listen on free loopback ports,
+    /// written to <DATA_DIR>/cluster, and keep their data in <DATA_DIR>/node-<i>.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub nodes: u16,
+    /// Eventual mode: N, how many nodes hold each key (default 3, capped at --nodes).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub replication: Option<u64>,
+    /// Eventual mode: concurrent writes kept as siblings, or the latest stamp wins (lww).
+    #[arg(long, default_value = "siblings", value_parser = ["siblings", "lww"])]
+    pub conflicts: String,
+    /// Eventual mode: which repairs run.
+    #[arg(long, default_value = "both", value_parser = ["read", "hints", "both", "none"])]
+    pub repair: String,
+}
+
+/// `ringkv local --mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LocalMode {
+    /// Coordinator and KV servers, two-phase commit (the default).
+    Strong,
+    /// Peer nodes with quorums, siblings, read repair and hinted handoff.
+    Eventual,
+    /// Peer nodes with two-phase commit (not built yet).
+    Peer,
 }
 
 /// `ringkv coordinator`.
@@ -252,10 +327,65 @@ pub struct ServerArgs {
     pub max_frame_bytes: usize,
 }
 
+/// `ringkv node`'s mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NodeMode {
+    /// Quorum reads and writes, siblings or last write wins, read repair, hints.
+    Eventual,
+    /// Two-phase commit coordinated by any node (not built yet).
+    Peer,
+}
+
+/// `ringkv node`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// How the cluster keeps its replicas.
+    #[arg(long, value_enum)]
+    pub mode: NodeMode,
+    /// This node's ID: one of the cluster file's IDs.
+    #[arg(long)]
+    pub id: u64,
+    /// The cluster file: one `ID HOST:PORT` a line; every node gets the same one.
+    #[arg(long)]
+    pub cluster: PathBuf,
+    /// The data directory (created if missing): log, ID, incarnation, lock.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// N: how many nodes hold each key (1 to the number of nodes; default 3, capped at
+    /// the number of nodes). The same on every node.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub replication: Option<u64>,
+    /// How long a request waits for its replicas, in milliseconds.
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=ringkv_core::limits::MAX_TIMEOUT_MS))]
+    pub timeout_ms: u64,
+    /// Concurrent writes: kept as siblings (dotted version vectors), or the latest stamp
+    /// wins (lww).
+    #[arg(long, default_value = "siblings", value_parser = ["siblings", "lww"])]
+    pub conflicts: String,
+    /// Which repairs run: read repair, hinted handoff, both, or none.
+    #[arg(long, default_value = "both", value_parser = ["read", "hints", "both", "none"])]
+    pub repair: String,
+    /// The most versions a client write may leave on a key; a write beyond it is
+    /// answered `overloaded`.
+    #[arg(long, default_value_t = ringkv_core::versions::DEFAULT_MAX_SIBLINGS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
+    pub max_siblings: usize,
+    /// Cut a log that is damaged before its end instead of refusing to start. Every
+    /// record from the damage on is lost.
+    #[arg(long)]
+    pub truncate_corrupt_log: bool,
+    /// The longest request line accepted, in bytes (line end not counted).
+    #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
+    /// Connections served at once on the node's port; one more is answered
+    /// `overloaded` and closed.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub max_connections: u64,
+}
+
 /// Where a client connects.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// The coordinator's client port (HOST:PORT).
+    /// The coordinator's client port, or any eventual-mode node's port (HOST:PORT).
     #[arg(long, default_value = DEFAULT_CLIENT_ADDR)]
     pub addr: String,
 }
@@ -282,6 +412,10 @@ pub struct GetArgs {
     /// The key (1 to 256 bytes of UTF-8).
     #[arg(allow_hyphen_values = true)]
     pub key: String,
+    /// On an eventual-mode node: how many replicas must answer (one, two, three,
+    /// quorum, all; the node's default is quorum).
+    #[arg(long, value_parser = ["one", "two", "three", "quorum", "all"])]
+    pub consistency: Option<String>,
     /// Where to connect.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -299,6 +433,14 @@ pub struct PutArgs {
     /// The value (up to 256 KiB of UTF-8; quote it if it has spaces).
     #[arg(allow_hyphen_values = true)]
     pub value: String,
+    /// On an eventual-mode node: how many replicas must answer (one, two, three,
+    /// quorum, all; the node's default is quorum).
+    #[arg(long, value_parser = ["one", "two", "three", "quorum", "all"])]
+    pub consistency: Option<String>,
+    /// On an eventual-mode node: the context of an earlier read (`ringkv get KEY --json`
+    /// shows it), so that this write replaces exactly the versions that read showed.
+    #[arg(long)]
+    pub context: Option<String>,
     /// Where to connect.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -313,6 +455,14 @@ pub struct DelArgs {
     /// The key (1 to 256 bytes of UTF-8).
     #[arg(allow_hyphen_values = true)]
     pub key: String,
+    /// On an eventual-mode node: how many replicas must answer (one, two, three,
+    /// quorum, all; the node's default is quorum).
+    #[arg(long, value_parser = ["one", "two", "three", "quorum", "all"])]
+    pub consistency: Option<String>,
+    /// On an eventual-mode node: the context of an earlier read (`ringkv get KEY --json`
+    /// shows it), so that this write replaces exactly the versions that read showed.
+    #[arg(long)]
+    pub context: Option<String>,
     /// Where to connect.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -356,6 +506,10 @@ pub struct BenchArgs {
     /// Percentage of GETs; the rest are PUTs.
     #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub get_percent: u8,
+    /// Against an eventual-mode node: the consistency level of every GET and PUT (one,
+    /// two, three, quorum, all). Without it the requests are strong mode's.
+    #[arg(long, value_parser = ["one", "two", "three", "quorum", "all"])]
+    pub consistency: Option<String>,
     /// Requests in flight per connection (1 to 1024; answers come in order).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub pipeline: u64,
@@ -398,6 +552,22 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["ringkv", "bench", "--ops", "5"]).is_ok());
     }
+}
+
+/// `ringkv demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Which demonstration.
+    #[arg(value_enum)]
+    pub which: DemoKind,
+}
+
+/// The demonstrations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoKind {
+    /// Eventual mode: an offline replica merging without conflict, concurrent updates
+    /// becoming siblings, and a context write resolving them.
+    Conflicts,
 }
 
 /// `ringkv probe`.

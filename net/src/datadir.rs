@@ -124,8 +124,14 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), NetError> {
 }
 
 fn read_id(dir: &Path) -> Result<Option<u64>, NetError> {
+    read_number(dir, ID_FILE, "a server ID")
+}
+
+/// Reads the decimal number kept in `dir/name`, `None` if the file does not exist; `what`
+/// names it in the error about a damaged file.
+pub(crate) fn read_number(dir: &Path, name: &str, what: &str) -> Result<Option<u64>, NetError> {
     use std::io::Read;
-    let path = dir.join(ID_FILE);
+    let path = dir.join(name);
     let file = match File::open(&path) {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -137,19 +143,23 @@ fn read_id(dir: &Path) -> Result<Option<u64>, NetError> {
         .map_err(|err| NetError::io(format!("reading {}", path.display()), err))?;
     text.trim().parse::<u64>().map(Some).map_err(|_| {
         NetError::Config(format!(
-            "{} does not hold a server ID (a decimal number); fix or remove it",
+            "{} does not hold {what} (a decimal number); fix or remove it",
             path.display()
         ))
     })
 }
 
-/// Writes the ID to a temporary file, syncs it, renames it into place and syncs the
-/// directory: a crash leaves either no ID file or a whole one.
 fn write_id(dir: &Path, id: u64) -> Result<(), NetError> {
-    let tmp = dir.join(format!("{ID_FILE}.tmp"));
-    let path = dir.join(ID_FILE);
+    write_number(dir, ID_FILE, id)
+}
+
+/// Writes `number` to `dir/name` through a temporary file, synced, renamed into place, and
+/// the directory synced: a crash leaves either no file, the old one, or the whole new one.
+pub(crate) fn write_number(dir: &Path, name: &str, number: u64) -> Result<(), NetError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
     let written = File::create(&tmp).and_then(|mut file| {
-        file.write_all(format!("{id}\n").as_bytes())?;
+        file.write_all(format!("{number}\n").as_bytes())?;
         file.sync_all()
     });
     written.map_err(|err| NetError::io(format!("writing {}", tmp.display()), err))?;

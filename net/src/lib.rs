@@ -6,8 +6,9 @@
 //! core's `poll_timeout`. A peer can never crash or hang a process: bad bytes get an error
 //! answer or a closed connection, and every queue has a limit with a defined answer.
 //!
-//! Two roles run here, one event loop each, on the calling thread:
-//! [`run_coordinator`] and [`run_server`]. [`Shutdown`] stops them from another thread.
+//! Three roles run here, one event loop each, on the calling thread:
+//! [`run_coordinator`] and [`run_server`] (strong mode), and [`run_node`] (an
+//! eventual-mode node). [`Shutdown`] stops them from another thread.
 //! The coordinator may also speak RESP2 on a port of its own ([`resp`]).
 
 #![warn(missing_docs)]
@@ -20,6 +21,7 @@ mod event_loop;
 mod inbound;
 mod limits;
 mod logfile;
+mod node;
 mod outbound;
 pub mod resp;
 mod seed;
@@ -30,5 +32,6 @@ mod tokens;
 pub use coordinator::{run_coordinator, CoordinatorAddrs, CoordinatorOptions};
 pub use error::NetError;
 pub use limits::NetLimits;
+pub use node::{run_node, NodeInfo, NodeOptions};
 pub use server::{run_server, ServerInfo, ServerOptions};
 pub use shutdown::Shutdown;

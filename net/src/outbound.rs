@@ -208,6 +208,18 @@ impl Link {
         self.failed(now_ms, events);
     }
 
+    /// Drops the queued messages not begun on the wire (a half-written one must go out
+    /// whole): for a peer known to be down, whose senders rely on their deadlines and
+    /// on hints rather than on a stale burst when it comes back.
+    pub(crate) fn discard_queued(&mut self) {
+        let keep = usize::from(self.front_written > 0);
+        while self.queue.len() > keep {
+            if let Some(dropped) = self.queue.pop_back() {
+                self.queued_bytes -= dropped.len();
+            }
+        }
+    }
+
     /// Drops the connection without reporting it: the link is being replaced.
     pub(crate) fn close(&mut self, registry: &Registry) {
         if let Some(mut conn) = self.conn.take() {

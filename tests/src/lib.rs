@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod eventual;
 pub mod resp;
 
 /// The `ringkv` binary of this build: next to the test executable's `deps` folder, or

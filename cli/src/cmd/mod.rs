@@ -3,7 +3,9 @@
 pub mod bench;
 pub mod console;
 pub mod coordinator;
+pub mod demo;
 pub mod local;
+pub mod node;
 pub mod oneshot;
 pub mod probe;
 pub mod server;
@@ -22,6 +24,7 @@ pub fn run(command: &Command) -> Exit {
         Command::Local(args) => local::run(args),
         Command::Coordinator(args) => coordinator::run(args),
         Command::Server(args) => server::run(args),
+        Command::Node(args) => node::run(args),
         Command::Console(args) => console::run(&args.client.addr, None),
         Command::Get(args) => oneshot::get(args),
         Command::Put(args) => oneshot::put(args),
@@ -29,6 +32,7 @@ pub fn run(command: &Command) -> Exit {
         Command::Status(args) => oneshot::status(args),
         Command::Bench(args) => bench::run(args),
         Command::Probe(args) => probe::run(args),
+        Command::Demo(args) => demo::run(args),
     }
 }
 

@@ -12,7 +12,8 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use ringkv_core::limits::DEFAULT_MAX_FRAME_BYTES;
 use ringkv_core::proto::{
-    ClientRequest, ClientResponse, Envelope, LineEvent, LineSplitter, WireMessage,
+    ClientRequest, ClientResponse, Consistency, Envelope, ErrorCode, EventualRequest,
+    EventualResponse, LineEvent, LineSplitter, NodeMessage, WireMessage, WriteOp,
 };
 
 use super::report::{OpKind, Tally};
@@ -46,6 +47,8 @@ struct Conn {
     in_flight: VecDeque<(OpKind, Instant)>,
     /// The op source has nothing more for this connection.
     exhausted: bool,
+    /// The level of an eventual-mode node's requests; `None` speaks strong mode.
+    level: Option<Consistency>,
 }
 
 /// The connections and their poller.
@@ -54,11 +57,17 @@ pub struct Driver {
     poll: Poll,
     conns: Vec<Conn>,
     scratch: Vec<u8>,
+    level: Option<Consistency>,
 }
 
 impl Driver {
-    /// Opens `connections` connections to `addr`.
-    pub fn connect(addr: &str, connections: usize) -> Result<Driver, String> {
+    /// Opens `connections` connections to `addr`; with `level`, every request is an
+    /// eventual-mode node's, at that consistency level.
+    pub fn connect(
+        addr: &str,
+        connections: usize,
+        level: Option<Consistency>,
+    ) -> Result<Driver, String> {
         let addrs: Vec<SocketAddr> = addr
             .to_socket_addrs()
             .map_err(|err| format!("{addr} is not a usable HOST:PORT: {err}"))?
@@ -69,6 +78,7 @@ impl Driver {
             poll,
             conns: Vec::with_capacity(connections),
             scratch: vec![0; READ_CHUNK_BYTES],
+            level,
         };
         for index in 0..connections {
             let conn = driver.open(index)?;
@@ -106,6 +116,7 @@ impl Driver {
                         out_pos: 0,
                         in_flight: VecDeque::new(),
                         exhausted: false,
+                        level: self.level,
                     });
                 }
                 Err(err) => last_err = Some(format!("cannot connect to {addr}: {err}")),
@@ -174,7 +185,7 @@ impl Driver {
                 conn.exhausted = true;
                 break;
             };
-            request.encode_into(None, &mut conn.out);
+            encode(request, conn.level, &mut conn.out);
             conn.in_flight.push_back((kind, Instant::now()));
         }
         if let Err(err) = conn.write_out() {
@@ -273,18 +284,73 @@ impl Conn {
                 let Some((kind, sent_at)) = self.in_flight.pop_front() else {
                     return Err("an answer to no request".into());
                 };
-                let error = match Envelope::<ClientResponse>::decode(&line) {
-                    Ok(Envelope {
-                        msg: ClientResponse::Error(reply),
-                        ..
-                    }) => Some(reply.code),
-                    Ok(_) => None,
-                    Err(err) => return Err(format!("an answer that does not decode: {err}")),
+                let error = match self.level {
+                    Some(_) => node_error(&line)?,
+                    None => strong_error(&line)?,
                 };
-                tally.answered(kind, sent_at.elapsed(), error);
+                match error {
+                    Answered::Code(code) => tally.answered(kind, sent_at.elapsed(), code),
+                    Answered::Timeout => tally.timed_out(kind, sent_at.elapsed()),
+                }
                 answered += 1;
             }
         }
         Ok(answered)
     }
+}
+
+/// What an answer said, for the tally.
+enum Answered {
+    /// Success (`None`) or an error code.
+    Code(Option<ErrorCode>),
+    /// An eventual-mode node's `timeout`: too few replicas answered in time.
+    Timeout,
+}
+
+fn strong_error(line: &[u8]) -> Result<Answered, String> {
+    match Envelope::<ClientResponse>::decode(line) {
+        Ok(Envelope {
+            msg: ClientResponse::Error(reply),
+            ..
+        }) => Ok(Answered::Code(Some(reply.code))),
+        Ok(_) => Ok(Answered::Code(None)),
+        Err(err) => Err(format!("an answer that does not decode: {err}")),
+    }
+}
+
+fn node_error(line: &[u8]) -> Result<Answered, String> {
+    match Envelope::<EventualResponse>::decode(line) {
+        Ok(envelope) => Ok(match envelope.msg {
+            EventualResponse::Error(reply) => Answered::Code(Some(reply.code)),
+            EventualResponse::NotFound { .. } => Answered::Code(Some(ErrorCode::NotFound)),
+            EventualResponse::Timeout => Answered::Timeout,
+            _ => Answered::Code(None),
+        }),
+        Err(err) => Err(format!("an answer that does not decode: {err}")),
+    }
+}
+
+/// A request as strong mode, or an eventual-mode node at `level`, takes it.
+fn encode(request: ClientRequest, level: Option<Consistency>, out: &mut Vec<u8>) {
+    let Some(consistency) = level else {
+        request.encode_into(None, out);
+        return;
+    };
+    let eventual = match request {
+        ClientRequest::Get { key } => EventualRequest::Get { key, consistency },
+        ClientRequest::Put { key, value } => EventualRequest::Write {
+            key,
+            op: WriteOp::Put(value),
+            consistency,
+            context: None,
+        },
+        ClientRequest::Del { key } => EventualRequest::Write {
+            key,
+            op: WriteOp::Del,
+            consistency,
+            context: None,
+        },
+        ClientRequest::Status => EventualRequest::Status,
+    };
+    NodeMessage::Client(eventual).encode_into(None, out);
 }

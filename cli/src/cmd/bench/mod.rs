@@ -58,7 +58,11 @@ pub fn run(args: &BenchArgs) -> Exit {
         }
     };
     let connections = usize::try_from(plan.connections).unwrap_or(usize::MAX);
-    let mut driver = match Driver::connect(&plan.addr, connections) {
+    let level = args
+        .consistency
+        .as_deref()
+        .and_then(ringkv_core::proto::Consistency::parse);
+    let mut driver = match Driver::connect(&plan.addr, connections, level) {
         Ok(driver) => driver,
         Err(why) => {
             eprintln!("error: {why}");

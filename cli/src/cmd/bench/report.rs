@@ -56,6 +56,12 @@ impl Tally {
         })
     }
 
+    /// An eventual-mode node's `timeout` answer (a code of its own, beyond section 1's).
+    pub fn timed_out(&mut self, kind: OpKind, latency: Duration) {
+        self.answered(kind, latency, None);
+        *self.errors.entry("timeout".to_owned()).or_default() += 1;
+    }
+
     /// One answered operation; `error` is the answer's error code, if it was one. A GET
     /// answered `not_found` counts as a miss, not as an error.
     pub fn answered(&mut self, kind: OpKind, latency: Duration, error: Option<ErrorCode>) {

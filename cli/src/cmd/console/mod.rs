@@ -1,5 +1,6 @@
 //! `ringkv console`: an interactive client with line editing and history.
 
+mod eventual;
 mod parse;
 
 use std::path::PathBuf;
@@ -15,7 +16,8 @@ use crate::out;
 use crate::ring_table;
 use crate::signals::StopFlag;
 
-pub use parse::{parse, Command, HELP};
+pub use eventual::{describe_read, describe_status, node_call, probe, EvSession};
+pub use parse::{parse, Command, HELP, LEVELS};
 
 /// Lines of history kept in the history file.
 const HISTORY_LINES: usize = 1000;
@@ -45,7 +47,10 @@ pub fn run(addr: &str, stop: Option<&StopFlag>) -> Exit {
     // The editor watches its signal pipe only while an external printer exists; without
     // it a SIGTERM could not make a pending `readline` return. Not a terminal: no need.
     let _printer = stop.and_then(|_| editor.create_external_printer().ok());
-    let mut session = Session::new(addr);
+    let mut session = match probe(addr) {
+        Some(_) => AnySession::Eventual(EvSession::new(addr)),
+        None => AnySession::Strong(Session::new(addr)),
+    };
     let exit = if out::line(&session.greeting()).is_ok() {
         read_eval_print(&mut editor, &mut session, stop)
     } else {
@@ -58,7 +63,7 @@ pub fn run(addr: &str, stop: Option<&StopFlag>) -> Exit {
 /// Reads commands and prints their outcome until the user leaves or `stop` is set.
 fn read_eval_print(
     editor: &mut DefaultEditor,
-    session: &mut Session,
+    session: &mut AnySession,
     stop: Option<&StopFlag>,
 ) -> Exit {
     loop {
@@ -101,6 +106,37 @@ fn save_history(editor: &mut DefaultEditor, path: Option<&PathBuf>) {
     }
 }
 
+/// The session of the mode the console found at its address.
+enum AnySession {
+    /// A strong-mode coordinator (or nothing answered yet).
+    Strong(Session),
+    /// An eventual-mode node.
+    Eventual(EvSession),
+}
+
+impl AnySession {
+    fn greeting(&mut self) -> String {
+        match self {
+            AnySession::Strong(session) => session.greeting(),
+            AnySession::Eventual(session) => format!(
+                "connected to the eventual-mode node at {}; type help for commands",
+                session_addr(session)
+            ),
+        }
+    }
+
+    fn execute(&mut self, command: Command) -> String {
+        match self {
+            AnySession::Strong(session) => session.execute(command),
+            AnySession::Eventual(session) => session.execute(command),
+        }
+    }
+}
+
+fn session_addr(session: &EvSession) -> &str {
+    session.addr()
+}
+
 /// The console's connection, made lazily and made again after it dropped.
 struct Session {
     addr: String,
@@ -125,10 +161,21 @@ impl Session {
 
     /// Carries out one command and says what came of it.
     fn execute(&mut self, command: Command) -> String {
+        let level = match &command {
+            Command::Get { level, .. }
+            | Command::Put { level, .. }
+            | Command::Del { level, .. } => level.as_ref(),
+            _ => None,
+        };
+        if level.is_some() {
+            return "consistency levels are for eventual-mode nodes; this is a strong-mode \
+                    coordinator, where every read and write involves both replicas"
+                .into();
+        }
         let (request, safe_to_repeat) = match command {
-            Command::Get(key) => (ClientRequest::Get { key }, true),
-            Command::Put(key, value) => (ClientRequest::Put { key, value }, false),
-            Command::Del(key) => (ClientRequest::Del { key }, false),
+            Command::Get { key, .. } => (ClientRequest::Get { key }, true),
+            Command::Put { key, value, .. } => (ClientRequest::Put { key, value }, false),
+            Command::Del { key, .. } => (ClientRequest::Del { key }, false),
             Command::Status => (ClientRequest::Status, true),
             Command::Help | Command::Exit | Command::Nothing => return String::new(),
         };

@@ -1,6 +1,7 @@
 //! `ringkv local`: a whole strong-mode cluster in this process, for trying ringkv out and
 //! for development: a coordinator and N KV servers, each on its own thread.
 
+mod eventual;
 mod roles;
 
 use std::collections::BTreeMap;
@@ -19,7 +20,7 @@ use ringkv_net::{
 };
 
 use crate::addr::{dialable, resolve_listen};
-use crate::args::LocalArgs;
+use crate::args::{LocalArgs, LocalMode};
 use crate::client::{Client, ClientOptions};
 use crate::cmd::console;
 use crate::exit::Exit;
@@ -36,6 +37,17 @@ const RING_POLL_MS: u64 = 100;
 
 /// Runs the cluster until a signal, or until the console is left.
 pub fn run(args: &LocalArgs) -> Exit {
+    match args.mode {
+        LocalMode::Strong => {}
+        LocalMode::Eventual => return eventual::run(args),
+        LocalMode::Peer => {
+            eprintln!(
+                "error: --mode peer (two-phase commit coordinated by every node) is not built \
+                 yet; use --mode strong or --mode eventual"
+            );
+            return Exit::Failure;
+        }
+    }
     let (client_addr, server_addr, resp_addr) = match (
         resolve_listen("--client-addr", &args.client_addr),
         resolve_listen("--server-addr", &args.server_addr),
@@ -81,7 +93,7 @@ pub fn run(args: &LocalArgs) -> Exit {
     };
     let outcome = start(&plan, &mut roles, &events).map(|cluster| {
         print_cluster(&plan, &cluster);
-        serve(&cluster, &events, &stop, console)
+        serve(&cluster.client_dial(), &events, &stop, console)
     });
     if let Err(Stopped::Failed(why)) = &outcome {
         eprintln!("error: {why}");
@@ -234,7 +246,10 @@ fn handle_other(event: Event, stopping: bool) -> Result<(), Stopped> {
             role,
             result: Ok(()),
         } if !stopping => Err(Stopped::Failed(format!("{role} stopped unexpectedly"))),
-        Event::Ended { .. } | Event::CoordinatorReady(_) | Event::ServerReady { .. } => Ok(()),
+        Event::Ended { .. }
+        | Event::CoordinatorReady(_)
+        | Event::ServerReady { .. }
+        | Event::NodeReady { .. } => Ok(()),
     }
 }
 
@@ -336,9 +351,9 @@ fn print_cluster(plan: &Plan, cluster: &Cluster) {
 }
 
 /// Serves until the console is left (if there is one) or until a signal or a failure.
-fn serve(cluster: &Cluster, events: &Receiver<Event>, stop: &StopFlag, console: bool) -> Exit {
+fn serve(console_addr: &str, events: &Receiver<Event>, stop: &StopFlag, console: bool) -> Exit {
     if console {
-        let exit = console::run(&cluster.client_dial(), Some(stop));
+        let exit = console::run(console_addr, Some(stop));
         if let Some(why) = pending_failure(events, stop.is_set()) {
             eprintln!("error: {why}");
             return Exit::Failure;

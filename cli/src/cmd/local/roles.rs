@@ -23,6 +23,13 @@ pub enum Event {
         /// Keys found in its log.
         keys: usize,
     },
+    /// Eventual-mode node `index` listens.
+    NodeReady {
+        /// Its position among the local nodes.
+        index: usize,
+        /// Where it listens.
+        listen: SocketAddr,
+    },
     /// A role's thread ended, with why.
     Ended {
         /// The role's name (`coordinator`, `server-1`).

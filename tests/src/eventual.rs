@@ -1,0 +1,224 @@
+//! A harness for eventual-mode end-to-end tests: `ringkv node` processes on loopback,
+//! with a cluster file of ports reserved by binding port 0 first.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ringkv_core::ring::Ring;
+use serde_json::{json, Value};
+
+use crate::{Client, Proc};
+
+/// A cluster of eventual-mode nodes, each a process, with data in a temporary directory.
+pub struct EvCluster {
+    /// The nodes' IDs, in the order of `addrs` and `procs`.
+    pub ids: Vec<u64>,
+    /// Each node's address, as the cluster file names it.
+    pub addrs: Vec<SocketAddr>,
+    procs: Vec<Option<Proc>>,
+    flags: Vec<String>,
+    replication: usize,
+    tmp: tempfile::TempDir,
+}
+
+/// Free loopback ports: bound to port 0, then released for the nodes to take.
+fn reserve_ports(count: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("bound"))
+        .collect()
+}
+
+impl EvCluster {
+    /// Starts `count` nodes (IDs spread over the ring) with N = `replication` and the
+    /// extra node `flags` (the same on every node).
+    pub fn start(count: usize, replication: usize, flags: &[&str]) -> EvCluster {
+        let ids: Vec<u64> = (0..count as u64)
+            .map(|i| (i + 1) * (u64::MAX / (count as u64 + 1)))
+            .collect();
+        let addrs = reserve_ports(count);
+        let tmp = tempfile::tempdir().expect("a temporary directory");
+        let text: String = ids
+            .iter()
+            .zip(&addrs)
+            .map(|(id, addr)| format!("{id} {addr}\n"))
+            .collect();
+        std::fs::write(tmp.path().join("cluster"), text).expect("cluster file written");
+        let mut cluster = EvCluster {
+            ids,
+            addrs,
+            procs: (0..count).map(|_| None).collect(),
+            flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+            replication,
+            tmp,
+        };
+        for i in 0..count {
+            cluster.start_node(i);
+        }
+        // A node that started before another found it down; wait until all see all.
+        for i in 0..count {
+            cluster.wait_for_view(i, &[]);
+        }
+        cluster
+    }
+
+    /// The cluster file.
+    pub fn cluster_file(&self) -> PathBuf {
+        self.tmp.path().join("cluster")
+    }
+
+    /// Node `i`'s data directory.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.tmp.path().join(format!("node-{i}"))
+    }
+
+    /// Starts (or restarts) node `i`; waits until it listens.
+    pub fn start_node(&mut self, i: usize) {
+        let id = self.ids[i].to_string();
+        let cluster = self.cluster_file();
+        let data = self.data_dir(i);
+        let n = self.replication.to_string();
+        let mut args = vec![
+            "node",
+            "--mode",
+            "eventual",
+            "--id",
+            &id,
+            "--cluster",
+            cluster.to_str().expect("a UTF-8 path"),
+            "--data-dir",
+            data.to_str().expect("a UTF-8 path"),
+            "--replication",
+            &n,
+        ];
+        args.extend(self.flags.iter().map(String::as_str));
+        let proc = Proc::start(&args, |lines| {
+            lines.iter().any(|l| l.starts_with("listen "))
+                && lines.iter().any(|l| l.starts_with("id "))
+        });
+        assert_eq!(proc.addr("listen"), self.addrs[i], "listens on its line");
+        self.procs[i] = Some(proc);
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut proc) = self.procs[i].take() {
+            proc.kill();
+        }
+    }
+
+    /// Removes node `i`'s data directory (the node must be stopped): its disk was lost.
+    pub fn wipe_node(&mut self, i: usize) {
+        std::fs::remove_dir_all(self.data_dir(i)).expect("the data directory is removed");
+    }
+
+    /// A connection to node `i`.
+    pub fn client(&self, i: usize) -> Client {
+        Client::connect(self.addrs[i])
+    }
+
+    /// The indexes of `key`'s replicas, its first replica first.
+    pub fn replicas_of(&self, key: &str) -> Vec<usize> {
+        let mut ring = Ring::new();
+        for &id in &self.ids {
+            ring.insert(id);
+        }
+        ring.preference_list(key, self.replication)
+            .into_iter()
+            .filter_map(|id| self.ids.iter().position(|&x| x == id))
+            .collect()
+    }
+
+    /// Waits until every running node sees every node up (after a restart: the others
+    /// reconnect with a backoff of up to a second).
+    pub fn wait_all_up(&self) {
+        for i in 0..self.ids.len() {
+            if self.procs[i].is_some() {
+                self.wait_for_view(i, &[]);
+            }
+        }
+    }
+
+    /// Waits until node `at` sees each node of `down` down and every other node up.
+    pub fn wait_for_view(&self, at: usize, down: &[usize]) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut client = self.client(at);
+        loop {
+            let status = client.request(&json!({"type": "statusreq"}).to_string());
+            let ok = status["nodes"].as_array().is_some_and(|nodes| {
+                nodes.iter().all(|n| {
+                    let i = self.ids.iter().position(|&x| n["id"] == x);
+                    let want_up = !i.is_some_and(|i| down.contains(&i));
+                    n["up"] == want_up
+                })
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {at} never saw {down:?} down only: {status}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A `putreq` at `level`, with `context` if given.
+pub fn ev_put(key: &str, value: &str, level: &str, context: Option<&str>) -> String {
+    let mut msg = json!({"type": "putreq", "key": key, "value": value, "consistency": level});
+    if let Some(context) = context {
+        msg["context"] = json!(context);
+    }
+    msg.to_string()
+}
+
+/// A `getreq` at `level`.
+pub fn ev_get(key: &str, level: &str) -> String {
+    json!({"type": "getreq", "key": key, "consistency": level}).to_string()
+}
+
+/// A `localreq`.
+pub fn ev_local(key: &str) -> String {
+    json!({"type": "localreq", "key": key}).to_string()
+}
+
+/// The values of an answer's versions (deletions left out), sorted.
+pub fn values_of(answer: &Value) -> Vec<String> {
+    let mut values: Vec<String> = answer["versions"]
+        .as_array()
+        .map(|versions| {
+            versions
+                .iter()
+                .filter_map(|v| v["value"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    values.sort();
+    values
+}
+
+/// Asks `client` `line` until `done` holds for the answer, for at most `secs` seconds.
+pub fn wait_until(
+    client: &mut Client,
+    line: &str,
+    secs: u64,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let answer = client.request(line);
+        if done(&answer) {
+            return answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{line} never got there: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
