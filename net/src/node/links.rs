@@ -90,6 +90,7 @@ impl PeerLinks {
         }
     }
 
+    /// Handles an event of one link's socket.
     pub(crate) fn on_event(&mut self, now_ms: u64, registry: &Registry, event: &Readiness) {
         let Some(&node) = self.owners.get(&event.token) else {
             return;
@@ -100,6 +101,7 @@ impl PeerLinks {
         }
     }
 
+    /// Whether some link has more to read, or news to report, without waiting.
     pub(crate) fn has_ready(&self) -> bool {
         self.links.values().any(Link::wants_pump) || !self.news.is_empty()
     }
@@ -114,10 +116,12 @@ impl PeerLinks {
         }
     }
 
+    /// When some link next has a connect to give up or a wait to end.
     pub(crate) fn next_deadline_ms(&self) -> Option<u64> {
         earliest(self.links.values().map(Link::next_deadline_ms))
     }
 
+    /// Gives up slow connects and silent connections, and connects again after waits.
     pub(crate) fn tick(&mut self, now_ms: u64, registry: &Registry) {
         for (&node, link) in &mut self.links {
             link.tick(now_ms, registry, &mut self.events);
@@ -125,6 +129,7 @@ impl PeerLinks {
         }
     }
 
+    /// Writes what every link has queued, as far as the sockets take it.
     pub(crate) fn flush(&mut self, now_ms: u64, registry: &Registry) {
         for (&node, link) in &mut self.links {
             link.flush(now_ms, registry, &mut self.events);

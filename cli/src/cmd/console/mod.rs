@@ -126,6 +126,12 @@ impl AnySession {
     }
 
     fn execute(&mut self, command: Command) -> String {
+        // Nothing answered at start: the address may be a node that was not up yet.
+        if let AnySession::Strong(session) = self {
+            if session.client.is_none() && probe(&session.addr).is_some() {
+                *self = AnySession::Eventual(EvSession::new(&session.addr));
+            }
+        }
         match self {
             AnySession::Strong(session) => session.execute(command),
             AnySession::Eventual(session) => session.execute(command),
