@@ -2,7 +2,8 @@
 //! the clients' history and the cluster's final state:
 //! - [`check_convergence`]: once the faults stopped and the run went quiet, every replica
 //!   of every key holds the same state, no other node holds the key, and nothing is still
-//!   owed (hints, writes owed by a first replica, a node still catching up);
+//!   owed (hints, writes owed by a first replica, a node still catching up), and no
+//!   node ever met a dot handed out twice;
 //! - [`check_set`]: Jepsen's set test: every acknowledged add is in the final set (the
 //!   union of the final siblings), and nothing is there that no client ever added;
 //! - [`check_superseded`]: a write acknowledged with a read's context superseded every
@@ -32,6 +33,8 @@ pub struct EvNodeSnapshot {
     pub owed: usize,
     /// Whether it still waits for its keys after starting on an empty disk.
     pub catching_up: bool,
+    /// Dots its merges found handed out twice (a counter reused after a lost disk).
+    pub reused_dots: u64,
 }
 
 /// The cluster at the end of a run.
@@ -64,6 +67,10 @@ pub fn check_convergence(snapshot: &EvSnapshot) -> Result<FinalValues, Vec<Strin
         }
         if node.catching_up {
             problems.push(format!("node {id} is still catching up"));
+        }
+        if node.reused_dots > 0 {
+            let reused = node.reused_dots;
+            problems.push(format!("node {id} met {reused} dots handed out twice"));
         }
     }
     let mut finals = FinalValues::new();
@@ -114,12 +121,10 @@ fn final_values(key: &str, state: Option<&KeyState>) -> Result<Vec<Option<String
 }
 
 /// Whether an acknowledged write may have been lost with a disk: acknowledged by a
-/// single replica before a disk was lost (that replica may have been the one).
+/// single replica, and sent before a disk was lost (that replica may have been the one,
+/// and may have confirmed it before the loss though the answer reached the client after).
 pub fn excused_by_disk_loss(op: &EvOp, n: usize, disks_lost_at: &[Ts]) -> bool {
-    op.level.replicas(n) <= 1
-        && op
-            .complete_ms
-            .is_some_and(|done| disks_lost_at.iter().any(|&lost| done <= lost))
+    op.level.replicas(n) <= 1 && disks_lost_at.iter().any(|&lost| op.invoke_ms <= lost)
 }
 
 /// Jepsen's set test over the keys that only ever get adds: every acknowledged add is in
@@ -173,7 +178,7 @@ pub fn check_set(
 }
 
 /// No version that an acknowledged write's context saw is in the final state: a delete
-/// or add superseded it for good (siblings mode).
+/// or add superseded it for good (siblings mode). Blind writes are not judged here.
 pub fn check_superseded(
     history: &EvHistory,
     finals: &FinalValues,
@@ -182,9 +187,13 @@ pub fn check_superseded(
 ) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     for op in history {
+        // What a blind write supersedes is up to the replica that applies it first.
         let read = match &op.command {
-            EvCommand::Add { read, .. } | EvCommand::Delete { read } => *read,
-            EvCommand::Read => continue,
+            EvCommand::Add {
+                read, blind: false, ..
+            }
+            | EvCommand::Delete { read, blind: false } => *read,
+            _ => continue,
         };
         if op.outcome != EvOutcome::Written || excused_by_disk_loss(op, n, disks_lost_at) {
             continue;

@@ -261,6 +261,7 @@ impl World {
                 hints,
                 owed: core.owed_count(),
                 catching_up: core.catching_up(),
+                reused_dots: core.stats().reused_dots,
             };
             snapshot.nodes.insert(ring_id, Some(node));
         }

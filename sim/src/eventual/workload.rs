@@ -1,7 +1,9 @@
 //! Eventual mode's clients, after Jepsen's set test: each client reads a key at a random
 //! consistency level through a random node, merges the siblings it got by union, adds a
-//! unique element and writes the union back with the read's context; on some keys it
-//! deletes instead (with the context), so that resurrection has something to show. Every
+//! unique element and writes the union back with the read's context; on odd keys it also
+//! deletes (with the context), so that resurrection has something to show, and a quarter
+//! of its writes there go blind (without the context), so that the blind-write rule and
+//! dots after a lost disk are exercised where the set test does not hold. Every
 //! operation is recorded with what it saw, for the checks of `check::eventual`.
 
 use std::collections::BTreeSet;
@@ -30,11 +32,15 @@ pub enum EvCommand {
         value: String,
         /// The read whose context the write carries.
         read: usize,
+        /// Whether the write goes without the context (a blind write).
+        blind: bool,
     },
     /// Delete the key with the context of read `read`.
     Delete {
         /// The read whose context the write carries.
         read: usize,
+        /// Whether the delete goes without the context (a blind write).
+        blind: bool,
     },
 }
 
@@ -161,9 +167,11 @@ impl EvWorkload {
         let (key, command) = match me.read.take() {
             Some(read) => {
                 let key = self.history[read].key.clone();
-                let delete = !is_set_key(&key) && rng.random_bool(0.25);
+                let churn = !is_set_key(&key);
+                let delete = churn && rng.random_bool(0.25);
+                let blind = churn && rng.random_bool(0.25);
                 let command = if delete {
-                    EvCommand::Delete { read }
+                    EvCommand::Delete { read, blind }
                 } else {
                     me.elements += 1;
                     let element = format!("c{client}e{}", me.elements);
@@ -172,6 +180,7 @@ impl EvWorkload {
                         element,
                         value,
                         read,
+                        blind,
                     }
                 };
                 (key, command)
@@ -194,7 +203,8 @@ impl EvWorkload {
         level: Consistency,
         command: EvCommand,
     ) -> Message {
-        let context = |read: usize| match &self.history[read].outcome {
+        let context = |read: usize, blind: bool| match &self.history[read].outcome {
+            _ if blind => None,
             EvOutcome::Found { context, .. } => Some(context.clone()),
             // A read that found nothing wrote with an empty context: it saw nothing, so
             // it supersedes nothing (a blind write could supersede unseen adds).
@@ -207,17 +217,19 @@ impl EvWorkload {
                 key: key_owned,
                 consistency: level,
             },
-            EvCommand::Add { value, read, .. } => EventualRequest::Write {
+            EvCommand::Add {
+                value, read, blind, ..
+            } => EventualRequest::Write {
                 key: key_owned,
                 op: WriteOp::Put(value.clone()),
                 consistency: level,
-                context: context(*read),
+                context: context(*read, *blind),
             },
-            EvCommand::Delete { read } => EventualRequest::Write {
+            EvCommand::Delete { read, blind } => EventualRequest::Write {
                 key: key_owned,
                 op: WriteOp::Del,
                 consistency: level,
-                context: context(*read),
+                context: context(*read, *blind),
             },
         };
         let index = self.history.len();
