@@ -145,6 +145,7 @@ impl<R: LogReader> Node<R> {
             Ok(held) => held,
             Err(why) => return self.refuse(from, req, ErrorCode::Internal, why),
         };
+        let mut behind = None;
         let merged = match held {
             None => Some(theirs),
             Some(mut mine) => {
@@ -154,6 +155,7 @@ impl<R: LogReader> Node<R> {
                     self.stats.bad_states += 1;
                     return self.refuse(from, req, ErrorCode::Malformed, "other conflicts mode");
                 }
+                behind = self.answer_behind_replica(from, &key, &theirs, &mine);
                 report.changed.then_some(mine)
             }
         };
@@ -162,12 +164,39 @@ impl<R: LogReader> Node<R> {
             Some(state) => self.put_state(&key, state),
             None => self.last_token,
         };
+        // Only with room for it and the answer below; without, a later read repairs.
+        if let Some(msg) = behind.filter(|_| self.durability.has_room(2)) {
+            self.defer(token, Deferred::Send(from, msg));
+        }
         let token = if first {
             self.owe(&key, from, req, token)
         } else {
             token
         };
         self.defer(token, Deferred::Send(from, PeerMessage::Stored { req }));
+    }
+
+    /// A replica shipped a state that lacks what this replica knows (a deletion reaped
+    /// here while a write raced the reap kept it there): the join to ship back once it
+    /// is durable, so that replicas that took different paths converge without waiting
+    /// for a read.
+    fn answer_behind_replica(
+        &mut self,
+        from: NodeId,
+        key: &str,
+        theirs: &KeyState,
+        mine: &KeyState,
+    ) -> Option<PeerMessage> {
+        let replica = self.replicas_of(key).contains(&from);
+        if from == self.config.id || theirs.includes(mine) || !replica {
+            return None;
+        }
+        let req = self.new_req();
+        Some(PeerMessage::Store {
+            req,
+            key: key.to_owned(),
+            state: StateBytes(mine.to_bytes()),
+        })
     }
 
     /// `ev_read`: this node's state of the key, shown once it is durable.
