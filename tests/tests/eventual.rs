@@ -531,8 +531,12 @@ fn a_local_eventual_cluster_serves_and_comes_back_with_its_data_and_addresses() 
     let addrs = listens(&first.lines);
     assert_eq!(addrs.len(), 3, "{:?}", first.lines);
     let addr = addrs[1].parse().expect("an address");
-    let answer = Client::connect(addr).request(&ev_put("kept", "yes", "all", None));
-    assert_eq!(answer["message"], "Success", "{answer}");
+    // Nodes started one after another answer `unavailable` until each has seen the
+    // others (a second or so); the write at `all` must then succeed.
+    let mut writer = Client::connect(addr);
+    wait_until(&mut writer, &ev_put("kept", "yes", "all", None), 10, |a| {
+        a["message"] == "Success"
+    });
     first.kill();
     let second = ringkv_e2e::Proc::start(&args, ready);
     assert_eq!(listens(&second.lines), addrs, "the cluster file is reused");
