@@ -191,7 +191,9 @@ fn two_of_four_nodes_down_make_a_level_two_write_unavailable_and_write_nothing()
     let mut c = EvCluster::start(4, 3, &["--timeout-ms", "1000"]);
     c.kill_node(2);
     c.kill_node(3);
+    // Both nodes asked below must see the two nodes down, or they would try and time out.
     c.wait_for_view(0, &[2, 3]);
+    c.wait_for_view(1, &[2, 3]);
     let key = (0..)
         .map(|i| format!("k{i}"))
         .find(|k| {
