@@ -25,4 +25,6 @@ pub mod run;
 pub mod trace;
 pub mod workload;
 
-pub use run::{replay_command, replay_command_in, run_config, run_seed, run_seed_in, RunReport};
+pub use run::{
+    replay_command, replay_command_in, run_config, run_seed, run_seed_in, sweep_in, RunReport,
+};

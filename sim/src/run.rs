@@ -105,6 +105,28 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// Runs seeds `range` of `mode`; on failure, every failing seed's report and the command
+/// that replays it, as one text (what the seed tests panic with).
+pub fn sweep_in(mode: Mode, range: std::ops::Range<u64>) -> Result<(), String> {
+    let failures: Vec<RunReport> = range
+        .map(|seed| run_seed_in(mode, seed, Trace::hashed()))
+        .filter(|report| !report.passed())
+        .collect();
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let mut text = format!("{} {} seeds failed:\n", failures.len(), mode.as_str());
+    for report in &failures {
+        text.push_str(&format!("seed {} failed:\n", report.seed));
+        for failure in &report.failures {
+            text.push_str(&format!("  {failure}\n"));
+        }
+        let replay = replay_command_in(mode, report.seed);
+        text.push_str(&format!("  replay: {replay}\n"));
+    }
+    Err(text)
+}
+
 /// Runs one configuration and checks it.
 pub fn run_config(config: SimConfig, trace: Trace) -> RunReport {
     let mut world = World::new(config.clone(), trace);

@@ -7,29 +7,15 @@ use ringkv_core::eventual::{Conflicts, Repair};
 use ringkv_sim::config::{Mode, SimConfig};
 use ringkv_sim::driver::World;
 use ringkv_sim::eventual::workload::{EvCommand, EvOutcome};
+use ringkv_sim::run_seed_in;
 use ringkv_sim::trace::Trace;
-use ringkv_sim::{replay_command_in, run_seed_in, RunReport};
 
-/// Runs eventual seeds `range` and fails with every failing seed's report and replay
-/// command.
+/// Runs seeds `range` of this mode and fails with every failing seed's report and
+/// replay command.
 fn sweep(range: std::ops::Range<u64>) {
-    let failures: Vec<RunReport> = range
-        .map(|seed| run_seed_in(Mode::Eventual, seed, Trace::hashed()))
-        .filter(|report| !report.passed())
-        .collect();
-    if failures.is_empty() {
-        return;
+    if let Err(text) = ringkv_sim::sweep_in(Mode::Eventual, range) {
+        panic!("{text}");
     }
-    let mut text = String::new();
-    for report in &failures {
-        text.push_str(&format!("seed {} failed:\n", report.seed));
-        for failure in &report.failures {
-            text.push_str(&format!("  {failure}\n"));
-        }
-        let replay = replay_command_in(Mode::Eventual, report.seed);
-        text.push_str(&format!("  replay: {replay}\n"));
-    }
-    panic!("{} eventual seeds failed:\n{text}", failures.len());
 }
 
 // Four sweeps of 128 seeds, so that the test harness runs them side by side.

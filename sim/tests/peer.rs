@@ -9,29 +9,14 @@ use ringkv_sim::config::{DiskFaults, Mode, NetFaults, SimConfig};
 use ringkv_sim::driver::World;
 use ringkv_sim::history::{Command, Operation, Outcome};
 use ringkv_sim::trace::Trace;
-use ringkv_sim::{replay_command_in, run_seed_in, RunReport};
+use ringkv_sim::{run_seed_in, RunReport};
 
-/// Runs peer seeds `range` and fails with every failing seed's report and replay command.
+/// Runs seeds `range` of this mode and fails with every failing seed's report and
+/// replay command.
 fn sweep(range: std::ops::Range<u64>) {
-    let failures: Vec<RunReport> = range
-        .map(|seed| run_seed_in(Mode::Peer, seed, Trace::hashed()))
-        .filter(|report| !report.passed())
-        .collect();
-    if failures.is_empty() {
-        return;
+    if let Err(text) = ringkv_sim::sweep_in(Mode::Peer, range) {
+        panic!("{text}");
     }
-    let mut text = String::new();
-    for report in &failures {
-        text.push_str(&format!("peer seed {} failed:\n", report.seed));
-        for failure in &report.failures {
-            text.push_str(&format!("  {failure}\n"));
-        }
-        text.push_str(&format!(
-            "  replay: {}\n",
-            replay_command_in(Mode::Peer, report.seed)
-        ));
-    }
-    panic!("{} peer seeds failed:\n{text}", failures.len());
 }
 
 // Four sweeps of 128 seeds, so that the test harness runs them side by side.

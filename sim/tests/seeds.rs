@@ -2,27 +2,16 @@
 //! linearizability, per-connection program order, lost writes, replica agreement and
 //! liveness, and each failure reported with its seed and the command that replays it.
 
+use ringkv_sim::config::Mode;
 use ringkv_sim::trace::Trace;
-use ringkv_sim::{replay_command, run_seed, RunReport};
+use ringkv_sim::{run_seed, RunReport};
 
-/// Runs seeds `range` and fails with every failing seed's report and replay command.
+/// Runs seeds `range` of this mode and fails with every failing seed's report and
+/// replay command.
 fn sweep(range: std::ops::Range<u64>) {
-    let failures: Vec<RunReport> = range
-        .map(|seed| run_seed(seed, Trace::hashed()))
-        .filter(|report| !report.passed())
-        .collect();
-    if failures.is_empty() {
-        return;
+    if let Err(text) = ringkv_sim::sweep_in(Mode::Strong, range) {
+        panic!("{text}");
     }
-    let mut text = String::new();
-    for report in &failures {
-        text.push_str(&format!("seed {} failed:\n", report.seed));
-        for failure in &report.failures {
-            text.push_str(&format!("  {failure}\n"));
-        }
-        text.push_str(&format!("  replay: {}\n", replay_command(report.seed)));
-    }
-    panic!("{} seeds failed:\n{text}", failures.len());
 }
 
 // Four sweeps of 250 seeds, so that the test harness runs them side by side.
