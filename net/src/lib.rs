@@ -7,8 +7,9 @@
 //! answer or a closed connection, and every queue has a limit with a defined answer.
 //!
 //! Three roles run here, one event loop each, on the calling thread:
-//! [`run_coordinator`] and [`run_server`] (strong mode), and [`run_node`] (an
-//! eventual-mode node). [`Shutdown`] stops them from another thread.
+//! [`run_coordinator`] and [`run_server`] (strong mode), [`run_node`] (an
+//! eventual-mode node) and [`run_peer_node`] (a peer two-phase-commit node; both node
+//! kinds share one loop). [`Shutdown`] stops them from another thread.
 //! The coordinator may also speak RESP2 on a port of its own ([`resp`]).
 
 #![warn(missing_docs)]
@@ -32,6 +33,6 @@ mod tokens;
 pub use coordinator::{run_coordinator, CoordinatorAddrs, CoordinatorOptions};
 pub use error::NetError;
 pub use limits::NetLimits;
-pub use node::{run_node, NodeInfo, NodeOptions};
+pub use node::{run_node, run_peer_node, NodeInfo, NodeOptions, PeerNodeInfo, PeerNodeOptions};
 pub use server::{run_server, ServerInfo, ServerOptions};
 pub use shutdown::Shutdown;
