@@ -22,14 +22,16 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 3000;
 #[command(
     name = "ringkv",
     version,
-    about = "ringkv: a replicated key-value store (strong mode: coordinator + KV servers, two-phase commit; eventual mode: peer nodes with quorums and siblings)",
+    about = "ringkv: a replicated key-value store (strong mode: coordinator + KV servers, two-phase commit; eventual mode: peer nodes with quorums and siblings; peer mode: nodes that each coordinate two-phase commits)",
     long_about = "ringkv: a replicated key-value store. In strong mode every key lives on two \
                   KV servers of a hash ring and a coordinator writes both with two-phase \
                   commit; in eventual mode peer nodes hold each key N times and answer at the \
                   consistency level each request asks for, keeping concurrent writes as \
-                  siblings.\n\n\
+                  siblings; in peer mode every node holds every key (or N of them) and the \
+                  node a client asks coordinates a two-phase commit over the key's \
+                  replicas, rolling back and retrying when two updates collide.\n\n\
                   Start a whole cluster on this machine with `ringkv local` (`--mode \
-                  eventual` for peer nodes), or one role per process with `ringkv \
+                  eventual` or `--mode peer` for nodes), or one role per process with `ringkv \
                   coordinator` and `ringkv server`, or `ringkv node`. Talk to it with \
                   `ringkv console`, `ringkv get|put|del|status`, and measure it with \
                   `ringkv bench`.\n\n\
@@ -52,7 +54,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a whole cluster in this process: a coordinator and N KV servers, or with
-    /// --mode eventual N peer nodes.
+    /// --mode eventual or peer N nodes.
     #[command(
         long_about = "Run a whole strong-mode cluster in this process: one coordinator and N KV \
                       servers, each on its own thread. Server i keeps its data in \
@@ -70,7 +72,10 @@ pub enum Command {
                       thread and a free loopback port, with IDs evenly spaced on the ring; the \
                       cluster file is written to <DATA_DIR>/cluster and each node keeps its \
                       data in <DATA_DIR>/node-<i>. The console speaks to the first node; \
-                      `ringkv console --addr ADDR` reaches any of them."
+                      `ringkv console --addr ADDR` reaches any of them.\n\n\
+                      With --mode peer: the same layout with 5 nodes by default, each holding \
+                      every key (or --replication N of them); any node coordinates the \
+                      updates it is sent as two-phase commits."
     )]
     Local(LocalArgs),
     /// Run one coordinator until SIGINT/SIGTERM.
@@ -92,7 +97,7 @@ pub enum Command {
                       given, or the coordinator refused the registration."
     )]
     Server(ServerArgs),
-    /// Run one node of a peer cluster (eventual mode) until SIGINT/SIGTERM.
+    /// Run one node of an eventual-mode or peer-mode cluster until SIGINT/SIGTERM.
     #[command(
         long_about = "Run one node of a cluster without a coordinator until SIGINT or SIGTERM. \
                       Every node is started with the same cluster file (one `ID HOST:PORT` a \
@@ -107,6 +112,17 @@ pub enum Command {
                       read repair and hinted handoff. A node on an empty data directory draws \
                       a new incarnation and catches up from the others; one on its old \
                       directory replays its log.\n\n\
+                      --mode peer (two-phase commit, no master): every node holds every key \
+                      (or the N nodes of its preference list with --replication N); the node a \
+                      client asks coordinates each PUT or DEL as a two-phase commit over the \
+                      key's replicas, and answers Success only once every replica voted ready \
+                      and its decision is durable. Two updates of one key collide: the loser \
+                      rolls back and tries again after a random, growing wait, and answers \
+                      `aborted` only when --timeout-ms is spent. A replica that is down makes \
+                      the updates of its keys answer `unavailable`; GETs are linearizable. Any \
+                      node may crash: on restart it finishes the commits it decided and asks \
+                      for the outcome of what it holds in doubt. A node on a lost data \
+                      directory has no catch-up: restore the directory.\n\n\
                       Exits 2 with one line on stderr if it cannot start: a cluster file that \
                       is malformed, lacks --id, or repeats an ID or address (the line is \
                       named), a locked data directory or one of another ID, a damaged log."
@@ -116,15 +132,16 @@ pub enum Command {
     #[command(
         long_about = "Interactive console with line editing and history (kept in \
                       $HOME/.ringkv_history), against a strong-mode coordinator or any \
-                      eventual-mode node (it asks the address which it is). Commands: `get \
+                      eventual-mode or peer-mode node (it asks the address which it is). Commands: `get \
                       KEY`, `put KEY VALUE` (VALUE is the rest of the line, spaces included, or \
                       one quoted argument: `put \"a b\" \"c d\"`), `del KEY`, `status`, \
                       `help`, `exit`/`quit` (or Ctrl-D, Ctrl-C). On a node, get/put/del take \
                       `--consistency LEVEL`, a get lists every sibling with its clock, a put or \
                       del after a get of the same key sends that read's context (`put!`/`del!` \
                       do not), and the lines `get,KEY,LEVEL` and `put,KEY,VALUE,LEVEL` work \
-                      too. Values are printed plainly, errors as `error CODE: MESSAGE`. A \
-                      dropped connection is re-established at the next command."
+                      too. A peer-mode node keeps one committed value a key: no levels, \
+                      siblings or contexts. Values are printed plainly, errors as `error CODE: \
+                      MESSAGE`. A dropped connection is re-established at the next command."
     )]
     Console(ConsoleArgs),
     /// Print a key's value (exit 1 if it does not exist).
@@ -224,14 +241,17 @@ pub struct LocalArgs {
     #[arg(long)]
     pub no_console: bool,
     /// strong: a coordinator and KV servers with two-phase commit. eventual: peer nodes
-    /// with quorums and siblings (Dynamo-style). peer: not built yet.
+    /// with quorums and siblings (Dynamo-style). peer: nodes that each coordinate
+    /// two-phase commits over every replica of a key.
     #[arg(long, value_enum, default_value = "strong")]
     pub mode: LocalMode,
-    /// Eventual mode: how many nodes (1 to 64). They listen on free loopback ports,
-    /// written to <DATA_DIR>/cluster, and keep their data in <DATA_DIR>/node-<i>.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub nodes: u16,
-    /// Eventual mode: N, how many nodes hold each key (default 3, capped at --nodes).
+    /// Eventual and peer mode: how many nodes (1 to 64; 4 in eventual mode, 5 in peer
+    /// mode by default). They listen on free loopback ports, written to
+    /// <DATA_DIR>/cluster, and keep their data in <DATA_DIR>/node-<i>.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub nodes: Option<u16>,
+    /// Eventual and peer mode: N, how many nodes hold each key (eventual: default 3,
+    /// capped at --nodes; peer: default every node).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub replication: Option<u64>,
     /// Eventual mode: concurrent writes kept as siblings, or the latest stamp wins (lww).
@@ -249,7 +269,7 @@ pub enum LocalMode {
     Strong,
     /// Peer nodes with quorums, siblings, read repair and hinted handoff.
     Eventual,
-    /// Peer nodes with two-phase commit (not built yet).
+    /// Nodes that each coordinate two-phase commits over a key's replicas.
     Peer,
 }
 
@@ -332,7 +352,7 @@ pub struct ServerArgs {
 pub enum NodeMode {
     /// Quorum reads and writes, siblings or last write wins, read repair, hints.
     Eventual,
-    /// Two-phase commit coordinated by any node (not built yet).
+    /// Two-phase commit coordinated by any node, over every replica of the key.
     Peer,
 }
 
@@ -351,11 +371,13 @@ pub struct NodeArgs {
     /// The data directory (created if missing): log, ID, incarnation, lock.
     #[arg(long)]
     pub data_dir: PathBuf,
-    /// N: how many nodes hold each key (1 to the number of nodes; default 3, capped at
-    /// the number of nodes). The same on every node.
+    /// N: how many nodes hold each key (1 to the number of nodes; eventual mode: default
+    /// 3, capped at the number of nodes; peer mode: default every node). The same on
+    /// every node.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub replication: Option<u64>,
-    /// How long a request waits for its replicas, in milliseconds.
+    /// How long a request waits for its replicas, in milliseconds (peer mode: also how
+    /// long an update keeps retrying after collisions, and a GET waits for a decision).
     #[arg(long, default_value_t = DEFAULT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=ringkv_core::limits::MAX_TIMEOUT_MS))]
     pub timeout_ms: u64,
     /// Concurrent writes: kept as siblings (dotted version vectors), or the latest stamp

@@ -338,7 +338,7 @@ fn a_bad_cluster_file_is_refused_naming_the_line() {
         .output()
         .expect("ringkv runs");
     assert_eq!(peer.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&peer.stderr).contains("not built yet"));
+    assert!(String::from_utf8_lossy(&peer.stderr).contains("cannot open the cluster file"));
 }
 
 /// Runs `ringkv ARGS` with `stdin` and returns its exit code and stdout.

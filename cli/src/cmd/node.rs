@@ -1,7 +1,9 @@
-//! `ringkv node`: one node of a peer cluster in this process until SIGINT/SIGTERM.
+//! `ringkv node`: one node of an eventual-mode or peer (two-phase commit) cluster in
+//! this process until SIGINT/SIGTERM.
 
-use ringkv_core::eventual::{parse_cluster, Conflicts, NodeConfig, Repair};
-use ringkv_net::{run_node, NetLimits, NodeOptions};
+use ringkv_core::eventual::{parse_cluster, Cluster, Conflicts, NodeConfig, Repair};
+use ringkv_core::peer::PeerConfig;
+use ringkv_net::{run_node, run_peer_node, NetLimits, NodeOptions, PeerNodeOptions};
 
 use crate::addr::resolve_listen;
 use crate::args::{NodeArgs, NodeMode};
@@ -14,11 +16,11 @@ const MAX_CLUSTER_FILE_BYTES: u64 = 1024 * 1024;
 /// Runs the node; prints `listen ADDR` and `id ID` once it listens.
 pub fn run(args: &NodeArgs) -> Exit {
     if args.mode == NodeMode::Peer {
-        eprintln!(
-            "error: --mode peer (two-phase commit coordinated by every node) is not built yet; \
-             use --mode eventual, or `ringkv coordinator` and `ringkv server` for strong mode"
-        );
-        return Exit::Failure;
+        return super::run_role(peer_options(args), |options, shutdown| {
+            run_peer_node(options, shutdown, |info| {
+                out::line_or_warn(&format!("listen {}\nid {}", info.listen, info.id));
+            })
+        });
     }
     super::run_role(options(args), |options, shutdown| {
         run_node(options, shutdown, |info| {
@@ -47,9 +49,9 @@ fn read_cluster_file(args: &NodeArgs) -> Result<String, String> {
         .map_err(|_| format!("the cluster file {} is not UTF-8 text", path.display()))
 }
 
-/// The node's options from the flags and the cluster file, checked before anything is
-/// opened.
-pub fn options(args: &NodeArgs) -> Result<NodeOptions, String> {
+/// The cluster file, this node's own address in it, and `--replication` checked
+/// against its size.
+fn cluster_and_replication(args: &NodeArgs) -> Result<(Cluster, String, Option<usize>), String> {
     if args.max_frame_bytes == 0 {
         return Err("--max-frame-bytes must be at least 1".into());
     }
@@ -62,14 +64,61 @@ pub fn options(args: &NodeArgs) -> Result<NodeOptions, String> {
         .cloned()
         .ok_or_else(|| format!("node {} is not in the cluster file", args.id))?;
     let nodes = cluster.nodes.len();
+    let replication = args
+        .replication
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    if let Some(n) = replication.filter(|&n| n > nodes) {
+        return Err(format!(
+            "--replication {n} is more than the {nodes} nodes of the cluster file"
+        ));
+    }
+    Ok((cluster, own, replication))
+}
+
+fn limits(args: &NodeArgs) -> NetLimits {
+    NetLimits {
+        max_frame_bytes: args.max_frame_bytes,
+        max_connections_per_port: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        ..NetLimits::default()
+    }
+}
+
+/// A peer node's options: every node of the cluster file holds every key unless
+/// `--replication` says otherwise. The eventual-mode flags are refused, not ignored.
+pub fn peer_options(args: &NodeArgs) -> Result<PeerNodeOptions, String> {
+    let eventual_only = [
+        (args.conflicts != "siblings", "--conflicts"),
+        (args.repair != "both", "--repair"),
+        (
+            args.max_siblings != ringkv_core::versions::DEFAULT_MAX_SIBLINGS,
+            "--max-siblings",
+        ),
+    ];
+    if let Some((_, flag)) = eventual_only.iter().find(|(given, _)| *given) {
+        return Err(format!(
+            "{flag} is for --mode eventual; a peer node keeps one committed value a key"
+        ));
+    }
+    let (cluster, own, replication) = cluster_and_replication(args)?;
+    let mut config = PeerConfig::new(args.id, cluster.nodes.into_iter().collect());
+    config.replication = replication;
+    config.timeout_ms = args.timeout_ms;
+    config.validate().map_err(|err| err.to_string())?;
+    Ok(PeerNodeOptions {
+        config,
+        data_dir: args.data_dir.clone(),
+        listen: resolve_listen("the cluster file's address of this node", &own)?,
+        limits: limits(args),
+        truncate_corrupt_log: args.truncate_corrupt_log,
+    })
+}
+
+/// The node's options from the flags and the cluster file, checked before anything is
+/// opened.
+pub fn options(args: &NodeArgs) -> Result<NodeOptions, String> {
+    let (cluster, own, replication) = cluster_and_replication(args)?;
     let mut config = NodeConfig::new(args.id, cluster, 0, 0);
-    if let Some(n) = args.replication {
-        let n = usize::try_from(n).unwrap_or(usize::MAX);
-        if n > nodes {
-            return Err(format!(
-                "--replication {n} is more than the {nodes} nodes of the cluster file"
-            ));
-        }
+    if let Some(n) = replication {
         config.replication = n;
     }
     config.timeout_ms = args.timeout_ms;
@@ -87,11 +136,7 @@ pub fn options(args: &NodeArgs) -> Result<NodeOptions, String> {
         config,
         data_dir: args.data_dir.clone(),
         listen: resolve_listen("the cluster file's address of this node", &own)?,
-        limits: NetLimits {
-            max_frame_bytes: args.max_frame_bytes,
-            max_connections_per_port: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
-            ..NetLimits::default()
-        },
+        limits: limits(args),
         truncate_corrupt_log: args.truncate_corrupt_log,
     })
 }

@@ -156,11 +156,20 @@ fn node_request(
     msg
 }
 
-/// Sends the request of `make` when `addr` is an eventual-mode node, and prints its
-/// answer; `None` when it is not one (the strong-mode path then runs).
+/// Sends the request of `make` when `addr` is a node (eventual or peer mode), and prints
+/// its answer; `None` when it is not one (the strong-mode path then runs).
 fn on_node(addr: &str, json: bool, make: impl FnOnce() -> serde_json::Value) -> Option<Exit> {
-    console::probe(addr)?;
+    let status = console::probe(addr)?;
     let msg = make();
+    if console::is_peer(&status)
+        && (msg.get("consistency").is_some() || msg.get("context").is_some())
+    {
+        eprintln!(
+            "error: --consistency and --context: {}",
+            console::PEER_REFUSES_LEVELS
+        );
+        return Some(Exit::Failure);
+    }
     let answer = match console::node_call(addr, &msg) {
         Ok(answer) => answer,
         Err(err) => {

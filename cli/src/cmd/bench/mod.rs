@@ -62,6 +62,15 @@ pub fn run(args: &BenchArgs) -> Exit {
         .consistency
         .as_deref()
         .and_then(ringkv_core::proto::Consistency::parse);
+    if level.is_some()
+        && crate::cmd::console::probe(&plan.addr).is_some_and(|s| crate::cmd::console::is_peer(&s))
+    {
+        eprintln!(
+            "error: --consistency: {}",
+            crate::cmd::console::PEER_REFUSES_LEVELS
+        );
+        return Exit::Failure;
+    }
     let mut driver = match Driver::connect(&plan.addr, connections, level) {
         Ok(driver) => driver,
         Err(why) => {

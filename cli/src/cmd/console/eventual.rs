@@ -1,6 +1,7 @@
-//! The console against an eventual-mode node: reads list every sibling with its clock,
-//! and a write after a read of the same key sends that read's context, so that the user
-//! resolves siblings by writing (as Riak's clients do).
+//! The console against a node. On an eventual-mode node reads list every sibling with
+//! its clock, and a write after a read of the same key sends that read's context, so that
+//! the user resolves siblings by writing (as Riak's clients do). A peer-mode node keeps
+//! one committed value a key: requests are section 1's, without levels or contexts.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -20,7 +21,17 @@ const MAX_ANSWER_BYTES: u64 = 8 * 1024 * 1024;
 /// write of such a key is then blind, as after a restart of the console).
 const MAX_CONTEXTS: usize = 10_000;
 
-/// Asks `addr` for its status: `Some(answer)` when it is an eventual-mode node.
+/// Whether a node's status answer is a peer-mode node's: it has no conflict policy.
+pub fn is_peer(status: &Value) -> bool {
+    status.get("node").is_some() && status.get("conflicts").is_none()
+}
+
+/// Why a consistency level or a context is refused on a peer-mode node.
+pub const PEER_REFUSES_LEVELS: &str = "this is a peer-mode node: every update is a two-phase \
+     commit over all of the key's replicas and every read is linearizable, so there are no \
+     consistency levels, siblings or contexts";
+
+/// Asks `addr` for its status: `Some(answer)` when it is a node (eventual or peer mode).
 pub fn probe(addr: &str) -> Option<Value> {
     let mut conn = Conn::open(addr).ok()?;
     let answer = conn.request(&json!({"type": "statusreq"})).ok()?;
@@ -76,16 +87,20 @@ impl Conn {
 /// A console session with one node.
 pub struct EvSession {
     addr: String,
+    /// A peer-mode node: no levels or contexts.
+    peer: bool,
     conn: Option<Conn>,
     /// The context of the last read (or write) of each key.
     contexts: BTreeMap<String, String>,
 }
 
 impl EvSession {
-    /// A session with the node at `addr`, connected at the first command.
-    pub fn new(addr: &str) -> Self {
+    /// A session with the node at `addr` (a peer-mode one if `peer`), connected at the
+    /// first command.
+    pub fn new(addr: &str, peer: bool) -> Self {
         Self {
             addr: addr.to_owned(),
+            peer,
             conn: None,
             contexts: BTreeMap::new(),
         }
@@ -96,11 +111,22 @@ impl EvSession {
         &self.addr
     }
 
+    /// Whether the node is a peer-mode node.
+    pub fn is_peer(&self) -> bool {
+        self.peer
+    }
+
     /// Carries out one command and says what came of it.
     pub fn execute(&mut self, command: Command) -> String {
-        let (msg, key) = match request_of(&command, &self.contexts) {
-            Some(pair) => pair,
-            None => return String::new(),
+        let request = if self.peer {
+            peer_request_of(&command)
+        } else {
+            Ok(request_of(&command, &self.contexts))
+        };
+        let (msg, key) = match request {
+            Ok(Some(pair)) => pair,
+            Ok(None) => return String::new(),
+            Err(why) => return why.to_owned(),
         };
         let answer = match self.request(&msg) {
             Ok(answer) => answer,
@@ -115,6 +141,7 @@ impl EvSession {
         match command {
             Command::Get { key, .. } => describe_read(&key, &answer),
             Command::Status => describe_status(&answer),
+            _ if self.peer => error_text(&answer).unwrap_or_else(|| "OK".to_owned()),
             _ => describe_write(&answer),
         }
     }
@@ -134,6 +161,30 @@ impl EvSession {
         }
         answer
     }
+}
+
+/// The request line of a command to a peer-mode node; levels and blind writes (which
+/// only mean something against siblings) are refused.
+fn peer_request_of(command: &Command) -> Result<Option<(Value, Option<String>)>, &'static str> {
+    let refused = match command {
+        Command::Get { level, .. } => level.is_some(),
+        Command::Put { level, blind, .. } | Command::Del { level, blind, .. } => {
+            level.is_some() || *blind
+        }
+        _ => false,
+    };
+    if refused {
+        return Err(PEER_REFUSES_LEVELS);
+    }
+    Ok(Some(match command {
+        Command::Get { key, .. } => (json!({"type": "getreq", "key": key}), None),
+        Command::Put { key, value, .. } => {
+            (json!({"type": "putreq", "key": key, "value": value}), None)
+        }
+        Command::Del { key, .. } => (json!({"type": "delreq", "key": key}), None),
+        Command::Status => (json!({"type": "statusreq"}), None),
+        Command::Help | Command::Exit | Command::Nothing => return Ok(None),
+    }))
 }
 
 /// The request line of a command, and the key whose context its answer updates.
@@ -225,14 +276,21 @@ pub fn describe_status(answer: &Value) -> String {
     if let Some(error) = error_text(answer) {
         return error;
     }
-    let mut text = format!(
-        "node {}: replication {}, conflicts {}, repair {}, hints dropped {}\n",
-        answer["node"],
-        answer["replication"],
-        answer["conflicts"].as_str().unwrap_or("-"),
-        answer["repair"].as_str().unwrap_or("-"),
-        answer["hints_dropped"].as_u64().unwrap_or(0),
-    );
+    let mut text = if is_peer(answer) {
+        format!(
+            "node {} (peer mode, two-phase commit): replication {}\n",
+            answer["node"], answer["replication"]
+        )
+    } else {
+        format!(
+            "node {}: replication {}, conflicts {}, repair {}, hints dropped {}\n",
+            answer["node"],
+            answer["replication"],
+            answer["conflicts"].as_str().unwrap_or("-"),
+            answer["repair"].as_str().unwrap_or("-"),
+            answer["hints_dropped"].as_u64().unwrap_or(0),
+        )
+    };
     text.push_str(&format!(
         "{:>22}  {:<22}  {:<4}  {:>6}\n",
         "ID", "ADDRESS", "UP", "HINTS"
@@ -280,5 +338,30 @@ mod tests {
         assert_eq!(msg["consistency"], "quorum");
         let (msg, _) = request_of(&put(true), &contexts).unwrap();
         assert!(msg.get("context").is_none());
+    }
+
+    #[test]
+    fn a_peer_node_gets_plain_requests_and_refuses_levels_and_blind_writes() {
+        let put = |level: Option<&str>, blind| Command::Put {
+            key: "k".into(),
+            value: "v".into(),
+            level: level.map(str::to_owned),
+            blind,
+        };
+        let (msg, _) = peer_request_of(&put(None, false)).unwrap().unwrap();
+        assert_eq!(msg, json!({"type": "putreq", "key": "k", "value": "v"}));
+        assert!(peer_request_of(&put(Some("one"), false)).is_err());
+        assert!(peer_request_of(&put(None, true)).is_err());
+        let get = Command::Get {
+            key: "k".into(),
+            level: Some("all".into()),
+        };
+        assert_eq!(peer_request_of(&get), Err(PEER_REFUSES_LEVELS));
+        let status = json!({"type":"resp","node":2,"replication":5,"nodes":[
+            {"id":2,"addr":"127.0.0.1:1","up":true,"hints":0}]});
+        assert!(is_peer(&status));
+        let text = describe_status(&status);
+        assert!(text.starts_with("node 2 (peer mode"), "{text}");
+        assert!(!is_peer(&json!({"node":2,"conflicts":"siblings"})));
     }
 }

@@ -16,7 +16,9 @@ use crate::out;
 use crate::ring_table;
 use crate::signals::StopFlag;
 
-pub use eventual::{describe_read, describe_status, node_call, probe, EvSession};
+pub use eventual::{
+    describe_read, describe_status, is_peer, node_call, probe, EvSession, PEER_REFUSES_LEVELS,
+};
 pub use parse::{parse, Command, HELP, LEVELS};
 
 /// Lines of history kept in the history file.
@@ -48,7 +50,7 @@ pub fn run(addr: &str, stop: Option<&StopFlag>) -> Exit {
     // it a SIGTERM could not make a pending `readline` return. Not a terminal: no need.
     let _printer = stop.and_then(|_| editor.create_external_printer().ok());
     let mut session = match probe(addr) {
-        Some(_) => AnySession::Eventual(EvSession::new(addr)),
+        Some(status) => AnySession::Eventual(EvSession::new(addr, is_peer(&status))),
         None => AnySession::Strong(Session::new(addr)),
     };
     let exit = if out::line(&session.greeting()).is_ok() {
@@ -110,7 +112,7 @@ fn save_history(editor: &mut DefaultEditor, path: Option<&PathBuf>) {
 enum AnySession {
     /// A strong-mode coordinator (or nothing answered yet).
     Strong(Session),
-    /// An eventual-mode node.
+    /// An eventual-mode or peer-mode node.
     Eventual(EvSession),
 }
 
@@ -119,7 +121,12 @@ impl AnySession {
         match self {
             AnySession::Strong(session) => session.greeting(),
             AnySession::Eventual(session) => format!(
-                "connected to the eventual-mode node at {}; type help for commands",
+                "connected to the {}-mode node at {}; type help for commands",
+                if session.is_peer() {
+                    "peer"
+                } else {
+                    "eventual"
+                },
                 session_addr(session)
             ),
         }
@@ -128,8 +135,10 @@ impl AnySession {
     fn execute(&mut self, command: Command) -> String {
         // Nothing answered at start: the address may be a node that was not up yet.
         if let AnySession::Strong(session) = self {
-            if session.client.is_none() && probe(&session.addr).is_some() {
-                *self = AnySession::Eventual(EvSession::new(&session.addr));
+            if session.client.is_none() {
+                if let Some(status) = probe(&session.addr) {
+                    *self = AnySession::Eventual(EvSession::new(&session.addr, is_peer(&status)));
+                }
             }
         }
         match self {

@@ -1,7 +1,10 @@
-//! `ringkv local`: a whole strong-mode cluster in this process, for trying ringkv out and
-//! for development: a coordinator and N KV servers, each on its own thread.
+//! `ringkv local`: a whole cluster in this process, for trying ringkv out and for
+//! development: a strong-mode coordinator and N KV servers, each on its own thread (here),
+//! or eventual-mode or peer-mode nodes ([`eventual`], [`peer`]).
 
 mod eventual;
+mod nodes;
+mod peer;
 mod roles;
 
 use std::collections::BTreeMap;
@@ -40,13 +43,7 @@ pub fn run(args: &LocalArgs) -> Exit {
     match args.mode {
         LocalMode::Strong => {}
         LocalMode::Eventual => return eventual::run(args),
-        LocalMode::Peer => {
-            eprintln!(
-                "error: --mode peer (two-phase commit coordinated by every node) is not built \
-                 yet; use --mode strong or --mode eventual"
-            );
-            return Exit::Failure;
-        }
+        LocalMode::Peer => return peer::run(args),
     }
     let (client_addr, server_addr, resp_addr) = match (
         resolve_listen("--client-addr", &args.client_addr),
