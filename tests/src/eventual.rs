@@ -1,5 +1,6 @@
-//! A harness for eventual-mode end-to-end tests: `ringkv node` processes on loopback,
-//! with a cluster file of ports reserved by binding port 0 first.
+//! A harness for node end-to-end tests (eventual mode, and peer mode through
+//! [`crate::peer`]): `ringkv node` processes on loopback, with a cluster file of ports
+//! reserved by binding port 0 first.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -19,6 +20,10 @@ pub struct EvCluster {
     procs: Vec<Option<Proc>>,
     flags: Vec<String>,
     replication: usize,
+    /// `eventual` or `peer`.
+    mode: &'static str,
+    /// Whether `--replication` is given (a peer node's default is every node).
+    pass_replication: bool,
     tmp: tempfile::TempDir,
 }
 
@@ -37,6 +42,18 @@ impl EvCluster {
     /// Starts `count` nodes (IDs spread over the ring) with N = `replication` and the
     /// extra node `flags` (the same on every node).
     pub fn start(count: usize, replication: usize, flags: &[&str]) -> EvCluster {
+        EvCluster::start_mode("eventual", count, Some(replication), flags)
+    }
+
+    /// Starts `count` nodes of `mode` (IDs spread over the ring) with `--replication`
+    /// if given (else the mode's default, taken to be every node) and the extra node
+    /// `flags`; waits until every node sees every node up.
+    pub fn start_mode(
+        mode: &'static str,
+        count: usize,
+        replication: Option<usize>,
+        flags: &[&str],
+    ) -> EvCluster {
         let ids: Vec<u64> = (0..count as u64)
             .map(|i| (i + 1) * (u64::MAX / (count as u64 + 1)))
             .collect();
@@ -53,7 +70,9 @@ impl EvCluster {
             addrs,
             procs: (0..count).map(|_| None).collect(),
             flags: flags.iter().map(|f| (*f).to_owned()).collect(),
-            replication,
+            replication: replication.unwrap_or(count),
+            mode,
+            pass_replication: replication.is_some(),
             tmp,
         };
         for i in 0..count {
@@ -78,30 +97,42 @@ impl EvCluster {
 
     /// Starts (or restarts) node `i`; waits until it listens.
     pub fn start_node(&mut self, i: usize) {
-        let id = self.ids[i].to_string();
-        let cluster = self.cluster_file();
-        let data = self.data_dir(i);
-        let n = self.replication.to_string();
-        let mut args = vec![
-            "node",
-            "--mode",
-            "eventual",
-            "--id",
-            &id,
-            "--cluster",
-            cluster.to_str().expect("a UTF-8 path"),
-            "--data-dir",
-            data.to_str().expect("a UTF-8 path"),
-            "--replication",
-            &n,
-        ];
-        args.extend(self.flags.iter().map(String::as_str));
+        let owned = self.node_args(i);
+        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
         let proc = Proc::start(&args, |lines| {
             lines.iter().any(|l| l.starts_with("listen "))
                 && lines.iter().any(|l| l.starts_with("id "))
         });
         assert_eq!(proc.addr("listen"), self.addrs[i], "listens on its line");
         self.procs[i] = Some(proc);
+    }
+
+    /// The arguments node `i` is started with (the node's flags of this cluster).
+    pub fn node_args(&self, i: usize) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "node",
+            "--mode",
+            self.mode,
+            "--id",
+            &self.ids[i].to_string(),
+            "--cluster",
+            self.cluster_file().to_str().expect("a UTF-8 path"),
+            "--data-dir",
+            self.data_dir(i).to_str().expect("a UTF-8 path"),
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        if self.pass_replication {
+            args.extend(["--replication".to_owned(), self.replication.to_string()]);
+        }
+        args.extend(self.flags.iter().cloned());
+        args
+    }
+
+    /// The process of node `i`, if running.
+    pub fn proc(&self, i: usize) -> Option<&Proc> {
+        self.procs[i].as_ref()
     }
 
     /// SIGKILLs node `i`.
