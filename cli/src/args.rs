@@ -529,7 +529,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub get_percent: u8,
     /// Against an eventual-mode node: the consistency level of every GET and PUT (one,
-    /// two, three, quorum, all). Without it the requests are strong mode's.
+    /// two, three, quorum, all). Without it the requests are strong mode's, which a
+    /// peer-mode node takes as they are (it refuses a level).
     #[arg(long, value_parser = ["one", "two", "three", "quorum", "all"])]
     pub consistency: Option<String>,
     /// Requests in flight per connection (1 to 1024; answers come in order).

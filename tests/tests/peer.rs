@@ -82,8 +82,10 @@ fn five_clients_on_five_nodes_writing_the_same_keys_all_get_answers_and_the_node
                     let value = format!("c{i}-{n}");
                     let started = Instant::now();
                     let answer = client.request(&put(key, &value));
-                    // Within the timeout (3 s), the retries' waits and one round included.
-                    assert!(started.elapsed() < Duration::from_secs(6), "{answer}");
+                    // Retries stop once the timeout (3 s) is spent; the last attempt's
+                    // phase 1 may take one more timeout at most. The rest is slack for
+                    // a loaded machine.
+                    assert!(started.elapsed() < Duration::from_secs(8), "{answer}");
                     let code = error_code(&answer).map(str::to_owned);
                     seen.push((key.to_owned(), value, Some(code)));
                 }
