@@ -353,12 +353,8 @@ fn a_damaged_log_refuses_to_start_until_restored() {
     let middle = bad.len() / 2;
     bad[middle] ^= 0x55;
     std::fs::write(&log, &bad).expect("damaged");
-    let out = std::process::Command::new(ringkv_e2e::ringkv_bin())
-        .args(c.node_args(1))
-        .output()
-        .expect("ringkv runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = run_bounded(&c.node_args(1), Duration::from_secs(15));
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("is damaged at byte"), "{stderr}");
     assert_eq!(
         std::fs::read(&log).expect("the log"),
@@ -369,6 +365,29 @@ fn a_damaged_log_refuses_to_start_until_restored() {
     c.start_node(1);
     let answer = c.client(1).request(&local("d7"));
     assert_eq!(answer["value"], "value", "{answer}");
+}
+
+/// Runs `ringkv ARGS` and waits for its end, at most `limit`: a process still running
+/// then (a node that started when it should have refused) is killed and fails the test.
+fn run_bounded(args: &[String], limit: Duration) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(ringkv_e2e::ringkv_bin())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ringkv runs");
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("waitable").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ringkv {args:?} still runs after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("ringkv ended");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), stderr)
 }
 
 /// Runs `ringkv ARGS` with `stdin`; its exit code, stdout and stderr.
