@@ -230,8 +230,9 @@ pub struct LocalArgs {
     /// The coordinator's registration port for KV servers (HOST:PORT; port 0 picks a free one).
     #[arg(long, default_value = DEFAULT_SERVER_ADDR)]
     pub server_addr: String,
-    /// The coordinator's RESP2 port for Redis clients (redis-cli, redis-benchmark). If
-    /// this port is taken, a free port on the same host is used instead and printed.
+    /// The RESP2 port for Redis clients (redis-cli, redis-benchmark): the coordinator's,
+    /// or the first node's with --mode eventual or peer. If this port is taken, a free
+    /// port on the same host is used instead and printed.
     #[arg(long, default_value = DEFAULT_LOCAL_RESP_ADDR)]
     pub resp_addr: String,
     /// Phase-1 timeout of two-phase commit, in milliseconds (1 to 3600000).
@@ -402,6 +403,11 @@ pub struct NodeArgs {
     /// `overloaded` and closed.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub max_connections: u64,
+    /// Also listen for Redis clients here (RESP2: GET, SET, DEL, EXISTS, MGET, INFO, ...;
+    /// HOST:PORT, port 0 picks a free one). Eventual mode reads and writes at quorum
+    /// through it. Off unless given.
+    #[arg(long)]
+    pub resp_addr: Option<String>,
 }
 
 /// Where a client connects.

@@ -19,7 +19,8 @@ pub(crate) enum Kind {
     PortB = 2,
     /// Outgoing connections.
     Link = 3,
-    /// The third listening port (the coordinator's RESP port) and its connections.
+    /// The third listening port (the RESP port of a coordinator or a node) and its
+    /// connections.
     PortC = 4,
 }
 

@@ -1,6 +1,8 @@
 //! `ringkv node`: one node of an eventual-mode or peer (two-phase commit) cluster in
 //! this process until SIGINT/SIGTERM.
 
+use std::net::SocketAddr;
+
 use ringkv_core::eventual::{parse_cluster, Cluster, Conflicts, NodeConfig, Repair};
 use ringkv_core::peer::PeerConfig;
 use ringkv_net::{run_node, run_peer_node, NetLimits, NodeOptions, PeerNodeOptions};
@@ -13,20 +15,36 @@ use crate::out;
 /// The longest cluster file read: thousands of lines of `ID HOST:PORT` fit many times.
 const MAX_CLUSTER_FILE_BYTES: u64 = 1024 * 1024;
 
-/// Runs the node; prints `listen ADDR` and `id ID` once it listens.
+/// Runs the node; prints `listen ADDR` (and `resp ADDR`) and `id ID` once it listens.
 pub fn run(args: &NodeArgs) -> Exit {
     if args.mode == NodeMode::Peer {
         return super::run_role(peer_options(args), |options, shutdown| {
             run_peer_node(options, shutdown, |info| {
-                out::line_or_warn(&format!("listen {}\nid {}", info.listen, info.id));
+                out::line_or_warn(&ready_lines(info.listen, info.resp, info.id));
             })
         });
     }
     super::run_role(options(args), |options, shutdown| {
         run_node(options, shutdown, |info| {
-            out::line_or_warn(&format!("listen {}\nid {}", info.listen, info.id));
+            out::line_or_warn(&ready_lines(info.listen, info.resp, info.id));
         })
     })
+}
+
+/// The lines PROTOCOL.md section 4 says a node prints once it listens.
+fn ready_lines(listen: SocketAddr, resp: Option<SocketAddr>, id: u64) -> String {
+    match resp {
+        Some(resp) => format!("listen {listen}\nresp {resp}\nid {id}"),
+        None => format!("listen {listen}\nid {id}"),
+    }
+}
+
+/// `--resp-addr`, resolved; `None` when not given.
+fn resp_listen(args: &NodeArgs) -> Result<Option<SocketAddr>, String> {
+    args.resp_addr
+        .as_deref()
+        .map(|addr| resolve_listen("--resp-addr", addr))
+        .transpose()
 }
 
 /// Reads the cluster file, refusing one that is too large or not UTF-8.
@@ -108,6 +126,7 @@ pub fn peer_options(args: &NodeArgs) -> Result<PeerNodeOptions, String> {
         config,
         data_dir: args.data_dir.clone(),
         listen: resolve_listen("the cluster file's address of this node", &own)?,
+        resp_listen: resp_listen(args)?,
         limits: limits(args),
         truncate_corrupt_log: args.truncate_corrupt_log,
     })
@@ -136,6 +155,7 @@ pub fn options(args: &NodeArgs) -> Result<NodeOptions, String> {
         config,
         data_dir: args.data_dir.clone(),
         listen: resolve_listen("the cluster file's address of this node", &own)?,
+        resp_listen: resp_listen(args)?,
         limits: limits(args),
         truncate_corrupt_log: args.truncate_corrupt_log,
     })

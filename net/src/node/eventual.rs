@@ -113,6 +113,7 @@ pub(crate) fn start_node(
     let info = |incarnation, recovery| NodeInfo {
         id: opts.config.id,
         listen: opts.listen,
+        resp: opts.resp_listen,
         incarnation,
         recovery,
     };

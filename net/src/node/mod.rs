@@ -21,7 +21,7 @@ use crate::datadir::DataDir;
 use crate::error::NetError;
 use crate::limits::NetLimits;
 
-use shell::{serve, wall_ms, Started};
+use shell::{serve, wall_ms, Addrs, Started};
 
 /// Where and how a node runs.
 #[derive(Clone, Debug)]
@@ -33,6 +33,8 @@ pub struct NodeOptions {
     pub data_dir: PathBuf,
     /// Where to listen: the node's own line of the cluster file, resolved.
     pub listen: SocketAddr,
+    /// Where to speak RESP2 to Redis clients; `None` for no RESP port.
+    pub resp_listen: Option<SocketAddr>,
     /// The port's limits (also the bound on bytes queued to each other node).
     pub limits: NetLimits,
     /// Whether to cut a log damaged before its end (losing every record from the damage
@@ -47,6 +49,8 @@ pub struct NodeInfo {
     pub id: u64,
     /// The address actually bound.
     pub listen: SocketAddr,
+    /// The RESP2 port's address actually bound, if there is one.
+    pub resp: Option<SocketAddr>,
     /// This life of the data directory: part of every clock entry the node writes.
     pub incarnation: u64,
     /// What recovery found in the log; `None` when the directory was empty and the node
@@ -74,9 +78,17 @@ pub fn run_node(
         id,
         started_ms: 0,
     };
-    serve(started, opts.listen, &opts.limits, shutdown, |listen| {
-        let info = NodeInfo { listen, ..info };
-        tracing::info!(id, listen = %info.listen, incarnation = info.incarnation, "node listening");
+    let addrs = Addrs {
+        listen: opts.listen,
+        resp: opts.resp_listen,
+    };
+    serve(started, addrs, &opts.limits, shutdown, |bound| {
+        let info = NodeInfo {
+            listen: bound.listen,
+            resp: bound.resp,
+            ..info
+        };
+        tracing::info!(id, listen = %info.listen, resp = ?info.resp, incarnation = info.incarnation, "node listening");
         on_ready(&info);
     })
 }
@@ -91,6 +103,8 @@ pub struct PeerNodeOptions {
     pub data_dir: PathBuf,
     /// Where to listen: the node's own line of the cluster file, resolved.
     pub listen: SocketAddr,
+    /// Where to speak RESP2 to Redis clients; `None` for no RESP port.
+    pub resp_listen: Option<SocketAddr>,
     /// The port's limits (also the bound on bytes queued to each other node).
     pub limits: NetLimits,
     /// Whether to cut a log damaged before its end (losing every record from the damage
@@ -105,6 +119,8 @@ pub struct PeerNodeInfo {
     pub id: u64,
     /// The address actually bound.
     pub listen: SocketAddr,
+    /// The RESP2 port's address actually bound, if there is one.
+    pub resp: Option<SocketAddr>,
     /// What recovery found in the log (all zero for a new node).
     pub recovery: PeerRecovery,
 }
@@ -133,13 +149,18 @@ pub fn run_peer_node(
         cluster,
         started_ms,
     };
-    serve(started, opts.listen, &opts.limits, shutdown, |listen| {
+    let addrs = Addrs {
+        listen: opts.listen,
+        resp: opts.resp_listen,
+    };
+    serve(started, addrs, &opts.limits, shutdown, |bound| {
         let info = PeerNodeInfo {
             id,
-            listen,
+            listen: bound.listen,
+            resp: bound.resp,
             recovery,
         };
-        tracing::info!(id, listen = %info.listen, epoch = info.recovery.epoch, "peer node listening");
+        tracing::info!(id, listen = %info.listen, resp = ?info.resp, epoch = info.recovery.epoch, "peer node listening");
         on_ready(&info);
     })
 }

@@ -1,9 +1,11 @@
-//! The node loop both peer-to-peer modes share: one port for clients and other nodes, a
-//! connection kept to every other node, the shell's failure detector, the log with group
+//! The node loop both peer-to-peer modes share: one port for clients and other nodes
+//! (and, when asked for, a RESP2 port for Redis clients beside it), a connection kept to
+//! every other node, the shell's failure detector, the log with group
 //! commit and the wall clock, around a core that says what its lines mean
 //! ([`NodeCore`]). An eventual-mode node and a peer (two-phase commit) node differ only
 //! in their core and in how they start from their data directory.
 
+use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mio::Registry;
@@ -18,6 +20,7 @@ use crate::event_loop::{earliest, EventLoop, Readiness};
 use crate::inbound::{decoded_line, Decoded, Port, PortSpec};
 use crate::limits::NetLimits;
 use crate::logfile::LogFile;
+use crate::resp::{node_spec, RespAnswer, RespParser, RespRequest};
 use crate::tokens::{kind_of, Kind};
 
 use super::detector::{Change, Detector};
@@ -59,12 +62,12 @@ pub(crate) enum CoreOutput<R, M> {
 /// A node's protocol core as the shared loop drives it: how its port's lines decode and
 /// its messages encode, and the core's inputs and outputs in the shell's terms.
 pub(crate) trait NodeCore {
-    /// A client's request.
-    type Request: std::fmt::Debug;
+    /// A client's request; RESP commands become one too.
+    type Request: RespRequest;
     /// A message between nodes.
     type Message: std::fmt::Debug;
-    /// An answer to a client.
-    type Reply: WireMessage;
+    /// An answer to a client, on either port.
+    type Reply: WireMessage + RespAnswer;
 
     /// Decodes one line that is not a ping: a request, or the error answer to send back.
     fn decode(line: &[u8]) -> DecodedLine<Self>;
@@ -103,7 +106,7 @@ fn protocol_error<C: NodeCore>(_: &str) -> Vec<u8> {
 }
 
 /// The node port of core `C`: clients and nodes.
-fn node_spec<C: NodeCore>() -> PortSpec<Inbound<C::Request, C::Message>> {
+fn port_spec<C: NodeCore>() -> PortSpec<Inbound<C::Request, C::Message>> {
     PortSpec {
         name: "node",
         decode: decode::<C>,
@@ -131,14 +134,23 @@ pub(crate) struct Started<C> {
     pub(crate) started_ms: u64,
 }
 
-/// Binds the node's port and serves until `shutdown`; calls `on_ready` with the address
-/// bound. A failed write or fsync of the log stops the node with an error.
+/// Where a node's ports listen: the node port, and the RESP2 port if asked for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Addrs {
+    /// The node port (clients' JSON lines and the other nodes').
+    pub(crate) listen: SocketAddr,
+    /// The RESP2 port.
+    pub(crate) resp: Option<SocketAddr>,
+}
+
+/// Binds the node's ports and serves until `shutdown`; calls `on_ready` with the
+/// addresses bound. A failed write or fsync of the log stops the node with an error.
 pub(crate) fn serve<C: NodeCore>(
     started: Started<C>,
-    listen: std::net::SocketAddr,
+    addrs: Addrs,
     limits: &NetLimits,
     shutdown: crate::Shutdown,
-    on_ready: impl FnOnce(std::net::SocketAddr),
+    on_ready: impl FnOnce(Addrs),
 ) -> Result<(), NetError> {
     let Started {
         core,
@@ -149,13 +161,26 @@ pub(crate) fn serve<C: NodeCore>(
     } = started;
     let mut ev = EventLoop::new(shutdown)?;
     let port = Port::bind(
-        listen,
+        addrs.listen,
         Kind::PortA,
         ev.registry(),
-        node_spec::<C>(),
+        port_spec::<C>(),
         limits.clone(),
     )?;
-    on_ready(port.local_addr()?);
+    let resp = match addrs.resp {
+        Some(addr) => Some(Port::bind(
+            addr,
+            Kind::PortC,
+            ev.registry(),
+            node_spec::<C::Request>(),
+            limits.clone(),
+        )?),
+        None => None,
+    };
+    on_ready(Addrs {
+        listen: port.local_addr()?,
+        resp: resp.as_ref().map(Port::local_addr).transpose()?,
+    });
     let loop_now = ev.now_ms();
     let others = cluster.nodes.keys().copied().filter(|&n| n != id);
     let mut shell = Shell {
@@ -165,6 +190,7 @@ pub(crate) fn serve<C: NodeCore>(
         core,
         log,
         port,
+        resp,
         clock: WallClock {
             last_ms: started_ms,
         },
@@ -176,10 +202,13 @@ pub(crate) fn serve<C: NodeCore>(
         let deadline = earliest([
             shell.core_deadline(loop_now),
             shell.port.next_deadline_ms(),
+            shell.resp.as_ref().and_then(Port::next_deadline_ms),
             shell.links.next_deadline_ms(),
             Some(shell.detector.next_deadline_ms()),
         ]);
-        let busy = shell.port.has_ready() || shell.links.has_ready();
+        let busy = shell.port.has_ready()
+            || shell.resp.as_ref().is_some_and(Port::has_ready)
+            || shell.links.has_ready();
         let now_ms = ev.wait(deadline, busy, &mut ready)?;
         shell.turn(now_ms, ev.registry(), &ready);
         if let Some(err) = shell.failure.take() {
@@ -224,6 +253,8 @@ struct Shell<C: NodeCore> {
     core: C,
     log: LogFile,
     port: Port<Inbound<C::Request, C::Message>>,
+    /// The RESP2 port: the same client requests as `port`, another wire format.
+    resp: Option<Port<C::Request, RespParser>>,
     links: PeerLinks,
     detector: Detector,
     encoder: PeerEncoder,
@@ -245,6 +276,11 @@ impl<C: NodeCore> Shell<C> {
         for event in ready {
             match kind_of(event.token) {
                 Some(Kind::PortA) => self.port.on_event(now_ms, registry, event),
+                Some(Kind::PortC) => {
+                    if let Some(resp) = &mut self.resp {
+                        resp.on_event(now_ms, registry, event);
+                    }
+                }
                 Some(Kind::Link) => self.links.on_event(now_ms, registry, event),
                 _ => {}
             }
@@ -260,17 +296,27 @@ impl<C: NodeCore> Shell<C> {
             self.handle(registry, now_ms, CoreInput::Tick);
         }
         self.detect(now_ms, registry);
-        self.port.flush(now_ms, registry);
+        self.flush_ports(now_ms, registry);
         match self.log.sync() {
             Ok(Some(token)) => self.handle(registry, now_ms, CoreInput::Persisted { token }),
             Ok(None) => {}
             Err(err) => self.fail(err),
         }
         self.port.sweep(now_ms, registry);
-        self.port.flush(now_ms, registry);
+        if let Some(resp) = &mut self.resp {
+            resp.sweep(now_ms, registry);
+        }
+        self.flush_ports(now_ms, registry);
         self.links.tick(now_ms, registry);
         self.link_news(now_ms, registry);
         self.links.flush(now_ms, registry);
+    }
+
+    fn flush_ports(&mut self, now_ms: u64, registry: &Registry) {
+        self.port.flush(now_ms, registry);
+        if let Some(resp) = &mut self.resp {
+            resp.flush(now_ms, registry);
+        }
     }
 
     /// What the links reported: any line back is a sign of life, a failed connection a
@@ -308,6 +354,13 @@ impl<C: NodeCore> Shell<C> {
                     self.changed(registry, now_ms, change);
                 }
             }
+        }
+        let mut commands = Vec::new();
+        if let Some(resp) = &mut self.resp {
+            resp.take_requests(now_ms, registry, &mut commands);
+        }
+        for (from, msg) in commands {
+            self.handle(registry, now_ms, CoreInput::Client { from, msg });
         }
     }
 
@@ -352,7 +405,12 @@ impl<C: NodeCore> Shell<C> {
         self.core.handle(node_now, input);
         while let Some(output) = self.core.poll_output() {
             match output {
-                CoreOutput::Reply { to, msg } => self.port.reply(to, &msg),
+                CoreOutput::Reply { to, msg } => match &mut self.resp {
+                    Some(resp) if resp.owns(to) => {
+                        resp.reply_with(to, |_, tag| msg.encode_resp(tag))
+                    }
+                    _ => self.port.reply(to, &msg),
+                },
                 // A message for a node known down is dropped: every core resends what
                 // matters on its own timers, and queued it would arrive as a stale burst
                 // when the node comes back.

@@ -1,5 +1,6 @@
-//! The RESP2 port: Redis's wire protocol on the coordinator, so that redis-cli,
-//! redis-benchmark and Redis client libraries work against ringkv.
+//! The RESP2 port: Redis's wire protocol on the coordinator and on the nodes of the
+//! peer-to-peer modes (module `node`), so that redis-cli, redis-benchmark and Redis client
+//! libraries work against ringkv.
 //!
 //! The port only translates. A data command becomes the client requests a JSON line would
 //! (GET and EXISTS and MGET `getreq`, SET `putreq`, DEL `delreq`, INFO `statusreq`), goes
@@ -9,10 +10,13 @@
 
 mod admin;
 mod command;
+mod node;
 mod parse;
 mod reply;
 
 pub use command::MAX_KEYS_PER_COMMAND;
+pub use node::RESP_CONSISTENCY;
+pub(crate) use node::{node_spec, RespAnswer, RespRequest};
 pub use parse::{split_inline, RespEvent, RespParser};
 
 use ringkv_core::proto::{ClientRequest, ClientResponse, RequestId};

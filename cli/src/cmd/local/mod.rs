@@ -121,7 +121,7 @@ struct Plan {
 
 /// The RESP port to ask for: `wanted`, or a free port on its host when something (a
 /// Redis, usually) already listens there, so that `ringkv local` starts either way.
-fn free_if_taken(wanted: SocketAddr) -> SocketAddr {
+pub(super) fn free_if_taken(wanted: SocketAddr) -> SocketAddr {
     if wanted.port() == 0 {
         return wanted;
     }
@@ -132,6 +132,28 @@ fn free_if_taken(wanted: SocketAddr) -> SocketAddr {
             SocketAddr::new(wanted.ip(), 0)
         }
     }
+}
+
+/// How Redis clients reach the RESP2 port `bound` (asked for at `asked`, opened at
+/// `chosen`, a free port when `asked` was taken); empty without one.
+pub(super) fn resp_line(
+    bound: Option<SocketAddr>,
+    asked: SocketAddr,
+    chosen: SocketAddr,
+) -> String {
+    let Some(resp) = bound.map(dialable) else {
+        return String::new();
+    };
+    let note = if chosen.port() == 0 && asked.port() != 0 {
+        format!(" (port {} was taken)", asked.port())
+    } else {
+        String::new()
+    };
+    format!(
+        "Redis clients (RESP2) use {resp}{note}: redis-cli -h {} -p {}\n",
+        resp.ip(),
+        resp.port()
+    )
 }
 
 /// A started cluster, as it reported itself.
@@ -322,21 +344,11 @@ fn print_cluster(plan: &Plan, cluster: &Cluster) {
         None => "the coordinator did not answer statusreq\n".into(),
     };
     let client = cluster.client_dial();
-    let resp = match cluster.coordinator.resp.map(dialable) {
-        Some(resp) => {
-            let note = if plan.resp_addr.port() == 0 && plan.resp_port_asked != 0 {
-                format!(" (port {} was taken)", plan.resp_port_asked)
-            } else {
-                String::new()
-            };
-            format!(
-                "Redis clients (RESP2) use {resp}{note}: redis-cli -h {} -p {}\n",
-                resp.ip(),
-                resp.port()
-            )
-        }
-        None => String::new(),
-    };
+    let resp = resp_line(
+        cluster.coordinator.resp,
+        SocketAddr::new(plan.resp_addr.ip(), plan.resp_port_asked),
+        plan.resp_addr,
+    );
     out::line_or_warn(&format!(
         "ringkv local: a coordinator and {} KV servers, data in {}\n\n{table}\n\
          clients connect to {client} (servers register at {})\n{resp}\

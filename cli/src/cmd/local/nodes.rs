@@ -12,7 +12,8 @@ use ringkv_core::eventual::{parse_cluster, Cluster};
 use ringkv_net::Shutdown;
 
 use super::roles::{local_server_id, Event, Roles};
-use super::{handle_other, serve, Stopped};
+use super::{free_if_taken, handle_other, resp_line, serve, Stopped};
+use crate::addr::resolve_listen;
 use crate::args::LocalArgs;
 use crate::exit::Exit;
 use crate::out;
@@ -24,8 +25,8 @@ const START_WAIT_MS: u64 = 30_000;
 /// A cluster of nodes to run: how to start them and how to present them.
 pub(super) trait NodesPlan {
     /// Starts every node on a thread of `roles`, each sending [`Event::NodeReady`] once
-    /// it listens; how many were started.
-    fn spawn(&self, roles: &mut Roles) -> Result<usize, Stopped>;
+    /// it listens, the first with a RESP2 port on `resp`; how many were started.
+    fn spawn(&self, roles: &mut Roles, resp: SocketAddr) -> Result<usize, Stopped>;
     /// What to print once every node listens at `addrs` (in node order).
     fn describe(&self, addrs: &[SocketAddr]) -> String;
 }
@@ -52,14 +53,18 @@ pub(super) fn run_nodes<P: NodesPlan>(args: &LocalArgs, plan: Result<P, String>)
         }
     };
     let mut roles = Roles::new(shutdown, events_tx);
+    let resp_asked = resolve_listen("--resp-addr", &args.resp_addr);
     let outcome = plan
+        .and_then(|plan| resp_asked.map(|asked| (plan, asked)))
         .map_err(Stopped::Failed)
-        .and_then(|plan| {
-            let count = plan.spawn(&mut roles)?;
-            wait_listening(count, &events).map(|addrs| (plan, addrs))
+        .and_then(|(plan, asked)| {
+            let chosen = free_if_taken(asked);
+            let count = plan.spawn(&mut roles, chosen)?;
+            let (addrs, resp) = wait_listening(count, &events)?;
+            Ok((plan, addrs, resp_line(resp, asked, chosen)))
         })
-        .map(|(plan, addrs)| {
-            out::line_or_warn(&plan.describe(&addrs));
+        .map(|(plan, addrs, resp)| {
+            out::line_or_warn(&format!("{}\n{resp}", plan.describe(&addrs)));
             let first = addrs.first().map(SocketAddr::to_string).unwrap_or_default();
             serve(&first, &events, &stop, console)
         });
@@ -118,20 +123,27 @@ pub(super) fn cluster_of(
     Ok((cluster, file))
 }
 
-/// Waits until `count` nodes said where they listen; their addresses, in order.
+/// Waits until `count` nodes said where they listen; their addresses, in order, and the
+/// RESP2 port one of them opened.
 pub(super) fn wait_listening(
     count: usize,
     events: &Receiver<Event>,
-) -> Result<Vec<SocketAddr>, Stopped> {
+) -> Result<(Vec<SocketAddr>, Option<SocketAddr>), Stopped> {
     let mut addrs: Vec<Option<SocketAddr>> = vec![None; count];
+    let mut resp_bound = None;
     let deadline = Instant::now() + Duration::from_millis(START_WAIT_MS);
     while addrs.iter().any(Option::is_none) {
         let wait = deadline.saturating_duration_since(Instant::now());
         match events.recv_timeout(wait) {
-            Ok(Event::NodeReady { index, listen }) => {
+            Ok(Event::NodeReady {
+                index,
+                listen,
+                resp,
+            }) => {
                 if let Some(slot) = addrs.get_mut(index) {
                     *slot = Some(listen);
                 }
+                resp_bound = resp_bound.or(resp);
             }
             Ok(other) => handle_other(other, false)?,
             Err(RecvTimeoutError::Timeout) => {
@@ -142,5 +154,5 @@ pub(super) fn wait_listening(
             }
         }
     }
-    Ok(addrs.into_iter().flatten().collect())
+    Ok((addrs.into_iter().flatten().collect(), resp_bound))
 }

@@ -59,7 +59,7 @@ fn plan(args: &LocalArgs) -> Result<Plan, String> {
 }
 
 impl NodesPlan for Plan {
-    fn spawn(&self, roles: &mut Roles) -> Result<usize, Stopped> {
+    fn spawn(&self, roles: &mut Roles, resp: SocketAddr) -> Result<usize, Stopped> {
         for (index, config) in self.configs.iter().enumerate() {
             let own = config
                 .nodes
@@ -74,6 +74,7 @@ impl NodesPlan for Plan {
                 config: config.clone(),
                 data_dir: self.data_dir.join(format!("node-{index}")),
                 listen,
+                resp_listen: (index == 0).then_some(resp),
                 limits: NetLimits::default(),
                 truncate_corrupt_log: false,
             };
@@ -83,6 +84,7 @@ impl NodesPlan for Plan {
                         let _ = events.send(Event::NodeReady {
                             index,
                             listen: info.listen,
+                            resp: info.resp,
                         });
                     })
                 })

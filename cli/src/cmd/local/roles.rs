@@ -29,6 +29,8 @@ pub enum Event {
         index: usize,
         /// Where it listens.
         listen: SocketAddr,
+        /// Where it speaks RESP2, if it does.
+        resp: Option<SocketAddr>,
     },
     /// A role's thread ended, with why.
     Ended {
