@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use ringkv_core::ring::Ring;
 use serde_json::{json, Value};
 
+use crate::resp::RespClient;
 use crate::{Client, Proc};
 
 /// A cluster of eventual-mode nodes, each a process, with data in a temporary directory.
@@ -150,6 +151,12 @@ impl EvCluster {
     /// A connection to node `i`.
     pub fn client(&self, i: usize) -> Client {
         Client::connect(self.addrs[i])
+    }
+
+    /// A connection to node `i`'s RESP2 port (the cluster started with `--resp-addr`).
+    pub fn resp(&self, i: usize) -> RespClient {
+        let proc = self.proc(i).expect("node is running");
+        RespClient::connect(proc.addr("resp"))
     }
 
     /// The indexes of `key`'s replicas, its first replica first.
