@@ -103,7 +103,8 @@ pub enum Command {
                       Every node is started with the same cluster file (one `ID HOST:PORT` a \
                       line, blank lines and # comments ignored) and the same settings, and \
                       listens on its own line's address for clients and other nodes alike. \
-                      Once listening, prints `listen HOST:PORT` and `id ID` on stdout.\n\n\
+                      Once listening, prints `listen HOST:PORT` (and `resp HOST:PORT` with \
+                      --resp-addr, a RESP2 port for Redis clients) and `id ID` on stdout.\n\n\
                       --mode eventual (Dynamo-style): any node coordinates any request; a key \
                       lives on the N nodes that follow its position on the ring; reads and \
                       writes wait for as many replicas as the request's consistency level asks \
