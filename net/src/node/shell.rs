@@ -120,6 +120,24 @@ fn port_spec<C: NodeCore>() -> PortSpec<Inbound<C::Request, C::Message>> {
     }
 }
 
+/// The RESP2 port, if an address was given for it.
+fn bind_resp<C: NodeCore>(
+    addr: Option<SocketAddr>,
+    registry: &Registry,
+    limits: &NetLimits,
+) -> Result<Option<Port<C::Request, RespParser>>, NetError> {
+    addr.map(|addr| {
+        Port::bind(
+            addr,
+            Kind::PortC,
+            registry,
+            node_spec::<C::Request>(),
+            limits.clone(),
+        )
+    })
+    .transpose()
+}
+
 /// A started core and what the loop needs around it.
 pub(crate) struct Started<C> {
     /// The core, recovered or new.
@@ -167,16 +185,7 @@ pub(crate) fn serve<C: NodeCore>(
         port_spec::<C>(),
         limits.clone(),
     )?;
-    let resp = match addrs.resp {
-        Some(addr) => Some(Port::bind(
-            addr,
-            Kind::PortC,
-            ev.registry(),
-            node_spec::<C::Request>(),
-            limits.clone(),
-        )?),
-        None => None,
-    };
+    let resp = bind_resp::<C>(addrs.resp, ev.registry(), limits)?;
     on_ready(Addrs {
         listen: port.local_addr()?,
         resp: resp.as_ref().map(Port::local_addr).transpose()?,
