@@ -49,6 +49,16 @@ impl<R: LogReader> Node<R> {
         if self.config.conflicts == Conflicts::Lww {
             return self.refuse(from, req, ErrorCode::Malformed, "ev_write in lww mode");
         }
+        // A duplicate: the first copy was applied (its answer is on its way) or refused
+        // (which ended the write at its coordinator); either way nothing more to do.
+        let owed = self
+            .owed
+            .values()
+            .any(|o| o.coordinator == from && o.coordinator_req == req);
+        if owed || self.recent_writes.contains(from, req) {
+            return;
+        }
+        self.recent_writes.insert(from, req);
         if !self.durability.has_room(1) {
             return self.refuse_full(from, req);
         }

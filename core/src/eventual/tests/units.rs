@@ -929,3 +929,35 @@ fn settings_that_cannot_work_are_refused() {
     assert!(refused(&|c| c.hints.replay_batch = 0));
     assert!(refused(&|c| c.max_pending = 0));
 }
+
+#[test]
+fn a_duplicated_ev_write_is_applied_once() {
+    let mut w = World::new(&IDS, |_| {});
+    let key = "k".to_owned();
+    let first = w.node(10).replicas_of(&key)[0];
+    let coordinator = IDS.into_iter().find(|&id| id != first).unwrap();
+    let write = PeerMessage::Write {
+        req: 77,
+        key: key.clone(),
+        op: crate::proto::WriteOp::Put("v".into()),
+        context: Some(String::new()),
+    };
+    w.inject(coordinator, first, write.clone());
+    // The network delivers the same message again: a second version of the same write
+    // would be a sibling no client wrote concurrently.
+    w.inject(coordinator, first, write);
+    assert_eq!(local_values(&w, first, &key), ["v"]);
+    let Some(KeyState::Siblings(container)) = w.state(first, &key) else {
+        panic!("the first replica holds the key");
+    };
+    assert_eq!(container.len(), 1, "{container:?}");
+    // Another request of the same coordinator is a new write.
+    let again = PeerMessage::Write {
+        req: 78,
+        key: key.clone(),
+        op: crate::proto::WriteOp::Put("w".into()),
+        context: None,
+    };
+    w.inject(coordinator, first, again);
+    assert_eq!(local_values(&w, first, &key), ["w"]);
+}
