@@ -98,8 +98,8 @@ fn eventual_runs_meet_siblings_deletes_timeouts_and_lost_disks() {
                 (EvCommand::Read, EvOutcome::Found { values, .. }) if values.len() > 1 => {
                     siblings += 1
                 }
-                (EvCommand::Delete { .. }, EvOutcome::Written) => deletes += 1,
-                (EvCommand::Add { .. }, EvOutcome::Written) => adds += 1,
+                (EvCommand::Delete { .. }, EvOutcome::Written { .. }) => deletes += 1,
+                (EvCommand::Add { .. }, EvOutcome::Written { .. }) => adds += 1,
                 (_, EvOutcome::Timeout) => timeouts += 1,
                 _ => {}
             }

@@ -23,7 +23,8 @@ use ringkv_core::proto::Consistency;
 use ringkv_core::Ts;
 
 use crate::check::eventual::{
-    check_convergence, check_eventual_liveness, check_set, check_superseded, EvNodeSnapshot,
+    check_convergence, check_eventual_liveness, check_lww_final, check_monotonic_reads,
+    check_read_after_write, check_set, check_siblings, check_superseded, EvNodeSnapshot,
     EvSnapshot,
 };
 use crate::cluster::{eventual_node, Cluster, EventualSpec, Outbox, Role, RoleSpec};
@@ -284,15 +285,33 @@ impl World {
         if let Err(problems) = check_eventual_liveness(history, settled, n) {
             failures.extend(problems.into_iter().map(|p| format!("liveness: {p}")));
         }
-        let finals = match check_convergence(&self.eventual_snapshot()) {
+        let lww = ev.knobs.conflicts == ringkv_core::eventual::Conflicts::Lww;
+        let lost = &ev.disks_lost_at;
+        if let Err(problems) = check_read_after_write(history, n, lww, lost) {
+            failures.extend(
+                problems
+                    .into_iter()
+                    .map(|p| format!("read after write: {p}")),
+            );
+        }
+        if ev.knobs.repair.reads() {
+            if let Err(problems) = check_monotonic_reads(history, n, lww, lost) {
+                failures.extend(
+                    problems
+                        .into_iter()
+                        .map(|p| format!("monotonic reads: {p}")),
+                );
+            }
+        }
+        let snapshot = self.eventual_snapshot();
+        let finals = match check_convergence(&snapshot) {
             Ok(finals) => finals,
             Err(problems) => {
                 failures.extend(problems.into_iter().map(|p| format!("convergence: {p}")));
                 return failures;
             }
         };
-        let siblings = ev.knobs.conflicts == ringkv_core::eventual::Conflicts::Siblings;
-        let lost = &ev.disks_lost_at;
+        let siblings = !lww;
         if let Err(problems) = check_set(history, &finals, siblings, n, lost) {
             failures.extend(problems.into_iter().map(|p| format!("set: {p}")));
         }
@@ -300,6 +319,16 @@ impl World {
             if let Err(problems) = check_superseded(history, &finals, n, lost) {
                 failures.extend(problems.into_iter().map(|p| format!("resurrection: {p}")));
             }
+            let replicas = &snapshot.replicas;
+            if let Err(problems) = check_siblings(history, &finals, replicas, lost) {
+                failures.extend(problems.into_iter().map(|p| format!("siblings: {p}")));
+            }
+        } else if let Err(problems) = check_lww_final(history, &snapshot, n, lost) {
+            failures.extend(
+                problems
+                    .into_iter()
+                    .map(|p| format!("last write wins: {p}")),
+            );
         }
         failures
     }

@@ -53,6 +53,8 @@ pub enum EvOutcome {
         values: Vec<Option<String>>,
         /// The context a write after this read carries.
         context: String,
+        /// The versions' CLOCK objects, in the order of `values`.
+        clocks: Vec<Value>,
     },
     /// A read found nothing (or only deletions, then with their context).
     NotFound {
@@ -60,7 +62,12 @@ pub enum EvOutcome {
         context: Option<String>,
     },
     /// A write is held durably by W replicas.
-    Written,
+    Written {
+        /// The new version's CLOCK object (a stamp under last write wins).
+        clock: Value,
+        /// The context the answer gave, covering the new version.
+        context: String,
+    },
     /// An error answer (its code): `unavailable`, `overloaded`, ...
     Failed(String),
     /// `timeout`: tried, not confirmed in time; a write may exist somewhere.
@@ -74,7 +81,7 @@ impl EvOutcome {
     pub fn is_success(&self) -> bool {
         matches!(
             self,
-            EvOutcome::Found { .. } | EvOutcome::NotFound { .. } | EvOutcome::Written
+            EvOutcome::Found { .. } | EvOutcome::NotFound { .. } | EvOutcome::Written { .. }
         )
     }
 }
@@ -339,13 +346,18 @@ fn outcome(command: &EvCommand, answer: EventualResponse) -> Result<EvOutcome, S
         ) => EvOutcome::Found {
             values: version_values(&versions)?,
             context,
+            clocks: versions
+                .iter()
+                .map(|v| v.get("clock").cloned().unwrap_or(Value::Null))
+                .collect(),
         },
         (EvCommand::Read, EventualResponse::NotFound { context }) => {
             EvOutcome::NotFound { context }
         }
-        (EvCommand::Add { .. } | EvCommand::Delete { .. }, EventualResponse::Written { .. }) => {
-            EvOutcome::Written
-        }
+        (
+            EvCommand::Add { .. } | EvCommand::Delete { .. },
+            EventualResponse::Written { clock, context },
+        ) => EvOutcome::Written { clock, context },
         (_, EventualResponse::Timeout) => EvOutcome::Timeout,
         (_, EventualResponse::Error(reply)) => EvOutcome::Failed(reply.code.as_str().to_owned()),
         (command, other) => return Err(format!("answer {other:?} does not fit {command:?}")),
