@@ -343,8 +343,17 @@ impl<R: LogReader> Node<R> {
         }
     }
 
-    /// Appends one record; returns its write's token and where its payload starts.
+    /// Appends one record; returns its write's token and where its payload starts. The
+    /// first record of a node still catching up is preceded by `CatchingUp`.
     fn append(&mut self, record: &Record) -> (PersistToken, u64) {
+        if !self.resync.waiting.is_empty() && !self.resync.logged {
+            self.resync.logged = true;
+            self.append_raw(&Record::CatchingUp);
+        }
+        self.append_raw(record)
+    }
+
+    fn append_raw(&mut self, record: &Record) -> (PersistToken, u64) {
         let appended = self.durability.append(&record.encode());
         let token = appended.persist.token;
         self.last_token = token;

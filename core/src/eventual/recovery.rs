@@ -53,6 +53,10 @@ impl<R: LogReader> Node<R> {
         // Hint and owed ids and request numbers share one counter; a new one must not
         // name an old hint or owed key.
         node.next_req = node.next_req.max(highest_id.saturating_add(1));
+        // It crashed while catching up: it asks every node again.
+        if node.resync.logged {
+            node.start_resync();
+        }
         node.arm_age_sweep();
         // Every node is taken to be up at start, so what is owed is replayed at once
         // rather than after the next sign of life of each target.
@@ -125,6 +129,8 @@ impl<R: LogReader> Node<R> {
                 self.graves.remove(&key);
                 self.floor = self.floor.max(floor);
             }
+            Record::CatchingUp => self.resync.logged = true,
+            Record::CaughtUp => self.resync.logged = false,
         }
         Ok(())
     }

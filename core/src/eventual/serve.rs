@@ -91,10 +91,12 @@ impl<R: LogReader> Node<R> {
                     let message = format!("the key's state would exceed {MAX_STATE_BYTES} bytes");
                     return self.refuse(from, req, ErrorCode::Overloaded, message);
                 }
+                // The debt is logged before the state, and the answer waits for both: a
+                // crash that keeps the write here keeps the debt (a log keeps a prefix),
+                // so the write reaches the other replicas even if its coordinator never
+                // hears of it.
+                self.owe(&key, from, req);
                 let token = self.put_state(&key, state);
-                // The answer waits for the owed record too: once the coordinator hears
-                // of the write, a crash of either cannot leave a replica unserved.
-                let token = self.owe(&key, from, req, token);
                 let msg = PeerMessage::Written {
                     req,
                     state: StateBytes(bytes),
@@ -169,6 +171,10 @@ impl<R: LogReader> Node<R> {
                 report.changed.then_some(mine)
             }
         };
+        // `ev_apply`: the debt goes first, as for `ev_write`.
+        if first {
+            self.owe(&key, from, req);
+        }
         // Unchanged: this node already holds it, though perhaps not durably yet.
         let token = match merged {
             Some(state) => self.put_state(&key, state),
@@ -178,11 +184,6 @@ impl<R: LogReader> Node<R> {
         if let Some(msg) = behind.filter(|_| self.durability.has_room(2)) {
             self.defer(token, Deferred::Send(from, msg));
         }
-        let token = if first {
-            self.owe(&key, from, req, token)
-        } else {
-            token
-        };
         self.defer(token, Deferred::Send(from, PeerMessage::Stored { req }));
     }
 
