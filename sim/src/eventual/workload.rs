@@ -135,6 +135,8 @@ pub struct EvWorkload {
     clients: Vec<EvClient>,
     keys: Vec<String>,
     nodes: Vec<u64>,
+    /// A node that half the operations go through, at `one`, until a time.
+    favored: Option<(u64, Ts)>,
     /// Every operation.
     pub history: EvHistory,
 }
@@ -158,8 +160,14 @@ impl EvWorkload {
             clients: (0..=clients).map(|_| EvClient::default()).collect(),
             keys,
             nodes,
+            favored: None,
             history: Vec::new(),
         }
+    }
+
+    /// Sends half the operations through `node` at `one` until `until_ms`.
+    pub fn favor(&mut self, node: u64, until_ms: Ts) {
+        self.favored = Some((node, until_ms));
     }
 
     /// Starts `client`'s next operation: the write after a successful read, else a read
@@ -169,8 +177,15 @@ impl EvWorkload {
         if me.in_flight.is_some() {
             return None;
         }
-        let level = LEVELS[rng.random_range(0..LEVELS.len())];
-        let node = self.nodes[rng.random_range(0..self.nodes.len())];
+        let mut level = LEVELS[rng.random_range(0..LEVELS.len())];
+        let mut node = self.nodes[rng.random_range(0..self.nodes.len())];
+        if let Some((favored, until_ms)) = self.favored {
+            if now >= until_ms {
+                self.favored = None;
+            } else if rng.random_bool(0.5) {
+                (node, level) = (favored, Consistency::One);
+            }
+        }
         let (key, command) = match me.read.take() {
             Some(read) => {
                 let key = self.history[read].key.clone();
