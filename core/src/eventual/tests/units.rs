@@ -1077,3 +1077,84 @@ fn a_node_that_crashes_while_catching_up_goes_on_catching_up() {
     w.restart(30);
     assert!(!w.node(30).catching_up());
 }
+
+#[test]
+fn a_write_racing_a_reap_reaches_the_replicas_that_reaped_and_back() {
+    let ids = [10, 20, 30, 40];
+    let mut w = World::new(&ids, |c| {
+        c.repair = Repair::Hints;
+        c.replication = 3;
+    });
+    w.advance(10);
+    let key = "k".to_owned();
+    let replicas = w.node(10).replicas_of(&key);
+    let coordinator = ids
+        .into_iter()
+        .find(|id| !replicas.contains(id))
+        .expect("a node that does not hold the key");
+    let (first, other) = (replicas[0], replicas[1]);
+    let put = w.put(coordinator, &key, "v", All, None);
+    let seen_v = context_of(w.answer(put));
+    let del = w.del(coordinator, &key, All, Some(&seen_v));
+    assert!(is_written(w.answer(del)));
+    let tombstone = w.state(other, &key).expect("a tombstone");
+    // A write that saw only `v` reaches the first replica: a sibling of the deletion.
+    let write = PeerMessage::Write {
+        req: 900,
+        key: key.clone(),
+        op: crate::proto::WriteOp::Put("w".into()),
+        context: Some(seen_v),
+    };
+    w.inject(coordinator, first, write);
+    let raced = w.state(first, &key).expect("the write");
+    assert_eq!(local_values(&w, first, &key).len(), 2);
+    // Meanwhile the other replicas reaped the deletion to graves.
+    for id in [replicas[1], replicas[2]] {
+        let reap = PeerMessage::Reap {
+            req: 901,
+            key: key.clone(),
+            state: StateBytes(tombstone.to_bytes()),
+            commit: true,
+        };
+        w.inject(coordinator, id, reap);
+    }
+    // The coordinator ships the first replica's state: the graves drop the deletion they
+    // reaped, and the first replica must hear of it.
+    let ship = PeerMessage::Store {
+        req: 902,
+        key: key.clone(),
+        state: StateBytes(raced.to_bytes()),
+    };
+    w.inject(coordinator, other, ship);
+    for id in replicas {
+        assert_eq!(local_values(&w, id, &key), ["w"], "replica {id}");
+    }
+}
+
+#[test]
+fn a_restarted_node_never_numbers_a_request_as_its_earlier_life_did() {
+    let mut w = World::new(&IDS, |c| c.repair = Repair::Hints);
+    w.advance(10);
+    for round in 0..8 {
+        // A hint logs an id; reads after it use numbers the log never sees.
+        w.crash(30);
+        w.announce(30, false);
+        let put = w.put(10, "k", "v", Two, None);
+        assert!(is_written(w.answer(put)));
+        w.advance(3000);
+        w.restart(30);
+        w.announce(30, true);
+        w.advance(10);
+        for _ in 0..20 {
+            w.get(10, "k", One);
+        }
+        let used = w.node(10).next_req;
+        w.crash(10);
+        w.restart(10);
+        assert!(
+            w.node(10).next_req > used,
+            "round {round}: a number is used again"
+        );
+        w.announce(10, true);
+    }
+}
