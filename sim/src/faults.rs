@@ -92,6 +92,7 @@ impl World {
     /// Crashes `node` now; it stays down until it is started again.
     pub fn crash(&mut self, node: NodeId, kind: CrashKind) {
         let tear = self.config.crashes.tear;
+        self.before_crash(node, kind);
         let Some(kept) = self.cluster.crash(node, kind, &mut self.rng, tear) else {
             return;
         };

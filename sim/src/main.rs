@@ -17,7 +17,8 @@ use ringkv_sim::{replay_command_in, run_seed_in};
 /// linearizability, per-connection program order, lost writes, replica agreement and
 /// liveness once the faults stop. Eventual mode (`--mode eventual`) runs peer nodes with
 /// quorums, siblings or last-write-wins, read repair and hints, lost disks, and checks
-/// convergence, Jepsen's set test, no resurrection and liveness.
+/// convergence, Jepsen's set test, no resurrection, liveness, no false siblings, reads
+/// after writes, monotonic reads and last write wins.
 #[derive(Parser, Debug)]
 #[command(name = "ringkv-sim", version)]
 struct Args {

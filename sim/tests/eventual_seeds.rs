@@ -1,5 +1,6 @@
 //! Eventual-mode worlds in `cargo test`: a fixed sweep of seeds, each checked for
-//! convergence, Jepsen's set test, no resurrection and liveness, each failure reported
+//! convergence, Jepsen's set test, no resurrection, liveness, no false siblings, reads
+//! after writes, monotonic reads and last write wins, each failure reported
 //! with its seed and the command that replays it; a seed replays to the same trace; and
 //! the sweep's worlds do meet the faults and conflicts the checks are about.
 
@@ -98,8 +99,8 @@ fn eventual_runs_meet_siblings_deletes_timeouts_and_lost_disks() {
                 (EvCommand::Read, EvOutcome::Found { values, .. }) if values.len() > 1 => {
                     siblings += 1
                 }
-                (EvCommand::Delete { .. }, EvOutcome::Written) => deletes += 1,
-                (EvCommand::Add { .. }, EvOutcome::Written) => adds += 1,
+                (EvCommand::Delete { .. }, EvOutcome::Written { .. }) => deletes += 1,
+                (EvCommand::Add { .. }, EvOutcome::Written { .. }) => adds += 1,
                 (_, EvOutcome::Timeout) => timeouts += 1,
                 _ => {}
             }

@@ -27,6 +27,7 @@ pub mod hints;
 pub mod record;
 pub mod state;
 
+mod dedup;
 mod handoff;
 mod invariants;
 mod owed;
@@ -195,6 +196,9 @@ pub struct Node<R> {
     /// What this node, as a write's first replica, owes other replicas, by id. At most
     /// `max_pending` entries; beyond that the coordinator's hints alone cover a write.
     owed: BTreeMap<u64, owed::Owed>,
+    /// Client writes applied here as first replica, so a duplicated `ev_write` is
+    /// applied once; bounded by [`dedup::MAX_RECENT_WRITES`].
+    recent_writes: dedup::RecentWrites,
     /// Catching up after an empty data directory, and streams to nodes that are.
     resync: resync::Resync,
     /// Set by recovery: grave and owed times restart from the first input's `now`, since
@@ -248,6 +252,7 @@ impl<R: LogReader> Node<R> {
             hints: Hints::new(config.hints),
             graves: BTreeMap::new(),
             owed: BTreeMap::new(),
+            recent_writes: dedup::RecentWrites::default(),
             resync: resync::Resync::default(),
             rearm_after_recovery: false,
             floor: 0,
@@ -338,8 +343,17 @@ impl<R: LogReader> Node<R> {
         }
     }
 
-    /// Appends one record; returns its write's token and where its payload starts.
+    /// Appends one record; returns its write's token and where its payload starts. The
+    /// first record of a node still catching up is preceded by `CatchingUp`.
     fn append(&mut self, record: &Record) -> (PersistToken, u64) {
+        if !self.resync.waiting.is_empty() && !self.resync.logged {
+            self.resync.logged = true;
+            self.append_raw(&Record::CatchingUp);
+        }
+        self.append_raw(record)
+    }
+
+    fn append_raw(&mut self, record: &Record) -> (PersistToken, u64) {
         let appended = self.durability.append(&record.encode());
         let token = appended.persist.token;
         self.last_token = token;

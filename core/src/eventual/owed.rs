@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 
 use crate::proto::{PeerMessage, StateBytes};
-use crate::storage::{LogReader, PersistToken};
+use crate::storage::LogReader;
 use crate::Ts;
 
 use super::config::NodeId;
@@ -32,16 +32,11 @@ pub(super) struct Owed {
 
 impl<R: LogReader> Node<R> {
     /// Logs what applying a client write of `key` for `coordinator`'s `req` owes the
-    /// other replicas; the token the write's answer must wait for. Nothing is owed when
-    /// hints are off, or (at the limit) when too many writes are owed already: the
-    /// coordinator's hints still cover those.
-    pub(super) fn owe(
-        &mut self,
-        key: &str,
-        coordinator: NodeId,
-        req: u64,
-        token: PersistToken,
-    ) -> PersistToken {
+    /// other replicas, before the write's state is logged (the write's answer waits for
+    /// that later record, so for this one too). Nothing is owed when hints are off, or
+    /// (at the limit) when too many writes are owed already: the coordinator's hints
+    /// still cover those.
+    pub(super) fn owe(&mut self, key: &str, coordinator: NodeId, req: u64) {
         let targets: BTreeSet<NodeId> = self
             .replicas_of(key)
             .into_iter()
@@ -49,7 +44,7 @@ impl<R: LogReader> Node<R> {
             .collect();
         let room = self.owed.len() < self.config.max_pending && self.durability.has_room(1);
         if !self.config.repair.hints() || targets.is_empty() || !room {
-            return token;
+            return;
         }
         let id = self.new_req();
         let record = Record::Owed {
@@ -59,7 +54,7 @@ impl<R: LogReader> Node<R> {
             key: key.to_owned(),
             targets: targets.iter().copied().collect(),
         };
-        let (owed_token, _) = self.append(&record);
+        self.append(&record);
         let due_ms = Some(self.owed_wait_ms());
         let owed = Owed {
             key: key.to_owned(),
@@ -70,7 +65,6 @@ impl<R: LogReader> Node<R> {
         };
         self.owed.insert(id, owed);
         self.arm_owed_sweep();
-        owed_token
     }
 
     fn owed_wait_ms(&self) -> Ts {
@@ -130,11 +124,19 @@ impl<R: LogReader> Node<R> {
             let Some(owed) = self.owed.get(&id).cloned() else {
                 continue;
             };
+            let next = Some(self.now.saturating_add(self.config.timeout_ms));
             let state = match self.store.get(&owed.key) {
                 Ok(Some(state)) => state.to_bytes(),
-                // Reaped, or unreadable: nothing left to ship from here.
-                _ => {
+                // Reaped: nothing left to ship from here.
+                Ok(None) => {
                     self.settle(id);
+                    continue;
+                }
+                // A failed read of the log: the debt stays, for the next sweep.
+                Err(_) => {
+                    if let Some(owed) = self.owed.get_mut(&id) {
+                        owed.due_ms = next;
+                    }
                     continue;
                 }
             };
@@ -152,7 +154,6 @@ impl<R: LogReader> Node<R> {
                 };
                 self.send(target, msg);
             }
-            let next = Some(self.now.saturating_add(self.config.timeout_ms));
             if let Some(owed) = self.owed.get_mut(&id) {
                 owed.due_ms = next;
             }

@@ -1,5 +1,6 @@
 //! The records of an eventual-mode node's write-ahead log, each the payload of one log
-//! frame: a key's whole state after every change, hints and their end, and reaped keys.
+//! frame: a key's whole state after every change, hints and their end, debts of a first
+//! replica and their end, reaped keys, and catching up after an empty data directory.
 //!
 //! A state record ends with the state's bytes, so the store can point at them and read
 //! them back in place.
@@ -17,6 +18,8 @@ const TAG_HINT_DONE: u8 = 3;
 const TAG_REAPED: u8 = 4;
 const TAG_OWED: u8 = 5;
 const TAG_SETTLED: u8 = 6;
+const TAG_CATCHING_UP: u8 = 7;
+const TAG_CAUGHT_UP: u8 = 8;
 
 /// One record of the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +76,12 @@ pub enum Record {
         /// The highest counter this node's actor had handed out.
         floor: u64,
     },
+    /// This node started on an empty data directory and waits for its keys from the
+    /// others; written before its first other record, so a restart goes on waiting.
+    CatchingUp,
+    /// Every node asked streamed its keys: the catching up that began with the last
+    /// `CatchingUp` is over.
+    CaughtUp,
 }
 
 /// Why a payload is no record.
@@ -164,6 +173,8 @@ impl Record {
                 out.extend_from_slice(&floor.to_le_bytes());
                 push_key(&mut out, key);
             }
+            Record::CatchingUp => out.push(TAG_CATCHING_UP),
+            Record::CaughtUp => out.push(TAG_CAUGHT_UP),
         }
         out
     }
@@ -258,6 +269,8 @@ impl LogRecord for Record {
                     floor,
                 }
             }
+            TAG_CATCHING_UP => Record::CatchingUp,
+            TAG_CAUGHT_UP => Record::CaughtUp,
             other => return Err(RecordError::UnknownTag(other)),
         };
         if r.rest.is_empty() {
@@ -299,6 +312,8 @@ mod tests {
                 key: "k".to_owned(),
                 floor: 12,
             },
+            Record::CatchingUp,
+            Record::CaughtUp,
         ];
         for record in records {
             let bytes = record.encode();

@@ -11,6 +11,11 @@ use super::record::{state_offset_in_payload, Record, RecordError};
 use super::state::KeyState;
 use super::{Node, NodeConfig, TimerKind};
 
+/// How far past the highest id in the log a recovered node numbers its requests: more
+/// than one life of a node could use (2^40 requests), and small enough that a 63-bit
+/// counter never wraps across restarts.
+const REQ_GAP_AFTER_LOG: u64 = 1 << 40;
+
 /// What recovery found in the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecoveryReport {
@@ -51,8 +56,16 @@ impl<R: LogReader> Node<R> {
         });
         node.durability = Durability::new(scan.valid_len, node.config.max_waiting);
         // Hint and owed ids and request numbers share one counter; a new one must not
-        // name an old hint or owed key.
-        node.next_req = node.next_req.max(highest_id.saturating_add(1));
+        // name an old hint or owed key, nor a request of the earlier life made after its
+        // last logged id (a first replica that saw it would take the new one for a copy).
+        // The earlier life started at a random point too, so past the last logged id
+        // by more than any life could number, or at this life's random point if higher.
+        let past_logged = highest_id.saturating_add(REQ_GAP_AFTER_LOG);
+        node.next_req = node.next_req.max(past_logged);
+        // It crashed while catching up: it asks every node again.
+        if node.resync.logged {
+            node.start_resync();
+        }
         node.arm_age_sweep();
         // Every node is taken to be up at start, so what is owed is replayed at once
         // rather than after the next sign of life of each target.
@@ -125,6 +138,8 @@ impl<R: LogReader> Node<R> {
                 self.graves.remove(&key);
                 self.floor = self.floor.max(floor);
             }
+            Record::CatchingUp => self.resync.logged = true,
+            Record::CaughtUp => self.resync.logged = false,
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ use crate::proto::{PeerMessage, StateBytes};
 use crate::storage::LogReader;
 
 use super::config::NodeId;
+use super::record::Record;
 use super::{Node, TimerKind};
 
 /// Keys of the store looked at per round, at most, for each stream: a node that holds
@@ -37,6 +38,10 @@ pub(super) struct Resync {
     pub(super) req: u64,
     /// Streams to nodes that asked, at most one per node.
     pub(super) streams: BTreeMap<NodeId, Stream>,
+    /// Whether the log says this node is catching up (a `CatchingUp` record not yet
+    /// followed by `CaughtUp`), so that a crash before it caught up does not make it
+    /// forget: a log that is not empty is recovered, not started over.
+    pub(super) logged: bool,
 }
 
 impl<R: LogReader> Node<R> {
@@ -90,6 +95,10 @@ impl<R: LogReader> Node<R> {
             && self.resync.waiting.is_empty()
         {
             self.timers.cancel(&TimerKind::ResyncAsk);
+            if self.resync.logged {
+                self.resync.logged = false;
+                self.append(&Record::CaughtUp);
+            }
         }
     }
 
@@ -141,18 +150,25 @@ impl<R: LogReader> Node<R> {
                 }
             }
         }
+        let mut sent = stream.cursor.clone();
         for key in batch {
-            if let Ok(Some(state)) = self.store.get(&key) {
-                let state = StateBytes(state.to_bytes());
-                self.send(
-                    target,
-                    PeerMessage::Store {
-                        req: stream.req,
-                        key,
-                        state,
-                    },
-                );
-            }
+            let state = match self.store.get(&key) {
+                Ok(Some(state)) => StateBytes(state.to_bytes()),
+                Ok(None) => continue,
+                // A failed read of the log: the next round starts again at this key,
+                // so the asker never misses it.
+                Err(_) => {
+                    cursor = sent;
+                    break;
+                }
+            };
+            sent = Some(key.clone());
+            let msg = PeerMessage::Store {
+                req: stream.req,
+                key,
+                state,
+            };
+            self.send(target, msg);
         }
         if scanned == 0 {
             self.resync.streams.remove(&target);

@@ -49,6 +49,16 @@ impl<R: LogReader> Node<R> {
         if self.config.conflicts == Conflicts::Lww {
             return self.refuse(from, req, ErrorCode::Malformed, "ev_write in lww mode");
         }
+        // A duplicate: the first copy was applied (its answer is on its way) or refused
+        // (which ended the write at its coordinator); either way nothing more to do.
+        let owed = self
+            .owed
+            .values()
+            .any(|o| o.coordinator == from && o.coordinator_req == req);
+        if owed || self.recent_writes.contains(from, req) {
+            return;
+        }
+        self.recent_writes.insert(from, req);
         if !self.durability.has_room(1) {
             return self.refuse_full(from, req);
         }
@@ -81,10 +91,12 @@ impl<R: LogReader> Node<R> {
                     let message = format!("the key's state would exceed {MAX_STATE_BYTES} bytes");
                     return self.refuse(from, req, ErrorCode::Overloaded, message);
                 }
+                // The debt is logged before the state, and the answer waits for both: a
+                // crash that keeps the write here keeps the debt (a log keeps a prefix),
+                // so the write reaches the other replicas even if its coordinator never
+                // hears of it.
+                self.owe(&key, from, req);
                 let token = self.put_state(&key, state);
-                // The answer waits for the owed record too: once the coordinator hears
-                // of the write, a crash of either cannot leave a replica unserved.
-                let token = self.owe(&key, from, req, token);
                 let msg = PeerMessage::Written {
                     req,
                     state: StateBytes(bytes),
@@ -145,7 +157,7 @@ impl<R: LogReader> Node<R> {
             Ok(held) => held,
             Err(why) => return self.refuse(from, req, ErrorCode::Internal, why),
         };
-        let mut behind = None;
+        let mut behind = Vec::new();
         let merged = match held {
             None => Some(theirs),
             Some(mut mine) => {
@@ -159,44 +171,58 @@ impl<R: LogReader> Node<R> {
                 report.changed.then_some(mine)
             }
         };
+        // `ev_apply`: the debt goes first, as for `ev_write`.
+        if first {
+            self.owe(&key, from, req);
+        }
         // Unchanged: this node already holds it, though perhaps not durably yet.
         let token = match merged {
             Some(state) => self.put_state(&key, state),
             None => self.last_token,
         };
-        // Only with room for it and the answer below; without, a later read repairs.
-        if let Some(msg) = behind.filter(|_| self.durability.has_room(2)) {
-            self.defer(token, Deferred::Send(from, msg));
+        // Only with room for them and the answer below; without, a later read repairs.
+        if self.durability.has_room(behind.len().saturating_add(1)) {
+            for (to, msg) in behind {
+                self.defer(token, Deferred::Send(to, msg));
+            }
         }
-        let token = if first {
-            self.owe(&key, from, req, token)
-        } else {
-            token
-        };
         self.defer(token, Deferred::Send(from, PeerMessage::Stored { req }));
     }
 
-    /// A replica shipped a state that lacks what this replica knows (a deletion reaped
-    /// here while a write raced the reap kept it there): the join to ship back once it
-    /// is durable, so that replicas that took different paths converge without waiting
-    /// for a read.
+    /// A shipped state lacks what this replica knows (a deletion reaped here while a
+    /// write raced the reap kept it at the write's first replica): the join to ship, once
+    /// it is durable, back to the sender if it is a replica, else (a coordinator shipping
+    /// its first replica's state, which holds what the sender held) to every other
+    /// replica, so that replicas that took different paths converge without a read.
     fn answer_behind_replica(
         &mut self,
         from: NodeId,
         key: &str,
         theirs: &KeyState,
         mine: &KeyState,
-    ) -> Option<PeerMessage> {
-        let replica = self.replicas_of(key).contains(&from);
-        if from == self.config.id || theirs.includes(mine) || !replica {
-            return None;
+    ) -> Vec<(NodeId, PeerMessage)> {
+        if from == self.config.id || theirs.includes(mine) {
+            return Vec::new();
         }
-        let req = self.new_req();
-        Some(PeerMessage::Store {
-            req,
-            key: key.to_owned(),
-            state: StateBytes(mine.to_bytes()),
-        })
+        let replicas = self.replicas_of(key);
+        let targets: Vec<NodeId> = if replicas.contains(&from) {
+            vec![from]
+        } else {
+            let me = self.config.id;
+            replicas.into_iter().filter(|&id| id != me).collect()
+        };
+        let state = mine.to_bytes();
+        targets
+            .into_iter()
+            .map(|to| {
+                let msg = PeerMessage::Store {
+                    req: self.new_req(),
+                    key: key.to_owned(),
+                    state: StateBytes(state.clone()),
+                };
+                (to, msg)
+            })
+            .collect()
     }
 
     /// `ev_read`: this node's state of the key, shown once it is durable.

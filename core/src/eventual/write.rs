@@ -21,7 +21,7 @@ use crate::ReplyTo;
 
 use super::config::{Conflicts, NodeId};
 use super::state::KeyState;
-use super::{Node, Pending, TimerKind};
+use super::{Deferred, Node, Pending, TimerKind};
 
 /// A write in flight.
 #[derive(Clone, Debug)]
@@ -325,7 +325,22 @@ impl<R: LogReader> Node<R> {
         }
         // A hint dropped at a bound leaves the first replica's backstop in charge.
         if all_hinted {
-            self.settle_first(req, &write);
+            self.settle_first_after_hints(req, &write);
+        }
+    }
+
+    /// Tells the write's first replica that it owes nothing, once the hints that take
+    /// over its debt are durable here: told before, a machine crash of this node could
+    /// lose the hints after the first replica dropped its record, and nothing would bring
+    /// the write to the replicas that missed it but a read. Without room to wait, the
+    /// first replica keeps its debt and ships the write itself.
+    fn settle_first_after_hints(&mut self, req: u64, write: &PendingWrite) {
+        let Some(first) = write.first else {
+            return;
+        };
+        if self.durability.has_room(1) {
+            let token = self.last_token;
+            self.defer(token, Deferred::Send(first, PeerMessage::Settled { req }));
         }
     }
 }

@@ -10,7 +10,12 @@
 //!   version that read showed, so none of them is in the final state: no resurrection
 //!   after an acknowledged delete, and no add undone by repair;
 //! - [`check_eventual_liveness`]: once the cluster settled after the faults, every request
-//!   at a level N can meet succeeds.
+//!   at a level N can meet succeeds;
+//! - [`check_siblings`]: no more siblings than concurrent writers;
+//! - [`check_read_after_write`] and [`check_monotonic_reads`]: reads that overlap an
+//!   acknowledged write, or an earlier read, return it or a successor;
+//! - [`check_lww_final`]: under last write wins, the final value is the write with the
+//!   highest stamp among those that may have been applied.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,6 +26,14 @@ use ringkv_core::Ts;
 use crate::eventual::workload::{
     elements, is_set_key, version_values, EvCommand, EvHistory, EvOp, EvOutcome,
 };
+
+mod lww;
+mod recency;
+mod siblings;
+
+pub use lww::check_lww_final;
+pub use recency::{check_monotonic_reads, check_read_after_write};
+pub use siblings::check_siblings;
 
 /// What the checks see of one node at the end of a run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -127,6 +140,24 @@ pub fn excused_by_disk_loss(op: &EvOp, n: usize, disks_lost_at: &[Ts]) -> bool {
     op.level.replicas(n) <= 1 && disks_lost_at.iter().any(|&lost| op.invoke_ms <= lost)
 }
 
+/// Whether a write may have been applied: every outcome but an error that means nothing
+/// was tried or changed.
+pub fn possibly_applied(op: &EvOp) -> bool {
+    match &op.outcome {
+        EvOutcome::Failed(code) => {
+            !matches!(code.as_str(), "unavailable" | "overloaded" | "malformed")
+        }
+        _ => true,
+    }
+}
+
+/// Whether a disk was lost from `from_ms` to `until_ms`, both included.
+pub fn disk_lost_between(disks_lost_at: &[Ts], from_ms: Ts, until_ms: Ts) -> bool {
+    disks_lost_at
+        .iter()
+        .any(|&lost| (from_ms..=until_ms).contains(&lost))
+}
+
 /// Jepsen's set test over the keys that only ever get adds: every acknowledged add is in
 /// the final set (`check_acked`: false in last-write-wins worlds, where concurrent adds
 /// are lost by design), and every element there was added by some client.
@@ -159,7 +190,7 @@ pub fn check_set(
             let EvCommand::Add { element, .. } = &op.command else {
                 continue;
             };
-            if op.outcome == EvOutcome::Written
+            if matches!(op.outcome, EvOutcome::Written { .. })
                 && !present.contains(element.as_str())
                 && !excused_by_disk_loss(op, n, disks_lost_at)
             {
@@ -195,7 +226,9 @@ pub fn check_superseded(
             | EvCommand::Delete { read, blind: false } => *read,
             _ => continue,
         };
-        if op.outcome != EvOutcome::Written || excused_by_disk_loss(op, n, disks_lost_at) {
+        if !matches!(op.outcome, EvOutcome::Written { .. })
+            || excused_by_disk_loss(op, n, disks_lost_at)
+        {
             continue;
         }
         let EvOutcome::Found { values, .. } = &history[read].outcome else {
@@ -250,3 +283,6 @@ pub fn check_eventual_liveness(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod order_tests;

@@ -12,9 +12,17 @@
 //!   once a run), so it starts a new node under a new incarnation and catches up;
 //! - the final reads: in worlds with read repair only, or that lost a disk, every key is
 //!   read once at `all` after every client stopped, as section 2 needs for convergence;
+//! - a node back on a lost disk is cut off from the other nodes for 1 to 4 s (when that
+//!   ends before the faults stop), while half the clients' operations go through it at
+//!   `one`: it coordinates and applies writes before it got its keys back, where a
+//!   counter of its earlier life would be handed out again (riak_kv issue 679);
+//! - a node restarted after a process crash holds the same hints and debts as before
+//!   it (every appended record survives such a crash), checked as it starts;
 //! - the verdicts of `check::eventual`.
 
 pub mod workload;
+
+use std::collections::BTreeMap;
 
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -23,11 +31,13 @@ use ringkv_core::proto::Consistency;
 use ringkv_core::Ts;
 
 use crate::check::eventual::{
-    check_convergence, check_eventual_liveness, check_set, check_superseded, EvNodeSnapshot,
+    check_convergence, check_eventual_liveness, check_lww_final, check_monotonic_reads,
+    check_read_after_write, check_set, check_siblings, check_superseded, EvNodeSnapshot,
     EvSnapshot,
 };
 use crate::cluster::{eventual_node, Cluster, EventualSpec, Outbox, Role, RoleSpec};
 use crate::config::{EventualKnobs, SimConfig};
+use crate::disk::CrashKind;
 use crate::driver::{Event, Shape, World};
 use crate::network::NodeId;
 use crate::trace::name;
@@ -42,6 +52,18 @@ pub struct EventualWorld {
     pub workload: EvWorkload,
     /// When a disk was lost, for the checks.
     pub disks_lost_at: Vec<Ts>,
+    /// The node whose disk was lost, until it is cut off as it starts again.
+    to_isolate: Option<NodeId>,
+    /// What each node down after a process crash held, to be found again as it starts.
+    kept: BTreeMap<NodeId, Kept>,
+}
+
+/// The work a node holds that its log must bring back after a process crash: hints by
+/// target, and how many writes it owes as a first replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Kept {
+    hints: BTreeMap<u64, usize>,
+    owed: usize,
 }
 
 /// Eventual mode: every node of the ring runs an eventual node; clients talk to any.
@@ -77,6 +99,8 @@ pub(crate) fn eventual_mode(config: &SimConfig, rng: &mut ChaCha8Rng) -> (Shape,
         workload: EvWorkload::new(config.clients, config.keys.clone(), nodes),
         knobs: knobs.clone(),
         disks_lost_at: Vec::new(),
+        to_isolate: None,
+        kept: BTreeMap::new(),
     };
     let shape = Shape {
         cluster,
@@ -110,6 +134,8 @@ impl World {
         let at = self.now + ev.knobs.detect_ms;
         self.schedule(at, Event::Detect { node });
         if started {
+            self.check_kept(node);
+            self.maybe_isolate(node);
             for down in self.cluster.down() {
                 if let NodeId::Node(other) = down {
                     let mut out = Outbox::default();
@@ -156,9 +182,95 @@ impl World {
         let now = self.now;
         if let Some(ev) = &mut self.eventual {
             ev.disks_lost_at.push(now);
+            ev.to_isolate = Some(node);
+            ev.kept.remove(&node);
         }
         let note = format!("{} loses its disk", name(node));
         self.trace.note(now, &note);
+    }
+
+    /// What `node` holds of hints and debts, if it runs an eventual node.
+    fn kept_of(&self, node: NodeId) -> Option<Kept> {
+        let Some(Role::Eventual(running)) = self.cluster.role(node) else {
+            return None;
+        };
+        let core = running.core();
+        let hints = self
+            .config
+            .server_ids
+            .iter()
+            .map(|&t| (t, core.hints_for(t)))
+            .filter(|&(_, count)| count > 0)
+            .collect();
+        let owed = core.owed_count();
+        Some(Kept { hints, owed })
+    }
+
+    /// Before `node` crashes: after a process crash its log must bring back what it
+    /// holds now; after a machine crash unsynced records may be gone, so nothing is
+    /// expected.
+    pub(crate) fn before_crash(&mut self, node: NodeId, kind: CrashKind) {
+        let kept = self.kept_of(node);
+        let Some(ev) = &mut self.eventual else {
+            return;
+        };
+        match (kind, kept) {
+            (CrashKind::Process, Some(kept)) => {
+                ev.kept.insert(node, kept);
+            }
+            _ => {
+                ev.kept.remove(&node);
+            }
+        }
+    }
+
+    /// `node` started after a process crash: it must hold what it held before.
+    fn check_kept(&mut self, node: NodeId) {
+        let Some(before) = self.eventual.as_mut().and_then(|ev| ev.kept.remove(&node)) else {
+            return;
+        };
+        let after = self.kept_of(node);
+        if after.as_ref() != Some(&before) {
+            let text = format!(
+                "{} held {before:?} before a process crash and {after:?} after it",
+                name(node)
+            );
+            self.anomaly(text);
+        }
+    }
+
+    /// `node` starts on the disk it lost: cut it off from every other node for a while,
+    /// and send half the operations through it at `one`, if that all ends before the
+    /// faults stop.
+    fn maybe_isolate(&mut self, node: NodeId) {
+        let Some(ev) = &mut self.eventual else {
+            return;
+        };
+        if ev.to_isolate != Some(node) {
+            return;
+        }
+        ev.to_isolate = None;
+        let NodeId::Node(id) = node else {
+            return;
+        };
+        let until = self.now + self.rng.random_range(1000..=4000);
+        if self.healed || until >= self.config.heal_at_ms() {
+            return;
+        }
+        for &other in &self.config.server_ids {
+            if other != id {
+                self.network
+                    .partition(node, NodeId::Node(other), false, until);
+            }
+        }
+        if let Some(ev) = &mut self.eventual {
+            ev.workload.favor(id, until);
+        }
+        let note = format!(
+            "{} is cut off from the other nodes until {until} ms",
+            name(node)
+        );
+        self.trace.note(self.now, &note);
     }
 
     /// An eventual client starts its next operation.
@@ -284,15 +396,33 @@ impl World {
         if let Err(problems) = check_eventual_liveness(history, settled, n) {
             failures.extend(problems.into_iter().map(|p| format!("liveness: {p}")));
         }
-        let finals = match check_convergence(&self.eventual_snapshot()) {
+        let lww = ev.knobs.conflicts == ringkv_core::eventual::Conflicts::Lww;
+        let lost = &ev.disks_lost_at;
+        if let Err(problems) = check_read_after_write(history, n, lww, lost) {
+            failures.extend(
+                problems
+                    .into_iter()
+                    .map(|p| format!("read after write: {p}")),
+            );
+        }
+        if ev.knobs.repair.reads() {
+            if let Err(problems) = check_monotonic_reads(history, n, lww, lost) {
+                failures.extend(
+                    problems
+                        .into_iter()
+                        .map(|p| format!("monotonic reads: {p}")),
+                );
+            }
+        }
+        let snapshot = self.eventual_snapshot();
+        let finals = match check_convergence(&snapshot) {
             Ok(finals) => finals,
             Err(problems) => {
                 failures.extend(problems.into_iter().map(|p| format!("convergence: {p}")));
                 return failures;
             }
         };
-        let siblings = ev.knobs.conflicts == ringkv_core::eventual::Conflicts::Siblings;
-        let lost = &ev.disks_lost_at;
+        let siblings = !lww;
         if let Err(problems) = check_set(history, &finals, siblings, n, lost) {
             failures.extend(problems.into_iter().map(|p| format!("set: {p}")));
         }
@@ -300,6 +430,16 @@ impl World {
             if let Err(problems) = check_superseded(history, &finals, n, lost) {
                 failures.extend(problems.into_iter().map(|p| format!("resurrection: {p}")));
             }
+            let replicas = &snapshot.replicas;
+            if let Err(problems) = check_siblings(history, &finals, replicas, lost) {
+                failures.extend(problems.into_iter().map(|p| format!("siblings: {p}")));
+            }
+        } else if let Err(problems) = check_lww_final(history, &snapshot, n, lost) {
+            failures.extend(
+                problems
+                    .into_iter()
+                    .map(|p| format!("last write wins: {p}")),
+            );
         }
         failures
     }

@@ -53,6 +53,8 @@ pub enum EvOutcome {
         values: Vec<Option<String>>,
         /// The context a write after this read carries.
         context: String,
+        /// The versions' CLOCK objects, in the order of `values`.
+        clocks: Vec<Value>,
     },
     /// A read found nothing (or only deletions, then with their context).
     NotFound {
@@ -60,7 +62,12 @@ pub enum EvOutcome {
         context: Option<String>,
     },
     /// A write is held durably by W replicas.
-    Written,
+    Written {
+        /// The new version's CLOCK object (a stamp under last write wins).
+        clock: Value,
+        /// The context the answer gave, covering the new version.
+        context: String,
+    },
     /// An error answer (its code): `unavailable`, `overloaded`, ...
     Failed(String),
     /// `timeout`: tried, not confirmed in time; a write may exist somewhere.
@@ -74,7 +81,7 @@ impl EvOutcome {
     pub fn is_success(&self) -> bool {
         matches!(
             self,
-            EvOutcome::Found { .. } | EvOutcome::NotFound { .. } | EvOutcome::Written
+            EvOutcome::Found { .. } | EvOutcome::NotFound { .. } | EvOutcome::Written { .. }
         )
     }
 }
@@ -128,6 +135,8 @@ pub struct EvWorkload {
     clients: Vec<EvClient>,
     keys: Vec<String>,
     nodes: Vec<u64>,
+    /// A node that half the operations go through, at `one`, until a time.
+    favored: Option<(u64, Ts)>,
     /// Every operation.
     pub history: EvHistory,
 }
@@ -151,8 +160,14 @@ impl EvWorkload {
             clients: (0..=clients).map(|_| EvClient::default()).collect(),
             keys,
             nodes,
+            favored: None,
             history: Vec::new(),
         }
+    }
+
+    /// Sends half the operations through `node` at `one` until `until_ms`.
+    pub fn favor(&mut self, node: u64, until_ms: Ts) {
+        self.favored = Some((node, until_ms));
     }
 
     /// Starts `client`'s next operation: the write after a successful read, else a read
@@ -162,8 +177,15 @@ impl EvWorkload {
         if me.in_flight.is_some() {
             return None;
         }
-        let level = LEVELS[rng.random_range(0..LEVELS.len())];
-        let node = self.nodes[rng.random_range(0..self.nodes.len())];
+        let mut level = LEVELS[rng.random_range(0..LEVELS.len())];
+        let mut node = self.nodes[rng.random_range(0..self.nodes.len())];
+        if let Some((favored, until_ms)) = self.favored {
+            if now >= until_ms {
+                self.favored = None;
+            } else if rng.random_bool(0.5) {
+                (node, level) = (favored, Consistency::One);
+            }
+        }
         let (key, command) = match me.read.take() {
             Some(read) => {
                 let key = self.history[read].key.clone();
@@ -339,13 +361,18 @@ fn outcome(command: &EvCommand, answer: EventualResponse) -> Result<EvOutcome, S
         ) => EvOutcome::Found {
             values: version_values(&versions)?,
             context,
+            clocks: versions
+                .iter()
+                .map(|v| v.get("clock").cloned().unwrap_or(Value::Null))
+                .collect(),
         },
         (EvCommand::Read, EventualResponse::NotFound { context }) => {
             EvOutcome::NotFound { context }
         }
-        (EvCommand::Add { .. } | EvCommand::Delete { .. }, EventualResponse::Written { .. }) => {
-            EvOutcome::Written
-        }
+        (
+            EvCommand::Add { .. } | EvCommand::Delete { .. },
+            EventualResponse::Written { clock, context },
+        ) => EvOutcome::Written { clock, context },
         (_, EventualResponse::Timeout) => EvOutcome::Timeout,
         (_, EventualResponse::Error(reply)) => EvOutcome::Failed(reply.code.as_str().to_owned()),
         (command, other) => return Err(format!("answer {other:?} does not fit {command:?}")),

@@ -187,6 +187,18 @@ impl World {
         self.input(id, NodeInput::Persisted { token });
     }
 
+    /// Syncs only the first of node `id`'s unsynced writes (a machine crash then keeps
+    /// that prefix of the log) and reports it durable.
+    pub fn sync_first(&mut self, id: NodeId) {
+        let slot = self.slots.get_mut(&id).expect("node");
+        if slot.unsynced.is_empty() {
+            return;
+        }
+        let (token, len) = slot.unsynced.remove(0);
+        slot.synced = len;
+        self.input(id, NodeInput::Persisted { token });
+    }
+
     /// A client request to node `id`; the handle of its answer.
     pub fn request(&mut self, id: NodeId, msg: EventualRequest) -> u64 {
         let handle = self.next_client;

@@ -929,3 +929,232 @@ fn settings_that_cannot_work_are_refused() {
     assert!(refused(&|c| c.hints.replay_batch = 0));
     assert!(refused(&|c| c.max_pending = 0));
 }
+
+#[test]
+fn a_duplicated_ev_write_is_applied_once() {
+    let mut w = World::new(&IDS, |_| {});
+    let key = "k".to_owned();
+    let first = w.node(10).replicas_of(&key)[0];
+    let coordinator = IDS.into_iter().find(|&id| id != first).unwrap();
+    let write = PeerMessage::Write {
+        req: 77,
+        key: key.clone(),
+        op: crate::proto::WriteOp::Put("v".into()),
+        context: Some(String::new()),
+    };
+    w.inject(coordinator, first, write.clone());
+    // The network delivers the same message again: a second version of the same write
+    // would be a sibling no client wrote concurrently.
+    w.inject(coordinator, first, write);
+    assert_eq!(local_values(&w, first, &key), ["v"]);
+    let Some(KeyState::Siblings(container)) = w.state(first, &key) else {
+        panic!("the first replica holds the key");
+    };
+    assert_eq!(container.len(), 1, "{container:?}");
+    // Another request of the same coordinator is a new write.
+    let again = PeerMessage::Write {
+        req: 78,
+        key: key.clone(),
+        op: crate::proto::WriteOp::Put("w".into()),
+        context: None,
+    };
+    w.inject(coordinator, first, again);
+    assert_eq!(local_values(&w, first, &key), ["w"]);
+}
+
+#[test]
+fn the_first_replica_keeps_its_debt_until_the_coordinators_hints_are_durable() {
+    let ids = [10, 20, 30, 40];
+    let mut w = World::new(&ids, |c| {
+        c.repair = Repair::Hints;
+        c.replication = 3;
+    });
+    let key = "k".to_owned();
+    let coordinator = ids
+        .into_iter()
+        .find(|id| !w.node(10).replicas_of(&key).contains(id))
+        .expect("a node that does not hold the key");
+    let replicas = w.node(coordinator).replicas_of(&key);
+    let missed = replicas[2];
+    // Every node caught up with the others at start, and holds something.
+    w.advance(10);
+    let put = w.put(coordinator, "other", "x", All, None);
+    assert!(is_written(w.answer(put)));
+    w.crash(missed);
+    w.announce(missed, false);
+    let put = w.put(coordinator, &key, "v", Two, None);
+    assert!(is_written(w.answer(put)));
+    // The coordinator's hint for the missed replica is made at the deadline and is not
+    // yet synced when its machine crashes.
+    w.slots.get_mut(&coordinator).expect("node").auto_sync = false;
+    w.advance(3000);
+    w.crash(coordinator);
+    w.announce(coordinator, false);
+    w.slots.get_mut(&coordinator).expect("node").auto_sync = true;
+    w.restart(coordinator);
+    assert_eq!(
+        w.node(coordinator).hints_for(missed),
+        0,
+        "the hint was lost"
+    );
+    // The first replica was not told to forget what it owes: it ships the write itself.
+    w.restart(missed);
+    w.announce(missed, true);
+    w.announce(coordinator, true);
+    w.advance(3 * 3000);
+    assert_eq!(local_values(&w, missed, &key), ["v"]);
+}
+
+#[test]
+fn a_write_kept_by_its_first_replica_after_a_crash_is_owed_to_the_others() {
+    let ids = [10, 20, 30, 40];
+    let mut w = World::new(&ids, |c| {
+        c.repair = Repair::Hints;
+        c.replication = 3;
+    });
+    let key = "k".to_owned();
+    let coordinator = ids
+        .into_iter()
+        .find(|id| !w.node(10).replicas_of(&key).contains(id))
+        .expect("a node that does not hold the key");
+    let first = w.node(coordinator).replicas_of(&key)[0];
+    // Every node caught up with the others at start.
+    w.advance(10);
+    assert!(ids.iter().all(|&id| !w.node(id).catching_up()));
+    // The first replica's machine crashes while its records of the write are written:
+    // only the first of them reached the disk, and the coordinator never heard back.
+    w.slots.get_mut(&first).expect("node").auto_sync = false;
+    let put = w.put(coordinator, &key, "v", Quorum, None);
+    w.sync_first(first);
+    w.crash(first);
+    w.announce(first, false);
+    w.slots.get_mut(&first).expect("node").auto_sync = true;
+    w.advance(3000);
+    assert_eq!(w.answer(put), Some(&EventualResponse::Timeout));
+    w.restart(first);
+    w.announce(first, true);
+    w.advance(3 * 3000);
+    // With hints alone, a write the first replica kept reaches every replica, or the
+    // write is nowhere.
+    let held: Vec<Vec<String>> = w
+        .node(coordinator)
+        .replicas_of(&key)
+        .into_iter()
+        .map(|id| local_values(&w, id, &key))
+        .collect();
+    assert!(held.iter().all(|h| h == &held[0]), "{held:?}");
+}
+
+#[test]
+fn a_node_that_crashes_while_catching_up_goes_on_catching_up() {
+    let mut w = World::new(&IDS, |c| c.repair = Repair::Hints);
+    let put = w.put(10, "old", "v", All, None);
+    assert!(is_written(w.answer(put)));
+    w.crash(30);
+    for other in [10, 20] {
+        w.partition(30, other, true);
+    }
+    w.wipe_and_restart(30, 1);
+    assert!(w.node(30).catching_up());
+    // Cut off, it writes a key of its own before it got the others: its log is no
+    // longer empty when it crashes.
+    let put = w.put(30, "new", "w", One, None);
+    assert!(is_written(w.answer(put)));
+    w.crash(30);
+    w.restart(30);
+    assert!(
+        w.node(30).catching_up(),
+        "a restart remembers it was catching up"
+    );
+    for other in [10, 20] {
+        w.partition(30, other, false);
+    }
+    w.advance(10_000);
+    assert_eq!(local_values(&w, 30, "old"), ["v"]);
+    assert!(!w.node(30).catching_up());
+    // Caught up for good: the next restart asks nobody.
+    w.crash(30);
+    w.restart(30);
+    assert!(!w.node(30).catching_up());
+}
+
+#[test]
+fn a_write_racing_a_reap_reaches_the_replicas_that_reaped_and_back() {
+    let ids = [10, 20, 30, 40];
+    let mut w = World::new(&ids, |c| {
+        c.repair = Repair::Hints;
+        c.replication = 3;
+    });
+    w.advance(10);
+    let key = "k".to_owned();
+    let replicas = w.node(10).replicas_of(&key);
+    let coordinator = ids
+        .into_iter()
+        .find(|id| !replicas.contains(id))
+        .expect("a node that does not hold the key");
+    let (first, other) = (replicas[0], replicas[1]);
+    let put = w.put(coordinator, &key, "v", All, None);
+    let seen_v = context_of(w.answer(put));
+    let del = w.del(coordinator, &key, All, Some(&seen_v));
+    assert!(is_written(w.answer(del)));
+    let tombstone = w.state(other, &key).expect("a tombstone");
+    // A write that saw only `v` reaches the first replica: a sibling of the deletion.
+    let write = PeerMessage::Write {
+        req: 900,
+        key: key.clone(),
+        op: crate::proto::WriteOp::Put("w".into()),
+        context: Some(seen_v),
+    };
+    w.inject(coordinator, first, write);
+    let raced = w.state(first, &key).expect("the write");
+    assert_eq!(local_values(&w, first, &key).len(), 2);
+    // Meanwhile the other replicas reaped the deletion to graves.
+    for id in [replicas[1], replicas[2]] {
+        let reap = PeerMessage::Reap {
+            req: 901,
+            key: key.clone(),
+            state: StateBytes(tombstone.to_bytes()),
+            commit: true,
+        };
+        w.inject(coordinator, id, reap);
+    }
+    // The coordinator ships the first replica's state: the graves drop the deletion they
+    // reaped, and the first replica must hear of it.
+    let ship = PeerMessage::Store {
+        req: 902,
+        key: key.clone(),
+        state: StateBytes(raced.to_bytes()),
+    };
+    w.inject(coordinator, other, ship);
+    for id in replicas {
+        assert_eq!(local_values(&w, id, &key), ["w"], "replica {id}");
+    }
+}
+
+#[test]
+fn a_restarted_node_never_numbers_a_request_as_its_earlier_life_did() {
+    let mut w = World::new(&IDS, |c| c.repair = Repair::Hints);
+    w.advance(10);
+    for round in 0..8 {
+        // A hint logs an id; reads after it use numbers the log never sees.
+        w.crash(30);
+        w.announce(30, false);
+        let put = w.put(10, "k", "v", Two, None);
+        assert!(is_written(w.answer(put)));
+        w.advance(3000);
+        w.restart(30);
+        w.announce(30, true);
+        w.advance(10);
+        for _ in 0..20 {
+            w.get(10, "k", One);
+        }
+        let used = w.node(10).next_req;
+        w.crash(10);
+        w.restart(10);
+        assert!(
+            w.node(10).next_req > used,
+            "round {round}: a number is used again"
+        );
+        w.announce(10, true);
+    }
+}

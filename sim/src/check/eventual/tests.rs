@@ -99,10 +99,19 @@ fn op(index: usize, key: &str, command: EvCommand, outcome: EvOutcome) -> EvOp {
     }
 }
 
+/// An acknowledged write's outcome, its clock and context left empty.
+fn written() -> EvOutcome {
+    EvOutcome::Written {
+        clock: serde_json::Value::Null,
+        context: String::new(),
+    }
+}
+
 fn found(values: &[&str]) -> EvOutcome {
     EvOutcome::Found {
         values: values.iter().map(|v| Some((*v).to_owned())).collect(),
         context: String::new(),
+        clocks: Vec::new(),
     }
 }
 
@@ -125,7 +134,7 @@ fn set_history() -> EvHistory {
             EvCommand::Read,
             EvOutcome::NotFound { context: None },
         ),
-        add(1, "c0e1", "c0e1", 0, EvOutcome::Written),
+        add(1, "c0e1", "c0e1", 0, written()),
         op(2, "k0", EvCommand::Read, found(&["c0e1"])),
         add(3, "c0e2", "c0e1 c0e2", 2, EvOutcome::Timeout),
     ]
@@ -186,7 +195,7 @@ fn resurrection_is_rejected_after_an_acknowledged_delete_and_a_superseding_add()
                 read: 0,
                 blind: false,
             },
-            EvOutcome::Written,
+            written(),
         ),
     ];
     let gone = BTreeMap::from([("k1".to_owned(), vec![])]);
@@ -209,7 +218,7 @@ fn resurrection_is_rejected_after_an_acknowledged_delete_and_a_superseding_add()
     let history = set_history();
     check_superseded(&history, &finals(&["c0e1"]), 3, &[]).unwrap();
     let mut acked = history.clone();
-    acked[3].outcome = EvOutcome::Written;
+    acked[3].outcome = written();
     check_superseded(&acked, &finals(&["c0e1 c0e2"]), 3, &[]).unwrap();
     let problems = check_superseded(&acked, &finals(&["c0e1", "c0e1 c0e2"]), 3, &[]);
     assert!(problems.unwrap_err()[0].contains("superseded"));
