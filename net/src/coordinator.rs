@@ -87,6 +87,10 @@ pub fn run_coordinator(
     config.seed = crate::seed::seed_from_os();
     let (core, log, _dir) = recover(config, opts.data_dir.as_deref(), opts.truncate_corrupt_log)?;
     let mut ev = EventLoop::new(shutdown)?;
+    let mut log = log;
+    if let CoordinatorLog::File(file) = &mut log {
+        file.start_sync_thread(ev.waker())?;
+    }
     let registry = ev.registry();
     let clients = Port::bind(
         opts.client_addr,
@@ -222,8 +226,9 @@ fn epoch_from_wall_clock() -> u32 {
     u32::try_from(seconds).unwrap_or(u32::MAX - 1)
 }
 
-/// Where the coordinator's log goes: a file synced once per loop iteration (group
-/// commit), or nowhere, each write taken as durable at the end of its iteration.
+/// Where the coordinator's log goes: a file whose syncs run on a sync thread, one at a
+/// time, each covering every write since the last (group commit); or nowhere, each
+/// write taken as durable at the end of its iteration.
 enum CoordinatorLog {
     File(LogFile),
     Memory(Option<PersistToken>),
@@ -240,10 +245,19 @@ impl CoordinatorLog {
         }
     }
 
-    fn sync(&mut self) -> Result<Option<PersistToken>, NetError> {
+    /// The last write made durable since the last call, if any.
+    fn finished_sync(&mut self) -> Result<Option<PersistToken>, NetError> {
         match self {
-            CoordinatorLog::File(log) => log.sync(),
+            CoordinatorLog::File(log) => log.finished_sync(),
             CoordinatorLog::Memory(last) => Ok(last.take()),
+        }
+    }
+
+    /// Hands the writes since the last sync to the sync thread, if it is free.
+    fn begin_sync(&mut self) -> Result<(), NetError> {
+        match self {
+            CoordinatorLog::File(log) => log.begin_sync(),
+            CoordinatorLog::Memory(_) => Ok(()),
         }
     }
 }
@@ -344,11 +358,15 @@ impl Shell {
         if self.core.poll_timeout().is_some_and(|at| at <= now_ms) {
             self.handle(now_ms, registry, CoordinatorInput::Tick);
         }
-        // Group commit: one fsync for every log write of the iteration, then what waited.
-        match self.log.sync() {
+        // Group commit: what waited for a finished sync goes out, and every log write
+        // since is handed to the sync thread as one fsync, off the loop.
+        match self.log.finished_sync() {
             Ok(Some(token)) => self.handle(now_ms, registry, CoordinatorInput::Persisted { token }),
             Ok(None) => {}
             Err(err) => self.fail(err),
+        }
+        if let Err(err) = self.log.begin_sync() {
+            self.fail(err);
         }
         self.servers.tick(now_ms, registry);
         self.clients.sweep(now_ms, registry);

@@ -27,6 +27,7 @@ pub mod resp;
 mod seed;
 mod server;
 mod shutdown;
+mod sync_thread;
 mod tokens;
 
 pub use coordinator::{run_coordinator, CoordinatorAddrs, CoordinatorOptions};

@@ -1,5 +1,6 @@
 //! The write-ahead log on disk: appends as the replica asks for them, and one write and
-//! one fdatasync for all the appends of a loop iteration (group commit).
+//! one fdatasync for all the appends gathered while the previous sync ran (group
+//! commit), the fdatasync done by a sync thread so that the loop keeps serving.
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
@@ -7,12 +8,16 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
+
+use mio::Waker;
 
 use ringkv_core::log::AfterPrefix;
 use ringkv_core::replica::{LogReader, PersistToken, StorageError};
 
 use crate::datadir::sync_dir;
 use crate::error::NetError;
+use crate::sync_thread::SyncThread;
 
 /// The log's file name in the data directory.
 pub(crate) const LOG_FILE: &str = "wal.log";
@@ -34,6 +39,9 @@ pub(crate) struct LogFile {
     unsynced: Option<PersistToken>,
     /// Syncs done, for the statistics logged at shutdown.
     syncs: u64,
+    /// Where syncs run when the loop does not wait for them ([`LogFile::begin_sync`]).
+    /// Declared last: dropped after the file's last write, and it finishes its sync.
+    sync_thread: Option<SyncThread>,
 }
 
 impl LogFile {
@@ -73,6 +81,7 @@ impl LogFile {
             pending: Rc::new(RefCell::new(pending)),
             unsynced: None,
             syncs: 0,
+            sync_thread: None,
         };
         Ok((log, bytes))
     }
@@ -129,9 +138,63 @@ impl LogFile {
         Ok(())
     }
 
-    /// Makes every append so far durable with one fdatasync; returns the last write it
-    /// covered, or `None` if nothing was appended since the last sync.
+    /// Starts the thread that [`LogFile::begin_sync`] hands its syncs to; it wakes
+    /// `waker` when one is done.
+    pub(crate) fn start_sync_thread(&mut self, waker: Arc<Waker>) -> Result<(), NetError> {
+        let file = self.file.try_clone().map_err(|err| {
+            NetError::io(
+                format!("opening the log {} for syncing", self.path.display()),
+                err,
+            )
+        })?;
+        self.sync_thread = Some(SyncThread::start(file, waker)?);
+        Ok(())
+    }
+
+    /// Writes every append so far and hands their fdatasync to the sync thread, unless
+    /// a sync is under way already (then they wait for the next call after it) or
+    /// nothing was appended. [`LogFile::finished_sync`] says when it is done.
+    pub(crate) fn begin_sync(&mut self) -> Result<(), NetError> {
+        let Some(token) = self.unsynced else {
+            return Ok(());
+        };
+        let busy = self.sync_thread.as_ref().map(SyncThread::busy);
+        match busy {
+            None => panic!("begin_sync without a sync thread"),
+            Some(true) => return Ok(()),
+            Some(false) => {}
+        }
+        self.write_pending()?;
+        if let Some(thread) = &mut self.sync_thread {
+            thread.begin(token)?;
+        }
+        self.unsynced = None;
+        Ok(())
+    }
+
+    /// The last write made durable by a sync that finished since the last call, if any.
+    /// A failed sync is final (see [`LogFile`]).
+    pub(crate) fn finished_sync(&mut self) -> Result<Option<PersistToken>, NetError> {
+        let Some(thread) = &mut self.sync_thread else {
+            return Ok(None);
+        };
+        let done = thread
+            .finished()
+            .map_err(|err| NetError::io(format!("syncing the log {}", self.path.display()), err))?;
+        if done.is_some() {
+            self.syncs += 1;
+        }
+        Ok(done)
+    }
+
+    /// Makes every append so far durable with one fdatasync, on the calling thread;
+    /// returns the last write it covered, or `None` if nothing was appended since the
+    /// last sync. For loops without a sync thread.
     pub(crate) fn sync(&mut self) -> Result<Option<PersistToken>, NetError> {
+        assert!(
+            self.sync_thread.is_none(),
+            "a log with a sync thread syncs through it"
+        );
         let Some(token) = self.unsynced else {
             return Ok(None);
         };

@@ -109,6 +109,7 @@ pub fn run_server(
     drop(bytes);
 
     let mut ev = EventLoop::new(shutdown)?;
+    log.start_sync_thread(ev.waker())?;
     let port = Port::bind(
         opts.listen,
         Kind::PortA,
@@ -298,8 +299,9 @@ struct Shell {
 }
 
 impl Shell {
-    /// One loop iteration's work after the wait. Ends with the group commit: one fsync
-    /// for every log write of the iteration, then the answers that waited for it.
+    /// One loop iteration's work after the wait. Ends with the group commit: the answers
+    /// that waited for a sync the sync thread finished go out, and every log write since
+    /// the last sync is handed to it as one (if it is free; else they wait for it).
     fn turn(
         &mut self,
         now_ms: u64,
@@ -334,12 +336,11 @@ impl Shell {
         for (from, Addressed { msg, to }) in requests {
             self.handle(now_ms, ReplicaInput::Request { from, msg, to })?;
         }
-        // Answers that promise nothing (values, pongs, refusals) go out before the
-        // fsync, so a slow disk does not hold reads and liveness answers behind it.
-        self.port.flush(now_ms, registry);
-        if let Some(token) = self.log.sync()? {
+        // The fsync runs on the sync thread, so reads and pings never wait for it.
+        if let Some(token) = self.log.finished_sync()? {
             self.handle(now_ms, ReplicaInput::Persisted { token })?;
         }
+        self.log.begin_sync()?;
         self.port.sweep(now_ms, registry);
         self.port.flush(now_ms, registry);
         self.coordinator
