@@ -388,6 +388,12 @@ pub struct ClientArgs {
     /// The coordinator's client port, or any eventual-mode node's port (HOST:PORT).
     #[arg(long, default_value = DEFAULT_CLIENT_ADDR)]
     pub addr: String,
+    /// How long to wait for the store to take a request or to answer it, in
+    /// milliseconds, before counting it failed. Keep it above twice the coordinator's
+    /// --timeout-ms: an update may wait that long, and a write given up on earlier may
+    /// still commit.
+    #[arg(long, default_value_t = crate::client::DEFAULT_IO_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=ringkv_core::limits::MAX_TIMEOUT_MS))]
+    pub io_timeout_ms: u64,
 }
 
 /// How a one-shot command prints its answer.
