@@ -295,6 +295,11 @@ pub struct CoordinatorArgs {
     /// the damage on is lost: restore from a copy if you have one.
     #[arg(long)]
     pub truncate_corrupt_log: bool,
+    /// Bytes of requests read from clients and not yet answered, over all connections
+    /// of this process. When they are spent, connections are not read until answers
+    /// free bytes, in turn; the coordinator's and other nodes' traffic is never held.
+    #[arg(long, default_value_t = ringkv_net::DEFAULT_MAX_HELD_REQUEST_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_held_request_bytes: u64,
 }
 
 /// `ringkv server`.
@@ -325,6 +330,11 @@ pub struct ServerArgs {
     /// The longest request line accepted, in bytes (line end not counted).
     #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,
+    /// Bytes of requests read from clients and not yet answered, over all connections
+    /// of this process. When they are spent, connections are not read until answers
+    /// free bytes, in turn; the coordinator's and other nodes' traffic is never held.
+    #[arg(long, default_value_t = ringkv_net::DEFAULT_MAX_HELD_REQUEST_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_held_request_bytes: u64,
 }
 
 /// `ringkv node`'s mode.

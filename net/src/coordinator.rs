@@ -275,6 +275,7 @@ fn client_spec() -> PortSpec<ClientRequest> {
         idle_timeout: true,
         access: ClientRequest::access,
         first_handle: 1,
+        budgeted: |_| true,
     }
 }
 
@@ -301,6 +302,8 @@ fn register_spec() -> PortSpec<Register> {
         idle_timeout: true,
         access: |_| None,
         first_handle: 1,
+        // Registrations are the servers' signs of life, and small.
+        budgeted: |_| false,
     }
 }
 

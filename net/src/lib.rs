@@ -32,7 +32,7 @@ mod tokens;
 
 pub use coordinator::{run_coordinator, CoordinatorAddrs, CoordinatorOptions};
 pub use error::NetError;
-pub use limits::NetLimits;
+pub use limits::{HeldRequestBudget, NetLimits, DEFAULT_MAX_HELD_REQUEST_BYTES};
 pub use node::{run_node, NodeInfo, NodeOptions};
 pub use server::{run_server, ServerInfo, ServerOptions};
 pub use shutdown::Shutdown;

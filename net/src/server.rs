@@ -231,6 +231,17 @@ fn participant_spec() -> PortSpec<Addressed> {
         idle_timeout: true,
         access: |_| None,
         first_handle: 1,
+        // The coordinator's two-phase commit and pings keep keys moving and the server
+        // up: its connections are never held back by the budget.
+        budgeted: |request| {
+            !matches!(
+                request.msg,
+                ParticipantRequest::Prepare { .. }
+                    | ParticipantRequest::Commit { .. }
+                    | ParticipantRequest::Abort { .. }
+                    | ParticipantRequest::Ping
+            )
+        },
     }
 }
 

@@ -44,6 +44,7 @@ fn options(args: &ServerArgs) -> Result<ServerOptions, String> {
         truncate_corrupt_log: args.truncate_corrupt_log,
         limits: NetLimits {
             max_frame_bytes: args.max_frame_bytes,
+            held_requests: super::coordinator::held_request_budget(args.max_held_request_bytes)?,
             ..NetLimits::default()
         },
     })

@@ -100,6 +100,8 @@ pub(crate) fn node_spec() -> PortSpec<Inbound> {
         idle_timeout: true,
         access,
         first_handle: 1,
+        // Other nodes' messages (acknowledgements among them) are never held back.
+        budgeted: |msg| matches!(msg, Inbound::Client(_)),
     }
 }
 
