@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use mio::Waker;
 
-use ringkv_core::log::AfterPrefix;
-use ringkv_core::replica::{LogReader, PersistToken, StorageError};
+use ringkv_core::log::{after_prefix, AfterPrefix, FRAME_HEADER_BYTES, MAX_PAYLOAD_BYTES};
+use ringkv_core::replica::{LogReader, PersistToken, ReplicaRecovery, StorageError};
 
 use crate::datadir::sync_dir;
 use crate::error::NetError;
@@ -21,6 +21,39 @@ use crate::sync_thread::SyncThread;
 
 /// The log's file name in the data directory.
 pub(crate) const LOG_FILE: &str = "wal.log";
+
+/// Bytes of the log read at once by recovery: what it holds of the log in memory, with
+/// at most one frame cut by a chunk's end.
+pub(crate) const RECOVERY_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+/// The most bytes after a log's valid frames that recovery reads to tell a torn tail
+/// from corruption: room for one whole frame of the largest size after the bad bytes.
+const AFTER_SCAN_BYTES: usize = 2 * (MAX_PAYLOAD_BYTES + FRAME_HEADER_BYTES);
+
+/// A fold over a log fed in chunks (a role's recovery); see
+/// [`ringkv_core::storage::LogStream`].
+pub(crate) trait ChunkFold {
+    /// Replays the whole frames at the start of `chunk`; returns the bytes they took.
+    fn feed(&mut self, chunk: &[u8], at_end: bool) -> usize;
+    /// Whether the log has ended for the fold.
+    fn is_done(&self) -> bool;
+    /// Where the next chunk starts.
+    fn decoded_to(&self) -> u64;
+}
+
+impl<R: LogReader> ChunkFold for ReplicaRecovery<R> {
+    fn feed(&mut self, chunk: &[u8], at_end: bool) -> usize {
+        ReplicaRecovery::feed(self, chunk, at_end)
+    }
+
+    fn is_done(&self) -> bool {
+        ReplicaRecovery::is_done(self)
+    }
+
+    fn decoded_to(&self) -> u64 {
+        ReplicaRecovery::decoded_to(self)
+    }
+}
 
 /// The log file as the replica writes it.
 ///
@@ -51,9 +84,21 @@ impl LogFile {
     /// cache, and recovery must not answer `ready` or `ack` from bytes a later crash of
     /// the machine could lose. A failed sync stops the start.
     pub(crate) fn open(dir: &Path) -> Result<(Self, Vec<u8>), NetError> {
+        let mut log = Self::open_unread(dir)?;
+        let mut bytes = Vec::new();
+        log.file
+            .read_to_end(&mut bytes)
+            .map_err(|err| NetError::io(format!("reading the log {}", log.path.display()), err))?;
+        log.pending.borrow_mut().file_len = bytes.len() as u64;
+        Ok((log, bytes))
+    }
+
+    /// Opens (creating if missing) and syncs the log in `dir` as [`LogFile::open`] does,
+    /// without reading it: recovery then streams it ([`LogFile::replay_into`]).
+    pub(crate) fn open_unread(dir: &Path) -> Result<Self, NetError> {
         let path = dir.join(LOG_FILE);
         let existed = path.exists();
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
@@ -68,22 +113,72 @@ impl LogFile {
         if !existed {
             sync_dir(dir)?;
         }
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|err| NetError::io(format!("reading the log {}", path.display()), err))?;
+        let file_len = file
+            .metadata()
+            .map_err(|err| NetError::io(format!("reading the log {}", path.display()), err))?
+            .len();
         let pending = Pending {
-            file_len: bytes.len() as u64,
+            file_len,
             bytes: Vec::new(),
         };
-        let log = Self {
+        Ok(Self {
             path,
             file,
             pending: Rc::new(RefCell::new(pending)),
             unsynced: None,
             syncs: 0,
             sync_thread: None,
-        };
-        Ok((log, bytes))
+        })
+    }
+
+    /// The log's length in the file when it was opened (before any append).
+    pub(crate) fn file_len(&self) -> u64 {
+        self.pending.borrow().file_len
+    }
+
+    /// Feeds the whole file to `fold`, [`RECOVERY_CHUNK_BYTES`] at a time, until it is
+    /// done, and returns what follows the frames it decoded: recovery holds one chunk
+    /// (and at most one frame cut by a chunk's end) in memory, never the whole log.
+    pub(crate) fn replay_into(&self, fold: &mut impl ChunkFold) -> Result<AfterPrefix, NetError> {
+        self.replay_in_chunks(fold, RECOVERY_CHUNK_BYTES)
+    }
+
+    fn replay_in_chunks(
+        &self,
+        fold: &mut impl ChunkFold,
+        chunk_bytes: usize,
+    ) -> Result<AfterPrefix, NetError> {
+        let fail = |err| NetError::io(format!("reading the log {}", self.path.display()), err);
+        let file_len = self.file_len();
+        let mut held: Vec<u8> = Vec::new();
+        let mut read = 0u64;
+        while !fold.is_done() {
+            let want = (file_len - read).min(chunk_bytes as u64) as usize;
+            let start = held.len();
+            held.resize(start + want, 0);
+            let into = held.get_mut(start..).unwrap_or_default();
+            self.file.read_exact_at(into, read).map_err(fail)?;
+            read += want as u64;
+            let used = fold.feed(&held, read == file_len);
+            held.drain(..used.min(held.len()));
+        }
+        drop(held);
+        self.after_frames(fold.decoded_to()).map_err(fail)
+    }
+
+    /// Judges the bytes after the decoded frames, from `decoded_to` on: a torn tail, or
+    /// a valid frame after bad bytes (corruption). Reads at most [`AFTER_SCAN_BYTES`]:
+    /// a torn tail is far shorter, so more bytes than that are never called torn.
+    fn after_frames(&self, decoded_to: u64) -> Result<AfterPrefix, std::io::Error> {
+        let rest_len = self.file_len().saturating_sub(decoded_to);
+        let scan_len = rest_len.min(AFTER_SCAN_BYTES as u64);
+        let mut rest = vec![0; scan_len as usize];
+        self.file.read_exact_at(&mut rest, decoded_to)?;
+        Ok(match after_prefix(&rest, 0) {
+            AfterPrefix::ValidFrameAt(at) => AfterPrefix::ValidFrameAt(decoded_to + at),
+            AfterPrefix::TornTail if rest_len > scan_len => AfterPrefix::Unknown,
+            other => other,
+        })
     }
 
     /// Cuts a torn or corrupt tail off, durably, so that appends follow valid records.
@@ -356,6 +451,81 @@ mod tests {
         let on_disk = std::fs::read(tmp.path().join(LOG_FILE)).unwrap();
         assert_eq!(on_disk, b"abcdef");
         assert_eq!(reader.read_at(3, 3).unwrap(), b"def", "from the file now");
+    }
+
+    /// A log of committed and in-doubt writes, as a server writes it.
+    fn server_log() -> Vec<u8> {
+        use ringkv_core::log::encode_frame;
+        use ringkv_core::replica::record::Record;
+        let mut bytes = Vec::new();
+        for txid in 1..40u64 {
+            let key = format!("k{}", txid % 7);
+            let value = "v".repeat(txid as usize * 3);
+            encode_frame(
+                &Record::PreparePut { txid, key, value }.encode(),
+                &mut bytes,
+            );
+            if txid % 5 != 0 {
+                encode_frame(&Record::Commit { txid }.encode(), &mut bytes);
+            }
+        }
+        bytes
+    }
+
+    /// Recovers from the log file in `dir` in chunks of `chunk_bytes`, and from its
+    /// whole bytes, and compares.
+    fn recover_both_ways(dir: &Path, chunk_bytes: usize) -> RecoveryReport {
+        use ringkv_core::replica::{Replica, ReplicaConfig};
+        let (log, whole) = LogFile::open(dir).unwrap();
+        let (replica, report) =
+            Replica::recover(ReplicaConfig::default(), &whole, log.reader().unwrap()).unwrap();
+        let mut recovery =
+            ReplicaRecovery::start(ReplicaConfig::default(), log.reader().unwrap()).unwrap();
+        let after = log.replay_in_chunks(&mut recovery, chunk_bytes).unwrap();
+        let (chunked, chunked_report) = recovery.finish(after);
+        assert_eq!(chunked_report, report, "chunks of {chunk_bytes}");
+        let keys: Vec<&str> = replica.committed_keys().collect();
+        assert_eq!(chunked.committed_keys().collect::<Vec<_>>(), keys);
+        for key in keys {
+            assert_eq!(
+                chunked.committed_value(key).unwrap(),
+                replica.committed_value(key).unwrap()
+            );
+        }
+        assert_eq!(
+            chunked.in_doubt().collect::<Vec<_>>(),
+            replica.in_doubt().collect::<Vec<_>>()
+        );
+        report
+    }
+
+    use ringkv_core::replica::RecoveryReport;
+
+    #[test]
+    fn recovery_streams_the_file_in_chunks_to_the_same_state_as_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bytes = server_log();
+        std::fs::write(tmp.path().join(LOG_FILE), &bytes).unwrap();
+        for chunk_bytes in [1, 7, 64, 1000, bytes.len() + 1] {
+            let report = recover_both_ways(tmp.path(), chunk_bytes);
+            assert_eq!(report.valid_len, bytes.len() as u64);
+            assert_eq!(report.in_doubt, 7);
+        }
+        // A flipped byte in the middle: corruption, told the same way in chunks.
+        let mut damaged = bytes.clone();
+        damaged[bytes.len() / 2] ^= 0x10;
+        std::fs::write(tmp.path().join(LOG_FILE), &damaged).unwrap();
+        for chunk_bytes in [1, 13, 4096] {
+            let report = recover_both_ways(tmp.path(), chunk_bytes);
+            assert!(report.after.is_corruption(), "{report:?}");
+        }
+        // A torn tail.
+        std::fs::write(tmp.path().join(LOG_FILE), &bytes[..bytes.len() - 3]).unwrap();
+        for chunk_bytes in [1, 13, 4096] {
+            let report = recover_both_ways(tmp.path(), chunk_bytes);
+            assert_eq!(report.after, AfterPrefix::TornTail);
+            assert!(report.valid_len < bytes.len() as u64 - 3);
+        }
     }
 
     #[test]

@@ -13,7 +13,9 @@ use ringkv_core::proto::{
 use ringkv_core::registration::{
     Registrar, RegistrationConfig, RegistrationInput, RegistrationOutput,
 };
-use ringkv_core::replica::{RecoveryReport, Replica, ReplicaConfig, ReplicaInput, ReplicaOutput};
+use ringkv_core::replica::{
+    RecoveryReport, Replica, ReplicaConfig, ReplicaInput, ReplicaOutput, ReplicaRecovery,
+};
 use ringkv_core::Role;
 
 use crate::datadir::DataDir;
@@ -86,14 +88,18 @@ pub fn run_server(
         return Err(NetError::Config("the advertised host is empty".into()));
     }
     let dir = DataDir::open(&opts.data_dir, opts.id)?;
-    let (mut log, bytes) = LogFile::open(dir.path())?;
+    let mut log = LogFile::open_unread(dir.path())?;
     let reader = log.reader()?;
     let replica_config = ReplicaConfig {
         id: Some(dir.id()),
         ..opts.replica
     };
-    let (replica, report) = Replica::recover(replica_config, &bytes, reader)
+    let started = std::time::Instant::now();
+    let mut recovery = ReplicaRecovery::start(replica_config, reader)
         .map_err(|err| NetError::Config(format!("replica cache: {err}")))?;
+    let after = log.replay_into(&mut recovery)?;
+    let (replica, report) = recovery.finish(after);
+    let file_len = log.file_len();
     let bad_record = report.bad_record.map(|(_, err)| err.to_string());
     refuse_damage(
         &log,
@@ -102,11 +108,10 @@ pub fn run_server(
         bad_record,
         opts.truncate_corrupt_log,
     )?;
-    if report.valid_len < bytes.len() as u64 {
+    if report.valid_len < file_len {
         log.truncate(report.valid_len)?;
     }
-    log_recovery(dir.id(), bytes.len() as u64, &report);
-    drop(bytes);
+    log_recovery(dir.id(), file_len, &report, started.elapsed());
 
     let mut ev = EventLoop::new(shutdown)?;
     log.start_sync_thread(ev.waker())?;
@@ -262,13 +267,14 @@ fn advertise_addr(host: Option<&str>, listen: SocketAddr) -> String {
     }
 }
 
-fn log_recovery(id: u64, file_len: u64, report: &RecoveryReport) {
+fn log_recovery(id: u64, file_len: u64, report: &RecoveryReport, took: std::time::Duration) {
     tracing::info!(
         id,
         records = report.records,
         keys = report.committed_keys,
         in_doubt = report.in_doubt,
         bytes = report.valid_len,
+        took_ms = took.as_millis() as u64,
         "log recovered"
     );
     if report.valid_len < file_len {

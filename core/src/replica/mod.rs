@@ -31,7 +31,7 @@ use crate::twopc::{DecisionCheck, Participant, PrepareCheck, Vote};
 use crate::{ReplyTo, Ts};
 
 pub use crate::storage::{LogReader, PersistToken, StorageError, ValueLoc};
-pub use recovery::RecoveryReport;
+pub use recovery::{RecoveryReport, ReplicaRecovery};
 
 use record::{value_offset_in_payload, Record};
 

@@ -450,3 +450,69 @@ fn in_doubt_lists_the_prepared_undecided_transactions() {
         vec![ParticipantResponse::InDoubt { txids: vec![4] }]
     );
 }
+
+/// Recovers from `bytes` fed `chunk` bytes at a time, as a shell reading its log file
+/// in chunks does: what a call did not take is fed again with the next bytes behind it.
+fn recover_in_chunks(bytes: &[u8], chunk: usize) -> (Replica<MemLog>, RecoveryReport) {
+    let log = MemLog(Rc::new(RefCell::new(bytes.to_vec())));
+    let mut recovery = ReplicaRecovery::start(ReplicaConfig::default(), log).unwrap();
+    let mut held: Vec<u8> = Vec::new();
+    let mut read = 0;
+    while !recovery.is_done() {
+        let take = chunk.min(bytes.len() - read);
+        held.extend_from_slice(&bytes[read..read + take]);
+        read += take;
+        let used = recovery.feed(&held, read == bytes.len());
+        held.drain(..used);
+        assert!(held.len() <= chunk + crate::log::MAX_PAYLOAD_BYTES);
+    }
+    let after = crate::log::after_prefix(bytes, recovery.decoded_to());
+    recovery.finish(after)
+}
+
+/// What a replica holds, as far as any request can tell.
+fn state_of(replica: &Replica<MemLog>) -> (Vec<(String, String)>, Vec<TxId>) {
+    let values = replica
+        .committed_keys()
+        .map(|key| {
+            let value = replica.committed_value(key).unwrap().unwrap_or_default();
+            (key.to_owned(), value)
+        })
+        .collect();
+    (values, replica.in_doubt().collect())
+}
+
+proptest::proptest! {
+    #[test]
+    fn a_log_fed_in_chunks_recovers_to_the_same_state_as_whole(
+        ops in proptest::collection::vec((0u8..5, 0u8..3, 1u64..8), 0..40),
+        chunk in 1usize..80,
+        damage in proptest::option::of((0usize..2000, proptest::bool::ANY)),
+    ) {
+        let mut h = Harness::new(ReplicaConfig::default());
+        for (kind, key, txid) in ops {
+            let key = format!("k{key}");
+            let request = match kind {
+                0 => put(txid, &key, &format!("v{txid}")),
+                1 => del(txid, &key),
+                2 | 3 => commit(txid),
+                _ => abort(txid),
+            };
+            h.send(request);
+            h.sync();
+        }
+        let mut bytes = h.log.0.borrow().clone();
+        if let Some((at, flip)) = damage {
+            if !bytes.is_empty() {
+                let at = at % bytes.len();
+                if flip { bytes[at] ^= 0x5a } else { bytes.truncate(at) }
+            }
+        }
+        let whole_log = MemLog(Rc::new(RefCell::new(bytes.clone())));
+        let (whole, whole_report) =
+            Replica::recover(ReplicaConfig::default(), &bytes, whole_log).unwrap();
+        let (chunked, chunked_report) = recover_in_chunks(&bytes, chunk);
+        proptest::prop_assert_eq!(&chunked_report, &whole_report);
+        proptest::prop_assert_eq!(state_of(&chunked), state_of(&whole));
+    }
+}
