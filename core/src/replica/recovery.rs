@@ -6,7 +6,9 @@ use crate::log::{after_prefix, AfterPrefix, StopReason};
 use crate::role::Role;
 use crate::storage::{Durability, LogStream};
 
-use super::record::{value_offset_in_payload, Record, RecordError};
+use super::record::{
+    carried_value_offset_in_payload, value_offset_in_payload, Record, RecordError,
+};
 use super::{LogReader, PreparedOp, Replica, ReplicaConfig, ValueLoc};
 
 /// What recovery found in the log.
@@ -58,10 +60,24 @@ impl<R: LogReader> Replica<R> {
                 return self.participant.replay_prepare(txid, key, op);
             }
             Record::PrepareDel { txid, key } => {
-                return self.participant.replay_prepare(txid, key, PreparedOp::Del);
+                let op = PreparedOp::Del { at: payload_offset };
+                return self.participant.replay_prepare(txid, key, op);
             }
             Record::Commit { txid } => (txid, true),
             Record::Abort { txid } => (txid, false),
+            Record::Value { key, value } => {
+                let loc = ValueLoc {
+                    offset: payload_offset + carried_value_offset_in_payload(key.len()) as u64,
+                    len: value.len() as u32,
+                };
+                if let Some(holder) = self.participant.lock_holder(&key) {
+                    return Err(format!(
+                        "a carried value of {key:?}, locked by transaction {holder}"
+                    ));
+                }
+                self.store.put(key, loc, value);
+                return Ok(());
+            }
         };
         if let Some(finished) = self.participant.replay_decision(txid, commit)? {
             self.apply(finished.key, finished.op, finished.commit);
@@ -100,6 +116,12 @@ impl<R: LogReader> ReplicaRecovery<R> {
     /// Whether the log has ended for replay.
     pub fn is_done(&self) -> bool {
         self.stream.is_done()
+    }
+
+    /// The log goes on at `offset`, past the gap a compacted segment leaves
+    /// ([`LogStream::skip_to`]).
+    pub fn skip_to(&mut self, offset: u64) {
+        self.stream.skip_to(offset);
     }
 
     /// Where the next chunk starts; once done, where the bytes after the frames begin.

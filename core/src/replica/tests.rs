@@ -470,16 +470,40 @@ fn recover_in_chunks(bytes: &[u8], chunk: usize) -> (Replica<MemLog>, RecoveryRe
     recovery.finish(after)
 }
 
-/// What a replica holds, as far as any request can tell.
-fn state_of(replica: &Replica<MemLog>) -> (Vec<(String, String)>, Vec<TxId>) {
+/// What a replica holds, with every value read back from the log where the replica
+/// says it lies (not from its cache): committed values, and the in-doubt transactions
+/// with what they would write.
+type State = (Vec<(String, String)>, Vec<(TxId, String, Option<String>)>);
+
+fn state_of(replica: &Replica<MemLog>) -> State {
+    let read = |loc: ValueLoc| {
+        let bytes = replica
+            .store
+            .reader()
+            .read_at(loc.offset, loc.len as usize)
+            .unwrap();
+        String::from_utf8(bytes).unwrap_or_else(|_| "<not UTF-8>".into())
+    };
     let values = replica
-        .committed_keys()
-        .map(|key| {
-            let value = replica.committed_value(key).unwrap().unwrap_or_default();
-            (key.to_owned(), value)
+        .store
+        .entries()
+        .map(|(key, loc)| (key.to_owned(), read(loc)))
+        .collect();
+    let in_doubt = replica
+        .participant
+        .prepared_ops()
+        .map(|(txid, key, op)| {
+            let value = match op {
+                PreparedOp::Put { loc, value } => {
+                    assert_eq!(&read(*loc), value, "a prepared value where it lies");
+                    Some(value.clone())
+                }
+                PreparedOp::Del { .. } => None,
+            };
+            (txid, key.to_owned(), value)
         })
         .collect();
-    (values, replica.in_doubt().collect())
+    (values, in_doubt)
 }
 
 proptest::proptest! {
@@ -514,5 +538,108 @@ proptest::proptest! {
         let (chunked, chunked_report) = recover_in_chunks(&bytes, chunk);
         proptest::prop_assert_eq!(&chunked_report, &whole_report);
         proptest::prop_assert_eq!(state_of(&chunked), state_of(&whole));
+    }
+}
+
+/// Where each frame of `bytes` ends.
+fn frame_ends(bytes: &[u8]) -> Vec<usize> {
+    crate::log::decode_frames(bytes)
+        .frames
+        .iter()
+        .map(|f| (f.payload_offset as usize) + f.payload.len())
+        .collect()
+}
+
+/// A log written by a replica through random requests.
+fn random_log(ops: &[(u8, u8, u64)]) -> Vec<u8> {
+    let mut h = Harness::new(ReplicaConfig::default());
+    for &(kind, key, txid) in ops {
+        let key = format!("k{key}");
+        let request = match kind {
+            0 => put(
+                txid,
+                &key,
+                &format!("v{txid}-{}", "x".repeat(txid as usize)),
+            ),
+            1 => del(txid, &key),
+            2 | 3 => commit(txid),
+            _ => abort(txid),
+        };
+        h.send(request);
+        h.sync();
+    }
+    let bytes = h.log.0.borrow().clone();
+    bytes
+}
+
+/// Compacts the part of `log` before `end` as a server does when it seals it: the plan
+/// from the replica as it stood then. Returns the rewritten bytes and the moves.
+fn compact_before(log: &[u8], end: usize) -> (Vec<u8>, Vec<compaction::Moved>) {
+    let (sealed, _) = Harness::recover(log[..end].to_vec());
+    let plan = sealed.replica.compaction_plan(end as u64);
+    let mut out = Vec::new();
+    let moves = compaction::write_compacted(
+        &plan,
+        0,
+        |loc| {
+            let at = loc.offset as usize;
+            Ok::<_, ()>(String::from_utf8(log[at..at + loc.len as usize].to_vec()).unwrap())
+        },
+        |frame| {
+            out.extend_from_slice(frame);
+            Ok(())
+        },
+    )
+    .unwrap();
+    (out, moves)
+}
+
+proptest::proptest! {
+    #[test]
+    fn a_compacted_log_recovers_to_the_same_state_and_moved_values_read_back(
+        ops in proptest::collection::vec((0u8..5, 0u8..4, 1u64..10), 0..60),
+        cut in 0usize..1000,
+    ) {
+        let log = random_log(&ops);
+        let mut boundaries = vec![0];
+        boundaries.extend(frame_ends(&log));
+        let end = boundaries[cut % boundaries.len()];
+        let (compacted, moves) = compact_before(&log, end);
+        proptest::prop_assert!(compacted.len() <= end, "never longer than what it replaces");
+
+        // The log as the server keeps it: the rewritten part where the old one began,
+        // a gap to `end`, and what followed `end`.
+        let mut laid_out = compacted.clone();
+        laid_out.resize(end, 0);
+        laid_out.extend_from_slice(&log[end..]);
+        let reader = MemLog(Rc::new(RefCell::new(laid_out.clone())));
+        let mut recovery = ReplicaRecovery::start(ReplicaConfig::default(), reader.clone()).unwrap();
+        let used = recovery.feed(&compacted, false);
+        proptest::prop_assert_eq!(used, compacted.len());
+        recovery.skip_to(end as u64);
+        recovery.feed(&log[end..], true);
+        let after = crate::log::AfterPrefix::TornTail;
+        let (recovered, report) = recovery.finish(after);
+        proptest::prop_assert_eq!(report.valid_len, log.len() as u64);
+        proptest::prop_assert_eq!(report.stop, StopReason::End);
+
+        let (mut original, _) = Harness::recover(log.clone());
+        proptest::prop_assert_eq!(state_of(&recovered), state_of(&original.replica));
+
+        // The running replica, told where its values went, reads them from the new
+        // layout.
+        let (mut running, _) = Harness::recover(log.clone());
+        running.replica.relocate(0, end as u64, &moves);
+        *running.log.0.borrow_mut() = laid_out;
+        proptest::prop_assert_eq!(state_of(&running.replica), state_of(&original.replica));
+        // And a commit of a transaction that was in doubt applies its moved value.
+        let in_doubt: Vec<TxId> = running.replica.in_doubt().collect();
+        for txid in in_doubt {
+            running.send(commit(txid));
+            running.sync();
+            original.send(commit(txid));
+            original.sync();
+        }
+        proptest::prop_assert_eq!(state_of(&running.replica), state_of(&original.replica));
     }
 }

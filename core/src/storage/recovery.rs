@@ -134,6 +134,17 @@ impl<E> LogStream<E> {
         usize::try_from(decoded.valid_len).unwrap_or(chunk.len())
     }
 
+    /// The log goes on at `offset`, past a gap: a compacted segment holds fewer bytes
+    /// than the range of the log it replaced. Only between whole frames, before the end.
+    pub fn skip_to(&mut self, offset: u64) {
+        assert!(!self.done, "a log stream skipped after its end");
+        assert!(offset >= self.decoded_to, "a log stream skipped backwards");
+        self.decoded_to = offset;
+        if self.scan.bad_record.is_none() {
+            self.scan.valid_len = offset;
+        }
+    }
+
     /// Whether the log has ended (or a bad frame ended its valid prefix).
     pub fn is_done(&self) -> bool {
         self.done
