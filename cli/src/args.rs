@@ -335,6 +335,12 @@ pub struct ServerArgs {
     /// free bytes, in turn; the coordinator's and other nodes' traffic is never held.
     #[arg(long, default_value_t = ringkv_net::DEFAULT_MAX_HELD_REQUEST_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_held_request_bytes: u64,
+    /// The size at which a segment of the log is sealed and a new one begun, in bytes
+    /// (at least 4096). Sealed segments are merged in the background once they hold more
+    /// than twice the live data, so the log takes about twice the live data plus one
+    /// segment on disk.
+    #[arg(long, default_value_t = ringkv_net::DEFAULT_SEGMENT_BYTES, value_parser = clap::value_parser!(u64).range(4096..))]
+    pub segment_bytes: u64,
 }
 
 /// `ringkv node`'s mode.

@@ -12,12 +12,12 @@ use std::sync::Arc;
 
 use mio::Waker;
 
-use ringkv_core::log::{after_prefix, AfterPrefix, FRAME_HEADER_BYTES, MAX_PAYLOAD_BYTES};
+use ringkv_core::log::AfterPrefix;
 use ringkv_core::replica::{LogReader, PersistToken, ReplicaRecovery, StorageError};
 
 use crate::datadir::sync_dir;
 use crate::error::NetError;
-use crate::sync_thread::SyncThread;
+use crate::sync_thread::{SyncJob, SyncThread};
 
 /// The log's file name in the data directory.
 pub(crate) const LOG_FILE: &str = "wal.log";
@@ -25,10 +25,6 @@ pub(crate) const LOG_FILE: &str = "wal.log";
 /// Bytes of the log read at once by recovery: what it holds of the log in memory, with
 /// at most one frame cut by a chunk's end.
 pub(crate) const RECOVERY_CHUNK_BYTES: usize = 8 * 1024 * 1024;
-
-/// The most bytes after a log's valid frames that recovery reads to tell a torn tail
-/// from corruption: room for one whole frame of the largest size after the bad bytes.
-const AFTER_SCAN_BYTES: usize = 2 * (MAX_PAYLOAD_BYTES + FRAME_HEADER_BYTES);
 
 /// A fold over a log fed in chunks (a role's recovery); see
 /// [`ringkv_core::storage::LogStream`].
@@ -39,6 +35,8 @@ pub(crate) trait ChunkFold {
     fn is_done(&self) -> bool;
     /// Where the next chunk starts.
     fn decoded_to(&self) -> u64;
+    /// The log goes on at `offset`, past a gap a merged segment leaves.
+    fn skip_to(&mut self, offset: u64);
 }
 
 impl<R: LogReader> ChunkFold for ReplicaRecovery<R> {
@@ -52,6 +50,10 @@ impl<R: LogReader> ChunkFold for ReplicaRecovery<R> {
 
     fn decoded_to(&self) -> u64 {
         ReplicaRecovery::decoded_to(self)
+    }
+
+    fn skip_to(&mut self, offset: u64) {
+        ReplicaRecovery::skip_to(self, offset);
     }
 }
 
@@ -72,6 +74,8 @@ pub(crate) struct LogFile {
     unsynced: Option<PersistToken>,
     /// Syncs done, for the statistics logged at shutdown.
     syncs: u64,
+    /// The handle the sync thread syncs.
+    sync_file: Option<Arc<File>>,
     /// Where syncs run when the loop does not wait for them ([`LogFile::begin_sync`]).
     /// Declared last: dropped after the file's last write, and it finishes its sync.
     sync_thread: Option<SyncThread>,
@@ -94,8 +98,8 @@ impl LogFile {
     }
 
     /// Opens (creating if missing) and syncs the log in `dir` as [`LogFile::open`] does,
-    /// without reading it: recovery then streams it ([`LogFile::replay_into`]).
-    pub(crate) fn open_unread(dir: &Path) -> Result<Self, NetError> {
+    /// without reading it.
+    fn open_unread(dir: &Path) -> Result<Self, NetError> {
         let path = dir.join(LOG_FILE);
         let existed = path.exists();
         let file = OpenOptions::new()
@@ -127,57 +131,8 @@ impl LogFile {
             pending: Rc::new(RefCell::new(pending)),
             unsynced: None,
             syncs: 0,
+            sync_file: None,
             sync_thread: None,
-        })
-    }
-
-    /// The log's length in the file when it was opened (before any append).
-    pub(crate) fn file_len(&self) -> u64 {
-        self.pending.borrow().file_len
-    }
-
-    /// Feeds the whole file to `fold`, [`RECOVERY_CHUNK_BYTES`] at a time, until it is
-    /// done, and returns what follows the frames it decoded: recovery holds one chunk
-    /// (and at most one frame cut by a chunk's end) in memory, never the whole log.
-    pub(crate) fn replay_into(&self, fold: &mut impl ChunkFold) -> Result<AfterPrefix, NetError> {
-        self.replay_in_chunks(fold, RECOVERY_CHUNK_BYTES)
-    }
-
-    fn replay_in_chunks(
-        &self,
-        fold: &mut impl ChunkFold,
-        chunk_bytes: usize,
-    ) -> Result<AfterPrefix, NetError> {
-        let fail = |err| NetError::io(format!("reading the log {}", self.path.display()), err);
-        let file_len = self.file_len();
-        let mut held: Vec<u8> = Vec::new();
-        let mut read = 0u64;
-        while !fold.is_done() {
-            let want = (file_len - read).min(chunk_bytes as u64) as usize;
-            let start = held.len();
-            held.resize(start + want, 0);
-            let into = held.get_mut(start..).unwrap_or_default();
-            self.file.read_exact_at(into, read).map_err(fail)?;
-            read += want as u64;
-            let used = fold.feed(&held, read == file_len);
-            held.drain(..used.min(held.len()));
-        }
-        drop(held);
-        self.after_frames(fold.decoded_to()).map_err(fail)
-    }
-
-    /// Judges the bytes after the decoded frames, from `decoded_to` on: a torn tail, or
-    /// a valid frame after bad bytes (corruption). Reads at most [`AFTER_SCAN_BYTES`]:
-    /// a torn tail is far shorter, so more bytes than that are never called torn.
-    fn after_frames(&self, decoded_to: u64) -> Result<AfterPrefix, std::io::Error> {
-        let rest_len = self.file_len().saturating_sub(decoded_to);
-        let scan_len = rest_len.min(AFTER_SCAN_BYTES as u64);
-        let mut rest = vec![0; scan_len as usize];
-        self.file.read_exact_at(&mut rest, decoded_to)?;
-        Ok(match after_prefix(&rest, 0) {
-            AfterPrefix::ValidFrameAt(at) => AfterPrefix::ValidFrameAt(decoded_to + at),
-            AfterPrefix::TornTail if rest_len > scan_len => AfterPrefix::Unknown,
-            other => other,
         })
     }
 
@@ -242,7 +197,8 @@ impl LogFile {
                 err,
             )
         })?;
-        self.sync_thread = Some(SyncThread::start(file, waker)?);
+        self.sync_thread = Some(SyncThread::start(waker)?);
+        self.sync_file = Some(Arc::new(file));
         Ok(())
     }
 
@@ -260,8 +216,13 @@ impl LogFile {
             Some(false) => {}
         }
         self.write_pending()?;
-        if let Some(thread) = &mut self.sync_thread {
-            thread.begin(token)?;
+        if let (Some(thread), Some(file)) = (&mut self.sync_thread, &self.sync_file) {
+            let file = Arc::clone(file);
+            thread.begin(SyncJob {
+                token,
+                file,
+                dir: None,
+            })?;
         }
         self.unsynced = None;
         Ok(())
@@ -324,6 +285,17 @@ pub(crate) fn refuse_damage(
     bad_record: Option<String>,
     allow_cut: bool,
 ) -> Result<(), NetError> {
+    refuse_damage_in(log.path(), valid_len, after, bad_record, allow_cut)
+}
+
+/// [`refuse_damage`] for a log file named by its path (a segment).
+pub(crate) fn refuse_damage_in(
+    file: &Path,
+    valid_len: u64,
+    after: AfterPrefix,
+    bad_record: Option<String>,
+    allow_cut: bool,
+) -> Result<(), NetError> {
     let what = match (bad_record, after) {
         (Some(what), _) => format!("a record this version cannot read: {what}"),
         (None, AfterPrefix::ValidFrameAt(at)) => {
@@ -335,11 +307,11 @@ pub(crate) fn refuse_damage(
         (None, AfterPrefix::TornTail) => return Ok(()),
     };
     if allow_cut {
-        tracing::warn!(file = %log.path().display(), offset = valid_len, %what, "cutting a damaged log as asked");
+        tracing::warn!(file = %file.display(), offset = valid_len, %what, "cutting a damaged log as asked");
         return Ok(());
     }
     Err(NetError::CorruptLog {
-        file: log.path().to_path_buf(),
+        file: file.to_path_buf(),
         offset: valid_len,
         what,
     })
@@ -451,81 +423,6 @@ mod tests {
         let on_disk = std::fs::read(tmp.path().join(LOG_FILE)).unwrap();
         assert_eq!(on_disk, b"abcdef");
         assert_eq!(reader.read_at(3, 3).unwrap(), b"def", "from the file now");
-    }
-
-    /// A log of committed and in-doubt writes, as a server writes it.
-    fn server_log() -> Vec<u8> {
-        use ringkv_core::log::encode_frame;
-        use ringkv_core::replica::record::Record;
-        let mut bytes = Vec::new();
-        for txid in 1..40u64 {
-            let key = format!("k{}", txid % 7);
-            let value = "v".repeat(txid as usize * 3);
-            encode_frame(
-                &Record::PreparePut { txid, key, value }.encode(),
-                &mut bytes,
-            );
-            if txid % 5 != 0 {
-                encode_frame(&Record::Commit { txid }.encode(), &mut bytes);
-            }
-        }
-        bytes
-    }
-
-    /// Recovers from the log file in `dir` in chunks of `chunk_bytes`, and from its
-    /// whole bytes, and compares.
-    fn recover_both_ways(dir: &Path, chunk_bytes: usize) -> RecoveryReport {
-        use ringkv_core::replica::{Replica, ReplicaConfig};
-        let (log, whole) = LogFile::open(dir).unwrap();
-        let (replica, report) =
-            Replica::recover(ReplicaConfig::default(), &whole, log.reader().unwrap()).unwrap();
-        let mut recovery =
-            ReplicaRecovery::start(ReplicaConfig::default(), log.reader().unwrap()).unwrap();
-        let after = log.replay_in_chunks(&mut recovery, chunk_bytes).unwrap();
-        let (chunked, chunked_report) = recovery.finish(after);
-        assert_eq!(chunked_report, report, "chunks of {chunk_bytes}");
-        let keys: Vec<&str> = replica.committed_keys().collect();
-        assert_eq!(chunked.committed_keys().collect::<Vec<_>>(), keys);
-        for key in keys {
-            assert_eq!(
-                chunked.committed_value(key).unwrap(),
-                replica.committed_value(key).unwrap()
-            );
-        }
-        assert_eq!(
-            chunked.in_doubt().collect::<Vec<_>>(),
-            replica.in_doubt().collect::<Vec<_>>()
-        );
-        report
-    }
-
-    use ringkv_core::replica::RecoveryReport;
-
-    #[test]
-    fn recovery_streams_the_file_in_chunks_to_the_same_state_as_whole() {
-        let tmp = tempfile::tempdir().unwrap();
-        let bytes = server_log();
-        std::fs::write(tmp.path().join(LOG_FILE), &bytes).unwrap();
-        for chunk_bytes in [1, 7, 64, 1000, bytes.len() + 1] {
-            let report = recover_both_ways(tmp.path(), chunk_bytes);
-            assert_eq!(report.valid_len, bytes.len() as u64);
-            assert_eq!(report.in_doubt, 7);
-        }
-        // A flipped byte in the middle: corruption, told the same way in chunks.
-        let mut damaged = bytes.clone();
-        damaged[bytes.len() / 2] ^= 0x10;
-        std::fs::write(tmp.path().join(LOG_FILE), &damaged).unwrap();
-        for chunk_bytes in [1, 13, 4096] {
-            let report = recover_both_ways(tmp.path(), chunk_bytes);
-            assert!(report.after.is_corruption(), "{report:?}");
-        }
-        // A torn tail.
-        std::fs::write(tmp.path().join(LOG_FILE), &bytes[..bytes.len() - 3]).unwrap();
-        for chunk_bytes in [1, 13, 4096] {
-            let report = recover_both_ways(tmp.path(), chunk_bytes);
-            assert_eq!(report.after, AfterPrefix::TornTail);
-            assert!(report.valid_len < bytes.len() as u64 - 3);
-        }
     }
 
     #[test]

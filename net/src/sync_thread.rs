@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io;
+use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -27,10 +28,31 @@ pub(crate) const TEST_SYNC_DELAY_ENV: &str = "RINGKV_TEST_SYNC_DELAY_MS";
 /// What the thread reports: the last write a sync covered, and how the sync went.
 type Done = (PersistToken, io::Result<()>);
 
+/// One sync: the file the writes went to, and the directory to sync after it when the
+/// file is new (its entry must be durable too).
+pub(crate) struct SyncJob {
+    /// The last write it covers.
+    pub(crate) token: PersistToken,
+    /// The file to fdatasync.
+    pub(crate) file: Arc<File>,
+    /// The directory to fsync after the file, if the file was just created.
+    pub(crate) dir: Option<PathBuf>,
+}
+
+impl SyncJob {
+    fn run(&self) -> io::Result<()> {
+        self.file.sync_data()?;
+        if let Some(dir) = &self.dir {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
 /// The thread and the one sync it may be doing.
 pub(crate) struct SyncThread {
     /// Syncs to do; dropped to stop the thread.
-    jobs: Option<Sender<PersistToken>>,
+    jobs: Option<Sender<SyncJob>>,
     done: Receiver<Done>,
     handle: Option<JoinHandle<()>>,
     /// The sync under way, if any: at most one, so that a completion covers every
@@ -39,21 +61,20 @@ pub(crate) struct SyncThread {
 }
 
 impl SyncThread {
-    /// Starts a thread that syncs `file` (a handle of the log) and wakes `waker` after
-    /// each sync.
-    pub(crate) fn start(file: File, waker: Arc<Waker>) -> Result<Self, NetError> {
+    /// Starts a thread that runs the syncs it is handed and wakes `waker` after each.
+    pub(crate) fn start(waker: Arc<Waker>) -> Result<Self, NetError> {
         let delay_ms = test_delay_ms()?;
-        let (jobs, job_rx) = mpsc::channel::<PersistToken>();
+        let (jobs, job_rx) = mpsc::channel::<SyncJob>();
         let (done_tx, done) = mpsc::channel::<Done>();
         let handle = std::thread::Builder::new()
             .name("log-sync".into())
             .spawn(move || {
-                for token in job_rx {
+                for job in job_rx {
                     if delay_ms > 0 {
                         std::thread::sleep(Duration::from_millis(delay_ms));
                     }
-                    let result = file.sync_data();
-                    if done_tx.send((token, result)).is_err() {
+                    let result = job.run();
+                    if done_tx.send((job.token, result)).is_err() {
                         return;
                     }
                     if let Err(err) = waker.wake() {
@@ -75,11 +96,12 @@ impl SyncThread {
         self.in_flight.is_some()
     }
 
-    /// Asks for a sync of everything written so far, named by the last write `token`.
+    /// Asks for a sync of everything written so far, named by the last write in it.
     /// Only one sync runs at a time; the caller waits for [`SyncThread::finished`].
-    pub(crate) fn begin(&mut self, token: PersistToken) -> Result<(), NetError> {
+    pub(crate) fn begin(&mut self, job: SyncJob) -> Result<(), NetError> {
         assert!(self.in_flight.is_none(), "one log sync at a time");
-        let sent = self.jobs.as_ref().map(|jobs| jobs.send(token));
+        let token = job.token;
+        let sent = self.jobs.as_ref().map(|jobs| jobs.send(job));
         if !matches!(sent, Some(Ok(()))) {
             return Err(NetError::io(
                 "handing a sync to the log's sync thread",
@@ -153,12 +175,17 @@ mod tests {
     #[test]
     fn a_sync_finishes_through_the_waker_and_one_runs_at_a_time() {
         let tmp = tempfile::tempdir().unwrap();
-        let file = File::create(tmp.path().join("f")).unwrap();
+        let file = Arc::new(File::create(tmp.path().join("f")).unwrap());
         let mut poll = Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
-        let mut thread = SyncThread::start(file, waker).unwrap();
+        let mut thread = SyncThread::start(waker).unwrap();
         assert_eq!(thread.finished().unwrap(), None, "nothing asked");
-        thread.begin(PersistToken(7)).unwrap();
+        let job = |token| SyncJob {
+            token: PersistToken(token),
+            file: Arc::clone(&file),
+            dir: Some(tmp.path().to_path_buf()),
+        };
+        thread.begin(job(7)).unwrap();
         assert!(thread.busy());
         let mut events = Events::with_capacity(4);
         let mut got = None;
@@ -172,7 +199,7 @@ mod tests {
         }
         assert_eq!(got, Some(PersistToken(7)));
         assert!(!thread.busy());
-        thread.begin(PersistToken(8)).unwrap();
+        thread.begin(job(8)).unwrap();
         drop(thread);
     }
 }
