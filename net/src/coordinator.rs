@@ -87,10 +87,6 @@ pub fn run_coordinator(
     config.seed = crate::seed::seed_from_os();
     let (core, log, _dir) = recover(config, opts.data_dir.as_deref(), opts.truncate_corrupt_log)?;
     let mut ev = EventLoop::new(shutdown)?;
-    let mut log = log;
-    if let CoordinatorLog::File(file) = &mut log {
-        file.start_sync_thread(ev.waker())?;
-    }
     let registry = ev.registry();
     let clients = Port::bind(
         opts.client_addr,
@@ -149,6 +145,10 @@ pub fn run_coordinator(
             silent_after_ms: Some(config.down_after_ms),
         }),
     };
+    shell.first_sync(ev.now_ms(), ev.registry())?;
+    if let CoordinatorLog::File(file) = &mut shell.log {
+        file.start_sync_thread(ev.waker())?;
+    }
     shell.run(&mut ev)
 }
 
@@ -383,9 +383,33 @@ impl Shell {
         self.servers.flush(now_ms, registry);
     }
 
+    /// Before the loop: what the core asked for while it started (its new epoch's record,
+    /// phase 2 of open commits) is carried out, and the records are synced at once, on
+    /// this thread, so that updates find the epoch durable from the first request (no
+    /// transaction ID of it may be used before), as a restarted coordinator always did.
+    fn first_sync(&mut self, now_ms: u64, registry: &Registry) -> Result<(), NetError> {
+        self.carry_out(now_ms, registry);
+        let synced = match &mut self.log {
+            CoordinatorLog::File(log) => log.sync()?,
+            CoordinatorLog::Memory(last) => last.take(),
+        };
+        if let Some(token) = synced {
+            self.handle(now_ms, registry, CoordinatorInput::Persisted { token });
+        }
+        match self.failure.take() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
     /// Feeds one input to the core and carries out everything it asks for.
     fn handle(&mut self, now_ms: u64, registry: &Registry, input: CoordinatorInput) {
         self.core.handle(now_ms, input);
+        self.carry_out(now_ms, registry);
+    }
+
+    /// Carries out the core's outputs.
+    fn carry_out(&mut self, now_ms: u64, registry: &Registry) {
         while let Some(output) = self.core.poll_output() {
             match output {
                 CoordinatorOutput::ClientReply { to, msg } => match &mut self.resp {
