@@ -317,6 +317,11 @@ pub struct CoordinatorArgs {
     /// the damage on is lost: restore from a copy if you have one.
     #[arg(long)]
     pub truncate_corrupt_log: bool,
+    /// Bytes of requests read from clients and not yet answered, over all connections
+    /// of this process. When they are spent, connections are not read until answers
+    /// free bytes, in turn; the coordinator's and other nodes' traffic is never held.
+    #[arg(long, default_value_t = ringkv_net::DEFAULT_MAX_HELD_REQUEST_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_held_request_bytes: u64,
 }
 
 /// `ringkv server`.
@@ -347,6 +352,17 @@ pub struct ServerArgs {
     /// The longest request line accepted, in bytes (line end not counted).
     #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,
+    /// Bytes of requests read from clients and not yet answered, over all connections
+    /// of this process. When they are spent, connections are not read until answers
+    /// free bytes, in turn; the coordinator's and other nodes' traffic is never held.
+    #[arg(long, default_value_t = ringkv_net::DEFAULT_MAX_HELD_REQUEST_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_held_request_bytes: u64,
+    /// The size at which a segment of the log is sealed and a new one begun, in bytes
+    /// (at least 4096). Sealed segments are merged in the background once they hold more
+    /// than twice the live data, so the log takes about twice the live data plus one
+    /// segment on disk.
+    #[arg(long, default_value_t = ringkv_net::DEFAULT_SEGMENT_BYTES, value_parser = clap::value_parser!(u64).range(4096..))]
+    pub segment_bytes: u64,
 }
 
 /// `ringkv node`'s mode.
@@ -417,6 +433,12 @@ pub struct ClientArgs {
     /// The coordinator's client port, or any eventual-mode node's port (HOST:PORT).
     #[arg(long, default_value = DEFAULT_CLIENT_ADDR)]
     pub addr: String,
+    /// How long to wait for the store to take a request or to answer it, in
+    /// milliseconds, before counting it failed. Keep it above twice the coordinator's
+    /// --timeout-ms: an update may wait that long, and a write given up on earlier may
+    /// still commit.
+    #[arg(long, default_value_t = crate::client::DEFAULT_IO_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=ringkv_core::limits::MAX_TIMEOUT_MS))]
+    pub io_timeout_ms: u64,
 }
 
 /// How a one-shot command prints its answer.

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ringkv_core::limits::DEFAULT_MAX_FRAME_BYTES;
@@ -18,8 +19,29 @@ use ringkv_core::proto::{
     WireMessage,
 };
 
-/// How long connecting, one write or one read may take before the client gives up.
+/// How long connecting may take before the client gives up.
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+
+/// How long one write or one read may take by default (`--io-timeout-ms`): above two of
+/// the store's default phase-1 timeouts (an update may wait one for its key's turn and
+/// one for its votes), so that a write reported failed for want of an answer has had
+/// the time to be decided.
+pub const DEFAULT_IO_TIMEOUT_MS: u64 = 30_000;
+
+/// The I/O timeout of every client this process makes, set once from the command line.
+static IO_TIMEOUT_MS: AtomicU64 = AtomicU64::new(DEFAULT_IO_TIMEOUT_MS);
+
+/// Sets the I/O timeout of every client made from now on in this process
+/// (`--io-timeout-ms`); at least 1 ms.
+pub fn set_io_timeout_ms(timeout_ms: u64) {
+    IO_TIMEOUT_MS.store(timeout_ms.max(1), Ordering::Relaxed);
+}
+
+/// The I/O timeout clients of this process use: for the commands that talk to the store
+/// over sockets of their own (bench, the eventual console).
+pub fn io_timeout_ms() -> u64 {
+    IO_TIMEOUT_MS.load(Ordering::Relaxed)
+}
 
 /// Bytes read from the socket at once: many pipelined answers fit in one read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -43,7 +65,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         Self {
             connect_timeout_ms: DEFAULT_TIMEOUT_MS,
-            io_timeout_ms: DEFAULT_TIMEOUT_MS,
+            io_timeout_ms: io_timeout_ms(),
             tag_requests: true,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES.saturating_mul(2),
         }

@@ -145,6 +145,10 @@ pub fn run_coordinator(
             silent_after_ms: Some(config.down_after_ms),
         }),
     };
+    shell.first_sync(ev.now_ms(), ev.registry())?;
+    if let CoordinatorLog::File(file) = &mut shell.log {
+        file.start_sync_thread(ev.waker())?;
+    }
     shell.run(&mut ev)
 }
 
@@ -222,8 +226,9 @@ fn epoch_from_wall_clock() -> u32 {
     u32::try_from(seconds).unwrap_or(u32::MAX - 1)
 }
 
-/// Where the coordinator's log goes: a file synced once per loop iteration (group
-/// commit), or nowhere, each write taken as durable at the end of its iteration.
+/// Where the coordinator's log goes: a file whose syncs run on a sync thread, one at a
+/// time, each covering every write since the last (group commit); or nowhere, each
+/// write taken as durable at the end of its iteration.
 enum CoordinatorLog {
     File(LogFile),
     Memory(Option<PersistToken>),
@@ -240,10 +245,19 @@ impl CoordinatorLog {
         }
     }
 
-    fn sync(&mut self) -> Result<Option<PersistToken>, NetError> {
+    /// The last write made durable since the last call, if any.
+    fn finished_sync(&mut self) -> Result<Option<PersistToken>, NetError> {
         match self {
-            CoordinatorLog::File(log) => log.sync(),
+            CoordinatorLog::File(log) => log.finished_sync(),
             CoordinatorLog::Memory(last) => Ok(last.take()),
+        }
+    }
+
+    /// Hands the writes since the last sync to the sync thread, if it is free.
+    fn begin_sync(&mut self) -> Result<(), NetError> {
+        match self {
+            CoordinatorLog::File(log) => log.begin_sync(),
+            CoordinatorLog::Memory(_) => Ok(()),
         }
     }
 }
@@ -261,6 +275,7 @@ fn client_spec() -> PortSpec<ClientRequest> {
         idle_timeout: true,
         access: ClientRequest::access,
         first_handle: 1,
+        budgeted: |_| true,
     }
 }
 
@@ -287,6 +302,8 @@ fn register_spec() -> PortSpec<Register> {
         idle_timeout: true,
         access: |_| None,
         first_handle: 1,
+        // Registrations are the servers' signs of life, and small.
+        budgeted: |_| false,
     }
 }
 
@@ -344,11 +361,15 @@ impl Shell {
         if self.core.poll_timeout().is_some_and(|at| at <= now_ms) {
             self.handle(now_ms, registry, CoordinatorInput::Tick);
         }
-        // Group commit: one fsync for every log write of the iteration, then what waited.
-        match self.log.sync() {
+        // Group commit: what waited for a finished sync goes out, and every log write
+        // since is handed to the sync thread as one fsync, off the loop.
+        match self.log.finished_sync() {
             Ok(Some(token)) => self.handle(now_ms, registry, CoordinatorInput::Persisted { token }),
             Ok(None) => {}
             Err(err) => self.fail(err),
+        }
+        if let Err(err) = self.log.begin_sync() {
+            self.fail(err);
         }
         self.servers.tick(now_ms, registry);
         self.clients.sweep(now_ms, registry);
@@ -362,9 +383,33 @@ impl Shell {
         self.servers.flush(now_ms, registry);
     }
 
+    /// Before the loop: what the core asked for while it started (its new epoch's record,
+    /// phase 2 of open commits) is carried out, and the records are synced at once, on
+    /// this thread, so that updates find the epoch durable from the first request (no
+    /// transaction ID of it may be used before), as a restarted coordinator always did.
+    fn first_sync(&mut self, now_ms: u64, registry: &Registry) -> Result<(), NetError> {
+        self.carry_out(now_ms, registry);
+        let synced = match &mut self.log {
+            CoordinatorLog::File(log) => log.sync()?,
+            CoordinatorLog::Memory(last) => last.take(),
+        };
+        if let Some(token) = synced {
+            self.handle(now_ms, registry, CoordinatorInput::Persisted { token });
+        }
+        match self.failure.take() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
     /// Feeds one input to the core and carries out everything it asks for.
     fn handle(&mut self, now_ms: u64, registry: &Registry, input: CoordinatorInput) {
         self.core.handle(now_ms, input);
+        self.carry_out(now_ms, registry);
+    }
+
+    /// Carries out the core's outputs.
+    fn carry_out(&mut self, now_ms: u64, registry: &Registry) {
         while let Some(output) = self.core.poll_output() {
             match output {
                 CoordinatorOutput::ClientReply { to, msg } => match &mut self.resp {

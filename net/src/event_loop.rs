@@ -25,6 +25,8 @@ pub(crate) struct EventLoop {
     events: Events,
     clock: Clock,
     shutdown: Shutdown,
+    /// Wakes the loop from other threads: the shutdown, and the log's sync thread.
+    waker: Arc<Waker>,
     _attached: AttachGuard,
 }
 
@@ -33,18 +35,26 @@ impl EventLoop {
         let poll = Poll::new().map_err(|err| NetError::io("creating the poller", err))?;
         let waker = Waker::new(poll.registry(), WAKER)
             .map_err(|err| NetError::io("creating the waker", err))?;
-        let attached = shutdown.attach(Arc::new(waker));
+        let waker = Arc::new(waker);
+        let attached = shutdown.attach(Arc::clone(&waker));
         Ok(Self {
             poll,
             events: Events::with_capacity(EVENTS_PER_POLL),
             clock: Clock::new(),
             shutdown,
+            waker,
             _attached: attached,
         })
     }
 
     pub(crate) fn registry(&self) -> &Registry {
         self.poll.registry()
+    }
+
+    /// The loop's waker, for a thread that finishes work the loop waits for: mio allows
+    /// one waker per poller, so the shutdown and the sync thread share it.
+    pub(crate) fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.waker)
     }
 
     pub(crate) fn now_ms(&self) -> u64 {

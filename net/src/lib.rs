@@ -26,13 +26,16 @@ mod node;
 mod outbound;
 pub mod resp;
 mod seed;
+mod segments;
 mod server;
 mod shutdown;
+mod sync_thread;
 mod tokens;
 
 pub use coordinator::{run_coordinator, CoordinatorAddrs, CoordinatorOptions};
 pub use error::NetError;
-pub use limits::NetLimits;
+pub use limits::{HeldRequestBudget, NetLimits, DEFAULT_MAX_HELD_REQUEST_BYTES};
 pub use node::{run_node, run_peer_node, NodeInfo, NodeOptions, PeerNodeInfo, PeerNodeOptions};
+pub use segments::DEFAULT_SEGMENT_BYTES;
 pub use server::{run_server, ServerInfo, ServerOptions};
 pub use shutdown::Shutdown;

@@ -1,5 +1,6 @@
 //! The write-ahead log on disk: appends as the replica asks for them, and one write and
-//! one fdatasync for all the appends of a loop iteration (group commit).
+//! one fdatasync for all the appends gathered while the previous sync ran (group
+//! commit), the fdatasync done by a sync thread so that the loop keeps serving.
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
@@ -7,15 +8,54 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
+
+use mio::Waker;
 
 use ringkv_core::log::AfterPrefix;
-use ringkv_core::replica::{LogReader, PersistToken, StorageError};
+use ringkv_core::replica::{LogReader, PersistToken, ReplicaRecovery, StorageError};
 
 use crate::datadir::sync_dir;
 use crate::error::NetError;
+use crate::sync_thread::{SyncJob, SyncThread};
 
 /// The log's file name in the data directory.
 pub(crate) const LOG_FILE: &str = "wal.log";
+
+/// Bytes of the log read at once by recovery: what it holds of the log in memory, with
+/// at most one frame cut by a chunk's end.
+pub(crate) const RECOVERY_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+/// A fold over a log fed in chunks (a role's recovery); see
+/// [`ringkv_core::storage::LogStream`].
+pub(crate) trait ChunkFold {
+    /// Replays the whole frames at the start of `chunk`; returns the bytes they took.
+    fn feed(&mut self, chunk: &[u8], at_end: bool) -> usize;
+    /// Whether the log has ended for the fold.
+    fn is_done(&self) -> bool;
+    /// Where the next chunk starts.
+    fn decoded_to(&self) -> u64;
+    /// The log goes on at `offset`, past a gap a merged segment leaves.
+    fn skip_to(&mut self, offset: u64);
+}
+
+impl<R: LogReader> ChunkFold for ReplicaRecovery<R> {
+    fn feed(&mut self, chunk: &[u8], at_end: bool) -> usize {
+        ReplicaRecovery::feed(self, chunk, at_end)
+    }
+
+    fn is_done(&self) -> bool {
+        ReplicaRecovery::is_done(self)
+    }
+
+    fn decoded_to(&self) -> u64 {
+        ReplicaRecovery::decoded_to(self)
+    }
+
+    fn skip_to(&mut self, offset: u64) {
+        ReplicaRecovery::skip_to(self, offset);
+    }
+}
 
 /// The log file as the replica writes it.
 ///
@@ -34,6 +74,11 @@ pub(crate) struct LogFile {
     unsynced: Option<PersistToken>,
     /// Syncs done, for the statistics logged at shutdown.
     syncs: u64,
+    /// The handle the sync thread syncs.
+    sync_file: Option<Arc<File>>,
+    /// Where syncs run when the loop does not wait for them ([`LogFile::begin_sync`]).
+    /// Declared last: dropped after the file's last write, and it finishes its sync.
+    sync_thread: Option<SyncThread>,
 }
 
 impl LogFile {
@@ -43,9 +88,21 @@ impl LogFile {
     /// cache, and recovery must not answer `ready` or `ack` from bytes a later crash of
     /// the machine could lose. A failed sync stops the start.
     pub(crate) fn open(dir: &Path) -> Result<(Self, Vec<u8>), NetError> {
+        let mut log = Self::open_unread(dir)?;
+        let mut bytes = Vec::new();
+        log.file
+            .read_to_end(&mut bytes)
+            .map_err(|err| NetError::io(format!("reading the log {}", log.path.display()), err))?;
+        log.pending.borrow_mut().file_len = bytes.len() as u64;
+        Ok((log, bytes))
+    }
+
+    /// Opens (creating if missing) and syncs the log in `dir` as [`LogFile::open`] does,
+    /// without reading it.
+    fn open_unread(dir: &Path) -> Result<Self, NetError> {
         let path = dir.join(LOG_FILE);
         let existed = path.exists();
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
@@ -60,21 +117,23 @@ impl LogFile {
         if !existed {
             sync_dir(dir)?;
         }
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|err| NetError::io(format!("reading the log {}", path.display()), err))?;
+        let file_len = file
+            .metadata()
+            .map_err(|err| NetError::io(format!("reading the log {}", path.display()), err))?
+            .len();
         let pending = Pending {
-            file_len: bytes.len() as u64,
+            file_len,
             bytes: Vec::new(),
         };
-        let log = Self {
+        Ok(Self {
             path,
             file,
             pending: Rc::new(RefCell::new(pending)),
             unsynced: None,
             syncs: 0,
-        };
-        Ok((log, bytes))
+            sync_file: None,
+            sync_thread: None,
+        })
     }
 
     /// Cuts a torn or corrupt tail off, durably, so that appends follow valid records.
@@ -129,9 +188,69 @@ impl LogFile {
         Ok(())
     }
 
-    /// Makes every append so far durable with one fdatasync; returns the last write it
-    /// covered, or `None` if nothing was appended since the last sync.
+    /// Starts the thread that [`LogFile::begin_sync`] hands its syncs to; it wakes
+    /// `waker` when one is done.
+    pub(crate) fn start_sync_thread(&mut self, waker: Arc<Waker>) -> Result<(), NetError> {
+        let file = self.file.try_clone().map_err(|err| {
+            NetError::io(
+                format!("opening the log {} for syncing", self.path.display()),
+                err,
+            )
+        })?;
+        self.sync_thread = Some(SyncThread::start(waker)?);
+        self.sync_file = Some(Arc::new(file));
+        Ok(())
+    }
+
+    /// Writes every append so far and hands their fdatasync to the sync thread, unless
+    /// a sync is under way already (then they wait for the next call after it) or
+    /// nothing was appended. [`LogFile::finished_sync`] says when it is done.
+    pub(crate) fn begin_sync(&mut self) -> Result<(), NetError> {
+        let Some(token) = self.unsynced else {
+            return Ok(());
+        };
+        let busy = self.sync_thread.as_ref().map(SyncThread::busy);
+        match busy {
+            None => panic!("begin_sync without a sync thread"),
+            Some(true) => return Ok(()),
+            Some(false) => {}
+        }
+        self.write_pending()?;
+        if let (Some(thread), Some(file)) = (&mut self.sync_thread, &self.sync_file) {
+            let file = Arc::clone(file);
+            thread.begin(SyncJob {
+                token,
+                file,
+                dir: None,
+            })?;
+        }
+        self.unsynced = None;
+        Ok(())
+    }
+
+    /// The last write made durable by a sync that finished since the last call, if any.
+    /// A failed sync is final (see [`LogFile`]).
+    pub(crate) fn finished_sync(&mut self) -> Result<Option<PersistToken>, NetError> {
+        let Some(thread) = &mut self.sync_thread else {
+            return Ok(None);
+        };
+        let done = thread
+            .finished()
+            .map_err(|err| NetError::io(format!("syncing the log {}", self.path.display()), err))?;
+        if done.is_some() {
+            self.syncs += 1;
+        }
+        Ok(done)
+    }
+
+    /// Makes every append so far durable with one fdatasync, on the calling thread;
+    /// returns the last write it covered, or `None` if nothing was appended since the
+    /// last sync. For loops without a sync thread.
     pub(crate) fn sync(&mut self) -> Result<Option<PersistToken>, NetError> {
+        assert!(
+            self.sync_thread.is_none(),
+            "a log with a sync thread syncs through it"
+        );
         let Some(token) = self.unsynced else {
             return Ok(None);
         };
@@ -166,6 +285,17 @@ pub(crate) fn refuse_damage(
     bad_record: Option<String>,
     allow_cut: bool,
 ) -> Result<(), NetError> {
+    refuse_damage_in(log.path(), valid_len, after, bad_record, allow_cut)
+}
+
+/// [`refuse_damage`] for a log file named by its path (a segment).
+pub(crate) fn refuse_damage_in(
+    file: &Path,
+    valid_len: u64,
+    after: AfterPrefix,
+    bad_record: Option<String>,
+    allow_cut: bool,
+) -> Result<(), NetError> {
     let what = match (bad_record, after) {
         (Some(what), _) => format!("a record this version cannot read: {what}"),
         (None, AfterPrefix::ValidFrameAt(at)) => {
@@ -177,11 +307,11 @@ pub(crate) fn refuse_damage(
         (None, AfterPrefix::TornTail) => return Ok(()),
     };
     if allow_cut {
-        tracing::warn!(file = %log.path().display(), offset = valid_len, %what, "cutting a damaged log as asked");
+        tracing::warn!(file = %file.display(), offset = valid_len, %what, "cutting a damaged log as asked");
         return Ok(());
     }
     Err(NetError::CorruptLog {
-        file: log.path().to_path_buf(),
+        file: file.to_path_buf(),
         offset: valid_len,
         what,
     })

@@ -13,7 +13,9 @@ use ringkv_core::proto::{
 use ringkv_core::registration::{
     Registrar, RegistrationConfig, RegistrationInput, RegistrationOutput,
 };
-use ringkv_core::replica::{RecoveryReport, Replica, ReplicaConfig, ReplicaInput, ReplicaOutput};
+use ringkv_core::replica::{
+    RecoveryReport, Replica, ReplicaConfig, ReplicaInput, ReplicaOutput, ReplicaRecovery,
+};
 use ringkv_core::Role;
 
 use crate::datadir::DataDir;
@@ -21,8 +23,9 @@ use crate::error::NetError;
 use crate::event_loop::{earliest, EventLoop, Readiness};
 use crate::inbound::{decoded_line, Port, PortSpec};
 use crate::limits::NetLimits;
-use crate::logfile::{refuse_damage, FileLogReader, LogFile};
+use crate::logfile::refuse_damage_in;
 use crate::outbound::{Link, LinkConfig, LinkEvent};
+use crate::segments::{plan_bytes, SegmentReader, SegmentedLog};
 use crate::tokens::{kind_of, Kind, TokenSource};
 
 /// Bytes of registrations waiting for the coordinator connection: one registration is
@@ -51,6 +54,9 @@ pub struct ServerOptions {
     /// Whether to cut a log damaged before its end (losing every record from the damage
     /// on) instead of refusing to start.
     pub truncate_corrupt_log: bool,
+    /// The size at which a segment of the log is sealed and a new one begun; sealed
+    /// segments are merged when they hold more than twice the live data.
+    pub segment_bytes: u64,
 }
 
 /// What a started server tells its caller: who it is, where it listens, and what it
@@ -86,29 +92,12 @@ pub fn run_server(
         return Err(NetError::Config("the advertised host is empty".into()));
     }
     let dir = DataDir::open(&opts.data_dir, opts.id)?;
-    let (mut log, bytes) = LogFile::open(dir.path())?;
-    let reader = log.reader()?;
-    let replica_config = ReplicaConfig {
-        id: Some(dir.id()),
-        ..opts.replica
-    };
-    let (replica, report) = Replica::recover(replica_config, &bytes, reader)
-        .map_err(|err| NetError::Config(format!("replica cache: {err}")))?;
-    let bad_record = report.bad_record.map(|(_, err)| err.to_string());
-    refuse_damage(
-        &log,
-        report.valid_len,
-        report.after,
-        bad_record,
-        opts.truncate_corrupt_log,
-    )?;
-    if report.valid_len < bytes.len() as u64 {
-        log.truncate(report.valid_len)?;
-    }
-    log_recovery(dir.id(), bytes.len() as u64, &report);
-    drop(bytes);
+    let started = std::time::Instant::now();
+    let (replica, mut log, report) = recover(&opts, &dir)?;
+    log_recovery(dir.id(), &report, started.elapsed());
 
     let mut ev = EventLoop::new(shutdown)?;
+    log.start_sync_thread(ev.waker())?;
     let port = Port::bind(
         opts.listen,
         Kind::PortA,
@@ -192,6 +181,33 @@ pub fn run_server(
     result
 }
 
+/// Rebuilds the replica from the log's segments, streamed, and refuses a log damaged
+/// before its end unless the operator allowed cutting it.
+fn recover(
+    opts: &ServerOptions,
+    dir: &DataDir,
+) -> Result<(Replica<SegmentReader>, SegmentedLog, RecoveryReport), NetError> {
+    let mut log = SegmentedLog::open(dir.path(), opts.segment_bytes)?;
+    let replica_config = ReplicaConfig {
+        id: Some(dir.id()),
+        ..opts.replica
+    };
+    let mut recovery = ReplicaRecovery::start(replica_config, log.reader())
+        .map_err(|err| NetError::Config(format!("replica cache: {err}")))?;
+    let replayed = log.replay_into(&mut recovery)?;
+    let (replica, report) = recovery.finish(replayed.after);
+    let bad_record = report.bad_record.map(|(_, err)| err.to_string());
+    refuse_damage_in(
+        &replayed.file,
+        report.valid_len,
+        report.after,
+        bad_record,
+        opts.truncate_corrupt_log,
+    )?;
+    log.start_appending(report.valid_len)?;
+    Ok((replica, log, report))
+}
+
 /// A request with the server it is addressed to, as the replica takes it.
 struct Addressed {
     msg: ParticipantRequest,
@@ -230,6 +246,17 @@ fn participant_spec() -> PortSpec<Addressed> {
         idle_timeout: true,
         access: |_| None,
         first_handle: 1,
+        // The coordinator's two-phase commit and pings keep keys moving and the server
+        // up: its connections are never held back by the budget.
+        budgeted: |request| {
+            !matches!(
+                request.msg,
+                ParticipantRequest::Prepare { .. }
+                    | ParticipantRequest::Commit { .. }
+                    | ParticipantRequest::Abort { .. }
+                    | ParticipantRequest::Ping
+            )
+        },
     }
 }
 
@@ -250,23 +277,17 @@ fn advertise_addr(host: Option<&str>, listen: SocketAddr) -> String {
     }
 }
 
-fn log_recovery(id: u64, file_len: u64, report: &RecoveryReport) {
+fn log_recovery(id: u64, report: &RecoveryReport, took: std::time::Duration) {
     tracing::info!(
         id,
         records = report.records,
         keys = report.committed_keys,
         in_doubt = report.in_doubt,
         bytes = report.valid_len,
+        took_ms = took.as_millis() as u64,
         "log recovered"
     );
-    if report.valid_len < file_len {
-        tracing::warn!(
-            id,
-            stop = ?report.stop,
-            cut_bytes = file_len - report.valid_len,
-            "the log's tail was torn or corrupt and was cut off"
-        );
-    } else if report.stop != StopReason::End {
+    if report.stop != StopReason::End {
         tracing::warn!(id, stop = ?report.stop, "log decoding stopped early");
     }
     if let Some((offset, err)) = &report.bad_record {
@@ -282,8 +303,8 @@ const UNREGISTERED_WARN_MS: u64 = 5000;
 
 /// The replica and everything its loop moves bytes for.
 struct Shell {
-    replica: Replica<FileLogReader>,
-    log: LogFile,
+    replica: Replica<SegmentReader>,
+    log: SegmentedLog,
     port: Port<Addressed>,
     registrar: Registrar,
     coordinator: Link,
@@ -298,8 +319,9 @@ struct Shell {
 }
 
 impl Shell {
-    /// One loop iteration's work after the wait. Ends with the group commit: one fsync
-    /// for every log write of the iteration, then the answers that waited for it.
+    /// One loop iteration's work after the wait. Ends with the group commit: the answers
+    /// that waited for a sync the sync thread finished go out, and every log write since
+    /// the last sync is handed to it as one (if it is free; else they wait for it).
     fn turn(
         &mut self,
         now_ms: u64,
@@ -334,18 +356,33 @@ impl Shell {
         for (from, Addressed { msg, to }) in requests {
             self.handle(now_ms, ReplicaInput::Request { from, msg, to })?;
         }
-        // Answers that promise nothing (values, pongs, refusals) go out before the
-        // fsync, so a slow disk does not hold reads and liveness answers behind it.
-        self.port.flush(now_ms, registry);
-        if let Some(token) = self.log.sync()? {
+        // The fsync runs on the sync thread, so reads and pings never wait for it.
+        if let Some(token) = self.log.finished_sync()? {
             self.handle(now_ms, ReplicaInput::Persisted { token })?;
         }
+        self.log.begin_sync()?;
+        self.compact()?;
         self.port.sweep(now_ms, registry);
         self.port.flush(now_ms, registry);
         self.coordinator
             .flush(now_ms, registry, &mut self.link_events);
         // A failed write shows up as a disconnect, handled in the next iteration (which
         // then does not sleep).
+        Ok(())
+    }
+
+    /// Moves the values a finished merge rewrote, and starts the next merge when one is
+    /// due: after a seal, every write before it is durable and applied, so the replica's
+    /// plan covers the sealed part whole.
+    fn compact(&mut self) -> Result<(), NetError> {
+        if let Some(done) = self.log.finished_compaction() {
+            self.replica.relocate(done.start, done.end, &done.moves);
+        }
+        if let Some(end) = self.log.compaction_due() {
+            let plan = self.replica.compaction_plan(end);
+            tracing::debug!(end, live_bytes = plan_bytes(&plan), "a merge is due");
+            self.log.start_compaction(plan)?;
+        }
         Ok(())
     }
 
@@ -357,7 +394,7 @@ impl Shell {
             match output {
                 ReplicaOutput::Reply { to, msg } => self.port.reply(to, &msg),
                 ReplicaOutput::Persist { token, bytes } => {
-                    self.log.append(token, &bytes)?;
+                    self.log.append(token, &bytes);
                     self.appends += 1;
                 }
             }

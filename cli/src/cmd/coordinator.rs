@@ -2,7 +2,7 @@
 
 use ringkv_core::cache::CacheConfig;
 use ringkv_core::coordinator::CoordinatorConfig;
-use ringkv_net::{run_coordinator, CoordinatorOptions, NetLimits};
+use ringkv_net::{run_coordinator, CoordinatorOptions, HeldRequestBudget, NetLimits};
 
 use crate::addr::resolve_listen;
 use crate::args::CoordinatorArgs;
@@ -38,6 +38,7 @@ fn options(args: &CoordinatorArgs) -> Result<CoordinatorOptions, String> {
         max_frame_bytes: args.max_frame_bytes,
         max_connections_per_port: usize::try_from(args.max_connections)
             .map_err(|_| "--max-connections is too large for this machine".to_string())?,
+        held_requests: held_request_budget(args.max_held_request_bytes)?,
         ..NetLimits::default()
     };
     if limits.max_frame_bytes == 0 {
@@ -56,4 +57,12 @@ fn options(args: &CoordinatorArgs) -> Result<CoordinatorOptions, String> {
         truncate_corrupt_log: args.truncate_corrupt_log,
         limits,
     })
+}
+
+/// The process's budget of held request bytes (`--max-held-request-bytes`): this
+/// process runs one role, so the budget is that role's.
+pub(super) fn held_request_budget(max_bytes: u64) -> Result<HeldRequestBudget, String> {
+    usize::try_from(max_bytes)
+        .map(HeldRequestBudget::new)
+        .map_err(|_| "--max-held-request-bytes is too large for this machine".to_string())
 }

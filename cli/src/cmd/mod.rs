@@ -14,12 +14,15 @@ use std::fmt::Display;
 
 use ringkv_net::Shutdown;
 
-use crate::args::Command;
+use crate::args::{ClientArgs, Command};
 use crate::exit::Exit;
 use crate::signals;
 
 /// Runs one subcommand to its end.
 pub fn run(command: &Command) -> Exit {
+    if let Some(client) = client_args(command) {
+        crate::client::set_io_timeout_ms(client.io_timeout_ms);
+    }
     match command {
         Command::Local(args) => local::run(args),
         Command::Coordinator(args) => coordinator::run(args),
@@ -33,6 +36,19 @@ pub fn run(command: &Command) -> Exit {
         Command::Bench(args) => bench::run(args),
         Command::Probe(args) => probe::run(args),
         Command::Demo(args) => demo::run(args),
+    }
+}
+
+/// The connection flags of the commands that talk to a running store.
+fn client_args(command: &Command) -> Option<&ClientArgs> {
+    match command {
+        Command::Console(args) => Some(&args.client),
+        Command::Get(args) => Some(&args.client),
+        Command::Put(args) => Some(&args.client),
+        Command::Del(args) => Some(&args.client),
+        Command::Status(args) => Some(&args.client),
+        Command::Bench(args) => Some(&args.client),
+        _ => None,
     }
 }
 

@@ -42,8 +42,10 @@ fn options(args: &ServerArgs) -> Result<ServerOptions, String> {
         advertise_host: args.advertise_host.clone(),
         replica: ReplicaConfig::default(),
         truncate_corrupt_log: args.truncate_corrupt_log,
+        segment_bytes: args.segment_bytes,
         limits: NetLimits {
             max_frame_bytes: args.max_frame_bytes,
+            held_requests: super::coordinator::held_request_budget(args.max_held_request_bytes)?,
             ..NetLimits::default()
         },
     })

@@ -11,6 +11,7 @@
 //! Recovery is a function of the log bytes alone ([`Replica::recover`]): committed values,
 //! in-doubt transactions and their locks all come back from them.
 
+pub mod compaction;
 pub mod record;
 mod recovery;
 
@@ -31,7 +32,7 @@ use crate::twopc::{DecisionCheck, Participant, PrepareCheck, Vote};
 use crate::{ReplyTo, Ts};
 
 pub use crate::storage::{LogReader, PersistToken, StorageError, ValueLoc};
-pub use recovery::RecoveryReport;
+pub use recovery::{RecoveryReport, ReplicaRecovery};
 
 use record::{value_offset_in_payload, Record};
 
@@ -112,11 +113,10 @@ pub enum ReplicaOutput {
 #[derive(Clone, Debug)]
 enum PreparedOp {
     /// Write `value`, whose bytes lie at `loc` in the log.
-    Put {
-        loc: ValueLoc,
-        value: String,
-    },
-    Del,
+    Put { loc: ValueLoc, value: String },
+    /// Delete the key; its prepare record's payload starts at `at` (what compaction
+    /// looks at to tell whether the record is in the part it rewrites).
+    Del { at: u64 },
 }
 
 /// What to do once a write is durable.
@@ -303,7 +303,7 @@ impl<R: LogReader> Replica<R> {
                 },
                 value,
             },
-            None => PreparedOp::Del,
+            None => PreparedOp::Del { at: payload_offset },
         };
         self.participant.prepare(txid, key, op, token);
         self.defer(token, Deferred::Reply(from, ready(txid)));
@@ -390,7 +390,7 @@ impl<R: LogReader> Replica<R> {
         }
         match op {
             PreparedOp::Put { loc, value } => self.store.put(key, loc, value),
-            PreparedOp::Del => self.store.remove(&key),
+            PreparedOp::Del { .. } => self.store.remove(&key),
         }
     }
 }

@@ -12,6 +12,7 @@ const TAG_PREPARE_PUT: u8 = 1;
 const TAG_PREPARE_DEL: u8 = 2;
 const TAG_COMMIT: u8 = 3;
 const TAG_ABORT: u8 = 4;
+const TAG_VALUE: u8 = 5;
 
 /// One record of the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,11 +43,24 @@ pub enum Record {
         /// The transaction.
         txid: TxId,
     },
+    /// A committed value carried over by compaction: the transaction that wrote it is
+    /// gone from the log with its records.
+    Value {
+        /// The key.
+        key: String,
+        /// Its committed value.
+        value: String,
+    },
 }
 
 /// Where a prepared value's bytes lie inside a record's payload.
 pub(crate) fn value_offset_in_payload(key_len_bytes: usize) -> usize {
     1 + 8 + 2 + key_len_bytes + 4
+}
+
+/// Where a carried value's bytes lie inside a [`Record::Value`] payload.
+pub(crate) fn carried_value_offset_in_payload(key_len_bytes: usize) -> usize {
+    1 + 2 + key_len_bytes + 4
 }
 
 impl Record {
@@ -69,6 +83,11 @@ impl Record {
             Record::Abort { txid } => {
                 out.push(TAG_ABORT);
                 out.extend_from_slice(&txid.to_le_bytes());
+            }
+            Record::Value { key, value } => {
+                out.push(TAG_VALUE);
+                push_key(&mut out, key);
+                push_text(&mut out, value);
             }
         }
         out
@@ -97,6 +116,12 @@ impl Record {
             TAG_ABORT => Record::Abort {
                 txid: reader.u64()?,
             },
+            TAG_VALUE => {
+                let key = reader.key()?;
+                let len = reader.u32()? as usize;
+                let value = reader.text(len)?;
+                Record::Value { key, value }
+            }
             other => return Err(RecordError::UnknownTag(other)),
         };
         if reader.is_empty() {
@@ -139,6 +164,7 @@ mod tests {
             (any::<u64>(), ".{0,20}").prop_map(|(txid, key)| Record::PrepareDel { txid, key }),
             any::<u64>().prop_map(|txid| Record::Commit { txid }),
             any::<u64>().prop_map(|txid| Record::Abort { txid }),
+            (".{0,20}", ".{0,50}").prop_map(|(key, value)| Record::Value { key, value }),
         ]
     }
 
@@ -146,6 +172,13 @@ mod tests {
         #[test]
         fn records_round_trip(record in record()) {
             prop_assert_eq!(Record::decode(&record.encode()), Ok(record));
+        }
+
+        #[test]
+        fn a_carried_value_lies_where_the_offset_says(key in ".{0,20}", value in ".{0,50}") {
+            let payload = Record::Value { key: key.clone(), value: value.clone() }.encode();
+            let at = carried_value_offset_in_payload(key.len());
+            prop_assert_eq!(&payload[at..], value.as_bytes());
         }
 
         #[test]

@@ -450,3 +450,196 @@ fn in_doubt_lists_the_prepared_undecided_transactions() {
         vec![ParticipantResponse::InDoubt { txids: vec![4] }]
     );
 }
+
+/// Recovers from `bytes` fed `chunk` bytes at a time, as a shell reading its log file
+/// in chunks does: what a call did not take is fed again with the next bytes behind it.
+fn recover_in_chunks(bytes: &[u8], chunk: usize) -> (Replica<MemLog>, RecoveryReport) {
+    let log = MemLog(Rc::new(RefCell::new(bytes.to_vec())));
+    let mut recovery = ReplicaRecovery::start(ReplicaConfig::default(), log).unwrap();
+    let mut held: Vec<u8> = Vec::new();
+    let mut read = 0;
+    while !recovery.is_done() {
+        let take = chunk.min(bytes.len() - read);
+        held.extend_from_slice(&bytes[read..read + take]);
+        read += take;
+        let used = recovery.feed(&held, read == bytes.len());
+        held.drain(..used);
+        assert!(held.len() <= chunk + crate::log::MAX_PAYLOAD_BYTES);
+    }
+    let after = crate::log::after_prefix(bytes, recovery.decoded_to());
+    recovery.finish(after)
+}
+
+/// What a replica holds, with every value read back from the log where the replica
+/// says it lies (not from its cache): committed values, and the in-doubt transactions
+/// with what they would write.
+type State = (Vec<(String, String)>, Vec<(TxId, String, Option<String>)>);
+
+fn state_of(replica: &Replica<MemLog>) -> State {
+    let read = |loc: ValueLoc| {
+        let bytes = replica
+            .store
+            .reader()
+            .read_at(loc.offset, loc.len as usize)
+            .unwrap();
+        String::from_utf8(bytes).unwrap_or_else(|_| "<not UTF-8>".into())
+    };
+    let values = replica
+        .store
+        .entries()
+        .map(|(key, loc)| (key.to_owned(), read(loc)))
+        .collect();
+    let in_doubt = replica
+        .participant
+        .prepared_ops()
+        .map(|(txid, key, op)| {
+            let value = match op {
+                PreparedOp::Put { loc, value } => {
+                    assert_eq!(&read(*loc), value, "a prepared value where it lies");
+                    Some(value.clone())
+                }
+                PreparedOp::Del { .. } => None,
+            };
+            (txid, key.to_owned(), value)
+        })
+        .collect();
+    (values, in_doubt)
+}
+
+proptest::proptest! {
+    #[test]
+    fn a_log_fed_in_chunks_recovers_to_the_same_state_as_whole(
+        ops in proptest::collection::vec((0u8..5, 0u8..3, 1u64..8), 0..40),
+        chunk in 1usize..80,
+        damage in proptest::option::of((0usize..2000, proptest::bool::ANY)),
+    ) {
+        let mut h = Harness::new(ReplicaConfig::default());
+        for (kind, key, txid) in ops {
+            let key = format!("k{key}");
+            let request = match kind {
+                0 => put(txid, &key, &format!("v{txid}")),
+                1 => del(txid, &key),
+                2 | 3 => commit(txid),
+                _ => abort(txid),
+            };
+            h.send(request);
+            h.sync();
+        }
+        let mut bytes = h.log.0.borrow().clone();
+        if let Some((at, flip)) = damage {
+            if !bytes.is_empty() {
+                let at = at % bytes.len();
+                if flip { bytes[at] ^= 0x5a } else { bytes.truncate(at) }
+            }
+        }
+        let whole_log = MemLog(Rc::new(RefCell::new(bytes.clone())));
+        let (whole, whole_report) =
+            Replica::recover(ReplicaConfig::default(), &bytes, whole_log).unwrap();
+        let (chunked, chunked_report) = recover_in_chunks(&bytes, chunk);
+        proptest::prop_assert_eq!(&chunked_report, &whole_report);
+        proptest::prop_assert_eq!(state_of(&chunked), state_of(&whole));
+    }
+}
+
+/// Where each frame of `bytes` ends.
+fn frame_ends(bytes: &[u8]) -> Vec<usize> {
+    crate::log::decode_frames(bytes)
+        .frames
+        .iter()
+        .map(|f| (f.payload_offset as usize) + f.payload.len())
+        .collect()
+}
+
+/// A log written by a replica through random requests.
+fn random_log(ops: &[(u8, u8, u64)]) -> Vec<u8> {
+    let mut h = Harness::new(ReplicaConfig::default());
+    for &(kind, key, txid) in ops {
+        let key = format!("k{key}");
+        let request = match kind {
+            0 => put(
+                txid,
+                &key,
+                &format!("v{txid}-{}", "x".repeat(txid as usize)),
+            ),
+            1 => del(txid, &key),
+            2 | 3 => commit(txid),
+            _ => abort(txid),
+        };
+        h.send(request);
+        h.sync();
+    }
+    let bytes = h.log.0.borrow().clone();
+    bytes
+}
+
+/// Compacts the part of `log` before `end` as a server does when it seals it: the plan
+/// from the replica as it stood then. Returns the rewritten bytes and the moves.
+fn compact_before(log: &[u8], end: usize) -> (Vec<u8>, Vec<compaction::Moved>) {
+    let (sealed, _) = Harness::recover(log[..end].to_vec());
+    let plan = sealed.replica.compaction_plan(end as u64);
+    let mut out = Vec::new();
+    let moves = compaction::write_compacted(
+        &plan,
+        0,
+        |loc| {
+            let at = loc.offset as usize;
+            Ok::<_, ()>(String::from_utf8(log[at..at + loc.len as usize].to_vec()).unwrap())
+        },
+        |frame| {
+            out.extend_from_slice(frame);
+            Ok(())
+        },
+    )
+    .unwrap();
+    (out, moves)
+}
+
+proptest::proptest! {
+    #[test]
+    fn a_compacted_log_recovers_to_the_same_state_and_moved_values_read_back(
+        ops in proptest::collection::vec((0u8..5, 0u8..4, 1u64..10), 0..60),
+        cut in 0usize..1000,
+    ) {
+        let log = random_log(&ops);
+        let mut boundaries = vec![0];
+        boundaries.extend(frame_ends(&log));
+        let end = boundaries[cut % boundaries.len()];
+        let (compacted, moves) = compact_before(&log, end);
+        proptest::prop_assert!(compacted.len() <= end, "never longer than what it replaces");
+
+        // The log as the server keeps it: the rewritten part where the old one began,
+        // a gap to `end`, and what followed `end`.
+        let mut laid_out = compacted.clone();
+        laid_out.resize(end, 0);
+        laid_out.extend_from_slice(&log[end..]);
+        let reader = MemLog(Rc::new(RefCell::new(laid_out.clone())));
+        let mut recovery = ReplicaRecovery::start(ReplicaConfig::default(), reader.clone()).unwrap();
+        let used = recovery.feed(&compacted, false);
+        proptest::prop_assert_eq!(used, compacted.len());
+        recovery.skip_to(end as u64);
+        recovery.feed(&log[end..], true);
+        let after = crate::log::AfterPrefix::TornTail;
+        let (recovered, report) = recovery.finish(after);
+        proptest::prop_assert_eq!(report.valid_len, log.len() as u64);
+        proptest::prop_assert_eq!(report.stop, StopReason::End);
+
+        let (mut original, _) = Harness::recover(log.clone());
+        proptest::prop_assert_eq!(state_of(&recovered), state_of(&original.replica));
+
+        // The running replica, told where its values went, reads them from the new
+        // layout.
+        let (mut running, _) = Harness::recover(log.clone());
+        running.replica.relocate(0, end as u64, &moves);
+        *running.log.0.borrow_mut() = laid_out;
+        proptest::prop_assert_eq!(state_of(&running.replica), state_of(&original.replica));
+        // And a commit of a transaction that was in doubt applies its moved value.
+        let in_doubt: Vec<TxId> = running.replica.in_doubt().collect();
+        for txid in in_doubt {
+            running.send(commit(txid));
+            running.sync();
+            original.send(commit(txid));
+            original.sync();
+        }
+        proptest::prop_assert_eq!(state_of(&running.replica), state_of(&original.replica));
+    }
+}

@@ -9,5 +9,5 @@ mod store;
 
 pub use codec::RecordError;
 pub use durability::{Appended, Durability, Persist, PersistToken};
-pub use recovery::{replay_log, LogRecord, LogScan};
+pub use recovery::{replay_log, LogRecord, LogScan, LogStream};
 pub use store::{LogReader, StorageError, Store, Stored, ValueLoc};

@@ -38,31 +38,127 @@ pub struct LogScan<E> {
 /// that returns an error records an anomaly and the fold goes on.
 pub fn replay_log<R: LogRecord>(
     log: &[u8],
-    mut step: impl FnMut(R, u64) -> Result<(), String>,
+    step: impl FnMut(R, u64) -> Result<(), String>,
 ) -> LogScan<R::Error> {
-    let decoded = decode_frames(log);
-    let mut scan = LogScan {
-        records: 0,
-        valid_len: decoded.valid_len,
-        stop: decoded.stop,
-        after: after_prefix(log, decoded.valid_len),
-        bad_record: None,
-        anomalies: Vec::new(),
-    };
-    for frame in &decoded.frames {
-        let record = match R::decode(frame.payload) {
-            Ok(record) => record,
-            Err(err) => {
-                scan.bad_record = Some((frame.offset, err));
-                scan.valid_len = frame.offset;
-                break;
-            }
-        };
-        scan.records += 1;
-        if let Err(anomaly) = step(record, frame.payload_offset) {
-            scan.anomalies
-                .push(format!("at offset {}: {anomaly}", frame.offset));
+    let mut stream = LogStream::new();
+    stream.feed(log, true, step);
+    let after = after_prefix(log, stream.decoded_to());
+    stream.finish(after)
+}
+
+/// The same fold as [`replay_log`], fed the log in chunks, so that recovery holds a
+/// bounded part of a large log in memory instead of all of it.
+///
+/// The caller feeds bytes from [`LogStream::decoded_to`] on; each [`LogStream::feed`]
+/// replays the whole frames at the start of its chunk and says how many bytes they took.
+/// The caller drops those, adds more bytes behind the rest (a frame cut by the chunk's
+/// end), and feeds again until [`LogStream::is_done`]. Then it looks at what follows
+/// `decoded_to` for [`LogStream::finish`].
+#[derive(Debug)]
+pub struct LogStream<E> {
+    scan: LogScan<E>,
+    /// Where the next chunk starts: the end of the frames decoded so far, which goes on
+    /// past a bad record (so that the stop reason is the whole log's).
+    decoded_to: u64,
+    done: bool,
+}
+
+impl<E> Default for LogStream<E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<E> LogStream<E> {
+    /// A fold at the start of a log.
+    pub fn new() -> Self {
+        Self {
+            scan: LogScan {
+                records: 0,
+                valid_len: 0,
+                stop: StopReason::End,
+                after: AfterPrefix::TornTail,
+                bad_record: None,
+                anomalies: Vec::new(),
+            },
+            decoded_to: 0,
+            done: false,
         }
     }
-    scan
+
+    /// Replays the whole frames at the start of `chunk`, which holds the log's bytes
+    /// from [`LogStream::decoded_to`] on; `at_end` if no byte of the log follows it.
+    /// Returns the bytes those frames took. A frame cut by the chunk's end (not
+    /// `at_end`) waits for the next call, which must start with its bytes.
+    pub fn feed<R: LogRecord<Error = E>>(
+        &mut self,
+        chunk: &[u8],
+        at_end: bool,
+        mut step: impl FnMut(R, u64) -> Result<(), String>,
+    ) -> usize {
+        assert!(!self.done, "a log stream fed after its end");
+        let decoded = decode_frames(chunk);
+        let base = self.decoded_to;
+        for frame in &decoded.frames {
+            if self.scan.bad_record.is_some() {
+                // Replay stopped at a record this version cannot read; the frames are
+                // still decoded, so that the report says how the log itself ends.
+                break;
+            }
+            match R::decode(frame.payload) {
+                Ok(record) => {
+                    self.scan.records += 1;
+                    if let Err(anomaly) = step(record, base + frame.payload_offset) {
+                        self.scan
+                            .anomalies
+                            .push(format!("at offset {}: {anomaly}", base + frame.offset));
+                    }
+                }
+                Err(err) => self.scan.bad_record = Some((base + frame.offset, err)),
+            }
+        }
+        self.decoded_to = base + decoded.valid_len;
+        if self.scan.bad_record.is_none() {
+            self.scan.valid_len = self.decoded_to;
+        }
+        let cut_by_chunk = !at_end
+            && matches!(
+                decoded.stop,
+                StopReason::End | StopReason::TornHeader | StopReason::TornPayload
+            );
+        if !cut_by_chunk {
+            self.scan.stop = decoded.stop;
+            self.done = true;
+        }
+        // Lossless: a chunk's valid length is at most its length.
+        usize::try_from(decoded.valid_len).unwrap_or(chunk.len())
+    }
+
+    /// The log goes on at `offset`, past a gap: a compacted segment holds fewer bytes
+    /// than the range of the log it replaced. Only between whole frames, before the end.
+    pub fn skip_to(&mut self, offset: u64) {
+        assert!(!self.done, "a log stream skipped after its end");
+        assert!(offset >= self.decoded_to, "a log stream skipped backwards");
+        self.decoded_to = offset;
+        if self.scan.bad_record.is_none() {
+            self.scan.valid_len = offset;
+        }
+    }
+
+    /// Whether the log has ended (or a bad frame ended its valid prefix).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Where the next chunk starts, and, once done, where what follows the frames
+    /// begins: the caller judges those bytes ([`crate::log::after_prefix`]).
+    pub fn decoded_to(&self) -> u64 {
+        self.decoded_to
+    }
+
+    /// The fold's result, given what lies after the decoded frames.
+    pub fn finish(mut self, after: AfterPrefix) -> LogScan<E> {
+        self.scan.after = after;
+        self.scan
+    }
 }

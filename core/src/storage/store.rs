@@ -132,6 +132,23 @@ impl<T: Stored, R: LogReader> Store<T, R> {
         self.index.insert(key, loc);
     }
 
+    /// The reader values come back through.
+    pub fn reader(&self) -> &R {
+        &self.reader
+    }
+
+    /// Every key with where its value lies, in order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, ValueLoc)> {
+        self.index.iter().map(|(key, &loc)| (key.as_str(), loc))
+    }
+
+    /// Values moved (compaction rewrote the log): every entry points where `new` says.
+    pub fn relocate(&mut self, mut new: impl FnMut(ValueLoc) -> ValueLoc) {
+        for loc in self.index.values_mut() {
+            *loc = new(*loc);
+        }
+    }
+
     /// `key` holds nothing any more.
     pub fn remove(&mut self, key: &str) {
         self.cache.remove(key);

@@ -268,6 +268,21 @@ impl<Op: Clone> Participant<Op> {
         }
     }
 
+    /// Transactions prepared and not yet finished, with their keys and operations, in
+    /// order: what a compaction of the log must keep.
+    pub fn prepared_ops(&self) -> impl Iterator<Item = (TxId, &str, &Op)> + '_ {
+        self.prepared
+            .iter()
+            .map(|(&txid, prepared)| (txid, prepared.key.as_str(), &prepared.op))
+    }
+
+    /// Changes every prepared operation in place: compaction moved their bytes.
+    pub fn relocate_ops(&mut self, mut change: impl FnMut(&mut Op)) {
+        for prepared in self.prepared.values_mut() {
+            change(&mut prepared.op);
+        }
+    }
+
     /// Transactions prepared and not yet finished, in order.
     pub fn in_doubt(&self) -> impl Iterator<Item = TxId> + '_ {
         self.prepared.keys().copied()

@@ -66,6 +66,9 @@ pub(crate) struct Conn<F> {
     stalled: bool,
     /// Accepted beyond the connection limit, only to be answered `overloaded`.
     refused: bool,
+    /// It carried a request outside the held-request budget (a node's, or a server's
+    /// commit): the budget never holds it back.
+    exempt: bool,
     /// When our side was shut for writing; the connection then only waits for EOF.
     write_shut_at_ms: Option<u64>,
     /// When bytes last moved either way.
@@ -97,6 +100,7 @@ impl<F: Framer> Conn<F> {
             peer_closing: false,
             stalled: false,
             refused: false,
+            exempt: false,
             write_shut_at_ms: None,
             last_activity_ms: now_ms,
             partial_since_ms: None,
@@ -130,6 +134,16 @@ impl<F: Framer> Conn<F> {
 
     pub(crate) fn is_refused(&self) -> bool {
         self.refused
+    }
+
+    /// Whether the held-request budget must never hold this connection back.
+    pub(crate) fn is_exempt(&self) -> bool {
+        self.exempt
+    }
+
+    /// The connection carried a request outside the held-request budget.
+    pub(crate) fn set_exempt(&mut self) {
+        self.exempt = true;
     }
 
     pub(crate) fn answers_mut(&mut self) -> &mut AnswerQueue {

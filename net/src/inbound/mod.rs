@@ -4,7 +4,7 @@
 mod answers;
 mod conn;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 
@@ -16,7 +16,7 @@ use ringkv_core::ReplyTo;
 
 use crate::error::NetError;
 use crate::event_loop::Readiness;
-use crate::limits::NetLimits;
+use crate::limits::{HeldRequestBudget, NetLimits};
 use crate::tokens::{Kind, TokenSource};
 
 pub(crate) use answers::Join;
@@ -32,6 +32,10 @@ const ACCEPT_RETRY_MS: u64 = 100;
 
 /// Bytes read from a socket at once.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// How often connections waiting for the held-request budget look at it again: bytes
+/// released by another port or another role of the process raise no event here.
+const BUDGET_RECHECK_MS: u64 = 10;
 
 /// What a framer found in a connection's bytes.
 #[derive(Debug)]
@@ -61,6 +65,8 @@ pub(crate) trait Framer {
     fn buffered_bytes(&self) -> usize;
     /// Joins the answers of one frame's requests into one answer.
     fn join(join: Join, parts: Vec<Vec<u8>>, out: &mut Vec<u8>);
+    /// The bytes a frame holds, counted against the held-request budget.
+    fn frame_bytes(frame: &Self::Frame) -> usize;
     /// How many requests `frame` may become, at most: what it counts against the
     /// per-connection limit on requests in flight.
     fn requests_in(frame: &Self::Frame) -> usize {
@@ -102,6 +108,10 @@ impl Framer for LineSplitter {
     fn join(_: Join, parts: Vec<Vec<u8>>, out: &mut Vec<u8>) {
         // A JSON line is always one request; nothing is ever joined.
         parts.iter().for_each(|part| out.extend_from_slice(part));
+    }
+
+    fn frame_bytes(frame: &Vec<u8>) -> usize {
+        frame.len()
     }
 }
 
@@ -165,6 +175,10 @@ pub(crate) struct PortSpec<R, F: Framer = LineSplitter> {
     /// The first reply handle: ports whose answers reach the role through one channel
     /// take disjoint ranges, so that a handle names its port.
     pub(crate) first_handle: u64,
+    /// Whether a request counts against the held-request budget. One that does not
+    /// (a node's message, a server's commit) keeps the store moving: its connection is
+    /// never held back by the budget from then on.
+    pub(crate) budgeted: fn(&R) -> bool,
 }
 
 /// A listening port and its connections.
@@ -185,6 +199,13 @@ pub(crate) struct Port<R, F: Framer = LineSplitter> {
     sequencers: BTreeMap<Token, Sequencer<R>>,
     /// Requests a [`Sequencer`] released, to hand to the role in the next turn.
     released: Vec<(ReplyTo, R)>,
+    /// Bytes each outstanding handle holds of the held-request budget.
+    charges: HashMap<u64, usize>,
+    /// Connections that wanted reading while the budget was spent, in the order they
+    /// began to wait: the first read when bytes come free.
+    waiting: VecDeque<Token>,
+    /// When connections waiting for the budget look at it again.
+    budget_recheck_at_ms: Option<u64>,
     next_handle: u64,
     /// Connections to pump in the next turn.
     ready: BTreeSet<Token>,
@@ -224,6 +245,9 @@ impl<R, F: Framer> Port<R, F> {
             handles: HashMap::new(),
             sequencers: BTreeMap::new(),
             released: Vec::new(),
+            charges: HashMap::new(),
+            waiting: VecDeque::new(),
+            budget_recheck_at_ms: None,
             ready: BTreeSet::new(),
             touched: BTreeSet::new(),
             accept_retry_at_ms: None,
@@ -322,7 +346,19 @@ impl<R, F: Framer> Port<R, F> {
 
     /// Whether some connection can make progress without waiting for an event.
     pub(crate) fn has_ready(&self) -> bool {
-        !self.ready.is_empty() || !self.released.is_empty()
+        !self.ready.is_empty()
+            || !self.released.is_empty()
+            || (!self.waiting.is_empty() && !self.limits.held_requests.is_spent())
+    }
+
+    /// Connections to read this turn: those waiting for the budget first, in their
+    /// order, then the others that are ready.
+    fn turn_order(&mut self) -> Vec<Token> {
+        let ready = std::mem::take(&mut self.ready);
+        let mut order: Vec<Token> = self.waiting.drain(..).collect();
+        let waited: BTreeSet<Token> = order.iter().copied().collect();
+        order.extend(ready.into_iter().filter(|token| !waited.contains(token)));
+        order
     }
 
     /// Reads from the connections that are ready, and returns the decoded requests with
@@ -334,17 +370,24 @@ impl<R, F: Framer> Port<R, F> {
         requests: &mut Vec<(ReplyTo, R)>,
     ) {
         requests.append(&mut self.released);
-        let ready = std::mem::take(&mut self.ready);
         let mut inputs = Vec::new();
-        for token in ready {
+        for token in self.turn_order() {
             let Some(conn) = self.conns.get_mut(&token) else {
                 continue;
             };
+            if self.limits.held_requests.is_spent() && !conn.is_exempt() {
+                self.waiting.push_back(token);
+                continue;
+            }
             inputs.clear();
             let pumped = conn.pump(now_ms, &self.limits, &mut self.scratch, &mut inputs);
             for input in inputs.drain(..) {
+                let mut frame_bytes = 0;
                 let decoded = match input {
-                    FrameEvent::Frame(frame) => (self.spec.decode)(frame),
+                    FrameEvent::Frame(frame) => {
+                        frame_bytes = F::frame_bytes(&frame);
+                        (self.spec.decode)(frame)
+                    }
                     FrameEvent::TooLarge => {
                         tracing::debug!(port = self.spec.name, peer = %conn.peer(), "frame over the limit");
                         conn.stop_reading();
@@ -364,8 +407,13 @@ impl<R, F: Framer> Port<R, F> {
                     next_handle: &mut self.next_handle,
                     access: self.spec.access,
                     requests,
+                    budget: Budgeting {
+                        held: &self.limits.held_requests,
+                        charges: &mut self.charges,
+                        budgeted: self.spec.budgeted,
+                    },
                 };
-                if queue.decoded(decoded) {
+                if queue.decoded(decoded, frame_bytes) {
                     // QUIT: what the client sent after it is not read, as in Redis.
                     break;
                 }
@@ -375,6 +423,8 @@ impl<R, F: Framer> Port<R, F> {
                 self.close(registry, token, closed);
             }
         }
+        self.budget_recheck_at_ms =
+            (!self.waiting.is_empty()).then_some(now_ms + BUDGET_RECHECK_MS);
     }
 
     /// Answers the request behind `to`. An answer to a connection that is gone is dropped.
@@ -401,6 +451,7 @@ impl<R, F: Framer> Port<R, F> {
         let Some(token) = self.handles.remove(&to.0) else {
             return;
         };
+        self.release(to.0);
         if let Some(sequencer) = self.sequencers.get_mut(&token) {
             for (handle, request) in sequencer.complete(to.0) {
                 self.released.push((ReplyTo(handle), request));
@@ -434,13 +485,21 @@ impl<R, F: Framer> Port<R, F> {
         }
     }
 
-    /// When [`Port::sweep`] next has work to do.
+    /// Gives back what handle `handle` held of the budget.
+    fn release(&mut self, handle: u64) {
+        if let Some(bytes) = self.charges.remove(&handle) {
+            self.limits.held_requests.release(bytes);
+        }
+    }
+
+    /// When [`Port::sweep`] next has work to do, or waiting connections look at the
+    /// budget again.
     pub(crate) fn next_deadline_ms(&self) -> Option<u64> {
         let sweep = (!self.conns.is_empty()).then_some(self.next_sweep_ms);
-        match (sweep, self.accept_retry_at_ms) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [sweep, self.accept_retry_at_ms, self.budget_recheck_at_ms]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Enforces the time limits, and retries a failed accept.
@@ -482,7 +541,11 @@ impl<R, F: Framer> Port<R, F> {
         }
         for handle in conn.answers().pending_handles() {
             self.handles.remove(&handle);
+            if let Some(bytes) = self.charges.remove(&handle) {
+                self.limits.held_requests.release(bytes);
+            }
         }
+        self.waiting.retain(|&waiting| waiting != token);
         self.sequencers.remove(&token);
         // A released request of a closed connection is dropped with it.
         let handles = &self.handles;
@@ -505,6 +568,23 @@ impl<R, F: Framer> Port<R, F> {
     }
 }
 
+impl<R, F: Framer> Drop for Port<R, F> {
+    /// A port that stops gives back what its requests held of a budget that other
+    /// roles of the process may still use.
+    fn drop(&mut self) {
+        for (_, bytes) in self.charges.drain() {
+            self.limits.held_requests.release(bytes);
+        }
+    }
+}
+
+/// What a port charges to the held-request budget, and for which requests.
+struct Budgeting<'a, R> {
+    held: &'a HeldRequestBudget,
+    charges: &'a mut HashMap<u64, usize>,
+    budgeted: fn(&R) -> bool,
+}
+
 /// The parts of a port one frame's requests are queued through.
 struct Queue<'a, R, F: Framer> {
     conn: &'a mut Conn<F>,
@@ -514,17 +594,21 @@ struct Queue<'a, R, F: Framer> {
     next_handle: &'a mut u64,
     access: fn(&R) -> Option<(&str, Access)>,
     requests: &'a mut Vec<(ReplyTo, R)>,
+    budget: Budgeting<'a, R>,
 }
 
 impl<R, F: Framer> Queue<'_, R, F> {
-    /// Queues what one frame asks for; true if the connection takes no more requests.
-    fn decoded(&mut self, decoded: Decoded<R>) -> bool {
+    /// Queues what one frame of `frame_bytes` asks for; true if the connection takes no
+    /// more requests.
+    fn decoded(&mut self, decoded: Decoded<R>, frame_bytes: usize) -> bool {
         match decoded {
-            Decoded::One { id, msg, tag } => self.request(id, msg, tag),
+            Decoded::One { id, msg, tag } => self.request(id, msg, tag, frame_bytes),
             Decoded::Many { parts, join } => {
                 let count = parts.len();
+                // The frame's bytes shared out, so that they are back once all are answered.
+                let share = frame_bytes.div_ceil(count.max(1));
                 for (msg, tag) in parts {
-                    self.request(None, msg, tag);
+                    self.request(None, msg, tag, share);
                 }
                 self.conn.answers_mut().group_last(count, join);
             }
@@ -548,11 +632,18 @@ impl<R, F: Framer> Queue<'_, R, F> {
         handle
     }
 
-    /// Queues one request for the role, or holds it behind earlier ones on its key.
-    fn request(&mut self, id: Option<RequestId>, msg: R, tag: u8) {
+    /// Queues one request of `bytes` for the role, or holds it behind earlier ones on
+    /// its key.
+    fn request(&mut self, id: Option<RequestId>, msg: R, tag: u8, bytes: usize) {
         let handle = self.handle();
         self.conn.answers_mut().push_pending(handle, id, tag);
         self.handles.insert(handle, self.token);
+        if (self.budget.budgeted)(&msg) {
+            self.budget.held.charge(bytes);
+            self.budget.charges.insert(handle, bytes);
+        } else {
+            self.conn.set_exempt();
+        }
         let access = (self.access)(&msg).map(|(key, access)| (key.to_owned(), access));
         let admitted = match access {
             Some((key, access)) => self
@@ -567,3 +658,6 @@ impl<R, F: Framer> Queue<'_, R, F> {
         }
     }
 }
+
+#[cfg(test)]
+mod budget_tests;

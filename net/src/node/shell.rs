@@ -101,6 +101,12 @@ fn access<C: NodeCore>(msg: &Inbound<C::Request, C::Message>) -> Option<(&str, A
     }
 }
 
+/// Only clients' requests count against the held-request budget: other nodes' messages
+/// (acknowledgements among them) are never held back by it.
+fn budgeted<C: NodeCore>(msg: &Inbound<C::Request, C::Message>) -> bool {
+    matches!(msg, Inbound::Client(_))
+}
+
 fn protocol_error<C: NodeCore>(_: &str) -> Vec<u8> {
     C::error_line(ErrorCode::Malformed)
 }
@@ -117,6 +123,7 @@ fn port_spec<C: NodeCore>() -> PortSpec<Inbound<C::Request, C::Message>> {
         idle_timeout: true,
         access: access::<C>,
         first_handle: 1,
+        budgeted: budgeted::<C>,
     }
 }
 

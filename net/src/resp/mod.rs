@@ -54,6 +54,10 @@ impl Framer for RespParser {
         reply::join(join, parts, out);
     }
 
+    fn frame_bytes(args: &Vec<Vec<u8>>) -> usize {
+        args.iter().map(Vec::len).sum()
+    }
+
     fn requests_in(args: &Vec<Vec<u8>>) -> usize {
         // A command on keys becomes one request per key (its arguments but the name).
         args.len().saturating_sub(1).clamp(1, MAX_KEYS_PER_COMMAND)
@@ -78,6 +82,7 @@ pub(crate) fn spec() -> PortSpec<ClientRequest, RespParser> {
         idle_timeout: true,
         access: ClientRequest::access,
         first_handle: FIRST_HANDLE,
+        budgeted: |_| true,
     }
 }
 

@@ -115,6 +115,7 @@ pub(crate) fn node_spec<R: RespRequest>() -> PortSpec<R, RespParser> {
         idle_timeout: coordinator.idle_timeout,
         access: access_of::<R>,
         first_handle: coordinator.first_handle,
+        budgeted: |_| true,
     }
 }
 

@@ -87,6 +87,7 @@ pub fn server_options(coordinator: SocketAddr, dir: &Path, id: Option<u64>) -> S
         replica: ReplicaConfig::default(),
         limits: NetLimits::default(),
         truncate_corrupt_log: false,
+        segment_bytes: ringkv_net::DEFAULT_SEGMENT_BYTES,
     }
 }
 

@@ -23,8 +23,6 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// The longest wait in one poll, so that the stop flag and the progress callback are
 /// looked at this often even when nothing arrives.
 const POLL_WAIT_MS: u64 = 50;
-/// A connection whose oldest request waits this long for an answer counts as lost.
-const ANSWER_TIMEOUT_MS: u64 = 10_000;
 
 /// Hands out the next operation for connection `conn`, or `None` when the load is done.
 pub trait OpSource {
@@ -211,7 +209,8 @@ impl Driver {
     /// Replaces connections whose oldest request waited too long; returns the operations
     /// counted lost.
     fn expire(&mut self, tally: &mut Tally) -> Result<u64, String> {
-        let timeout = Duration::from_millis(ANSWER_TIMEOUT_MS);
+        // A connection whose oldest request waits this long for an answer counts as lost.
+        let timeout = Duration::from_millis(crate::client::io_timeout_ms());
         let stuck: Vec<usize> = (0..self.conns.len())
             .filter(|&index| {
                 self.conns.get(index).is_some_and(|conn| {

@@ -12,9 +12,6 @@ use serde_json::{json, Value};
 
 use super::parse::Command;
 
-/// How long the console waits for a node's answer: above any request timeout a node is
-/// started with by default, so the node's own `timeout` answer comes first.
-const ANSWER_WAIT_MS: u64 = 30_000;
 /// The longest answer line read (a key's siblings are bounded by the node's limits).
 const MAX_ANSWER_BYTES: u64 = 8 * 1024 * 1024;
 /// Contexts remembered, one per key read; beyond it the oldest keys are forgotten (a
@@ -52,7 +49,9 @@ impl Conn {
     fn open(addr: &str) -> Result<Conn, String> {
         let stream =
             TcpStream::connect(addr).map_err(|err| format!("cannot connect to {addr}: {err}"))?;
-        let wait = Some(Duration::from_millis(ANSWER_WAIT_MS));
+        // `--io-timeout-ms`, by default above any request timeout a node is started with,
+        // so that the node's own `timeout` answer comes first.
+        let wait = Some(Duration::from_millis(crate::client::io_timeout_ms()));
         stream
             .set_read_timeout(wait)
             .and_then(|()| stream.set_write_timeout(wait))

@@ -233,6 +233,7 @@ fn spawn_server(
         replica: ReplicaConfig::default(),
         limits: NetLimits::default(),
         truncate_corrupt_log: false,
+        segment_bytes: ringkv_net::DEFAULT_SEGMENT_BYTES,
     };
     roles
         .spawn(format!("server-{index}"), move |shutdown, events| {
