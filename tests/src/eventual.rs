@@ -204,6 +204,25 @@ impl EvCluster {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+
+    /// Waits until node `at`, started on an empty data directory, has finished catching
+    /// up from the others (its `statusreq` says `"catching_up":false`). A node killed
+    /// before then goes on catching up when it restarts, and fetches every key again.
+    pub fn wait_caught_up(&self, at: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut client = self.client(at);
+        loop {
+            let status = client.request(&json!({"type": "statusreq"}).to_string());
+            if status["catching_up"] == false {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {at} never finished catching up: {status}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// A `putreq` at `level`, with `context` if given.

@@ -418,8 +418,10 @@ fn the_console_and_one_shot_commands_show_siblings_and_resolve_them_with_the_con
 #[test]
 fn with_read_repair_only_a_node_that_missed_writes_is_stale_until_a_read_at_all() {
     let mut c = EvCluster::start(4, 4, &["--timeout-ms", "500", "--repair", "read"]);
-    // Something in node 3's log, so that it restarts by replaying it rather than asking
-    // the others for every key as a node on an empty directory does.
+    // Node 3 has caught up and holds something in its log after that (the write's
+    // record follows the log's `CaughtUp` and is synced with it), so that it restarts by
+    // replaying its log rather than asking the others for every key again.
+    c.wait_caught_up(3);
     let before = c.client(0).request(&ev_put("before", "x", "all", None));
     assert_eq!(before["message"], "Success", "{before}");
     c.kill_node(3);

@@ -455,6 +455,7 @@ impl<R: LogReader> Node<R> {
             repair: self.config.repair.as_str().to_owned(),
             nodes,
             hints_dropped: self.hints.dropped(),
+            catching_up: self.catching_up(),
         }
     }
 

@@ -165,6 +165,10 @@ pub enum EventualResponse {
         /// Hints dropped at a bound since the node started (an addition to section 2's
         /// shape; absent reads as 0).
         hints_dropped: u64,
+        /// Whether this node, started on an empty data directory, still waits for other
+        /// nodes to stream it their keys (an addition to section 2's shape; absent reads
+        /// as false). Until it is false the node may miss writes it should hold.
+        catching_up: bool,
     },
     /// The request failed; see the code. `timeout` travels as its own variant.
     Error(ErrorReply),
@@ -703,13 +707,15 @@ impl WireMessage for EventualResponse {
                 repair,
                 nodes,
                 hints_dropped,
+                catching_up,
             } => {
                 w.u64("node", *node)
                     .u64("replication", *replication)
                     .str("conflicts", conflicts)
                     .str("repair", repair);
                 write_nodes(&mut w, nodes);
-                w.u64("hints_dropped", *hints_dropped);
+                w.u64("hints_dropped", *hints_dropped)
+                    .bool("catching_up", *catching_up);
             }
             EventualResponse::Error(reply) => {
                 w.str("error", reply.code.as_str())
@@ -789,6 +795,11 @@ fn decode_response_fields(fields: &mut Fields<'_, '_>) -> Result<EventualRespons
         } else {
             0
         };
+        let catching_up = if fields.obj.has("catching_up") {
+            fields.bool("catching_up")?
+        } else {
+            false
+        };
         let nodes = items
             .iter()
             .map(|item| decode_node_status(item).ok_or_else(|| fields.invalid("bad node")))
@@ -800,6 +811,7 @@ fn decode_response_fields(fields: &mut Fields<'_, '_>) -> Result<EventualRespons
             repair,
             nodes,
             hints_dropped,
+            catching_up,
         });
     }
     if fields.obj.has("versions") {
@@ -977,6 +989,7 @@ mod tests {
                     hints: 2,
                 }],
                 hints_dropped: 4,
+                catching_up: true,
             },
             EventualResponse::error(ErrorCode::Unavailable),
             EventualResponse::Timeout,

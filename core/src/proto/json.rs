@@ -190,6 +190,15 @@ impl Fields<'_, '_> {
         }
     }
 
+    /// A required boolean field.
+    pub(crate) fn bool(&mut self, name: &str) -> Result<bool, DecodeError> {
+        match self.obj.take(name) {
+            Some(Value::Bool(value)) => Ok(value),
+            Some(_) => Err(self.error(format!("\"{name}\" must be true or false"))),
+            None => Err(self.error(format!("missing field \"{name}\""))),
+        }
+    }
+
     /// A required array field.
     pub(crate) fn array(&mut self, name: &str) -> Result<Vec<Value>, DecodeError> {
         match self.obj.take(name) {

@@ -334,13 +334,6 @@ fn write_body<'a>(out: &'a mut Vec<u8>, body: &PeerBody) -> ObjectWriter<'a> {
     }
 }
 
-fn bool_field(fields: &mut Fields<'_, '_>, name: &str) -> Result<bool, DecodeError> {
-    match fields.obj.take(name) {
-        Some(Value::Bool(value)) => Ok(value),
-        _ => Err(fields.invalid(format!("\"{name}\" must be true or false"))),
-    }
-}
-
 fn read_body(kind: &str, fields: &mut Fields<'_, '_>) -> Result<PeerBody, DecodeError> {
     Ok(match kind {
         "peer_prepare" => {
@@ -380,7 +373,7 @@ fn read_body(kind: &str, fields: &mut Fields<'_, '_>) -> Result<PeerBody, Decode
         }
         "peer_decide" => PeerBody::Decide {
             txid: fields.u64("txid")?,
-            commit: bool_field(fields, "commit")?,
+            commit: fields.bool("commit")?,
         },
         "peer_ack" => PeerBody::Ack {
             txid: fields.u64("txid")?,
@@ -390,7 +383,7 @@ fn read_body(kind: &str, fields: &mut Fields<'_, '_>) -> Result<PeerBody, Decode
         },
         "peer_outcome" => PeerBody::Outcome {
             txid: fields.u64("txid")?,
-            commit: bool_field(fields, "commit")?,
+            commit: fields.bool("commit")?,
         },
         "peer_get" => PeerBody::Read {
             rid: fields.u64("rid")?,

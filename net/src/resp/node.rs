@@ -153,11 +153,13 @@ impl RespAnswer for EventualResponse {
                 repair,
                 nodes,
                 hints_dropped,
+                catching_up,
             } => {
                 let mut text = ring_head("eventual", *node, *replication);
+                let catching_up = if *catching_up { "yes" } else { "no" };
                 let _ = write!(
                     text,
-                    "conflicts:{conflicts}\r\nrepair:{repair}\r\nhints_dropped:{hints_dropped}\r\n"
+                    "conflicts:{conflicts}\r\nrepair:{repair}\r\nhints_dropped:{hints_dropped}\r\ncatching_up:{catching_up}\r\n"
                 );
                 eventual_nodes(&mut text, nodes);
                 return info(shape, &text);
@@ -454,6 +456,7 @@ mod tests {
                 },
             ],
             hints_dropped: 0,
+            catching_up: false,
         };
         let only = text(status.encode_resp(Shape::InfoReplication as u8));
         for line in [
@@ -461,6 +464,7 @@ mod tests {
             "node_id:7\r\n",
             "replicas_per_key:3\r\n",
             "ring_nodes:2\r\nring_nodes_up:1\r\n",
+            "catching_up:no\r\n",
             "ring_node1:id=9,addr=127.0.0.1:2,up=no,hints=4\r\n",
         ] {
             assert!(only.contains(line), "{line} in {only}");

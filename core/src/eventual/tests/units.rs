@@ -331,6 +331,7 @@ fn a_missed_replica_gets_a_durable_hint_that_is_replayed_when_it_is_back() {
         replication,
         node,
         hints_dropped,
+        catching_up: _,
     }) = w.answer(status).cloned()
     else {
         panic!("status");
@@ -891,6 +892,11 @@ fn a_node_that_lost_its_disk_gets_its_keys_back_without_a_read() {
     w.wipe_and_restart(30, 1);
     assert_eq!(w.node(30).keys().count(), 0);
     assert!(w.node(30).catching_up());
+    assert_eq!(
+        status_catching_up(&mut w, 30),
+        Some(true),
+        "statusreq says so"
+    );
     // Streamed two keys a round from each of the others.
     w.advance(1000);
     for key in &keys {
@@ -898,11 +904,21 @@ fn a_node_that_lost_its_disk_gets_its_keys_back_without_a_read() {
     }
     w.advance(10_000);
     assert!(!w.node(30).catching_up());
+    assert_eq!(status_catching_up(&mut w, 30), Some(false));
     assert_eq!(
         w.node(30).poll_timeout(),
         None,
         "caught up: asks nobody any more"
     );
+}
+
+/// What node `id`'s `statusreq` answers for `catching_up`.
+fn status_catching_up(w: &mut World, id: u64) -> Option<bool> {
+    let status = w.request(id, EventualRequest::Status);
+    match w.answer(status) {
+        Some(EventualResponse::Status { catching_up, .. }) => Some(*catching_up),
+        _ => None,
+    }
 }
 
 #[test]
