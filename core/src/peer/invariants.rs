@@ -77,6 +77,7 @@ impl<R: LogReader> Peer<R> {
                 Timer::Heartbeat => {}
             }
         }
+        self.check_settling();
         for txid in &self.commits {
             assert!(
                 self.driver.payload(*txid).is_some(),

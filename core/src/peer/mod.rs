@@ -22,6 +22,7 @@ mod participate;
 mod read;
 pub mod record;
 mod recovery;
+mod settle;
 mod termination;
 #[cfg(test)]
 mod tests;
@@ -156,6 +157,9 @@ pub struct Peer<R> {
     next_update: u64,
     /// Commits decided here whose end is not yet recorded.
     commits: BTreeSet<TxId>,
+    /// Attempts coordinated here, decided and not yet acknowledged by every replica,
+    /// with their key: new updates of the key wait for them ([`settle`]).
+    settling: BTreeMap<TxId, settle::Settling>,
     /// Commits decided here that became durable in this run.
     durable_commits: u64,
     reads: BTreeMap<u64, Read>,
@@ -460,6 +464,7 @@ fn empty<R: LogReader>(config: PeerConfig, reader: R) -> Result<Peer<R>, ConfigE
         updates: BTreeMap::new(),
         next_update: 1,
         commits: BTreeSet::new(),
+        settling: BTreeMap::new(),
         durable_commits: 0,
         reads: BTreeMap::new(),
         next_read: 1,

@@ -32,6 +32,9 @@ struct World {
     replies: BTreeMap<(u64, ReplyTo), PeerReply>,
     now: Ts,
     next_client: u64,
+    /// `locked` refusals sent between nodes, and the prepares of each transaction.
+    locked_refusals: usize,
+    prepared_txids: std::collections::BTreeSet<TxId>,
 }
 
 fn config(id: u64) -> PeerConfig {
@@ -51,6 +54,8 @@ impl World {
             replies: BTreeMap::new(),
             now: 0,
             next_client: 0,
+            locked_refusals: 0,
+            prepared_txids: Default::default(),
         };
         for id in IDS {
             world.logs.insert(id, MemLog::default());
@@ -85,7 +90,18 @@ impl World {
             let mut last = None;
             while let Some(output) = peer.poll_output() {
                 match output {
-                    PeerOutput::Send { to, msg } => self.queue.push_back((to, msg)),
+                    PeerOutput::Send { to, msg } => {
+                        match &msg.body {
+                            PeerBody::Refuse { code, .. } if *code == ErrorCode::Locked => {
+                                self.locked_refusals += 1
+                            }
+                            PeerBody::Prepare { txid, .. } => {
+                                self.prepared_txids.insert(*txid);
+                            }
+                            _ => {}
+                        }
+                        self.queue.push_back((to, msg))
+                    }
                     PeerOutput::Reply { to, msg } => {
                         self.replies.insert((id, to), msg);
                     }
@@ -353,4 +369,94 @@ fn a_get_of_a_prepared_key_waits_for_the_decision_then_for_at_most_the_timeout()
     w.run_for(1);
     assert_eq!(code(w.answer(get)), Some(ErrorCode::Unavailable));
     assert!(w.answer(put).is_none());
+}
+
+/// Whether a prepare from `from` waits in the queue.
+fn prepare_queued(w: &World, from: u64) -> bool {
+    w.queue
+        .iter()
+        .any(|(_, m)| m.from == from && matches!(m.body, PeerBody::Prepare { .. }))
+}
+
+#[test]
+fn a_new_update_of_a_key_waits_for_its_own_phase_2_instead_of_colliding_with_it() {
+    let mut w = World::new();
+    let first = w.put(10, "k", "v1");
+    step_until_answered(&mut w, first);
+    assert_eq!(w.answer(first), Some(ClientResponse::Success));
+    // The commit is decided; its phase 2 has not reached the other replicas, which
+    // still hold the key locked: a prepare now would be refused.
+    assert_eq!(w.in_doubt(20) + w.in_doubt(30), 2);
+    let second = w.put(10, "k", "v2");
+    assert!(
+        !prepare_queued(&w, 10),
+        "the second update waits for phase 2"
+    );
+    assert_eq!(w.answer(second), None);
+    // Only the decisions go out, then the acknowledgements come back; the second
+    // update starts on the last one.
+    while !prepare_queued(&w, 10) {
+        assert!(w.deliver_one(), "the second update never started");
+    }
+    assert_eq!(w.in_doubt(20) + w.in_doubt(30), 0, "phase 2 was done first");
+    w.run_for(100);
+    assert_eq!(w.answer(second), Some(ClientResponse::Success));
+    assert_eq!(w.locked_refusals, 0, "no collision with itself");
+    assert_eq!(w.prepared_txids.len(), 2, "one attempt each");
+    for id in IDS {
+        assert_eq!(w.local(id, "k"), value("v2"), "node {id}");
+    }
+}
+
+#[test]
+fn an_update_held_for_a_replica_that_never_acknowledges_answers_within_its_timeout() {
+    let mut w = World::new();
+    let first = w.put(10, "k", "v1");
+    step_until_answered(&mut w, first);
+    // Node 30 dies before it hears the commit: it never acknowledges it.
+    w.crash(30);
+    w.queue.retain(|(to, _)| *to != 30);
+    let second = w.put(10, "k", "v2");
+    w.run_for(999);
+    assert_eq!(w.answer(second), None, "held, within its timeout");
+    assert_eq!(
+        w.prepared_txids.len(),
+        1,
+        "the second update never prepared"
+    );
+    w.run_for(1);
+    assert_eq!(code(w.answer(second)), Some(ErrorCode::Unavailable));
+    for id in [10, 20] {
+        assert_eq!(w.local(id, "k"), value("v1"), "nothing changed on {id}");
+        assert_eq!(w.in_doubt(id), 0);
+    }
+    // Back, node 30 gets the commit resent, acknowledges it, and the key moves on.
+    w.start(30);
+    w.run_for(1500);
+    assert_eq!(w.in_doubt(30), 0);
+    let third = w.put(10, "k", "v3");
+    w.run_for(100);
+    assert_eq!(w.answer(third), Some(ClientResponse::Success));
+    assert_eq!(w.locked_refusals, 0);
+}
+
+#[test]
+fn held_updates_count_against_the_update_limit_and_start_in_order() {
+    let mut w = World::new();
+    if let Some(Some(peer)) = w.nodes.get_mut(&10) {
+        peer.config.max_updates = 2;
+    }
+    let first = w.put(10, "k", "v1");
+    step_until_answered(&mut w, first);
+    let second = w.put(10, "k", "v2");
+    let third = w.put(10, "k", "v3");
+    let fourth = w.put(10, "k", "v4");
+    assert_eq!(code(w.answer(fourth)), Some(ErrorCode::Overloaded));
+    w.run_for(200);
+    assert_eq!(w.answer(second), Some(ClientResponse::Success));
+    assert_eq!(w.answer(third), Some(ClientResponse::Success));
+    assert_eq!(w.locked_refusals, 0);
+    for id in IDS {
+        assert_eq!(w.local(id, "k"), value("v3"), "node {id}");
+    }
 }

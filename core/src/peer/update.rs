@@ -77,18 +77,15 @@ impl<R: LogReader> Peer<R> {
         let Some(update) = self.updates.get(&id) else {
             return;
         };
-        if self.now >= update.deadline {
-            let answer = ClientResponse::Error(ErrorReply::with_message(
-                ErrorCode::Aborted,
-                "the key stayed busy until the timeout; nothing was changed",
-            ));
-            return self.answer_update(id, answer);
-        }
         let key = update.key.clone();
         let deadline = update.deadline;
-        if self.attempt_on(&key).is_some() {
+        if self.now >= deadline {
+            let answer = self.deadline_answer(&key);
+            return self.answer_update(id, answer);
+        }
+        if self.attempt_on(&key).is_some() || self.settling_on(&key) {
             self.timers.set(Timer::Retry(id), deadline);
-            return;
+            return self.hurry_settling(&key);
         }
         if !self.driver.has_room() {
             return self.answer_update(id, ClientResponse::error(ErrorCode::Overloaded));
@@ -109,6 +106,20 @@ impl<R: LogReader> Peer<R> {
         self.drain_driver();
     }
 
+    /// The answer of an update of `key` whose deadline came before it could succeed.
+    fn deadline_answer(&self, key: &str) -> ClientResponse {
+        let (code, message) = if self.silent_replica_on(key) {
+            // An own earlier transaction waited a whole timeout for a replica's
+            // acknowledgement: a prepare would have met the same silent replica.
+            let why = "a replica has not acknowledged the key's previous update until the timeout; nothing was changed";
+            (ErrorCode::Unavailable, why)
+        } else {
+            let why = "the key stayed busy until the timeout; nothing was changed";
+            (ErrorCode::Aborted, why)
+        };
+        ClientResponse::Error(ErrorReply::with_message(code, message))
+    }
+
     /// The update of `key` whose attempt runs now, if one does.
     fn attempt_on(&self, key: &str) -> Option<u64> {
         let mut updates = self.updates.iter();
@@ -117,9 +128,10 @@ impl<R: LogReader> Peer<R> {
             .map(|(id, _)| *id)
     }
 
-    /// An attempt on `key` ended: the oldest update waiting for the key starts.
-    fn wake_key(&mut self, key: &str) {
-        if self.attempt_on(key).is_some() {
+    /// An attempt on `key` ended, or its decision was acknowledged everywhere: the
+    /// oldest update waiting for the key starts.
+    pub(super) fn wake_key(&mut self, key: &str) {
+        if self.attempt_on(key).is_some() || self.settling_on(key) {
             return;
         }
         let waiting = self.updates.iter().find(|(id, u)| {
@@ -182,6 +194,7 @@ impl<R: LogReader> Peer<R> {
                 }
                 DriverEvent::Decided { txid, outcome } => self.on_decided(txid, outcome),
                 DriverEvent::Finished { txid, .. } => {
+                    self.end_settling(txid);
                     if self.commits.remove(&txid) {
                         // Not waited for: a lost record only makes recovery resend the
                         // commit, which every participant acknowledges again.
@@ -209,6 +222,12 @@ impl<R: LogReader> Peer<R> {
     }
 
     fn on_decided(&mut self, txid: TxId, outcome: Outcome) {
+        if let Some(Payload::Client(id)) = self.driver.payload(txid).copied() {
+            if let Some(update) = self.updates.get(&id) {
+                let key = update.key.clone();
+                self.begin_settling(txid, key);
+            }
+        }
         if outcome.is_commit() {
             // Presumed abort: the commit is durable before phase 2 and before `Success`.
             let participants = self.driver.participants(txid).unwrap_or_default().to_vec();

@@ -285,6 +285,16 @@ impl<P> Driver<P> {
         }
     }
 
+    /// Someone waits for `txid` to end (a new update of its key): what it still waits
+    /// for is sent now, and its resends start again from the shortest wait.
+    pub fn resend_now(&mut self, now: Ts, txid: TxId) {
+        self.advance(now);
+        if self.txs.get(&txid).is_some_and(|tx| tx.phase.sends()) {
+            self.resend(txid, None);
+            self.restart_resends(txid);
+        }
+    }
+
     /// `node` holds `txid` prepared, which this driver does not run: abort it there until
     /// acknowledged (the transaction ended here, or was never decided before a restart).
     pub fn abort_unknown(&mut self, now: Ts, txid: TxId, node: NodeId) {
@@ -832,6 +842,34 @@ mod tests {
         assert_eq!(events(&mut d), vec![decision(2, false)]);
         d.handle_ack(5000, 2, 7);
         assert_eq!(d.open(), 0);
+    }
+
+    #[test]
+    fn resend_now_sends_the_decision_to_the_unacknowledged_at_once_and_restarts_the_waits() {
+        let mut d = driver();
+        d.begin(0, 7, vec![1, 2], "put");
+        d.handle_vote(1, 1, 7, Vote::Ready);
+        d.handle_vote(1, 2, 7, Vote::Ready);
+        d.handle_ack(2, 1, 7);
+        let _ = events(&mut d);
+        // Let the resends grow: each wait is at least as long as the first.
+        for _ in 0..3 {
+            let at = d.poll_timeout().unwrap();
+            d.handle_timeouts(at);
+            assert_eq!(events(&mut d), vec![decision(2, true)]);
+        }
+        let now = d.now;
+        d.resend_now(now, 7);
+        assert_eq!(
+            events(&mut d),
+            vec![decision(2, true)],
+            "only node 2, at once"
+        );
+        d.resend_now(now, 99);
+        assert!(
+            events(&mut d).is_empty(),
+            "an unknown transaction sends nothing"
+        );
     }
 
     #[test]
