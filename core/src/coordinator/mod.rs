@@ -13,6 +13,7 @@
 //! GETs never wait for an update: before a decision the committed value is still the
 //! current one, and after it the transaction answers.
 
+mod compact;
 mod durable;
 mod invariants;
 mod membership;

@@ -58,6 +58,9 @@ pub(super) struct Update {
     client: Option<ReplyTo>,
     /// Whether its commit record is durable (and so its end worth recording).
     committed: bool,
+    /// Whether its commit record was appended (durable or not): a compacted log must
+    /// keep it until its end is recorded.
+    pub(super) commit_logged: bool,
 }
 
 impl Update {
@@ -68,6 +71,7 @@ impl Update {
             op,
             client: None,
             committed: true,
+            commit_logged: true,
         }
     }
 }
@@ -122,6 +126,7 @@ impl Coordinator {
             op,
             client: Some(client),
             committed: false,
+            commit_logged: false,
         };
         self.driver.begin(self.now, txid, replicas, update);
         self.drain_driver();
@@ -178,6 +183,9 @@ impl Coordinator {
             participants: participants.to_vec(),
         };
         let token = self.append(&record);
+        if let Some(update) = self.driver.payload_mut(txid) {
+            update.commit_logged = true;
+        }
         self.defer(token, Deferred::Committed(txid));
     }
 
