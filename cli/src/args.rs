@@ -317,6 +317,12 @@ pub struct CoordinatorArgs {
     /// the damage on is lost: restore from a copy if you have one.
     #[arg(long)]
     pub truncate_corrupt_log: bool,
+    /// The size of the coordinator's log, in bytes (at least 4096), at which it is
+    /// rewritten to what recovery needs: the epoch, the members and the commits whose end
+    /// is not recorded. It is rewritten again only once it doubles what the last rewrite
+    /// left.
+    #[arg(long, default_value_t = ringkv_net::DEFAULT_LOG_COMPACT_BYTES, value_parser = clap::value_parser!(u64).range(4096..))]
+    pub log_compact_bytes: u64,
     /// Bytes of requests read from clients and not yet answered, over all connections
     /// of this process. When they are spent, connections are not read until answers
     /// free bytes, in turn; the coordinator's and other nodes' traffic is never held.

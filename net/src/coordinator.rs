@@ -24,7 +24,7 @@ use crate::error::NetError;
 use crate::event_loop::{earliest, EventLoop, Readiness};
 use crate::inbound::{decoded_line, Port, PortSpec};
 use crate::limits::NetLimits;
-use crate::logfile::{refuse_damage, LogFile};
+use crate::logfile::{refuse_damage, remove_stray_replacement, LogFile};
 use crate::outbound::{Link, LinkConfig, LinkEvent};
 use crate::resp::RespParser;
 use crate::tokens::{kind_of, Kind, TokenSource};
@@ -59,7 +59,14 @@ pub struct CoordinatorOptions {
     /// Whether to cut a log damaged before its end (losing every record from the damage
     /// on) instead of refusing to start.
     pub truncate_corrupt_log: bool,
+    /// Once the log holds this many bytes (and twice what it held after the last
+    /// compaction), it is rewritten to what recovery needs: the epoch, the members, the
+    /// commits whose end is not recorded.
+    pub log_compact_bytes: u64,
 }
+
+/// The default of [`CoordinatorOptions::log_compact_bytes`]: 64 MiB.
+pub const DEFAULT_LOG_COMPACT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The addresses the coordinator actually bound (port 0 resolved), so that callers who
 /// asked for a free port learn which.
@@ -128,6 +135,7 @@ pub fn run_coordinator(
     let mut shell = Shell {
         core,
         log,
+        compaction: Compaction::new(opts.log_compact_bytes),
         failure: None,
         clients,
         resp,
@@ -194,6 +202,7 @@ fn recover(
         return Ok((core, CoordinatorLog::Memory(None), None));
     };
     let dir = DataDir::open_unnamed(path)?;
+    remove_stray_replacement(dir.path())?;
     let (mut log, bytes) = LogFile::open(dir.path())?;
     let (core, report) =
         Coordinator::recover(config, &bytes).map_err(|err| NetError::Config(err.to_string()))?;
@@ -311,6 +320,8 @@ fn register_spec() -> PortSpec<Register> {
 struct Shell {
     core: Coordinator,
     log: CoordinatorLog,
+    /// When the log is next rewritten to what recovery needs.
+    compaction: Compaction,
     /// A failure of the log, which stops the loop.
     failure: Option<NetError>,
     clients: Port<ClientRequest>,
@@ -368,6 +379,7 @@ impl Shell {
             Ok(None) => {}
             Err(err) => self.fail(err),
         }
+        self.compact_if_due(now_ms, registry);
         if let Err(err) = self.log.begin_sync() {
             self.fail(err);
         }
@@ -434,12 +446,66 @@ impl Shell {
         }
     }
 
+    /// Rewrites the log to what recovery needs once it has grown past the threshold,
+    /// between two syncs (the sync thread idle). On the loop: the new log is bounded by
+    /// the members and the open commits, not by the history. The new log holds every
+    /// record appended so far, so once installed they are all durable.
+    fn compact_if_due(&mut self, now_ms: u64, registry: &Registry) {
+        let CoordinatorLog::File(log) = &mut self.log else {
+            return;
+        };
+        let len_bytes = log.len_bytes();
+        if !self.compaction.is_due(len_bytes) || log.sync_busy() {
+            return;
+        }
+        let bytes = self.core.compaction_log();
+        match log.replace(&bytes) {
+            Ok(covered) => {
+                tracing::info!(
+                    from_bytes = len_bytes,
+                    to_bytes = bytes.len(),
+                    "coordinator log compacted"
+                );
+                self.compaction.done(bytes.len() as u64);
+                if let Some(token) = covered {
+                    self.handle(now_ms, registry, CoordinatorInput::Persisted { token });
+                }
+            }
+            Err(err) => self.fail(err),
+        }
+    }
+
     /// A write or fsync of the log failed: after a failed fsync the kernel may have
     /// dropped the pages, so nothing written since may ever be acknowledged. The loop
     /// stops after this iteration; a restart recovers from what is durable.
     fn fail(&mut self, err: NetError) {
         tracing::error!(%err, "the coordinator's log failed; stopping");
         self.failure.get_or_insert(err);
+    }
+}
+
+/// When the coordinator's log is rewritten: past the threshold, and past twice what the
+/// last rewrite left, so that a state larger than the threshold is not rewritten at
+/// every turn.
+struct Compaction {
+    threshold_bytes: u64,
+    last_bytes: u64,
+}
+
+impl Compaction {
+    fn new(threshold_bytes: u64) -> Self {
+        Self {
+            threshold_bytes,
+            last_bytes: 0,
+        }
+    }
+
+    fn is_due(&self, len_bytes: u64) -> bool {
+        len_bytes >= self.threshold_bytes && len_bytes >= self.last_bytes.saturating_mul(2)
+    }
+
+    fn done(&mut self, len_bytes: u64) {
+        self.last_bytes = len_bytes;
     }
 }
 
@@ -602,5 +668,132 @@ fn collect(server: ServerId, events: &mut Vec<LinkEvent>, answers: &mut Vec<(Ser
         if let LinkEvent::Line(line) = event {
             answers.push((server, line));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ringkv_core::coordinator::record::CoordinatorRecord;
+    use ringkv_core::log::encode_frame;
+    use ringkv_core::proto::TxOp;
+
+    use super::*;
+    use crate::logfile::{install_log, INSTALL_STEPS, LOG_FILE, REPLACEMENT_FILE};
+
+    /// A log with history to drop: a server registered at two addresses, commits that
+    /// finished and one that did not.
+    fn history() -> Vec<u8> {
+        let mut records = vec![
+            CoordinatorRecord::Epoch {
+                epoch: 1,
+                expected_servers: 2,
+            },
+            CoordinatorRecord::Member {
+                id: 1,
+                addr: "127.0.0.1:7001".into(),
+            },
+            CoordinatorRecord::Member {
+                id: 2,
+                addr: "127.0.0.1:7002".into(),
+            },
+            CoordinatorRecord::Member {
+                id: 2,
+                addr: "127.0.0.1:7003".into(),
+            },
+        ];
+        for seq in 1..=50u64 {
+            let txid = (1 << 32) | seq;
+            records.push(CoordinatorRecord::Commit {
+                txid,
+                key: format!("key{}", seq % 5),
+                op: TxOp::Put {
+                    value: format!("value {seq}"),
+                },
+                participants: vec![1, 2],
+            });
+            if seq != 50 {
+                records.push(CoordinatorRecord::Finished { txid });
+            }
+        }
+        let mut log = Vec::new();
+        for record in records {
+            encode_frame(&record.encode(), &mut log);
+        }
+        log
+    }
+
+    /// Members and open commits: what recovery must rebuild (the epoch moves on at
+    /// every start).
+    fn state(core: &Coordinator) -> Vec<CoordinatorRecord> {
+        core.compaction_records().split_off(1)
+    }
+
+    #[test]
+    fn a_crash_between_any_two_install_steps_recovers_the_same_state() {
+        let old = history();
+        let (whole, _) = Coordinator::recover(CoordinatorConfig::new(2), &old).unwrap();
+        let compacted = whole.compaction_log();
+        assert!(
+            compacted.len() * 10 < old.len(),
+            "compaction drops the history"
+        );
+        assert_eq!(state(&whole).len(), 3, "two members and one open commit");
+        for steps in 0..=INSTALL_STEPS {
+            let tmp = tempfile::tempdir().unwrap();
+            std::fs::write(tmp.path().join(LOG_FILE), &old).unwrap();
+            install_log(tmp.path(), &compacted, steps).unwrap();
+            // The process dies here; what is on disk is the old log or the new one.
+            let on_disk = std::fs::read(tmp.path().join(LOG_FILE)).unwrap();
+            let expected = if steps >= 3 { &compacted } else { &old };
+            assert_eq!(&on_disk, expected, "after {steps} steps");
+            let (core, _, _) = recover(CoordinatorConfig::new(2), Some(tmp.path()), false).unwrap();
+            assert_eq!(state(&core), state(&whole), "after {steps} steps");
+            assert!(
+                !tmp.path().join(REPLACEMENT_FILE).exists(),
+                "a stray replacement is removed at the start"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stray_replacement_cut_short_is_never_read() {
+        let old = history();
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join(LOG_FILE), &old).unwrap();
+        std::fs::write(tmp.path().join(REPLACEMENT_FILE), &old[..old.len() / 3]).unwrap();
+        let (whole, _) = Coordinator::recover(CoordinatorConfig::new(2), &old).unwrap();
+        let (core, _, _) = recover(CoordinatorConfig::new(2), Some(tmp.path()), false).unwrap();
+        assert_eq!(state(&core), state(&whole));
+    }
+
+    #[test]
+    fn a_replaced_log_covers_the_unsynced_appends_and_takes_new_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut log, _) = LogFile::open(tmp.path()).unwrap();
+        log.append(PersistToken(1), b"old").unwrap();
+        assert_eq!(log.sync().unwrap(), Some(PersistToken(1)));
+        log.append(PersistToken(2), b"unsynced").unwrap();
+        assert_eq!(log.len_bytes(), 11);
+        assert_eq!(log.replace(b"NEW").unwrap(), Some(PersistToken(2)));
+        assert_eq!(log.len_bytes(), 3);
+        assert_eq!(log.sync().unwrap(), None, "nothing left to sync");
+        log.append(PersistToken(3), b"XY").unwrap();
+        assert_eq!(log.sync().unwrap(), Some(PersistToken(3)));
+        drop(log);
+        let (_, bytes) = LogFile::open(tmp.path()).unwrap();
+        assert_eq!(bytes, b"NEWXY");
+    }
+
+    #[test]
+    fn compaction_waits_for_the_threshold_and_for_the_log_to_double() {
+        let mut compaction = Compaction::new(1000);
+        assert!(!compaction.is_due(999));
+        assert!(compaction.is_due(1000));
+        compaction.done(800);
+        assert!(
+            !compaction.is_due(1500),
+            "a large state is not rewritten at once"
+        );
+        assert!(compaction.is_due(1600));
     }
 }

@@ -32,7 +32,9 @@ mod shutdown;
 mod sync_thread;
 mod tokens;
 
-pub use coordinator::{run_coordinator, CoordinatorAddrs, CoordinatorOptions};
+pub use coordinator::{
+    run_coordinator, CoordinatorAddrs, CoordinatorOptions, DEFAULT_LOG_COMPACT_BYTES,
+};
 pub use error::NetError;
 pub use limits::{HeldRequestBudget, NetLimits, DEFAULT_MAX_HELD_REQUEST_BYTES};
 pub use node::{run_node, run_peer_node, NodeInfo, NodeOptions, PeerNodeInfo, PeerNodeOptions};

@@ -263,6 +263,49 @@ impl LogFile {
         Ok(Some(token))
     }
 
+    /// Whether a sync is under way on the sync thread: the file must not be replaced
+    /// under it.
+    pub(crate) fn sync_busy(&self) -> bool {
+        self.sync_thread.as_ref().is_some_and(SyncThread::busy)
+    }
+
+    /// Bytes in the log, counting appends not yet written.
+    pub(crate) fn len_bytes(&self) -> u64 {
+        let pending = self.pending.borrow();
+        pending.file_len + pending.bytes.len() as u64
+    }
+
+    /// Replaces the whole log with `bytes` (see [`install_log`]), which must hold the
+    /// effect of every append so far: those appends are dropped, and the last of them is
+    /// returned, durable now. Only while no sync is under way.
+    pub(crate) fn replace(&mut self, bytes: &[u8]) -> Result<Option<PersistToken>, NetError> {
+        assert!(!self.sync_busy(), "the log replaced under a sync");
+        let dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        install_log(&dir, bytes, INSTALL_STEPS)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|err| {
+                NetError::io(format!("reopening the log {}", self.path.display()), err)
+            })?;
+        if self.sync_file.is_some() {
+            let for_sync = file.try_clone().map_err(|err| {
+                NetError::io(
+                    format!("opening the log {} for syncing", self.path.display()),
+                    err,
+                )
+            })?;
+            self.sync_file = Some(Arc::new(for_sync));
+        }
+        self.file = file;
+        let mut pending = self.pending.borrow_mut();
+        pending.bytes.clear();
+        pending.file_len = bytes.len() as u64;
+        self.syncs += 1;
+        Ok(self.unsynced.take())
+    }
+
     /// The file's path, for messages.
     pub(crate) fn path(&self) -> &Path {
         &self.path
@@ -271,6 +314,54 @@ impl LogFile {
     /// How many fdatasyncs were done: appends divided by this is the group-commit factor.
     pub(crate) fn syncs(&self) -> u64 {
         self.syncs
+    }
+}
+
+/// The name a replacement log is written under before it is renamed over the log.
+pub(crate) const REPLACEMENT_FILE: &str = "wal.log.new";
+
+/// The steps of [`install_log`]: write the new file, sync it, rename it over the log,
+/// sync the directory.
+pub(crate) const INSTALL_STEPS: usize = 4;
+
+/// Installs `bytes` as the log of `dir` atomically: a crash between any two steps leaves
+/// the old log or the new one, whole, and at worst a stray replacement file, which
+/// [`remove_stray_replacement`] deletes at the next start. Runs only the first `steps`
+/// steps (all of them but in tests, which stop early to play a crash there).
+pub(crate) fn install_log(dir: &Path, bytes: &[u8], steps: usize) -> Result<(), NetError> {
+    let new = dir.join(REPLACEMENT_FILE);
+    let fail = |what: &str, err| NetError::io(format!("{what} {}", new.display()), err);
+    let mut file = None;
+    for step in 0..steps.min(INSTALL_STEPS) {
+        match step {
+            0 => {
+                let mut created = File::create(&new).map_err(|err| fail("creating", err))?;
+                created
+                    .write_all(bytes)
+                    .map_err(|err| fail("writing", err))?;
+                file = Some(created);
+            }
+            1 => {
+                if let Some(file) = &file {
+                    file.sync_all().map_err(|err| fail("syncing", err))?;
+                }
+            }
+            2 => std::fs::rename(&new, dir.join(LOG_FILE))
+                .map_err(|err| fail("renaming over the log", err))?,
+            _ => sync_dir(dir)?,
+        }
+    }
+    Ok(())
+}
+
+/// Deletes a replacement log a crash left before it was renamed: the log beside it is
+/// whole, and the replacement may not be.
+pub(crate) fn remove_stray_replacement(dir: &Path) -> Result<(), NetError> {
+    let new = dir.join(REPLACEMENT_FILE);
+    match std::fs::remove_file(&new) {
+        Ok(()) => sync_dir(dir),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(NetError::io(format!("removing {}", new.display()), err)),
     }
 }
 

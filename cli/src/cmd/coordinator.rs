@@ -55,6 +55,7 @@ fn options(args: &CoordinatorArgs) -> Result<CoordinatorOptions, String> {
         config,
         data_dir: args.data_dir.clone(),
         truncate_corrupt_log: args.truncate_corrupt_log,
+        log_compact_bytes: args.log_compact_bytes,
         limits,
     })
 }

@@ -60,6 +60,7 @@ pub fn start_coordinator(expected: usize, limits: NetLimits) -> Running<Coordina
         data_dir: None,
         limits,
         truncate_corrupt_log: false,
+        log_compact_bytes: ringkv_net::DEFAULT_LOG_COMPACT_BYTES,
     };
     let stop = shutdown.clone();
     let thread = std::thread::spawn(move || {

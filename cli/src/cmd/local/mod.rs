@@ -188,6 +188,7 @@ fn start(plan: &Plan, roles: &mut Roles, events: &Receiver<Event>) -> Result<Clu
         config: CoordinatorConfig::new(plan.servers),
         data_dir: Some(plan.data_dir.join("coordinator")),
         truncate_corrupt_log: false,
+        log_compact_bytes: ringkv_net::DEFAULT_LOG_COMPACT_BYTES,
         limits: NetLimits::default(),
     };
     options.config.timeout_ms = plan.timeout_ms;
