@@ -458,12 +458,14 @@ impl Shell {
         if !self.compaction.is_due(len_bytes) || log.sync_busy() {
             return;
         }
+        let started = std::time::Instant::now();
         let bytes = self.core.compaction_log();
         match log.replace(&bytes) {
             Ok(covered) => {
                 tracing::info!(
                     from_bytes = len_bytes,
                     to_bytes = bytes.len(),
+                    took_us = started.elapsed().as_micros() as u64,
                     "coordinator log compacted"
                 );
                 self.compaction.done(bytes.len() as u64);
