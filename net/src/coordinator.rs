@@ -24,7 +24,7 @@ use crate::error::NetError;
 use crate::event_loop::{earliest, EventLoop, Readiness};
 use crate::inbound::{decoded_line, Port, PortSpec};
 use crate::limits::NetLimits;
-use crate::logfile::{refuse_damage, remove_stray_replacement, LogFile};
+use crate::logfile::{refuse_damage, remove_stray_replacement, LogFile, Replaced};
 use crate::outbound::{Link, LinkConfig, LinkEvent};
 use crate::resp::RespParser;
 use crate::tokens::{kind_of, Kind, TokenSource};
@@ -461,7 +461,12 @@ impl Shell {
         let started = std::time::Instant::now();
         let bytes = self.core.compaction_log();
         match log.replace(&bytes) {
-            Ok(covered) => {
+            Ok(Replaced::Skipped(err)) => {
+                // The old log is whole and goes on; tried again once it doubles.
+                tracing::warn!(%err, "compacting the coordinator's log failed; it goes on uncompacted");
+                self.compaction.done(len_bytes);
+            }
+            Ok(Replaced::Done(covered)) => {
                 tracing::info!(
                     from_bytes = len_bytes,
                     to_bytes = bytes.len(),
@@ -776,7 +781,10 @@ mod tests {
         assert_eq!(log.sync().unwrap(), Some(PersistToken(1)));
         log.append(PersistToken(2), b"unsynced").unwrap();
         assert_eq!(log.len_bytes(), 11);
-        assert_eq!(log.replace(b"NEW").unwrap(), Some(PersistToken(2)));
+        assert!(matches!(
+            log.replace(b"NEW").unwrap(),
+            Replaced::Done(Some(PersistToken(2)))
+        ));
         assert_eq!(log.len_bytes(), 3);
         assert_eq!(log.sync().unwrap(), None, "nothing left to sync");
         log.append(PersistToken(3), b"XY").unwrap();
@@ -784,6 +792,22 @@ mod tests {
         drop(log);
         let (_, bytes) = LogFile::open(tmp.path()).unwrap();
         assert_eq!(bytes, b"NEWXY");
+    }
+
+    #[test]
+    fn a_replacement_that_cannot_be_written_leaves_the_log_going_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut log, _) = LogFile::open(tmp.path()).unwrap();
+        log.append(PersistToken(1), b"old").unwrap();
+        // Writing the replacement fails: its name is taken by a directory.
+        std::fs::create_dir(tmp.path().join(REPLACEMENT_FILE)).unwrap();
+        assert!(matches!(log.replace(b"NEW").unwrap(), Replaced::Skipped(_)));
+        assert_eq!(log.len_bytes(), 3, "the appends are kept");
+        assert_eq!(log.sync().unwrap(), Some(PersistToken(1)));
+        drop(log);
+        std::fs::remove_dir(tmp.path().join(REPLACEMENT_FILE)).unwrap();
+        let (_, bytes) = LogFile::open(tmp.path()).unwrap();
+        assert_eq!(bytes, b"old");
     }
 
     #[test]

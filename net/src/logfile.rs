@@ -278,10 +278,18 @@ impl LogFile {
     /// Replaces the whole log with `bytes` (see [`install_log`]), which must hold the
     /// effect of every append so far: those appends are dropped, and the last of them is
     /// returned, durable now. Only while no sync is under way.
-    pub(crate) fn replace(&mut self, bytes: &[u8]) -> Result<Option<PersistToken>, NetError> {
+    ///
+    /// A failure before the rename (a full disk) leaves the log as it was and is handed
+    /// back in [`Replaced::Skipped`]: the log goes on, and a later call may try again. A
+    /// failure from the rename on is final, as a failed sync is.
+    pub(crate) fn replace(&mut self, bytes: &[u8]) -> Result<Replaced, NetError> {
         assert!(!self.sync_busy(), "the log replaced under a sync");
         let dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        install_log(&dir, bytes, INSTALL_STEPS)?;
+        if let Err(err) = install_log(&dir, bytes, 2) {
+            let _ = std::fs::remove_file(dir.join(REPLACEMENT_FILE));
+            return Ok(Replaced::Skipped(err));
+        }
+        (2..INSTALL_STEPS).try_for_each(|step| install_step(&dir, bytes, step))?;
         let file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -303,7 +311,7 @@ impl LogFile {
         pending.bytes.clear();
         pending.file_len = bytes.len() as u64;
         self.syncs += 1;
-        Ok(self.unsynced.take())
+        Ok(Replaced::Done(self.unsynced.take()))
     }
 
     /// The file's path, for messages.
@@ -315,6 +323,15 @@ impl LogFile {
     pub(crate) fn syncs(&self) -> u64 {
         self.syncs
     }
+}
+
+/// What [`LogFile::replace`] did.
+#[derive(Debug)]
+pub(crate) enum Replaced {
+    /// The new log is in place; the last append it covers, if any, is durable.
+    Done(Option<PersistToken>),
+    /// The new log could not be written; the old one goes on, unchanged.
+    Skipped(NetError),
 }
 
 /// The name a replacement log is written under before it is renamed over the log.
@@ -329,29 +346,24 @@ pub(crate) const INSTALL_STEPS: usize = 4;
 /// [`remove_stray_replacement`] deletes at the next start. Runs only the first `steps`
 /// steps (all of them but in tests, which stop early to play a crash there).
 pub(crate) fn install_log(dir: &Path, bytes: &[u8], steps: usize) -> Result<(), NetError> {
+    (0..steps.min(INSTALL_STEPS)).try_for_each(|step| install_step(dir, bytes, step))
+}
+
+/// Step `step` of [`install_log`].
+fn install_step(dir: &Path, bytes: &[u8], step: usize) -> Result<(), NetError> {
     let new = dir.join(REPLACEMENT_FILE);
     let fail = |what: &str, err| NetError::io(format!("{what} {}", new.display()), err);
-    let mut file = None;
-    for step in 0..steps.min(INSTALL_STEPS) {
-        match step {
-            0 => {
-                let mut created = File::create(&new).map_err(|err| fail("creating", err))?;
-                created
-                    .write_all(bytes)
-                    .map_err(|err| fail("writing", err))?;
-                file = Some(created);
-            }
-            1 => {
-                if let Some(file) = &file {
-                    file.sync_all().map_err(|err| fail("syncing", err))?;
-                }
-            }
-            2 => std::fs::rename(&new, dir.join(LOG_FILE))
-                .map_err(|err| fail("renaming over the log", err))?,
-            _ => sync_dir(dir)?,
-        }
+    match step {
+        0 => File::create(&new)
+            .and_then(|mut file| file.write_all(bytes))
+            .map_err(|err| fail("writing", err)),
+        1 => File::open(&new)
+            .and_then(|file| file.sync_all())
+            .map_err(|err| fail("syncing", err)),
+        2 => std::fs::rename(&new, dir.join(LOG_FILE))
+            .map_err(|err| fail("renaming over the log", err)),
+        _ => sync_dir(dir),
     }
-    Ok(())
 }
 
 /// Deletes a replacement log a crash left before it was renamed: the log beside it is
