@@ -5,7 +5,8 @@
 //! replicas are owed the key (a small record: its own state is what is owed). The
 //! coordinator releases it with `ev_settled` once every replica confirmed or got a hint;
 //! otherwise, after two timeouts, the first replica ships its current state of the key to
-//! each owed replica itself until each confirms.
+//! each owed replica itself until each confirms. A replica that reaps a key owes its
+//! grave the same way (see `reap`).
 
 use std::collections::BTreeSet;
 

@@ -4,7 +4,8 @@
 //! 1. the reading node asks every replica whether it still holds exactly that state, owes
 //!    no hint of the key and is not writing it; once all said so, it tells them to reap,
 //!    and each that still can keeps only its knowledge (a grave: a container without versions), so a state delayed in a
-//!    hint or a repair elsewhere cannot bring a superseded value back;
+//!    hint or a repair elsewhere cannot bring a superseded value back; with hints on, it
+//!    first owes the other replicas its grave, so one that missed the commit joins it;
 //! 2. after the grave time (the hint age bound plus two timeouts, past which no hint or
 //!    request that could carry an older state is left) the key is removed for good, and
 //!    the node's counter floor is raised above every counter its actor used for the key,
@@ -144,9 +145,28 @@ impl<R: LogReader> Node<R> {
         };
         if !commit {
             self.send(from, PeerMessage::ReapOk { req });
-        } else if self.durability.has_room(1) {
+        } else if self.owe_grave(&key, from, req) {
             self.put_state(&key, grave);
         }
+    }
+
+    /// Logs, before a commit makes `key` a grave here, that the other replicas are owed
+    /// the grave: a commit lost on its way to one of them would otherwise leave it
+    /// holding the tombstones for good, since with hints alone nothing else merges the
+    /// replicas again. The grave joins over the tombstones, and is not removed while owed.
+    /// False, and nothing is reaped here, without room for the debt and the grave: the
+    /// replicas that did reap owe this one their grave.
+    fn owe_grave(&mut self, key: &str, coordinator: NodeId, req: u64) -> bool {
+        if !self.config.repair.hints() {
+            return self.durability.has_room(1);
+        }
+        if self.owed.len() >= self.config.max_pending || !self.durability.has_room(2) {
+            return false;
+        }
+        // The reap's request is never settled by its coordinator, which settles writes
+        // only: the debt ends once every other replica confirmed the grave.
+        self.owe(key, coordinator, req);
+        true
     }
 
     /// Keeps the grave table in step with a key's new state: a state without versions is

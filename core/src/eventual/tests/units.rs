@@ -1174,3 +1174,43 @@ fn a_restarted_node_never_numbers_a_request_as_its_earlier_life_did() {
         w.announce(10, true);
     }
 }
+
+#[test]
+fn a_reap_commit_lost_at_one_replica_still_converges_with_hints_alone() {
+    // Without read repair nothing else merges the replicas again: the replicas that
+    // reaped must bring their graves to the one that missed the commit.
+    let mut w = World::new(&IDS, |c| {
+        c.repair = Repair::Hints;
+        c.hints.max_age_ms = 10_000;
+    });
+    w.advance(10);
+    let put = w.put(10, "k", "v", All, None);
+    assert!(is_written(w.answer(put)));
+    let del = w.del(10, "k", All, None);
+    assert!(is_written(w.answer(del)));
+    w.advance(2 * 3000 + 1);
+    let tombstones = w.state(30, "k").expect("the deletion");
+    for id in IDS {
+        assert_eq!(w.state(id, "k").as_ref(), Some(&tombstones), "replica {id}");
+    }
+    // Every replica would reap; the commit reaches 10 and 20 and is lost at 30.
+    for id in [10, 20] {
+        let commit = PeerMessage::Reap {
+            req: 900,
+            key: "k".into(),
+            state: StateBytes(tombstones.to_bytes()),
+            commit: true,
+        };
+        w.inject(20, id, commit);
+    }
+    let Some(KeyState::Siblings(grave)) = w.state(10, "k") else {
+        panic!("10 keeps a grave");
+    };
+    assert!(grave.is_empty(), "10 reaped");
+    // Past the grave time and the retries, every replica holds the same state: none.
+    w.advance(10_000 + 4 * 3000);
+    w.advance(10_000 + 4 * 3000);
+    for id in IDS {
+        assert_eq!(w.state(id, "k"), None, "replica {id} converged");
+    }
+}
