@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use mio::Waker;
 
-use ringkv_core::log::AfterPrefix;
+use ringkv_core::log::{after_prefix, AfterPrefix};
 use ringkv_core::replica::{LogReader, PersistToken, ReplicaRecovery, StorageError};
 
 use crate::datadir::sync_dir;
@@ -389,6 +389,28 @@ pub(crate) fn refuse_damage(
     allow_cut: bool,
 ) -> Result<(), NetError> {
     refuse_damage_in(log.path(), valid_len, after, bad_record, allow_cut)
+}
+
+/// After a node's recovery read `bytes` and kept `valid_len` of them: refuses a damaged
+/// log as [`refuse_damage`] does, and otherwise cuts the torn tail off the file, so that
+/// new records follow the last valid one.
+pub(crate) fn refuse_damage_or_cut_tail(
+    log: &mut LogFile,
+    bytes: &[u8],
+    valid_len: u64,
+    bad_record: Option<String>,
+    allow_cut: bool,
+) -> Result<(), NetError> {
+    let after = after_prefix(bytes, valid_len);
+    refuse_damage(log, valid_len, after, bad_record, allow_cut)?;
+    if valid_len < bytes.len() as u64 {
+        tracing::warn!(
+            cut_bytes = bytes.len() as u64 - valid_len,
+            "the log's torn tail was cut off"
+        );
+        log.truncate(valid_len)?;
+    }
+    Ok(())
 }
 
 /// [`refuse_damage`] for a log file named by its path (a segment).

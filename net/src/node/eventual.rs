@@ -3,7 +3,6 @@
 //! [`ringkv_core::eventual::Node`] fed through [`NodeCore`].
 
 use ringkv_core::eventual::{Node, NodeInput, NodeOutput};
-use ringkv_core::log::after_prefix;
 use ringkv_core::proto::{
     Envelope, ErrorCode, ErrorReply, EventualRequest, EventualResponse, NodeMessage, PeerMessage,
 };
@@ -12,7 +11,7 @@ use ringkv_core::Role;
 
 use crate::datadir::{read_number, write_number, DataDir};
 use crate::error::NetError;
-use crate::logfile::{refuse_damage, FileLogReader, LogFile};
+use crate::logfile::{refuse_damage_or_cut_tail, FileLogReader, LogFile};
 
 use super::shell::{CoreInput, CoreOutput, DecodedLine, NodeCore};
 use super::wire::{sender_of, Inbound, PeerEncoder};
@@ -140,21 +139,13 @@ pub(crate) fn start_node(
     config.incarnation = incarnation;
     let (node, report) = Node::recover(config, &bytes, reader).map_err(NetError::Config)?;
     let bad_record = report.bad_record.as_ref().map(|(_, err)| err.to_string());
-    let after = after_prefix(&bytes, report.valid_len);
-    refuse_damage(
-        &log,
+    refuse_damage_or_cut_tail(
+        &mut log,
+        &bytes,
         report.valid_len,
-        after,
         bad_record,
         opts.truncate_corrupt_log,
     )?;
-    if report.valid_len < bytes.len() as u64 {
-        tracing::warn!(
-            cut_bytes = bytes.len() as u64 - report.valid_len,
-            "the log's torn tail was cut off"
-        );
-        log.truncate(report.valid_len)?;
-    }
     tracing::info!(
         records = report.records,
         keys = report.keys,

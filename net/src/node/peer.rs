@@ -6,7 +6,6 @@
 //! record: its epoch floor comes from the wall clock in minutes (epochs are 24 bits, so
 //! milliseconds do not fit), which grows between two starts at least a minute apart.
 
-use ringkv_core::log::after_prefix;
 use ringkv_core::peer::{Peer, PeerInput, PeerOutput, PeerRecovery};
 use ringkv_core::proto::peer::{PeerClientRequest, PeerMessage, PeerReply, PortMessage};
 use ringkv_core::proto::{ClientResponse, Envelope, ErrorCode, ErrorReply};
@@ -15,7 +14,7 @@ use ringkv_core::Role;
 
 use crate::datadir::DataDir;
 use crate::error::NetError;
-use crate::logfile::{refuse_damage, FileLogReader, LogFile};
+use crate::logfile::{refuse_damage_or_cut_tail, FileLogReader, LogFile};
 
 use super::shell::{CoreInput, CoreOutput, DecodedLine, NodeCore};
 use super::wire::{Inbound, PeerEncoder};
@@ -114,21 +113,13 @@ pub(crate) fn start_peer(
     let (peer, report) = Peer::recover(config, now_ms, &bytes, reader)
         .map_err(|err| NetError::Config(err.to_string()))?;
     let bad_record = report.bad_record.as_ref().map(|(_, err)| err.to_string());
-    let after = after_prefix(&bytes, report.valid_len);
-    refuse_damage(
-        &log,
+    refuse_damage_or_cut_tail(
+        &mut log,
+        &bytes,
         report.valid_len,
-        after,
         bad_record,
         opts.truncate_corrupt_log,
     )?;
-    if report.valid_len < bytes.len() as u64 {
-        tracing::warn!(
-            cut_bytes = bytes.len() as u64 - report.valid_len,
-            "the log's torn tail was cut off"
-        );
-        log.truncate(report.valid_len)?;
-    }
     tracing::info!(
         records = report.records,
         keys = report.committed_keys,
