@@ -209,6 +209,7 @@ impl Coordinator {
         self.outputs.push_back(CoordinatorOutput::Persist {
             token,
             bytes: appended.persist.bytes,
+            urgency: record.urgency(),
         });
         token
     }

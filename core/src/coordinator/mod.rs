@@ -35,7 +35,7 @@ use crate::proto::{
 use crate::ring::{Ring, ServerId};
 use crate::rng::DetRng;
 use crate::role::Role;
-use crate::storage::{Durability, PersistToken};
+use crate::storage::{Durability, PersistToken, SyncUrgency};
 use crate::time::{Backoff, Timers};
 use crate::twopc::{Driver, DriverConfig, Vote};
 use crate::{ReplyTo, Ts};
@@ -237,6 +237,8 @@ pub enum CoordinatorOutput {
         token: PersistToken,
         /// Whole log frames to append.
         bytes: Vec<u8>,
+        /// Whether an answer waits for it, or it may ride with a later sync.
+        urgency: SyncUrgency,
     },
 }
 

@@ -14,7 +14,7 @@
 use crate::proto::{TxId, TxOp};
 use crate::ring::ServerId;
 use crate::storage::codec::{push_key, push_text, Reader, RecordError};
-use crate::storage::LogRecord;
+use crate::storage::{LogRecord, SyncUrgency};
 
 const TAG_EPOCH: u8 = 1;
 const TAG_MEMBER: u8 = 2;
@@ -61,6 +61,17 @@ pub enum CoordinatorRecord {
 }
 
 impl CoordinatorRecord {
+    /// How soon the record must be synced: nothing waits for a `Finished` record (a lost
+    /// one only makes recovery send the commit again), so it rides with a later sync.
+    pub fn urgency(&self) -> SyncUrgency {
+        match self {
+            CoordinatorRecord::Finished { .. } => SyncUrgency::Deferrable,
+            CoordinatorRecord::Epoch { .. }
+            | CoordinatorRecord::Member { .. }
+            | CoordinatorRecord::Commit { .. } => SyncUrgency::Now,
+        }
+    }
+
     /// The record's payload bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();

@@ -14,6 +14,8 @@ struct Harness {
     log: Vec<u8>,
     /// Whether log writes stay unsynced.
     hold_log: bool,
+    /// The urgency of every log write, in order.
+    urgencies: Vec<SyncUrgency>,
 }
 
 const ALICE: ReplyTo = ReplyTo(100);
@@ -30,6 +32,7 @@ impl Harness {
             addrs: Vec::new(),
             log: Vec::new(),
             hold_log: false,
+            urgencies: Vec::new(),
         }
     }
 
@@ -63,8 +66,13 @@ impl Harness {
                     CoordinatorOutput::ServerAddr { server, addr } => {
                         self.addrs.push((server, addr))
                     }
-                    CoordinatorOutput::Persist { token, bytes } => {
+                    CoordinatorOutput::Persist {
+                        token,
+                        bytes,
+                        urgency,
+                    } => {
                         self.log.extend_from_slice(&bytes);
+                        self.urgencies.push(urgency);
                         durable = Some(token);
                     }
                 }
@@ -287,9 +295,20 @@ fn a_put_commits_on_two_ready_votes_and_reads_see_it_during_phase_two() {
         )]
     );
     assert!(h.take_sent().is_empty());
+    let writes = h.urgencies.len();
+    assert_eq!(
+        h.urgencies.last(),
+        Some(&SyncUrgency::Now),
+        "the answer waited for the commit record"
+    );
     h.server(a, None, ack(txid));
     h.server(b, None, ack(txid));
     assert_eq!(h.coord.open_transactions(), 0);
+    assert_eq!(
+        h.urgencies[writes..],
+        [SyncUrgency::Deferrable],
+        "nothing waits for the finished record"
+    );
 }
 
 #[test]

@@ -31,7 +31,7 @@ use crate::storage::{Durability, Store};
 use crate::twopc::{DecisionCheck, Participant, PrepareCheck, Vote};
 use crate::{ReplyTo, Ts};
 
-pub use crate::storage::{LogReader, PersistToken, StorageError, ValueLoc};
+pub use crate::storage::{LogReader, PersistToken, StorageError, SyncUrgency, ValueLoc};
 pub use recovery::{RecoveryReport, ReplicaRecovery};
 
 use record::{value_offset_in_payload, Record};
@@ -106,6 +106,9 @@ pub enum ReplicaOutput {
         token: PersistToken,
         /// Whole log frames to append.
         bytes: Vec<u8>,
+        /// Whether a vote waits for it (a prepare) or only an acknowledgement of a
+        /// decision the coordinator already holds durably (may ride with a later sync).
+        urgency: SyncUrgency,
     },
 }
 
@@ -181,12 +184,13 @@ impl<R: LogReader> Replica<R> {
     }
 
     /// Appends one record; returns its write's token and where its payload starts.
-    fn append(&mut self, payload: &[u8]) -> (PersistToken, u64) {
+    fn append(&mut self, payload: &[u8], urgency: SyncUrgency) -> (PersistToken, u64) {
         let appended = self.durability.append(payload);
         let token = appended.persist.token;
         self.outputs.push_back(ReplicaOutput::Persist {
             token,
             bytes: appended.persist.bytes,
+            urgency,
         });
         (token, appended.payload_offset)
     }
@@ -294,7 +298,8 @@ impl<R: LogReader> Replica<R> {
                 (payload, None)
             }
         };
-        let (token, payload_offset) = self.append(&payload);
+        // The vote waits for this record, and the client's answer for the vote.
+        let (token, payload_offset) = self.append(&payload, SyncUrgency::Now);
         let op = match value {
             Some(value) => PreparedOp::Put {
                 loc: ValueLoc {
@@ -357,7 +362,10 @@ impl<R: LogReader> Replica<R> {
                 } else {
                     Record::Abort { txid }
                 };
-                let (token, _) = self.append(&record.encode());
+                // The coordinator holds the decision durably until this replica
+                // acknowledges it, and the client has its answer: only the key's next
+                // update waits for this record, so it may ride with a later sync.
+                let (token, _) = self.append(&record.encode(), SyncUrgency::Deferrable);
                 self.participant.deciding(txid, commit, token);
                 self.defer(token, Deferred::Decide(txid));
                 self.defer(token, Deferred::Reply(from, ack));

@@ -23,6 +23,8 @@ struct Harness {
     log: MemLog,
     replies: Vec<(ReplyTo, ParticipantResponse)>,
     unsynced: Vec<PersistToken>,
+    /// The urgency of every write asked for, in order.
+    urgencies: Vec<SyncUrgency>,
 }
 
 const C: ReplyTo = ReplyTo(1);
@@ -35,6 +37,7 @@ impl Harness {
             log,
             replies: Vec::new(),
             unsynced: Vec::new(),
+            urgencies: Vec::new(),
         }
     }
 
@@ -50,6 +53,7 @@ impl Harness {
                 log,
                 replies: Vec::new(),
                 unsynced: Vec::new(),
+                urgencies: Vec::new(),
             },
             report,
         )
@@ -60,9 +64,14 @@ impl Harness {
         while let Some(out) = self.replica.poll_output() {
             match out {
                 ReplicaOutput::Reply { to, msg } => self.replies.push((to, msg)),
-                ReplicaOutput::Persist { token, bytes } => {
+                ReplicaOutput::Persist {
+                    token,
+                    bytes,
+                    urgency,
+                } => {
                     self.log.0.borrow_mut().extend_from_slice(&bytes);
                     self.unsynced.push(token);
+                    self.urgencies.push(urgency);
                 }
             }
         }
@@ -157,6 +166,33 @@ fn ready_waits_for_the_prepare_record_and_ack_for_the_decision() {
     assert_eq!(h.sync(), vec![ACK_1]);
     assert_eq!(h.send(get("k")), vec![value("k", "v")]);
     assert_eq!(h.replica.in_doubt().count(), 0);
+}
+
+#[test]
+fn a_vote_waits_for_an_urgent_sync_and_a_decision_for_a_deferrable_one() {
+    let mut h = Harness::new(ReplicaConfig::default());
+    assert_eq!(h.send(put(1, "k", "v")), vec![]);
+    assert_eq!(h.send(put(2, "j", "w")), vec![]);
+    h.sync();
+    assert_eq!(h.send(commit(2)), vec![]);
+    h.sync();
+    assert_eq!(h.send(del(3, "j")), vec![]);
+    assert_eq!(
+        h.urgencies,
+        [
+            SyncUrgency::Now,
+            SyncUrgency::Now,
+            SyncUrgency::Deferrable,
+            SyncUrgency::Now
+        ]
+    );
+    h.urgencies.clear();
+    h.sync();
+    assert_eq!(h.send(commit(1)), vec![]);
+    assert_eq!(h.send(abort(3)), vec![]);
+    assert_eq!(h.urgencies, [SyncUrgency::Deferrable; 2]);
+    // Deferrable or not, the acknowledgements still wait for the records.
+    assert_eq!(h.sync(), vec![ACK_1, ParticipantResponse::Ack { txid: 3 }]);
 }
 
 #[test]

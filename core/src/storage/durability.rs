@@ -13,6 +13,23 @@ use crate::log::{encode_frame, frame_len, FRAME_HEADER_BYTES};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PersistToken(pub u64);
 
+/// How soon the caller must start the sync that makes a write durable.
+///
+/// Every write is made durable before anything that depends on it is said, whatever its
+/// urgency; urgency only says whether a client's answer is waiting behind it. A commit
+/// record a replica writes in phase 2 frees the key for its next update once durable,
+/// but the client was answered already: synced on its own, it doubled the fsyncs of a
+/// write (each costs tens of microseconds of CPU here) and made the next write's prepare
+/// wait behind it. Deferred, it rides with the next urgent sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncUrgency {
+    /// An answer waits for it (a `ready` vote, a client's `Success`): sync at once.
+    Now,
+    /// Nothing a client waits for depends on it: it may wait for the next sync, for at
+    /// most the caller's bounded delay.
+    Deferrable,
+}
+
 /// The output that asks the caller to append `bytes` (whole log frames) to the log, make
 /// them durable, and then report `Persisted { token }`.
 #[derive(Clone, Debug, PartialEq, Eq)]

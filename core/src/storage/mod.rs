@@ -8,6 +8,6 @@ mod recovery;
 mod store;
 
 pub use codec::RecordError;
-pub use durability::{Appended, Durability, Persist, PersistToken};
+pub use durability::{Appended, Durability, Persist, PersistToken, SyncUrgency};
 pub use recovery::{replay_log, LogRecord, LogScan, LogStream};
 pub use store::{LogReader, StorageError, Store, Stored, ValueLoc};
