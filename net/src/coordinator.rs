@@ -27,6 +27,7 @@ use crate::limits::NetLimits;
 use crate::logfile::{refuse_damage, remove_stray_replacement, LogFile, Replaced};
 use crate::outbound::{Link, LinkConfig, LinkEvent};
 use crate::resp::RespParser;
+use crate::sync_schedule::SyncSchedule;
 use crate::tokens::{kind_of, Kind, TokenSource};
 
 /// The first wait before connecting again to a server that failed; doubles up to the max.
@@ -135,6 +136,7 @@ pub fn run_coordinator(
     let mut shell = Shell {
         core,
         log,
+        sync_schedule: SyncSchedule::default(),
         compaction: Compaction::new(opts.log_compact_bytes),
         failure: None,
         clients,
@@ -172,6 +174,7 @@ impl Shell {
                 self.resp.as_ref().and_then(Port::next_deadline_ms),
                 self.registrations.next_deadline_ms(),
                 self.servers.next_deadline_ms(),
+                self.sync_deadline_ms(),
             ]);
             let busy = self.clients.has_ready()
                 || self.resp.as_ref().is_some_and(Port::has_ready)
@@ -183,7 +186,11 @@ impl Shell {
                 return Err(err);
             }
         }
-        tracing::info!("coordinator stopped");
+        let syncs = match &self.log {
+            CoordinatorLog::File(log) => log.syncs(),
+            CoordinatorLog::Memory(_) => 0,
+        };
+        tracing::info!(syncs, "coordinator stopped");
         Ok(())
     }
 }
@@ -262,11 +269,20 @@ impl CoordinatorLog {
         }
     }
 
-    /// Hands the writes since the last sync to the sync thread, if it is free.
-    fn begin_sync(&mut self) -> Result<(), NetError> {
+    /// Hands the writes since the last sync to the sync thread, if it is free; says
+    /// whether none is left waiting for a sync.
+    fn begin_sync(&mut self) -> Result<bool, NetError> {
         match self {
             CoordinatorLog::File(log) => log.begin_sync(),
-            CoordinatorLog::Memory(_) => Ok(()),
+            CoordinatorLog::Memory(_) => Ok(true),
+        }
+    }
+
+    /// Whether a sync is under way: its end wakes the loop.
+    fn sync_busy(&self) -> bool {
+        match self {
+            CoordinatorLog::File(log) => log.sync_busy(),
+            CoordinatorLog::Memory(_) => false,
         }
     }
 }
@@ -320,6 +336,8 @@ fn register_spec() -> PortSpec<Register> {
 struct Shell {
     core: Coordinator,
     log: CoordinatorLog,
+    /// When the log's next sync is due.
+    sync_schedule: SyncSchedule,
     /// When the log is next rewritten to what recovery needs.
     compaction: Compaction,
     /// A failure of the log, which stops the loop.
@@ -380,8 +398,12 @@ impl Shell {
             Err(err) => self.fail(err),
         }
         self.compact_if_due(now_ms, registry);
-        if let Err(err) = self.log.begin_sync() {
-            self.fail(err);
+        if self.sync_schedule.due(now_ms) {
+            match self.log.begin_sync() {
+                Ok(true) => self.sync_schedule.handed(),
+                Ok(false) => {}
+                Err(err) => self.fail(err),
+            }
         }
         self.servers.tick(now_ms, registry);
         self.clients.sweep(now_ms, registry);
@@ -420,6 +442,15 @@ impl Shell {
         self.carry_out(now_ms, registry);
     }
 
+    /// When deferred log writes must be handed to a sync; none while a sync is under
+    /// way (its end wakes the loop, and the turn hands them then).
+    fn sync_deadline_ms(&self) -> Option<u64> {
+        if self.log.sync_busy() {
+            return None;
+        }
+        self.sync_schedule.deadline_ms()
+    }
+
     /// Carries out the core's outputs.
     fn carry_out(&mut self, now_ms: u64, registry: &Registry) {
         while let Some(output) = self.core.poll_output() {
@@ -437,7 +468,12 @@ impl Shell {
                 CoordinatorOutput::ServerAddr { server, addr } => {
                     self.servers.set_addr(registry, server, addr)
                 }
-                CoordinatorOutput::Persist { token, bytes } => {
+                CoordinatorOutput::Persist {
+                    token,
+                    bytes,
+                    urgency,
+                } => {
+                    self.sync_schedule.wrote(now_ms, urgency);
                     if let Err(err) = self.log.append(token, &bytes) {
                         self.fail(err);
                     }

@@ -204,15 +204,16 @@ impl LogFile {
 
     /// Writes every append so far and hands their fdatasync to the sync thread, unless
     /// a sync is under way already (then they wait for the next call after it) or
-    /// nothing was appended. [`LogFile::finished_sync`] says when it is done.
-    pub(crate) fn begin_sync(&mut self) -> Result<(), NetError> {
+    /// nothing was appended. [`LogFile::finished_sync`] says when it is done. Says
+    /// whether no append is left waiting for a sync.
+    pub(crate) fn begin_sync(&mut self) -> Result<bool, NetError> {
         let Some(token) = self.unsynced else {
-            return Ok(());
+            return Ok(true);
         };
         let busy = self.sync_thread.as_ref().map(SyncThread::busy);
         match busy {
             None => panic!("begin_sync without a sync thread"),
-            Some(true) => return Ok(()),
+            Some(true) => return Ok(false),
             Some(false) => {}
         }
         self.write_pending()?;
@@ -225,7 +226,7 @@ impl LogFile {
             })?;
         }
         self.unsynced = None;
-        Ok(())
+        Ok(true)
     }
 
     /// The last write made durable by a sync that finished since the last call, if any.

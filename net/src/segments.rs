@@ -398,17 +398,14 @@ impl SegmentedLog {
 
     /// Writes the appends so far and hands their sync to the sync thread, if it is free
     /// (else they wait for the next call). When the segment is full and its every write
-    /// durable, the appends go to a new one, and the full one is sealed.
-    pub(crate) fn begin_sync(&mut self) -> Result<(), NetError> {
+    /// durable, the appends go to a new one, and the full one is sealed. Says whether no
+    /// append is left waiting for a sync.
+    pub(crate) fn begin_sync(&mut self) -> Result<bool, NetError> {
         let Some(token) = self.unsynced else {
-            return Ok(());
+            return Ok(true);
         };
-        let thread = self
-            .sync_thread
-            .as_ref()
-            .expect("begin_sync without a sync thread");
-        if thread.busy() {
-            return Ok(());
+        if self.sync_busy() {
+            return Ok(false);
         }
         let full = {
             let shared = self.shared.borrow();
@@ -437,7 +434,12 @@ impl SegmentedLog {
             thread.begin(SyncJob { token, file, dir })?;
         }
         self.unsynced = None;
-        Ok(())
+        Ok(true)
+    }
+
+    /// Whether a sync is under way: its end wakes the loop.
+    pub(crate) fn sync_busy(&self) -> bool {
+        self.sync_thread.as_ref().is_some_and(SyncThread::busy)
     }
 
     /// Seals the active segment and begins a new one at the log's end. Every write of
@@ -934,7 +936,7 @@ mod tests {
 
         fn drain(&mut self) {
             while let Some(output) = self.replica.poll_output() {
-                if let ReplicaOutput::Persist { token, bytes } = output {
+                if let ReplicaOutput::Persist { token, bytes, .. } = output {
                     self.log.append(token, &bytes);
                 }
             }

@@ -26,6 +26,7 @@ use crate::limits::NetLimits;
 use crate::logfile::refuse_damage_in;
 use crate::outbound::{Link, LinkConfig, LinkEvent};
 use crate::segments::{plan_bytes, SegmentReader, SegmentedLog};
+use crate::sync_schedule::SyncSchedule;
 use crate::tokens::{kind_of, Kind, TokenSource};
 
 /// Bytes of registrations waiting for the coordinator connection: one registration is
@@ -143,6 +144,7 @@ pub fn run_server(
     let mut shell = Shell {
         replica,
         log,
+        sync_schedule: SyncSchedule::default(),
         port,
         registrar,
         coordinator,
@@ -160,6 +162,7 @@ pub fn run_server(
             shell.registrar.poll_timeout(),
             shell.port.next_deadline_ms(),
             shell.coordinator.next_deadline_ms(),
+            shell.sync_deadline_ms(),
         ]);
         let busy = shell.port.has_ready()
             || shell.coordinator.wants_pump()
@@ -305,6 +308,8 @@ const UNREGISTERED_WARN_MS: u64 = 5000;
 struct Shell {
     replica: Replica<SegmentReader>,
     log: SegmentedLog,
+    /// When the log's next sync is due.
+    sync_schedule: SyncSchedule,
     port: Port<Addressed>,
     registrar: Registrar,
     coordinator: Link,
@@ -360,7 +365,9 @@ impl Shell {
         if let Some(token) = self.log.finished_sync()? {
             self.handle(now_ms, ReplicaInput::Persisted { token })?;
         }
-        self.log.begin_sync()?;
+        if self.sync_schedule.due(now_ms) && self.log.begin_sync()? {
+            self.sync_schedule.handed();
+        }
         self.compact()?;
         self.port.sweep(now_ms, registry);
         self.port.flush(now_ms, registry);
@@ -393,13 +400,27 @@ impl Shell {
         while let Some(output) = self.replica.poll_output() {
             match output {
                 ReplicaOutput::Reply { to, msg } => self.port.reply(to, &msg),
-                ReplicaOutput::Persist { token, bytes } => {
+                ReplicaOutput::Persist {
+                    token,
+                    bytes,
+                    urgency,
+                } => {
+                    self.sync_schedule.wrote(now_ms, urgency);
                     self.log.append(token, &bytes);
                     self.appends += 1;
                 }
             }
         }
         Ok(())
+    }
+
+    /// When deferred log writes must be handed to a sync; none while a sync is under
+    /// way (its end wakes the loop, and the turn hands them then).
+    fn sync_deadline_ms(&self) -> Option<u64> {
+        if self.log.sync_busy() {
+            return None;
+        }
+        self.sync_schedule.deadline_ms()
     }
 
     /// Warns once when the server stayed unregistered for [`UNREGISTERED_WARN_MS`].
