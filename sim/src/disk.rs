@@ -9,7 +9,8 @@ use std::rc::Rc;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use ringkv_core::replica::{LogReader, StorageError};
+use ringkv_core::replica::{LogReader, StorageError, SyncUrgency};
+use ringkv_core::Ts;
 
 /// What a crash took down, which decides what the page cache keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,26 +172,53 @@ impl LogReader for SimDisk {
     }
 }
 
+/// The longest a deferrable write waits for a sync, as in the net shells (there 1 ms).
+pub const DEFERRED_SYNC_MS: Ts = 1;
+
 /// Group commit for one run of a node: writes wait in the page cache until a sync starts,
 /// and one sync covers everything written before it started. It lives and dies with the
-/// process, as the shell's write queue does.
+/// process, as the shell's write queue does. A deferrable write (a decision record whose
+/// client was answered) waits for the next urgent sync or [`DEFERRED_SYNC_MS`], as the
+/// net shells schedule it.
 #[derive(Debug, Default)]
 pub struct Journal {
     /// Tokens written and not yet covered by a sync, with the log length after each.
     unsynced: VecDeque<(u64, usize)>,
     /// The sync under way: the last token and log length it covers.
     syncing: Option<(u64, usize)>,
+    /// An unsynced write an answer waits for.
+    urgent: bool,
+    /// When the oldest unsynced deferrable write was made.
+    deferred_since: Option<Ts>,
 }
 
 impl Journal {
-    /// Appends the write named `token` to `disk`.
+    /// Appends the write named `token` to `disk`; an answer waits for it.
     pub fn write(&mut self, disk: &SimDisk, token: u64, bytes: &[u8]) {
-        let len = disk.write(bytes);
-        self.unsynced.push_back((token, len));
+        self.write_with(disk, token, bytes, SyncUrgency::Now, 0);
     }
 
-    /// Starts a sync if none is under way and something waits; true if one started (the
-    /// caller then reports its end with [`Journal::finish_sync`]).
+    /// Appends the write named `token`, made at `now`, to `disk`.
+    pub fn write_with(
+        &mut self,
+        disk: &SimDisk,
+        token: u64,
+        bytes: &[u8],
+        urgency: SyncUrgency,
+        now: Ts,
+    ) {
+        let len = disk.write(bytes);
+        self.unsynced.push_back((token, len));
+        match urgency {
+            SyncUrgency::Now => self.urgent = true,
+            SyncUrgency::Deferrable => {
+                self.deferred_since.get_or_insert(now);
+            }
+        }
+    }
+
+    /// Starts a sync if none is under way and something waits, deferrable or not; true
+    /// if one started (the caller then reports its end with [`Journal::finish_sync`]).
     pub fn start_sync(&mut self) -> bool {
         if self.syncing.is_some() {
             return false;
@@ -199,8 +227,27 @@ impl Journal {
             return false;
         };
         self.unsynced.clear();
+        self.urgent = false;
+        self.deferred_since = None;
         self.syncing = Some(last);
         true
+    }
+
+    /// Starts a sync at `now` if one is due: an urgent write waits, or a deferrable one
+    /// waited [`DEFERRED_SYNC_MS`].
+    pub fn start_sync_if_due(&mut self, now: Ts) -> bool {
+        let due = self.urgent || self.deferred_due().is_some_and(|at| at <= now);
+        due && self.start_sync()
+    }
+
+    /// When deferred writes become due, if nothing urgent waits and no sync is under way
+    /// (its end starts the next): the node's next tick.
+    pub fn deferred_due(&self) -> Option<Ts> {
+        if self.urgent || self.syncing.is_some() {
+            return None;
+        }
+        self.deferred_since
+            .map(|since| since.saturating_add(DEFERRED_SYNC_MS))
     }
 
     /// The sync under way completed: its bytes are durable. Returns the last token it
@@ -240,6 +287,25 @@ mod tests {
             lengths.contains(&7),
             "sometimes all unsynced bytes are lost"
         );
+    }
+
+    #[test]
+    fn a_deferrable_write_waits_for_an_urgent_one_or_the_delay() {
+        let disk = SimDisk::new(0);
+        let mut journal = Journal::default();
+        journal.write_with(&disk, 1, b"commit", SyncUrgency::Deferrable, 10);
+        assert!(!journal.start_sync_if_due(10));
+        assert_eq!(journal.deferred_due(), Some(10 + DEFERRED_SYNC_MS));
+        assert!(journal.start_sync_if_due(10 + DEFERRED_SYNC_MS));
+        assert_eq!(journal.deferred_due(), None, "a sync is under way");
+        assert_eq!(journal.finish_sync(&disk), Some(1));
+
+        journal.write_with(&disk, 2, b"commit", SyncUrgency::Deferrable, 20);
+        journal.write_with(&disk, 3, b"prepare", SyncUrgency::Now, 20);
+        assert_eq!(journal.deferred_due(), None, "due already");
+        assert!(journal.start_sync_if_due(20), "the urgent write takes both");
+        assert_eq!(journal.finish_sync(&disk), Some(3));
+        assert_eq!(disk.len(), 19);
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl CoordinatorNode {
         };
         let mut inputs = VecDeque::new();
         while let Some(output) = node.coordinator.poll_output() {
-            node.carry_out(output, &mut inputs, out);
+            node.carry_out(boot.now, output, &mut inputs, out);
         }
         out.sync_started |= node.journal.start_sync();
         node
@@ -163,9 +163,12 @@ impl CoordinatorNode {
         self.run(now, CoordinatorInput::Tick, out);
     }
 
-    /// When the core wants a tick.
+    /// When the core or a deferred log write wants a tick.
     pub fn poll_timeout(&self) -> Option<Ts> {
-        self.coordinator.poll_timeout()
+        [self.coordinator.poll_timeout(), self.journal.deferred_due()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Hands `input` to the core, then every request its answers released, as the shell
@@ -176,14 +179,15 @@ impl CoordinatorNode {
             self.coordinator.handle(now, input);
             self.coordinator.check_invariants();
             while let Some(output) = self.coordinator.poll_output() {
-                self.carry_out(output, &mut inputs, out);
+                self.carry_out(now, output, &mut inputs, out);
             }
         }
-        out.sync_started |= self.journal.start_sync();
+        out.sync_started |= self.journal.start_sync_if_due(now);
     }
 
     fn carry_out(
         &mut self,
+        now: Ts,
         output: CoordinatorOutput,
         inputs: &mut VecDeque<CoordinatorInput>,
         out: &mut Outbox,
@@ -226,8 +230,13 @@ impl CoordinatorNode {
                 }
                 _ => out.anomaly(format!("server {server} registered odd address {addr}")),
             },
-            CoordinatorOutput::Persist { token, bytes } => {
-                self.journal.write(&self.disk, token.0, &bytes);
+            CoordinatorOutput::Persist {
+                token,
+                bytes,
+                urgency,
+            } => {
+                self.journal
+                    .write_with(&self.disk, token.0, &bytes, urgency, now);
             }
         }
     }

@@ -93,7 +93,7 @@ impl KvServerNode {
             requests: BTreeMap::new(),
             next_handle: 0,
         };
-        node.drain(out);
+        node.drain(boot.now, out);
         node
     }
 
@@ -123,13 +123,13 @@ impl KvServerNode {
             },
             other => out.anomaly(format!("server {} got a {other:?} message", self.id)),
         }
-        self.drain(out);
+        self.drain(now, out);
     }
 
     /// Time passed: the registrar may refresh.
     pub fn tick(&mut self, now: Ts, out: &mut Outbox) {
         self.registrar.handle(now, RegistrationInput::Tick);
-        self.drain(out);
+        self.drain(now, out);
     }
 
     /// The sync under way completed: what it covered is durable.
@@ -138,19 +138,23 @@ impl KvServerNode {
             let token = PersistToken(token);
             self.replica.handle(now, ReplicaInput::Persisted { token });
         }
-        self.drain(out);
+        self.drain(now, out);
     }
 
-    /// When the registrar or the replica wants a tick.
+    /// When the registrar, the replica or a deferred log write wants a tick.
     pub fn poll_timeout(&self) -> Option<Ts> {
-        match (self.registrar.poll_timeout(), self.replica.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.registrar.poll_timeout(),
+            self.replica.poll_timeout(),
+            self.journal.deferred_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Carries out what the replica and the registrar ask for.
-    fn drain(&mut self, out: &mut Outbox) {
+    fn drain(&mut self, now: Ts, out: &mut Outbox) {
         self.replica.check_invariants();
         self.registrar.check_invariants();
         while let Some(output) = self.replica.poll_output() {
@@ -163,8 +167,13 @@ impl KvServerNode {
                     let line = Envelope::with_id(id, msg).encode();
                     out.send(self.message(asker, Channel::ParticipantResponse, line));
                 }
-                ReplicaOutput::Persist { token, bytes } => {
-                    self.journal.write(&self.disk, token.0, &bytes);
+                ReplicaOutput::Persist {
+                    token,
+                    bytes,
+                    urgency,
+                } => {
+                    self.journal
+                        .write_with(&self.disk, token.0, &bytes, urgency, now);
                 }
             }
         }
@@ -181,7 +190,7 @@ impl KvServerNode {
                 }
             }
         }
-        out.sync_started |= self.journal.start_sync();
+        out.sync_started |= self.journal.start_sync_if_due(now);
     }
 
     fn message(&self, to: Endpoint, channel: Channel, line: Vec<u8>) -> Message {
