@@ -14,7 +14,7 @@ use ringkv_core::proto::{
     ClientRequest, ClientResponse, Envelope, ErrorCode, ErrorReply, ParticipantRequest,
     ParticipantResponse, Register, RegisterResponse, WireMessage,
 };
-use ringkv_core::replica::PersistToken;
+use ringkv_core::replica::{PersistToken, SyncUrgency};
 use ringkv_core::ring::ServerId;
 use ringkv_core::time::Backoff;
 use ringkv_core::Role;
@@ -27,7 +27,6 @@ use crate::limits::NetLimits;
 use crate::logfile::{refuse_damage, remove_stray_replacement, LogFile, Replaced};
 use crate::outbound::{Link, LinkConfig, LinkEvent};
 use crate::resp::RespParser;
-use crate::sync_schedule::SyncSchedule;
 use crate::tokens::{kind_of, Kind, TokenSource};
 
 /// The first wait before connecting again to a server that failed; doubles up to the max.
@@ -136,7 +135,6 @@ pub fn run_coordinator(
     let mut shell = Shell {
         core,
         log,
-        sync_schedule: SyncSchedule::default(),
         compaction: Compaction::new(opts.log_compact_bytes),
         failure: None,
         clients,
@@ -174,7 +172,6 @@ impl Shell {
                 self.resp.as_ref().and_then(Port::next_deadline_ms),
                 self.registrations.next_deadline_ms(),
                 self.servers.next_deadline_ms(),
-                self.sync_deadline_ms(),
             ]);
             let busy = self.clients.has_ready()
                 || self.resp.as_ref().is_some_and(Port::has_ready)
@@ -251,9 +248,14 @@ enum CoordinatorLog {
 }
 
 impl CoordinatorLog {
-    fn append(&mut self, token: PersistToken, bytes: &[u8]) -> Result<(), NetError> {
+    fn append(
+        &mut self,
+        token: PersistToken,
+        bytes: &[u8],
+        urgency: SyncUrgency,
+    ) -> Result<(), NetError> {
         match self {
-            CoordinatorLog::File(log) => log.append(token, bytes),
+            CoordinatorLog::File(log) => log.append(token, bytes, urgency),
             CoordinatorLog::Memory(last) => {
                 *last = Some(token);
                 Ok(())
@@ -269,20 +271,11 @@ impl CoordinatorLog {
         }
     }
 
-    /// Hands the writes since the last sync to the sync thread, if it is free; says
-    /// whether none is left waiting for a sync.
-    fn begin_sync(&mut self) -> Result<bool, NetError> {
+    /// Hands the writes since the last sync to the sync thread, if it is free.
+    fn begin_sync(&mut self) -> Result<(), NetError> {
         match self {
             CoordinatorLog::File(log) => log.begin_sync(),
-            CoordinatorLog::Memory(_) => Ok(true),
-        }
-    }
-
-    /// Whether a sync is under way: its end wakes the loop.
-    fn sync_busy(&self) -> bool {
-        match self {
-            CoordinatorLog::File(log) => log.sync_busy(),
-            CoordinatorLog::Memory(_) => false,
+            CoordinatorLog::Memory(_) => Ok(()),
         }
     }
 }
@@ -336,8 +329,6 @@ fn register_spec() -> PortSpec<Register> {
 struct Shell {
     core: Coordinator,
     log: CoordinatorLog,
-    /// When the log's next sync is due.
-    sync_schedule: SyncSchedule,
     /// When the log is next rewritten to what recovery needs.
     compaction: Compaction,
     /// A failure of the log, which stops the loop.
@@ -398,12 +389,8 @@ impl Shell {
             Err(err) => self.fail(err),
         }
         self.compact_if_due(now_ms, registry);
-        if self.sync_schedule.due(now_ms) {
-            match self.log.begin_sync() {
-                Ok(true) => self.sync_schedule.handed(),
-                Ok(false) => {}
-                Err(err) => self.fail(err),
-            }
+        if let Err(err) = self.log.begin_sync() {
+            self.fail(err);
         }
         self.servers.tick(now_ms, registry);
         self.clients.sweep(now_ms, registry);
@@ -442,15 +429,6 @@ impl Shell {
         self.carry_out(now_ms, registry);
     }
 
-    /// When deferred log writes must be handed to a sync; none while a sync is under
-    /// way (its end wakes the loop, and the turn hands them then).
-    fn sync_deadline_ms(&self) -> Option<u64> {
-        if self.log.sync_busy() {
-            return None;
-        }
-        self.sync_schedule.deadline_ms()
-    }
-
     /// Carries out the core's outputs.
     fn carry_out(&mut self, now_ms: u64, registry: &Registry) {
         while let Some(output) = self.core.poll_output() {
@@ -473,8 +451,7 @@ impl Shell {
                     bytes,
                     urgency,
                 } => {
-                    self.sync_schedule.wrote(now_ms, urgency);
-                    if let Err(err) = self.log.append(token, &bytes) {
+                    if let Err(err) = self.log.append(token, &bytes, urgency) {
                         self.fail(err);
                     }
                 }
@@ -813,9 +790,11 @@ mod tests {
     fn a_replaced_log_covers_the_unsynced_appends_and_takes_new_ones() {
         let tmp = tempfile::tempdir().unwrap();
         let (mut log, _) = LogFile::open(tmp.path()).unwrap();
-        log.append(PersistToken(1), b"old").unwrap();
+        log.append(PersistToken(1), b"old", SyncUrgency::Now)
+            .unwrap();
         assert_eq!(log.sync().unwrap(), Some(PersistToken(1)));
-        log.append(PersistToken(2), b"unsynced").unwrap();
+        log.append(PersistToken(2), b"unsynced", SyncUrgency::Now)
+            .unwrap();
         assert_eq!(log.len_bytes(), 11);
         assert!(matches!(
             log.replace(b"NEW").unwrap(),
@@ -823,7 +802,8 @@ mod tests {
         ));
         assert_eq!(log.len_bytes(), 3);
         assert_eq!(log.sync().unwrap(), None, "nothing left to sync");
-        log.append(PersistToken(3), b"XY").unwrap();
+        log.append(PersistToken(3), b"XY", SyncUrgency::Now)
+            .unwrap();
         assert_eq!(log.sync().unwrap(), Some(PersistToken(3)));
         drop(log);
         let (_, bytes) = LogFile::open(tmp.path()).unwrap();
@@ -834,7 +814,8 @@ mod tests {
     fn a_replacement_that_cannot_be_written_leaves_the_log_going_on() {
         let tmp = tempfile::tempdir().unwrap();
         let (mut log, _) = LogFile::open(tmp.path()).unwrap();
-        log.append(PersistToken(1), b"old").unwrap();
+        log.append(PersistToken(1), b"old", SyncUrgency::Now)
+            .unwrap();
         // Writing the replacement fails: its name is taken by a directory.
         std::fs::create_dir(tmp.path().join(REPLACEMENT_FILE)).unwrap();
         assert!(matches!(log.replace(b"NEW").unwrap(), Replaced::Skipped(_)));

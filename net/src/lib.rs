@@ -29,7 +29,6 @@ mod seed;
 mod segments;
 mod server;
 mod shutdown;
-mod sync_schedule;
 mod sync_thread;
 mod tokens;
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use mio::Waker;
 
 use ringkv_core::log::{after_prefix, AfterPrefix};
-use ringkv_core::replica::{LogReader, PersistToken, ReplicaRecovery, StorageError};
+use ringkv_core::replica::{LogReader, PersistToken, ReplicaRecovery, StorageError, SyncUrgency};
 
 use crate::datadir::sync_dir;
 use crate::error::NetError;
@@ -72,6 +72,8 @@ pub(crate) struct LogFile {
     pending: Rc<RefCell<Pending>>,
     /// The last write appended and not yet synced.
     unsynced: Option<PersistToken>,
+    /// Whether an answer waits for an unsynced write.
+    urgent: bool,
     /// Syncs done, for the statistics logged at shutdown.
     syncs: u64,
     /// The handle the sync thread syncs.
@@ -130,6 +132,7 @@ impl LogFile {
             file,
             pending: Rc::new(RefCell::new(pending)),
             unsynced: None,
+            urgent: false,
             syncs: 0,
             sync_file: None,
             sync_thread: None,
@@ -167,11 +170,27 @@ impl LogFile {
     }
 
     /// Appends the bytes of write `token`; written and durable at the next
-    /// [`LogFile::sync`].
-    pub(crate) fn append(&mut self, token: PersistToken, bytes: &[u8]) -> Result<(), NetError> {
+    /// [`LogFile::sync`] or sync [`LogFile::begin_sync`] hands (soon if `urgency` says
+    /// an answer waits).
+    pub(crate) fn append(
+        &mut self,
+        token: PersistToken,
+        bytes: &[u8],
+        urgency: SyncUrgency,
+    ) -> Result<(), NetError> {
         self.pending.borrow_mut().bytes.extend_from_slice(bytes);
         self.unsynced = Some(token);
+        self.urgent |= urgency == SyncUrgency::Now;
         Ok(())
+    }
+
+    /// The urgency of what is unsynced: urgent if any write is.
+    fn unsynced_urgency(&self) -> SyncUrgency {
+        if self.urgent {
+            SyncUrgency::Now
+        } else {
+            SyncUrgency::Deferrable
+        }
     }
 
     /// Writes the appends held in memory to the file (not yet durable).
@@ -203,18 +222,19 @@ impl LogFile {
     }
 
     /// Writes every append so far and hands their fdatasync to the sync thread, unless
-    /// a sync is under way already (then they wait for the next call after it) or
-    /// nothing was appended. [`LogFile::finished_sync`] says when it is done. Says
-    /// whether no append is left waiting for a sync.
-    pub(crate) fn begin_sync(&mut self) -> Result<bool, NetError> {
+    /// the thread cannot take them yet (then they wait for the next call after its
+    /// sync; an urgent job may join a lingering one) or nothing was appended.
+    /// [`LogFile::finished_sync`] says when it is done.
+    pub(crate) fn begin_sync(&mut self) -> Result<(), NetError> {
         let Some(token) = self.unsynced else {
-            return Ok(true);
+            return Ok(());
         };
-        let busy = self.sync_thread.as_ref().map(SyncThread::busy);
-        match busy {
+        let urgency = self.unsynced_urgency();
+        let can_take = self.sync_thread.as_ref().map(|t| t.can_take(urgency));
+        match can_take {
             None => panic!("begin_sync without a sync thread"),
-            Some(true) => return Ok(false),
-            Some(false) => {}
+            Some(false) => return Ok(()),
+            Some(true) => {}
         }
         self.write_pending()?;
         if let (Some(thread), Some(file)) = (&mut self.sync_thread, &self.sync_file) {
@@ -223,10 +243,12 @@ impl LogFile {
                 token,
                 file,
                 dir: None,
+                urgency,
             })?;
         }
         self.unsynced = None;
-        Ok(true)
+        self.urgent = false;
+        Ok(())
     }
 
     /// The last write made durable by a sync that finished since the last call, if any.
@@ -261,6 +283,7 @@ impl LogFile {
             .map_err(|err| NetError::io(format!("syncing the log {}", self.path.display()), err))?;
         self.syncs += 1;
         self.unsynced = None;
+        self.urgent = false;
         Ok(Some(token))
     }
 
@@ -312,6 +335,7 @@ impl LogFile {
         pending.bytes.clear();
         pending.file_len = bytes.len() as u64;
         self.syncs += 1;
+        self.urgent = false;
         Ok(Replaced::Done(self.unsynced.take()))
     }
 
@@ -509,14 +533,18 @@ mod tests {
         let (mut log, bytes) = LogFile::open(tmp.path()).unwrap();
         assert!(bytes.is_empty());
         assert_eq!(log.sync().unwrap(), None, "nothing to sync");
-        log.append(PersistToken(1), b"one").unwrap();
-        log.append(PersistToken(2), b"two").unwrap();
-        log.append(PersistToken(3), b"three").unwrap();
+        log.append(PersistToken(1), b"one", SyncUrgency::Now)
+            .unwrap();
+        log.append(PersistToken(2), b"two", SyncUrgency::Now)
+            .unwrap();
+        log.append(PersistToken(3), b"three", SyncUrgency::Now)
+            .unwrap();
         assert_eq!(log.sync().unwrap(), Some(PersistToken(3)));
         assert_eq!(log.syncs(), 1);
         assert_eq!(log.sync().unwrap(), None);
         assert_eq!(log.syncs(), 1);
-        log.append(PersistToken(4), b"four").unwrap();
+        log.append(PersistToken(4), b"four", SyncUrgency::Now)
+            .unwrap();
         assert_eq!(log.sync().unwrap(), Some(PersistToken(4)));
         assert_eq!(log.syncs(), 2);
         let reader = log.reader().unwrap();
@@ -531,9 +559,11 @@ mod tests {
     fn appends_are_written_at_the_sync_and_readable_before() {
         let tmp = tempfile::tempdir().unwrap();
         let (mut log, _) = LogFile::open(tmp.path()).unwrap();
-        log.append(PersistToken(1), b"abc").unwrap();
+        log.append(PersistToken(1), b"abc", SyncUrgency::Now)
+            .unwrap();
         log.sync().unwrap();
-        log.append(PersistToken(2), b"def").unwrap();
+        log.append(PersistToken(2), b"def", SyncUrgency::Now)
+            .unwrap();
         let on_disk = std::fs::read(tmp.path().join(LOG_FILE)).unwrap();
         assert_eq!(on_disk, b"abc", "an append waits for the sync");
         let reader = log.reader().unwrap();
@@ -555,13 +585,15 @@ mod tests {
     fn reopening_returns_the_contents_and_truncation_sticks() {
         let tmp = tempfile::tempdir().unwrap();
         let (mut log, _) = LogFile::open(tmp.path()).unwrap();
-        log.append(PersistToken(1), b"abcdef").unwrap();
+        log.append(PersistToken(1), b"abcdef", SyncUrgency::Now)
+            .unwrap();
         log.sync().unwrap();
         drop(log);
         let (mut log, bytes) = LogFile::open(tmp.path()).unwrap();
         assert_eq!(bytes, b"abcdef");
         log.truncate(4).unwrap();
-        log.append(PersistToken(1), b"XY").unwrap();
+        log.append(PersistToken(1), b"XY", SyncUrgency::Now)
+            .unwrap();
         drop(log);
         let (_, bytes) = LogFile::open(tmp.path()).unwrap();
         assert_eq!(bytes, b"abcdXY");

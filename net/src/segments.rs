@@ -30,7 +30,7 @@ use std::sync::Arc;
 use mio::Waker;
 use ringkv_core::log::{after_prefix, AfterPrefix, FRAME_HEADER_BYTES, MAX_PAYLOAD_BYTES};
 use ringkv_core::replica::compaction::{write_compacted, Carried, CompactionPlan, Moved};
-use ringkv_core::replica::{LogReader, PersistToken, StorageError, ValueLoc};
+use ringkv_core::replica::{LogReader, PersistToken, StorageError, SyncUrgency, ValueLoc};
 
 use crate::datadir::sync_dir;
 use crate::error::NetError;
@@ -186,6 +186,8 @@ pub(crate) struct SegmentedLog {
     /// The active segment was created since the last sync: the directory is synced too.
     new_file: bool,
     unsynced: Option<PersistToken>,
+    /// Whether an answer waits for an unsynced write.
+    urgent: bool,
     syncs: u64,
     merging: Option<Merging>,
     /// Bytes the last merge wrote: what the sealed segments held that was live.
@@ -244,6 +246,7 @@ impl SegmentedLog {
             active: None,
             new_file: false,
             unsynced: None,
+            urgent: false,
             syncs: 0,
             merging: None,
             live_bytes: 0,
@@ -390,28 +393,57 @@ impl SegmentedLog {
         Ok(())
     }
 
-    /// Appends the bytes of write `token`; written and durable through the sync thread.
-    pub(crate) fn append(&mut self, token: PersistToken, bytes: &[u8]) {
+    /// Appends the bytes of write `token`; written and durable through the sync thread,
+    /// soon if `urgency` says an answer waits.
+    pub(crate) fn append(&mut self, token: PersistToken, bytes: &[u8], urgency: SyncUrgency) {
         self.shared.borrow_mut().bytes.extend_from_slice(bytes);
         self.unsynced = Some(token);
+        self.urgent |= urgency == SyncUrgency::Now;
     }
 
-    /// Writes the appends so far and hands their sync to the sync thread, if it is free
-    /// (else they wait for the next call). When the segment is full and its every write
-    /// durable, the appends go to a new one, and the full one is sealed. Says whether no
-    /// append is left waiting for a sync.
-    pub(crate) fn begin_sync(&mut self) -> Result<bool, NetError> {
-        let Some(token) = self.unsynced else {
-            return Ok(true);
+    /// An answer now waits for write `token`, appended as deferrable: a job lingering
+    /// over it is synced at once, or, if it is not handed yet, its job will be urgent.
+    pub(crate) fn hasten(&mut self, token: PersistToken) -> Result<(), NetError> {
+        let handed = match &mut self.sync_thread {
+            Some(thread) => thread.hurry(token)?,
+            None => false,
         };
-        if self.sync_busy() {
-            return Ok(false);
+        if !handed && self.unsynced.is_some() {
+            self.urgent = true;
+        }
+        Ok(())
+    }
+
+    /// Writes the appends so far and hands their sync to the sync thread, if it can
+    /// take them (else they wait for the next call; an urgent job may join a lingering
+    /// one). When the segment is full and its every write durable, the appends go to a
+    /// new one, and the full one is sealed.
+    pub(crate) fn begin_sync(&mut self) -> Result<(), NetError> {
+        let Some(token) = self.unsynced else {
+            return Ok(());
+        };
+        let urgency = if self.urgent {
+            SyncUrgency::Now
+        } else {
+            SyncUrgency::Deferrable
+        };
+        let thread = self
+            .sync_thread
+            .as_ref()
+            .expect("begin_sync without a sync thread");
+        if !thread.can_take(urgency) {
+            return Ok(());
         }
         let full = {
             let shared = self.shared.borrow();
             shared.file_end - shared.active_start >= self.segment_bytes
         };
         if full {
+            // A seal needs every write of the segment durable: wait for the lingering
+            // job's sync.
+            if thread.busy() {
+                return Ok(());
+            }
             self.roll()?;
         }
         let active = self
@@ -431,15 +463,16 @@ impl SegmentedLog {
         let dir = self.new_file.then(|| self.dir.clone());
         self.new_file = false;
         if let Some(thread) = &mut self.sync_thread {
-            thread.begin(SyncJob { token, file, dir })?;
+            thread.begin(SyncJob {
+                token,
+                file,
+                dir,
+                urgency,
+            })?;
         }
         self.unsynced = None;
-        Ok(true)
-    }
-
-    /// Whether a sync is under way: its end wakes the loop.
-    pub(crate) fn sync_busy(&self) -> bool {
-        self.sync_thread.as_ref().is_some_and(SyncThread::busy)
+        self.urgent = false;
+        Ok(())
     }
 
     /// Seals the active segment and begins a new one at the log's end. Every write of
@@ -936,8 +969,13 @@ mod tests {
 
         fn drain(&mut self) {
             while let Some(output) = self.replica.poll_output() {
-                if let ReplicaOutput::Persist { token, bytes, .. } = output {
-                    self.log.append(token, &bytes);
+                if let ReplicaOutput::Persist {
+                    token,
+                    bytes,
+                    urgency,
+                } = output
+                {
+                    self.log.append(token, &bytes, urgency);
                 }
             }
         }

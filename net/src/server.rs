@@ -26,7 +26,6 @@ use crate::limits::NetLimits;
 use crate::logfile::refuse_damage_in;
 use crate::outbound::{Link, LinkConfig, LinkEvent};
 use crate::segments::{plan_bytes, SegmentReader, SegmentedLog};
-use crate::sync_schedule::SyncSchedule;
 use crate::tokens::{kind_of, Kind, TokenSource};
 
 /// Bytes of registrations waiting for the coordinator connection: one registration is
@@ -144,7 +143,6 @@ pub fn run_server(
     let mut shell = Shell {
         replica,
         log,
-        sync_schedule: SyncSchedule::default(),
         port,
         registrar,
         coordinator,
@@ -162,7 +160,6 @@ pub fn run_server(
             shell.registrar.poll_timeout(),
             shell.port.next_deadline_ms(),
             shell.coordinator.next_deadline_ms(),
-            shell.sync_deadline_ms(),
         ]);
         let busy = shell.port.has_ready()
             || shell.coordinator.wants_pump()
@@ -308,8 +305,6 @@ const UNREGISTERED_WARN_MS: u64 = 5000;
 struct Shell {
     replica: Replica<SegmentReader>,
     log: SegmentedLog,
-    /// When the log's next sync is due.
-    sync_schedule: SyncSchedule,
     port: Port<Addressed>,
     registrar: Registrar,
     coordinator: Link,
@@ -365,9 +360,7 @@ impl Shell {
         if let Some(token) = self.log.finished_sync()? {
             self.handle(now_ms, ReplicaInput::Persisted { token })?;
         }
-        if self.sync_schedule.due(now_ms) && self.log.begin_sync()? {
-            self.sync_schedule.handed();
-        }
+        self.log.begin_sync()?;
         self.compact()?;
         self.port.sweep(now_ms, registry);
         self.port.flush(now_ms, registry);
@@ -405,22 +398,13 @@ impl Shell {
                     bytes,
                     urgency,
                 } => {
-                    self.sync_schedule.wrote(now_ms, urgency);
-                    self.log.append(token, &bytes);
+                    self.log.append(token, &bytes, urgency);
                     self.appends += 1;
                 }
+                ReplicaOutput::Hasten { token } => self.log.hasten(token)?,
             }
         }
         Ok(())
-    }
-
-    /// When deferred log writes must be handed to a sync; none while a sync is under
-    /// way (its end wakes the loop, and the turn hands them then).
-    fn sync_deadline_ms(&self) -> Option<u64> {
-        if self.log.sync_busy() {
-            return None;
-        }
-        self.sync_schedule.deadline_ms()
     }
 
     /// Warns once when the server stayed unregistered for [`UNREGISTERED_WARN_MS`].

@@ -6,17 +6,24 @@
 //! fast) and hands this thread the sync, one at a time; meanwhile it keeps serving and
 //! collects the next batch. The thread says it is done through the loop's [`Waker`],
 //! and the loop then releases what waited for that sync.
+//!
+//! A job whose writes no answer waits for (a decision record, see
+//! [`ringkv_core::storage::SyncUrgency`]) lingers up to [`DEFERRED_LINGER_US`] before its
+//! sync: an urgent job handed meanwhile joins it, and one fdatasync covers both. The
+//! loop's timers have millisecond resolution; the thread waits with microsecond
+//! resolution, so a lingering record delays the key's next update little.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mio::Waker;
-use ringkv_core::replica::PersistToken;
+use ringkv_core::replica::{PersistToken, SyncUrgency};
 
 use crate::error::NetError;
 
@@ -24,6 +31,12 @@ use crate::error::NetError;
 /// sleeps that long before every fdatasync, so that tests can show what a slow disk
 /// holds up (and what it must not). Never set it in production.
 pub(crate) const TEST_SYNC_DELAY_ENV: &str = "RINGKV_TEST_SYNC_DELAY_MS";
+
+/// How long a job of deferrable writes waits for an urgent one to join it. About twice
+/// the gap between a commit record and the next PUT's prepare on one connection here,
+/// so that the prepare's sync usually covers it; a key's next update waits this long at
+/// most for the acknowledgements of the last.
+pub(crate) const DEFERRED_LINGER_US: u64 = 300;
 
 /// What the thread reports: the last write a sync covered, and how the sync went.
 type Done = (PersistToken, io::Result<()>);
@@ -37,6 +50,8 @@ pub(crate) struct SyncJob {
     pub(crate) file: Arc<File>,
     /// The directory to fsync after the file, if the file was just created.
     pub(crate) dir: Option<PathBuf>,
+    /// Whether an answer waits for the sync; if not, the job lingers.
+    pub(crate) urgency: SyncUrgency,
 }
 
 impl SyncJob {
@@ -49,90 +64,170 @@ impl SyncJob {
     }
 }
 
-/// The thread and the one sync it may be doing.
+/// What the loop hands the thread.
+enum ToThread {
+    /// A sync to run.
+    Job(SyncJob),
+    /// An answer now waits for the lingering job: sync it now (ignored if no job lingers).
+    Hurry,
+}
+
+/// The thread and the sync it may be doing.
 pub(crate) struct SyncThread {
     /// Syncs to do; dropped to stop the thread.
-    jobs: Option<Sender<SyncJob>>,
+    jobs: Option<Sender<ToThread>>,
     done: Receiver<Done>,
     handle: Option<JoinHandle<()>>,
-    /// The sync under way, if any: at most one, so that a completion covers every
-    /// append written before it was asked for.
-    in_flight: Option<PersistToken>,
+    /// The jobs handed and not reported, oldest first, with their urgency: one job, or
+    /// a lingering one and the urgent one handed after it. A completion covers every
+    /// append written before its job was handed.
+    in_flight: VecDeque<(PersistToken, SyncUrgency)>,
 }
 
 impl SyncThread {
     /// Starts a thread that runs the syncs it is handed and wakes `waker` after each.
     pub(crate) fn start(waker: Arc<Waker>) -> Result<Self, NetError> {
         let delay_ms = test_delay_ms()?;
-        let (jobs, job_rx) = mpsc::channel::<SyncJob>();
+        let (jobs, job_rx) = mpsc::channel::<ToThread>();
         let (done_tx, done) = mpsc::channel::<Done>();
         let handle = std::thread::Builder::new()
             .name("log-sync".into())
-            .spawn(move || {
-                for job in job_rx {
-                    if delay_ms > 0 {
-                        std::thread::sleep(Duration::from_millis(delay_ms));
-                    }
-                    let result = job.run();
-                    if done_tx.send((job.token, result)).is_err() {
-                        return;
-                    }
-                    if let Err(err) = waker.wake() {
-                        tracing::warn!(%err, "the sync thread could not wake its loop");
-                    }
-                }
-            })
+            .spawn(move || run_jobs(&job_rx, &done_tx, &waker, delay_ms))
             .map_err(|err| NetError::io("starting the log's sync thread", err))?;
         Ok(Self {
             jobs: Some(jobs),
             done,
             handle: Some(handle),
-            in_flight: None,
+            in_flight: VecDeque::new(),
         })
     }
 
-    /// Whether a sync is under way.
+    /// Whether a sync is under way or lingering.
     pub(crate) fn busy(&self) -> bool {
-        self.in_flight.is_some()
+        !self.in_flight.is_empty()
     }
 
-    /// Asks for a sync of everything written so far, named by the last write in it.
-    /// Only one sync runs at a time; the caller waits for [`SyncThread::finished`].
+    /// Whether a job of `urgency` may be handed now: when nothing is under way, or an
+    /// urgent job joining a lingering one.
+    pub(crate) fn can_take(&self, urgency: SyncUrgency) -> bool {
+        match (self.in_flight.len(), self.in_flight.front()) {
+            (0, _) => true,
+            (1, Some((_, SyncUrgency::Deferrable))) => urgency == SyncUrgency::Now,
+            _ => false,
+        }
+    }
+
+    /// Asks for a sync of everything written so far, named by the last write in it; the
+    /// caller asks [`SyncThread::can_take`] first and waits for [`SyncThread::finished`].
     pub(crate) fn begin(&mut self, job: SyncJob) -> Result<(), NetError> {
-        assert!(self.in_flight.is_none(), "one log sync at a time");
-        let token = job.token;
-        let sent = self.jobs.as_ref().map(|jobs| jobs.send(job));
+        assert!(self.can_take(job.urgency), "a log sync handed out of turn");
+        let (token, urgency) = (job.token, job.urgency);
+        if let Some((last, _)) = self.in_flight.back() {
+            assert!(token > *last, "a sync handed for older writes");
+        }
+        self.send(ToThread::Job(job))?;
+        self.in_flight.push_back((token, urgency));
+        Ok(())
+    }
+
+    /// An answer now waits for the write `token`, handed or about to be handed: a job
+    /// lingering over it is synced at once. Says whether `token` was in a lingering job
+    /// (if not, the caller makes its next job urgent).
+    pub(crate) fn hurry(&mut self, token: PersistToken) -> Result<bool, NetError> {
+        let lingering = match self.in_flight.front_mut() {
+            Some((last, urgency)) if *urgency == SyncUrgency::Deferrable && token <= *last => {
+                *urgency = SyncUrgency::Now;
+                true
+            }
+            _ => false,
+        };
+        if lingering {
+            self.send(ToThread::Hurry)?;
+        }
+        Ok(lingering || self.in_flight.iter().any(|(last, _)| token <= *last))
+    }
+
+    fn send(&self, msg: ToThread) -> Result<(), NetError> {
+        let sent = self.jobs.as_ref().map(|jobs| jobs.send(msg));
         if !matches!(sent, Some(Ok(()))) {
             return Err(NetError::io(
                 "handing a sync to the log's sync thread",
                 io::Error::other("the sync thread has stopped"),
             ));
         }
-        self.in_flight = Some(token);
         Ok(())
     }
 
-    /// The sync that finished since the last call, if any: the last write it made
-    /// durable, or the error of the fdatasync.
+    /// The last write made durable by the syncs that finished since the last call, if
+    /// any, or the error of an fdatasync.
     pub(crate) fn finished(&mut self) -> Result<Option<PersistToken>, io::Error> {
-        if self.in_flight.is_none() {
-            return Ok(None);
-        }
-        match self.done.try_recv() {
-            Ok((token, result)) => {
-                assert_eq!(
-                    Some(token),
-                    self.in_flight,
-                    "a sync finished that was not asked for"
-                );
-                self.in_flight = None;
-                result.map(|()| Some(token))
+        let mut durable = None;
+        while !self.in_flight.is_empty() {
+            match self.done.try_recv() {
+                Ok((token, result)) => {
+                    result?;
+                    let asked = self.in_flight.iter().any(|(t, _)| *t == token);
+                    assert!(asked, "a sync finished that was not asked for");
+                    // A job joined by a later one is reported by the later one's token.
+                    self.in_flight.retain(|(t, _)| *t > token);
+                    durable = Some(token);
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    return Err(io::Error::other("the sync thread stopped in a sync"))
+                }
             }
-            Err(TryRecvError::Empty) => Ok(None),
-            Err(TryRecvError::Disconnected) => {
-                Err(io::Error::other("the sync thread stopped in a sync"))
-            }
         }
+        Ok(durable)
+    }
+}
+
+/// The thread's body: each job (joined by an urgent one if it lingers), synced and
+/// reported through `waker`, until the loop drops its end of `jobs`.
+fn run_jobs(jobs: &Receiver<ToThread>, done: &Sender<Done>, waker: &Waker, delay_ms: u64) {
+    let mut next = None;
+    loop {
+        let job = match next.take() {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(ToThread::Job(job)) => job,
+                // Its job was synced already.
+                Ok(ToThread::Hurry) => continue,
+                Err(_) => return,
+            },
+        };
+        let job = linger(job, jobs, &mut next);
+        if delay_ms > 0 {
+            std::thread::sleep(Duration::from_millis(delay_ms));
+        }
+        let result = job.run();
+        if done.send((job.token, result)).is_err() {
+            return;
+        }
+        if let Err(err) = waker.wake() {
+            tracing::warn!(%err, "the sync thread could not wake its loop");
+        }
+    }
+}
+
+/// Waits up to [`DEFERRED_LINGER_US`] for an urgent job to join a deferrable one, or to
+/// be hurried; a job on another file (the log was replaced meanwhile) runs after it
+/// instead.
+fn linger(job: SyncJob, jobs: &Receiver<ToThread>, next: &mut Option<SyncJob>) -> SyncJob {
+    if job.urgency == SyncUrgency::Now {
+        return job;
+    }
+    match jobs.recv_timeout(Duration::from_micros(DEFERRED_LINGER_US)) {
+        Ok(ToThread::Job(urgent)) if Arc::ptr_eq(&urgent.file, &job.file) => SyncJob {
+            dir: job.dir.or(urgent.dir),
+            ..urgent
+        },
+        Ok(ToThread::Job(other)) => {
+            *next = Some(other);
+            job
+        }
+        Ok(ToThread::Hurry) => job,
+        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => job,
     }
 }
 
@@ -184,6 +279,7 @@ mod tests {
             token: PersistToken(token),
             file: Arc::clone(&file),
             dir: Some(tmp.path().to_path_buf()),
+            urgency: SyncUrgency::Now,
         };
         thread.begin(job(7)).unwrap();
         assert!(thread.busy());
@@ -201,5 +297,59 @@ mod tests {
         assert!(!thread.busy());
         thread.begin(job(8)).unwrap();
         drop(thread);
+    }
+
+    /// Polls until the thread reports `token` durable.
+    fn wait_for(poll: &mut Poll, thread: &mut SyncThread, token: u64) {
+        let mut events = Events::with_capacity(4);
+        for _ in 0..100 {
+            if thread.finished().unwrap() == Some(PersistToken(token)) {
+                return;
+            }
+            poll.poll(&mut events, Some(Duration::from_millis(100)))
+                .unwrap();
+        }
+        panic!("token {token} never reported durable");
+    }
+
+    #[test]
+    fn an_urgent_job_may_join_a_lingering_one_and_nothing_else_may() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = Arc::new(File::create(tmp.path().join("f")).unwrap());
+        let mut poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
+        let mut thread = SyncThread::start(waker).unwrap();
+        let job = |token, urgency| SyncJob {
+            token: PersistToken(token),
+            file: Arc::clone(&file),
+            dir: None,
+            urgency,
+        };
+        thread.begin(job(1, SyncUrgency::Deferrable)).unwrap();
+        assert!(thread.busy());
+        assert!(!thread.can_take(SyncUrgency::Deferrable));
+        assert!(thread.can_take(SyncUrgency::Now));
+        thread.begin(job(2, SyncUrgency::Now)).unwrap();
+        assert!(!thread.can_take(SyncUrgency::Now), "two jobs at most");
+        // Joined or not, the report of the later job covers both.
+        wait_for(&mut poll, &mut thread, 2);
+        assert!(!thread.busy());
+
+        // A lingering job alone is synced after its delay.
+        thread.begin(job(3, SyncUrgency::Deferrable)).unwrap();
+        wait_for(&mut poll, &mut thread, 3);
+        assert!(!thread.busy());
+        // Hurried, a lingering job is urgent: nothing may join it any more.
+        thread.begin(job(5, SyncUrgency::Deferrable)).unwrap();
+        assert!(!thread.hurry(PersistToken(6)).unwrap(), "6 is not handed");
+        assert!(thread.can_take(SyncUrgency::Now));
+        assert!(thread.hurry(PersistToken(5)).unwrap());
+        assert!(!thread.can_take(SyncUrgency::Now));
+        wait_for(&mut poll, &mut thread, 5);
+        // An urgent job runs at once, and nothing joins it.
+        thread.begin(job(7, SyncUrgency::Now)).unwrap();
+        assert!(!thread.can_take(SyncUrgency::Now));
+        assert!(!thread.can_take(SyncUrgency::Deferrable));
+        wait_for(&mut poll, &mut thread, 7);
     }
 }

@@ -217,6 +217,15 @@ impl Journal {
         }
     }
 
+    /// An answer now waits for an unsynced deferrable write: what is unsynced is synced
+    /// as soon as no sync is under way (if the write is in the sync under way, its end
+    /// answers).
+    pub fn hasten(&mut self) {
+        if !self.unsynced.is_empty() {
+            self.urgent = true;
+        }
+    }
+
     /// Starts a sync if none is under way and something waits, deferrable or not; true
     /// if one started (the caller then reports its end with [`Journal::finish_sync`]).
     pub fn start_sync(&mut self) -> bool {

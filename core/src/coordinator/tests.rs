@@ -312,6 +312,32 @@ fn a_put_commits_on_two_ready_votes_and_reads_see_it_during_phase_two() {
 }
 
 #[test]
+fn an_update_queued_behind_phase_two_sends_the_decision_again_at_once() {
+    let mut h = Harness::with_ring();
+    h.client(ALICE, put("k", "v1"));
+    let txid = prepare_txid(&h.take_sent());
+    let (a, b) = pair("k");
+    h.server(a, None, ready(txid));
+    h.server(b, None, ready(txid));
+    assert_eq!(h.replies(), vec![(ALICE, ClientResponse::Success)]);
+    let commits = vec![
+        (a, ParticipantRequest::Commit { txid }),
+        (b, ParticipantRequest::Commit { txid }),
+    ];
+    assert_eq!(h.take_sent(), commits);
+    // The replicas sync decision records lazily: a repeated decision says someone waits.
+    h.client(BOB, put("k", "v2"));
+    assert_eq!(h.take_sent(), commits);
+    h.client(ALICE, put("k", "v3"));
+    assert!(h.take_sent().is_empty(), "only the first waiter asks");
+    h.server(a, None, ack(txid));
+    h.server(b, None, ack(txid));
+    let next = h.take_sent();
+    assert_eq!(next.len(), 2, "the next update starts: {next:?}");
+    assert_ne!(prepare_txid(&next), txid);
+}
+
+#[test]
 fn phase_one_timeout_aborts_with_unavailable_and_phase_two_is_resent_until_acked() {
     let mut h = Harness::with_ring();
     h.client(ALICE, put("k", "v"));

@@ -94,12 +94,31 @@ impl Coordinator {
         }
         let id = self.next_update;
         self.next_update += 1;
+        let first_waiter = state.queue.is_empty();
+        let active = state.active;
         state.queue.push_back(QueuedUpdate { id, client, op });
         self.queued_updates += 1;
+        if let Some(txid) = active.filter(|_| first_waiter) {
+            self.hasten_phase_two(txid);
+        }
         // A queued update waits at most one timeout for its turn: if the update ahead of
         // it cannot finish (a replica is down), it is answered within the timeout.
         let deadline = self.now.saturating_add(self.config.timeout_ms);
         self.timers.set(Timer::Queued { key, update: id }, deadline);
+    }
+
+    /// An update now waits for committed `txid` to end: its decision is sent again at
+    /// once, which tells each replica still to acknowledge that someone waits (a
+    /// replica syncs a decision record lazily otherwise; docs/architecture.md).
+    fn hasten_phase_two(&mut self, txid: TxId) {
+        if self
+            .driver
+            .payload(txid)
+            .is_some_and(|update| update.committed)
+        {
+            self.driver.resend_now(self.now, txid);
+            self.drain_driver();
+        }
     }
 
     /// Starts phase 1, which has one timeout to collect both votes.

@@ -110,6 +110,13 @@ pub enum ReplicaOutput {
         /// decision the coordinator already holds durably (may ride with a later sync).
         urgency: SyncUrgency,
     },
+    /// An answer now waits for write `token`, asked for earlier as deferrable (the
+    /// coordinator repeated the decision: an update of the key waits behind it): sync
+    /// it without waiting for a later urgent write.
+    Hasten {
+        /// The write.
+        token: PersistToken,
+    },
 }
 
 /// What a prepared transaction does if it commits.
@@ -347,6 +354,9 @@ impl<R: LogReader> Replica<R> {
             // The first decision stands; this one is answered once it is durable.
             DecisionCheck::Deciding(token) => {
                 if self.durability.has_room(1) {
+                    if !self.durability.is_durable(token) {
+                        self.outputs.push_back(ReplicaOutput::Hasten { token });
+                    }
                     self.defer(token, Deferred::Reply(from, ack));
                 } else {
                     self.reply(from, overloaded());

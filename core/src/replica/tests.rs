@@ -25,6 +25,8 @@ struct Harness {
     unsynced: Vec<PersistToken>,
     /// The urgency of every write asked for, in order.
     urgencies: Vec<SyncUrgency>,
+    /// Writes an answer came to wait for after they were asked for.
+    hastened: Vec<PersistToken>,
 }
 
 const C: ReplyTo = ReplyTo(1);
@@ -38,6 +40,7 @@ impl Harness {
             replies: Vec::new(),
             unsynced: Vec::new(),
             urgencies: Vec::new(),
+            hastened: Vec::new(),
         }
     }
 
@@ -54,6 +57,7 @@ impl Harness {
                 replies: Vec::new(),
                 unsynced: Vec::new(),
                 urgencies: Vec::new(),
+                hastened: Vec::new(),
             },
             report,
         )
@@ -73,6 +77,7 @@ impl Harness {
                     self.unsynced.push(token);
                     self.urgencies.push(urgency);
                 }
+                ReplicaOutput::Hasten { token } => self.hastened.push(token),
             }
         }
     }
@@ -193,6 +198,22 @@ fn a_vote_waits_for_an_urgent_sync_and_a_decision_for_a_deferrable_one() {
     assert_eq!(h.urgencies, [SyncUrgency::Deferrable; 2]);
     // Deferrable or not, the acknowledgements still wait for the records.
     assert_eq!(h.sync(), vec![ACK_1, ParticipantResponse::Ack { txid: 3 }]);
+}
+
+#[test]
+fn a_repeated_decision_hastens_its_record_until_it_is_durable() {
+    let mut h = Harness::new(ReplicaConfig::default());
+    h.send(put(1, "k", "v"));
+    h.sync();
+    assert_eq!(h.send(commit(1)), vec![]);
+    assert!(h.hastened.is_empty(), "nobody waits yet");
+    let decision = *h.unsynced.last().unwrap();
+    // The coordinator sent the decision again: an update of the key waits behind it.
+    assert_eq!(h.send(commit(1)), vec![]);
+    assert_eq!(h.hastened, vec![decision]);
+    assert_eq!(h.sync(), vec![ACK_1, ACK_1]);
+    assert_eq!(h.send(commit(1)), vec![ACK_1], "durable: answered at once");
+    assert_eq!(h.hastened, vec![decision]);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use mio::Registry;
 use ringkv_core::eventual::{Cluster, NodeId};
 use ringkv_core::proto::{Envelope, ErrorCode, WireMessage};
 use ringkv_core::session::Access;
-use ringkv_core::storage::PersistToken;
+use ringkv_core::storage::{PersistToken, SyncUrgency};
 use ringkv_core::ReplyTo;
 
 use crate::error::NetError;
@@ -438,7 +438,8 @@ impl<C: NodeCore> Shell<C> {
                     tracing::trace!(node = to, "message for a node down dropped")
                 }
                 CoreOutput::Persist { token, bytes } => {
-                    if let Err(err) = self.log.append(token, &bytes) {
+                    // The node syncs in its loop, every turn: no write is deferred.
+                    if let Err(err) = self.log.append(token, &bytes, SyncUrgency::Now) {
                         self.fail(err);
                     }
                 }

@@ -175,6 +175,7 @@ impl KvServerNode {
                     self.journal
                         .write_with(&self.disk, token.0, &bytes, urgency, now);
                 }
+                ReplicaOutput::Hasten { .. } => self.journal.hasten(),
             }
         }
         while let Some(output) = self.registrar.poll_output() {
