@@ -1,7 +1,8 @@
-//! `ringkv probe`: the floor under a PUT's latency on this machine. A PUT costs at least
-//! two round trips to the replicas (phase 1 and phase 2) and two fsyncs on each (the
-//! prepare record, the decision record), so these two figures bound what any tuning of
-//! ringkv can reach.
+//! `ringkv probe`: the floor under a PUT's latency on this machine. A PUT is answered
+//! after two round trips (the client's to the coordinator, the coordinator's phase 1 to
+//! the replicas) and two fsyncs in sequence (the replicas' prepare records, then the
+//! coordinator's commit record), so these two figures bound what any tuning of ringkv
+//! can reach.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
