@@ -80,9 +80,12 @@ impl Coordinator {
         self.outputs
             .push_back(CoordinatorOutput::ServerAddr { server: id, addr });
         if restarted {
-            // A restarted server lost what was in flight to it: send it again now.
+            // A restarted server lost what was in flight to it: send it again now. And
+            // what it holds in doubt keeps keys locked: ask now, not at the next
+            // heartbeat (a question sent meanwhile went to its old address).
             self.driver.resend_to(self.now, id);
             self.drain_driver();
+            self.send(id, None, ParticipantRequest::InDoubt);
         }
         if self.timers.deadline(&Timer::Heartbeat).is_none() {
             let at = self.now + self.config.heartbeat_interval_ms;

@@ -247,9 +247,13 @@ fn registration_refuses_new_ids_beyond_the_ring_and_bad_addresses() {
             ..
         })
     ));
-    // A restarted server comes back with the same ID and a new address.
+    // A restarted server comes back with the same ID and a new address, and is asked at
+    // once what it holds in doubt.
+    h.sent.clear();
     assert_eq!(h.register(0, "h:9"), RegisterResponse::Ack);
     assert_eq!(h.addrs.last(), Some(&(0, "h:9".to_string())));
+    let sent: Vec<_> = h.sent.drain(..).map(|(s, e)| (s, e.msg)).collect();
+    assert_eq!(sent, vec![(0, ParticipantRequest::InDoubt)]);
     // A refresh at the same address changes nothing.
     h.addrs.clear();
     assert_eq!(h.register(0, "h:9"), RegisterResponse::Ack);
