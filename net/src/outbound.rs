@@ -420,6 +420,15 @@ fn connect_result(stream: &TcpStream) -> ConnectState {
         Ok(None) => {}
     }
     match stream.peer_addr() {
+        // A connect to a port nobody listens on, from that same port, connects to itself
+        // (TCP simultaneous open on loopback) and holds the port that the peer, when it
+        // restarts, must bind: drop it as a failed attempt.
+        Ok(peer) if stream.local_addr().is_ok_and(|local| local == peer) => {
+            ConnectState::Failed(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "the connection reached itself: its peer is down",
+            ))
+        }
         Ok(_) => {
             if let Err(err) = stream.set_nodelay(true) {
                 tracing::debug!(%err, "could not set TCP_NODELAY");
@@ -631,5 +640,36 @@ mod tests {
         assert_eq!(advance(&mut queue, &mut front_written, 3), 3);
         assert!(queue.is_empty());
         assert_eq!(advance(&mut queue, &mut front_written, 0), 0);
+    }
+}
+
+#[cfg(test)]
+mod self_connect_tests {
+    use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+
+    use socket2::{Domain, Socket, Type};
+
+    use super::*;
+
+    /// A connect from a port to itself, as the kernel may pick for a connect to a port
+    /// nobody listens on: it "succeeds" on loopback, and must count as a failure.
+    #[test]
+    fn a_connection_to_itself_counts_as_failed() {
+        // A port free a moment ago.
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket.set_reuse_address(true).unwrap();
+        socket.bind(&addr.into()).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        let stream = TcpStream::from_std(socket.into());
+        assert_eq!(stream.peer_addr().unwrap(), stream.local_addr().unwrap());
+        assert!(matches!(
+            connect_result(&stream),
+            ConnectState::Failed(err) if err.kind() == io::ErrorKind::AddrInUse
+        ));
     }
 }
