@@ -17,7 +17,7 @@ use ringkv_core::replica::{LogReader, PersistToken, ReplicaRecovery, StorageErro
 
 use crate::datadir::sync_dir;
 use crate::error::NetError;
-use crate::sync_thread::{SyncJob, SyncThread};
+use crate::sync_thread::{PendingUrgency, SyncJob, SyncThread};
 
 /// The log's file name in the data directory.
 pub(crate) const LOG_FILE: &str = "wal.log";
@@ -72,8 +72,8 @@ pub(crate) struct LogFile {
     pending: Rc<RefCell<Pending>>,
     /// The last write appended and not yet synced.
     unsynced: Option<PersistToken>,
-    /// Whether an answer waits for an unsynced write.
-    urgent: bool,
+    /// What the unsynced writes ask of their sync.
+    pending_sync: PendingUrgency,
     /// Syncs done, for the statistics logged at shutdown.
     syncs: u64,
     /// The handle the sync thread syncs.
@@ -132,7 +132,7 @@ impl LogFile {
             file,
             pending: Rc::new(RefCell::new(pending)),
             unsynced: None,
-            urgent: false,
+            pending_sync: PendingUrgency::default(),
             syncs: 0,
             sync_file: None,
             sync_thread: None,
@@ -180,17 +180,8 @@ impl LogFile {
     ) -> Result<(), NetError> {
         self.pending.borrow_mut().bytes.extend_from_slice(bytes);
         self.unsynced = Some(token);
-        self.urgent |= urgency == SyncUrgency::Now;
+        self.pending_sync.note(urgency);
         Ok(())
-    }
-
-    /// The urgency of what is unsynced: urgent if any write is.
-    fn unsynced_urgency(&self) -> SyncUrgency {
-        if self.urgent {
-            SyncUrgency::Now
-        } else {
-            SyncUrgency::Deferrable
-        }
     }
 
     /// Writes the appends held in memory to the file (not yet durable).
@@ -229,7 +220,10 @@ impl LogFile {
         let Some(token) = self.unsynced else {
             return Ok(());
         };
-        let urgency = self.unsynced_urgency();
+        // Only writes that ride along: they wait for the next job.
+        let Some(urgency) = self.pending_sync.job() else {
+            return Ok(());
+        };
         let can_take = self.sync_thread.as_ref().map(|t| t.can_take(urgency));
         match can_take {
             None => panic!("begin_sync without a sync thread"),
@@ -247,7 +241,7 @@ impl LogFile {
             })?;
         }
         self.unsynced = None;
-        self.urgent = false;
+        self.pending_sync.handed();
         Ok(())
     }
 
@@ -283,7 +277,7 @@ impl LogFile {
             .map_err(|err| NetError::io(format!("syncing the log {}", self.path.display()), err))?;
         self.syncs += 1;
         self.unsynced = None;
-        self.urgent = false;
+        self.pending_sync.handed();
         Ok(Some(token))
     }
 
@@ -335,7 +329,7 @@ impl LogFile {
         pending.bytes.clear();
         pending.file_len = bytes.len() as u64;
         self.syncs += 1;
-        self.urgent = false;
+        self.pending_sync.handed();
         Ok(Replaced::Done(self.unsynced.take()))
     }
 
@@ -526,6 +520,35 @@ impl LogReader for FileLogReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_nothing_waits_for_starts_no_sync_and_rides_with_the_next() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut log, _) = LogFile::open(tmp.path()).unwrap();
+        let mut poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        log.start_sync_thread(waker).unwrap();
+        log.append(PersistToken(1), b"finished", SyncUrgency::Never)
+            .unwrap();
+        log.begin_sync().unwrap();
+        assert!(!log.sync_busy(), "no sync for it alone");
+        log.append(PersistToken(2), b"commit", SyncUrgency::Now)
+            .unwrap();
+        log.begin_sync().unwrap();
+        assert!(log.sync_busy());
+        let mut events = mio::Events::with_capacity(4);
+        let mut done = None;
+        for _ in 0..100 {
+            done = log.finished_sync().unwrap();
+            if done.is_some() {
+                break;
+            }
+            poll.poll(&mut events, Some(std::time::Duration::from_millis(100)))
+                .unwrap();
+        }
+        assert_eq!(done, Some(PersistToken(2)), "one sync covers both");
+        assert_eq!(log.syncs(), 1);
+    }
 
     #[test]
     fn several_appends_share_one_sync_that_names_the_last() {

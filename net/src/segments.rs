@@ -35,7 +35,7 @@ use ringkv_core::replica::{LogReader, PersistToken, StorageError, SyncUrgency, V
 use crate::datadir::sync_dir;
 use crate::error::NetError;
 use crate::logfile::{ChunkFold, RECOVERY_CHUNK_BYTES};
-use crate::sync_thread::{SyncJob, SyncThread};
+use crate::sync_thread::{PendingUrgency, SyncJob, SyncThread};
 
 /// The default size at which a segment is sealed.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -186,8 +186,8 @@ pub(crate) struct SegmentedLog {
     /// The active segment was created since the last sync: the directory is synced too.
     new_file: bool,
     unsynced: Option<PersistToken>,
-    /// Whether an answer waits for an unsynced write.
-    urgent: bool,
+    /// What the unsynced writes ask of their sync.
+    pending: PendingUrgency,
     syncs: u64,
     merging: Option<Merging>,
     /// Bytes the last merge wrote: what the sealed segments held that was live.
@@ -246,7 +246,7 @@ impl SegmentedLog {
             active: None,
             new_file: false,
             unsynced: None,
-            urgent: false,
+            pending: PendingUrgency::default(),
             syncs: 0,
             merging: None,
             live_bytes: 0,
@@ -398,7 +398,7 @@ impl SegmentedLog {
     pub(crate) fn append(&mut self, token: PersistToken, bytes: &[u8], urgency: SyncUrgency) {
         self.shared.borrow_mut().bytes.extend_from_slice(bytes);
         self.unsynced = Some(token);
-        self.urgent |= urgency == SyncUrgency::Now;
+        self.pending.note(urgency);
     }
 
     /// An answer now waits for write `token`, appended as deferrable: a job lingering
@@ -409,7 +409,7 @@ impl SegmentedLog {
             None => false,
         };
         if !handed && self.unsynced.is_some() {
-            self.urgent = true;
+            self.pending.hasten();
         }
         Ok(())
     }
@@ -422,10 +422,8 @@ impl SegmentedLog {
         let Some(token) = self.unsynced else {
             return Ok(());
         };
-        let urgency = if self.urgent {
-            SyncUrgency::Now
-        } else {
-            SyncUrgency::Deferrable
+        let Some(urgency) = self.pending.job() else {
+            return Ok(());
         };
         let thread = self
             .sync_thread
@@ -471,7 +469,7 @@ impl SegmentedLog {
             })?;
         }
         self.unsynced = None;
-        self.urgent = false;
+        self.pending.handed();
         Ok(())
     }
 

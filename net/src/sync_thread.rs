@@ -64,6 +64,39 @@ impl SyncJob {
     }
 }
 
+/// The most urgent of the writes not yet handed to a sync: what their job asks for, or
+/// `None` when no job is needed (nothing unsynced, or only writes that ride along).
+#[derive(Debug, Default)]
+pub(crate) struct PendingUrgency(Option<SyncUrgency>);
+
+impl PendingUrgency {
+    /// Notes one more unsynced write.
+    pub(crate) fn note(&mut self, urgency: SyncUrgency) {
+        match urgency {
+            SyncUrgency::Now => self.0 = Some(SyncUrgency::Now),
+            SyncUrgency::Deferrable => {
+                self.0.get_or_insert(SyncUrgency::Deferrable);
+            }
+            SyncUrgency::Never => {}
+        }
+    }
+
+    /// An answer now waits for an unsynced write.
+    pub(crate) fn hasten(&mut self) {
+        self.0 = Some(SyncUrgency::Now);
+    }
+
+    /// What the job of the unsynced writes asks for, if one is needed.
+    pub(crate) fn job(&self) -> Option<SyncUrgency> {
+        self.0
+    }
+
+    /// The unsynced writes were handed to a sync.
+    pub(crate) fn handed(&mut self) {
+        self.0 = None;
+    }
+}
+
 /// What the loop hands the thread.
 enum ToThread {
     /// A sync to run.

@@ -214,6 +214,7 @@ impl Journal {
             SyncUrgency::Deferrable => {
                 self.deferred_since.get_or_insert(now);
             }
+            SyncUrgency::Never => {}
         }
     }
 

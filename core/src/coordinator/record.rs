@@ -62,10 +62,11 @@ pub enum CoordinatorRecord {
 
 impl CoordinatorRecord {
     /// How soon the record must be synced: nothing waits for a `Finished` record (a lost
-    /// one only makes recovery send the commit again), so it rides with a later sync.
+    /// one only makes recovery send the commit again), so it rides with the next commit's
+    /// sync and starts none of its own.
     pub fn urgency(&self) -> SyncUrgency {
         match self {
-            CoordinatorRecord::Finished { .. } => SyncUrgency::Deferrable,
+            CoordinatorRecord::Finished { .. } => SyncUrgency::Never,
             CoordinatorRecord::Epoch { .. }
             | CoordinatorRecord::Member { .. }
             | CoordinatorRecord::Commit { .. } => SyncUrgency::Now,

@@ -310,7 +310,7 @@ fn a_put_commits_on_two_ready_votes_and_reads_see_it_during_phase_two() {
     assert_eq!(h.coord.open_transactions(), 0);
     assert_eq!(
         h.urgencies[writes..],
-        [SyncUrgency::Deferrable],
+        [SyncUrgency::Never],
         "nothing waits for the finished record"
     );
 }

@@ -237,7 +237,8 @@ impl Coordinator {
     /// Both replicas acknowledged the decision: the key is free for its next update.
     fn on_finished(&mut self, txid: TxId, update: Update) {
         if update.committed {
-            // Not waited for: a lost record only makes recovery send the commit again.
+            // Never waited for (nothing may be deferred on it): a lost record only makes
+            // recovery send the commit again.
             let _ = self.append(&CoordinatorRecord::Finished { txid });
         }
         let key = update.key;

@@ -28,6 +28,9 @@ pub enum SyncUrgency {
     /// Nothing a client waits for depends on it: it may wait for the next sync, for at
     /// most the caller's bounded delay.
     Deferrable,
+    /// Nothing ever waits for it (no action may be deferred on its token): it reaches the
+    /// disk with the next sync of another write, and starts none of its own.
+    Never,
 }
 
 /// The output that asks the caller to append `bytes` (whole log frames) to the log, make
