@@ -55,14 +55,49 @@ echo "== ringkv local (pid $local_pid): JSON $addr, RESP port $resp_port; redis-
 ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 rows="$data/rows.tsv"
 : > "$rows"
+# Each thread of a process: "tid name ticks" (user + system), for where ringkv's CPU goes.
+threads() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        printf '%s %s %s\n' "${t##*/}" "$(cat "$t/comm")" \
+            "$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "$t/stat")"
+    done 2>/dev/null
+}
+split="$data/threads.tsv"
+: > "$split"
+# Adds a row to $split: name, then CPU us/op of the coordinator's loop, the KV servers'
+# loops, the log sync threads, and every other thread (merges, the main thread).
+split_row() {
+    python3 - "$1" "$2" "$3" "$4" >> "$split" <<'EOF_PY'
+import sys
+name, n = sys.argv[1], int(sys.argv[4])
+def parse(text):
+    out = {}
+    for line in text.splitlines():
+        tid, comm, ticks = line.split()
+        out[tid] = (comm, int(ticks))
+    return out
+before, after = parse(sys.argv[2]), parse(sys.argv[3])
+groups = {"coordinator": 0, "server": 0, "log-sync": 0, "other": 0}
+for tid, (comm, ticks) in after.items():
+    used = ticks - before.get(tid, (comm, 0))[1]
+    key = next((g for g in groups if comm.startswith(g)), "other")
+    groups[key] += used
+print("\t".join([name] + ["%.1f" % (groups[g] * 10000 / n) for g in groups]))
+EOF_PY
+}
 
 # redis-benchmark against PORT, measuring PID's CPU; adds a row: name, tool, ops/s, p50 us, CPU us/op.
 rb() {
     local name=$1 tool=$2 port=$3 pid=$4 n=$5; shift 5
-    local before after csv
+    local before after csv threads_before
+    threads_before=$(threads "$pid")
     before=$(ticks "$pid")
     csv=$(redis-benchmark -p "$port" -n "$n" -d 100 --csv "$@" | tail -1)
     after=$(ticks "$pid")
+    if [ "$tool" = ringkv-resp ]; then
+        split_row "$name" "$threads_before" "$(threads "$pid")" "$n"
+    fi
     echo "   $tool: redis-benchmark -n $n -d 100 $*: $csv"
     echo "$csv" | awk -F'","' -v name="$name" -v tool="$tool" -v n="$n" -v t=$((after - before)) \
         '{ printf "%s\t%s\t%.0f\t%.0f\t%.1f\n", name, tool, $2, $5 * 1000, t * 10000 / n }' >> "$rows"
@@ -104,9 +139,9 @@ jb "GET hit, 50 conns, P16" --connections 50 --pipeline 16 --get-percent 100 --k
 rb "GET hit, 50 conns, P16" ringkv-resp "$resp_port" "$local_pid" $((2000000 * scale)) -t get -c 50 -r 100 -P 16
 rb "GET hit, 50 conns, P16" redis "$redis_port" "$redis_pid" $((2000000 * scale)) -t get -c 50 -r 100 -P 16
 
-python3 - "$rows" "$floor_us" <<'EOF'
+python3 - "$rows" "$floor_us" "$split" <<'EOF'
 import sys
-rows, floor_us = sys.argv[1], float(sys.argv[2])
+rows, floor_us, split = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 data, order = {}, []
 for line in open(rows):
     name, tool, ops, p50, cpu = line.rstrip("\n").split("\t")
@@ -138,4 +173,12 @@ print("| --- | ---: | --- |")
 for text, value, op, bound in targets:
     met = value >= bound if op == ">=" else value <= bound
     print("| %s | %.2fx | %s |" % (text, value, "yes" if met else "no"))
+print()
+print("Where ringkv's CPU goes (redis-benchmark runs; us per operation, by thread):")
+print()
+print("| workload | coordinator loop | KV server loops | log sync threads | other | Redis, all |")
+print("| --- | ---: | ---: | ---: | ---: | ---: |")
+for line in open(split):
+    name, *cells = line.rstrip("\n").split("\t")
+    print("| %s | %s | %.1f |" % (name, " | ".join(cells), data[name]["redis"][2]))
 EOF
