@@ -87,7 +87,7 @@ impl WireMessage for ClientRequest {
             id: &id,
         };
         let kind = fields.kind()?;
-        let msg = match kind.as_str() {
+        let msg = match &*kind {
             "getreq" => ClientRequest::Get {
                 key: fields.string("key")?,
             },

@@ -105,7 +105,7 @@ impl WireMessage for ParticipantRequest {
             id: &id,
         };
         let kind = fields.kind()?;
-        let msg = match kind.as_str() {
+        let msg = match &*kind {
             "putreq" => {
                 let txid = fields.u64("txid")?;
                 let key = fields.string("key")?;
@@ -249,7 +249,7 @@ impl WireMessage for ParticipantResponse {
             id: &id,
         };
         let kind = fields.kind()?;
-        let msg = match kind.as_str() {
+        let msg = match &*kind {
             "ready" => ParticipantResponse::Ready {
                 txid: fields.u64("txid")?,
             },
