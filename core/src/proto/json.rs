@@ -21,11 +21,12 @@ use super::{DecodeError, RequestId};
 
 /// Fields a message of the protocol has at most; the field list starts this large so that
 /// reading one never grows it.
-const USUAL_FIELDS: usize = 6;
+pub(crate) const USUAL_FIELDS: usize = 6;
 
 /// The fields of one top-level JSON object, in the order they came. Field names without
 /// escapes are borrowed from the line: every message reads several, and allocating each
 /// showed up as a large share of a write's CPU time.
+#[derive(Debug, PartialEq)]
 pub(crate) struct Object<'de> {
     fields: Vec<(Cow<'de, str>, Field<'de>)>,
     /// The first field name given twice. The object is still read to its end, so that
@@ -34,10 +35,28 @@ pub(crate) struct Object<'de> {
 }
 
 impl<'de> Object<'de> {
-    /// Parses a line that must be exactly one JSON object.
+    /// Parses a line that must be exactly one JSON object: the usual flat shape quickly,
+    /// anything else through serde_json.
     pub(crate) fn parse(line: &'de [u8]) -> Result<Object<'de>, DecodeError> {
+        match super::flat::read(line) {
+            Some(object) => Ok(object),
+            None => Self::parse_with_serde_json(line),
+        }
+    }
+
+    /// Parses a line through serde_json alone, whatever its shape.
+    pub(crate) fn parse_with_serde_json(line: &'de [u8]) -> Result<Object<'de>, DecodeError> {
         serde_json::from_slice::<Object<'de>>(line)
             .map_err(|err| DecodeError::malformed(None, format!("not a JSON object: {err}")))
+    }
+
+    /// An object read by other means than serde_json: its fields, each name once, and
+    /// the first name given twice.
+    pub(crate) fn from_parts(
+        fields: Vec<(Cow<'de, str>, Field<'de>)>,
+        duplicate: Option<String>,
+    ) -> Self {
+        Self { fields, duplicate }
     }
 
     /// Removes and returns a field, so that large strings move out without a copy.

@@ -2,13 +2,15 @@
 //! strict decoder per port that never panics and an exact encoder.
 //!
 //! A line is decoded in two steps: [`json`] turns the bytes into a JSON object (rejecting
-//! duplicate fields and anything that is not an object), then each message type picks its
-//! fields out of it. The order of faults is the protocol's: `malformed` before the limit
+//! duplicate fields and anything that is not an object; [`flat`] reads the usual flat
+//! shape without serde_json's machinery), then each message type picks its fields out of
+//! it. The order of faults is the protocol's: `malformed` before the limit
 //! codes, `empty_key` before `key_too_long` before `value_too_large`.
 
 mod client;
 mod error;
 mod eventual;
+mod flat;
 mod json;
 mod lines;
 mod participant;
