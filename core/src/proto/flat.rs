@@ -96,7 +96,7 @@ fn string(line: &[u8], at: usize) -> Option<(&str, usize)> {
 /// The end of the run of plain string bytes from `at`: the first quote, backslash or
 /// control character, or the line's end. Eight bytes at a time: a key or a value is
 /// read in a few dozen instructions.
-fn plain_run(line: &[u8], mut at: usize) -> usize {
+pub(crate) fn plain_run(line: &[u8], mut at: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     while let Some(chunk) = line.get(at..at + 8) {
