@@ -53,15 +53,22 @@ impl<T> Sequencer<T> {
     }
 
     /// Offers a request: returns it back if it may run now, or holds it (`None`) until
-    /// [`Sequencer::complete`] releases it.
-    pub fn admit(&mut self, handle: u64, key: &str, access: Access, request: T) -> Option<T> {
-        let earlier_held = self.held.iter().any(|(_, k, _, _)| k == key);
-        if earlier_held || !self.may_run(key, access) {
-            self.held
-                .push_back((handle, key.to_owned(), access, request));
+    /// [`Sequencer::complete`] releases it. A caller that owns the key passes it, and
+    /// it is kept without a copy.
+    pub fn admit(
+        &mut self,
+        handle: u64,
+        key: impl Into<String>,
+        access: Access,
+        request: T,
+    ) -> Option<T> {
+        let key = key.into();
+        let earlier_held = self.held.iter().any(|(_, k, _, _)| *k == key);
+        if earlier_held || !self.may_run(&key, access) {
+            self.held.push_back((handle, key, access, request));
             return None;
         }
-        self.dispatch(handle, key.to_owned(), access);
+        self.dispatch(handle, key, access);
         Some(request)
     }
 
@@ -103,7 +110,11 @@ impl<T> Sequencer<T> {
     }
 
     fn dispatch(&mut self, handle: u64, key: String, access: Access) {
-        let entry = self.in_flight.entry(key.clone()).or_default();
+        // A key already in flight is not copied again.
+        let entry = match self.in_flight.get_mut(&key) {
+            Some(entry) => entry,
+            None => self.in_flight.entry(key.clone()).or_default(),
+        };
         match access {
             Access::Read => entry.reads += 1,
             Access::Write => entry.writes += 1,
@@ -176,6 +187,25 @@ mod tests {
         assert_eq!(s.complete(3), vec![]);
         assert_eq!(s.complete(2), vec![]);
         assert_eq!(s.complete(4), vec![(5, 5)]);
+    }
+
+    #[test]
+    fn an_idle_sequencer_kept_for_the_next_requests_orders_them_as_a_new_one() {
+        let mut s = Sequencer::new();
+        for round in 0..3u64 {
+            let first = round * 10;
+            assert!(s
+                .admit(first, String::from("k"), Access::Write, 1)
+                .is_some());
+            assert!(s
+                .admit(first + 1, "k".to_owned(), Access::Read, 2)
+                .is_none());
+            assert!(s.admit(first + 2, "j", Access::Read, 3).is_some());
+            assert_eq!(s.complete(first), vec![(first + 1, 2)]);
+            assert_eq!(s.complete(first + 1), vec![]);
+            assert_eq!(s.complete(first + 2), vec![]);
+            assert!(s.is_idle());
+        }
     }
 
     #[test]
