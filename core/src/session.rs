@@ -9,7 +9,7 @@
 //! reads `v`. Holding costs little: the held request's answer could not be sent before
 //! the earlier answer anyway.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 /// How a request touches its key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,32 +20,46 @@ pub enum Access {
     Write,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct InFlight {
-    reads: u32,
-    writes: u32,
+/// A request's key, with a hash that makes comparing two keys one integer comparison
+/// in the usual case that they differ.
+#[derive(Debug)]
+struct Key {
+    hash: u64,
+    text: String,
+}
+
+impl Key {
+    fn new(text: String) -> Self {
+        Self {
+            hash: xxhash_rust::xxh3::xxh3_64(text.as_bytes()),
+            text,
+        }
+    }
+
+    fn is(&self, other: &Key) -> bool {
+        self.hash == other.hash && self.text == other.text
+    }
 }
 
 /// The ordering state of one connection; `T` is the request as the caller holds it.
+///
+/// Requests are kept in two short lists searched from end to end: a connection has at
+/// most a few hundred requests under way (the port's in-flight limit), usually one or a
+/// few, and maps keyed by the key string cost more per request (a copy of the key,
+/// nodes allocated and freed) than scanning the lists, which profiles showed as a large
+/// share of a cached GET.
 #[derive(Debug)]
 pub struct Sequencer<T> {
-    /// The one request in flight when nothing else is in flight or held: a client that
-    /// waits for each answer never touches the maps below, whose updates were a large
-    /// share of a cached GET's work. Set only while the maps and `held` are empty.
-    sole: Option<(u64, String, Access)>,
-    in_flight: BTreeMap<String, InFlight>,
-    /// What each dispatched request holds, by its handle.
-    dispatched: BTreeMap<u64, (String, Access)>,
+    /// Requests dispatched and not yet answered: handle, key, access.
+    running: Vec<(u64, Key, Access)>,
     /// Requests waiting for their turn, in arrival order.
-    held: VecDeque<(u64, String, Access, T)>,
+    held: VecDeque<(u64, Key, Access, T)>,
 }
 
 impl<T> Default for Sequencer<T> {
     fn default() -> Self {
         Self {
-            sole: None,
-            in_flight: BTreeMap::new(),
-            dispatched: BTreeMap::new(),
+            running: Vec::new(),
             held: VecDeque::new(),
         }
     }
@@ -67,13 +81,8 @@ impl<T> Sequencer<T> {
         access: Access,
         request: T,
     ) -> Option<T> {
-        let key = key.into();
-        if self.is_idle() {
-            self.sole = Some((handle, key, access));
-            return Some(request);
-        }
-        self.spill_sole();
-        let earlier_held = self.held.iter().any(|(_, k, _, _)| *k == key);
+        let key = Key::new(key.into());
+        let earlier_held = self.held.iter().any(|(_, k, _, _)| k.is(&key));
         if earlier_held || !self.may_run(&key, access) {
             self.held.push_back((handle, key, access, request));
             return None;
@@ -86,25 +95,12 @@ impl<T> Sequencer<T> {
     /// requests that may run now. Unknown handles (never admitted, or held and dropped)
     /// release nothing.
     pub fn complete(&mut self, handle: u64) -> Vec<(u64, T)> {
-        if self
-            .sole
-            .as_ref()
-            .is_some_and(|(sole, _, _)| *sole == handle)
-        {
-            self.sole = None;
-            return Vec::new();
-        }
-        let Some((key, access)) = self.dispatched.remove(&handle) else {
+        let Some(at) = self.running.iter().position(|(h, _, _)| *h == handle) else {
             return Vec::new();
         };
-        if let Some(entry) = self.in_flight.get_mut(&key) {
-            match access {
-                Access::Read => entry.reads -= 1,
-                Access::Write => entry.writes -= 1,
-            }
-            if entry.reads == 0 && entry.writes == 0 {
-                self.in_flight.remove(&key);
-            }
+        let (_, key, _) = self.running.swap_remove(at);
+        if self.held.is_empty() {
+            return Vec::new();
         }
         self.release(&key)
     }
@@ -116,47 +112,29 @@ impl<T> Sequencer<T> {
 
     /// Whether nothing is in flight or held.
     pub fn is_idle(&self) -> bool {
-        self.sole.is_none() && self.dispatched.is_empty() && self.held.is_empty()
+        self.running.is_empty() && self.held.is_empty()
     }
 
-    /// Moves the sole request into the maps, before a second request joins it.
-    fn spill_sole(&mut self) {
-        if let Some((handle, key, access)) = self.sole.take() {
-            assert!(
-                self.dispatched.is_empty() && self.held.is_empty(),
-                "a sole request beside others"
-            );
-            self.dispatch(handle, key, access);
-        }
+    fn may_run(&self, key: &Key, access: Access) -> bool {
+        self.running
+            .iter()
+            .filter(|(_, k, _)| k.is(key))
+            .all(|(_, _, a)| access == Access::Read && *a == Access::Read)
     }
 
-    fn may_run(&self, key: &str, access: Access) -> bool {
-        let busy = self.in_flight.get(key).copied().unwrap_or_default();
-        match access {
-            Access::Read => busy.writes == 0,
-            Access::Write => busy.writes == 0 && busy.reads == 0,
-        }
-    }
-
-    fn dispatch(&mut self, handle: u64, key: String, access: Access) {
-        // A key already in flight is not copied again.
-        let entry = match self.in_flight.get_mut(&key) {
-            Some(entry) => entry,
-            None => self.in_flight.entry(key.clone()).or_default(),
-        };
-        match access {
-            Access::Read => entry.reads += 1,
-            Access::Write => entry.writes += 1,
-        }
-        let previous = self.dispatched.insert(handle, (key, access));
-        assert!(previous.is_none(), "handle {handle} admitted twice");
+    fn dispatch(&mut self, handle: u64, key: Key, access: Access) {
+        assert!(
+            self.running.iter().all(|(h, _, _)| *h != handle),
+            "handle {handle} admitted twice"
+        );
+        self.running.push((handle, key, access));
     }
 
     /// Releases the held requests of `key` that may run now: the oldest, and the reads
     /// right behind a read.
-    fn release(&mut self, key: &str) -> Vec<(u64, T)> {
+    fn release(&mut self, key: &Key) -> Vec<(u64, T)> {
         let mut released = Vec::new();
-        while let Some(at) = self.held.iter().position(|(_, k, _, _)| k == key) {
+        while let Some(at) = self.held.iter().position(|(_, k, _, _)| k.is(key)) {
             let access = self.held.get(at).map(|(_, _, a, _)| *a);
             let Some(access) = access.filter(|&a| self.may_run(key, a)) else {
                 break;
