@@ -3,7 +3,9 @@
 //! a request on a key waits until the connection's earlier requests on that key that it
 //! could observe, or that could observe it, are answered. Reads of a key run side by
 //! side; a write waits for every earlier request on its key; a read waits for earlier
-//! writes of its key. Requests on other keys never wait, so pipelines stay concurrent.
+//! writes of its key. Requests on other keys do not wait, so pipelines stay concurrent
+//! (keys are told apart by a 64-bit hash, [`KeyHash`]: two keys sharing one would only
+//! be ordered as one key).
 //!
 //! This gives a pipelining client read-your-writes: `put k v` then `get k` in one batch
 //! reads `v`. Holding costs little: the held request's answer could not be sent before
@@ -20,24 +22,17 @@ pub enum Access {
     Write,
 }
 
-/// A request's key, with a hash that makes comparing two keys one integer comparison
-/// in the usual case that they differ.
-#[derive(Debug)]
-struct Key {
-    hash: u64,
-    text: String,
-}
+/// A key as the sequencer tells keys apart: its 64-bit hash, so that the sequencer
+/// keeps no copy of the key and compares two keys as two integers. Two keys with one
+/// hash (a chance of 2^-64 for a pair) are ordered as one key: a request may then wait
+/// for another it need not wait for, never the other way, so program order still holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyHash(u64);
 
-impl Key {
-    fn new(text: String) -> Self {
-        Self {
-            hash: xxhash_rust::xxh3::xxh3_64(text.as_bytes()),
-            text,
-        }
-    }
-
-    fn is(&self, other: &Key) -> bool {
-        self.hash == other.hash && self.text == other.text
+impl KeyHash {
+    /// The hash of `key`.
+    pub fn of(key: &str) -> Self {
+        Self(xxhash_rust::xxh3::xxh3_64(key.as_bytes()))
     }
 }
 
@@ -45,15 +40,15 @@ impl Key {
 ///
 /// Requests are kept in two short lists searched from end to end: a connection has at
 /// most a few hundred requests under way (the port's in-flight limit), usually one or a
-/// few, and maps keyed by the key string cost more per request (a copy of the key,
+/// few, and maps keyed by the key string cost more per request (copies of the key,
 /// nodes allocated and freed) than scanning the lists, which profiles showed as a large
 /// share of a cached GET.
 #[derive(Debug)]
 pub struct Sequencer<T> {
     /// Requests dispatched and not yet answered: handle, key, access.
-    running: Vec<(u64, Key, Access)>,
+    running: Vec<(u64, KeyHash, Access)>,
     /// Requests waiting for their turn, in arrival order.
-    held: VecDeque<(u64, Key, Access, T)>,
+    held: VecDeque<(u64, KeyHash, Access, T)>,
 }
 
 impl<T> Default for Sequencer<T> {
@@ -72,18 +67,22 @@ impl<T> Sequencer<T> {
     }
 
     /// Offers a request: returns it back if it may run now, or holds it (`None`) until
-    /// [`Sequencer::complete`] releases it. A caller that owns the key passes it, and
-    /// it is kept without a copy.
-    pub fn admit(
+    /// [`Sequencer::complete`] releases it.
+    pub fn admit(&mut self, handle: u64, key: &str, access: Access, request: T) -> Option<T> {
+        self.admit_hashed(handle, KeyHash::of(key), access, request)
+    }
+
+    /// [`Sequencer::admit`] for a caller that hashed the key already (and may then hand
+    /// over the request the key belongs to).
+    pub fn admit_hashed(
         &mut self,
         handle: u64,
-        key: impl Into<String>,
+        key: KeyHash,
         access: Access,
         request: T,
     ) -> Option<T> {
-        let key = Key::new(key.into());
-        let earlier_held = self.held.iter().any(|(_, k, _, _)| k.is(&key));
-        if earlier_held || !self.may_run(&key, access) {
+        let earlier_held = self.held.iter().any(|(_, k, _, _)| *k == key);
+        if earlier_held || !self.may_run(key, access) {
             self.held.push_back((handle, key, access, request));
             return None;
         }
@@ -102,7 +101,7 @@ impl<T> Sequencer<T> {
         if self.held.is_empty() {
             return Vec::new();
         }
-        self.release(&key)
+        self.release(key)
     }
 
     /// Requests held, waiting for earlier ones.
@@ -115,14 +114,14 @@ impl<T> Sequencer<T> {
         self.running.is_empty() && self.held.is_empty()
     }
 
-    fn may_run(&self, key: &Key, access: Access) -> bool {
+    fn may_run(&self, key: KeyHash, access: Access) -> bool {
         self.running
             .iter()
-            .filter(|(_, k, _)| k.is(key))
+            .filter(|(_, k, _)| *k == key)
             .all(|(_, _, a)| access == Access::Read && *a == Access::Read)
     }
 
-    fn dispatch(&mut self, handle: u64, key: Key, access: Access) {
+    fn dispatch(&mut self, handle: u64, key: KeyHash, access: Access) {
         assert!(
             self.running.iter().all(|(h, _, _)| *h != handle),
             "handle {handle} admitted twice"
@@ -132,14 +131,14 @@ impl<T> Sequencer<T> {
 
     /// Releases the held requests of `key` that may run now: the oldest, and the reads
     /// right behind a read.
-    fn release(&mut self, key: &Key) -> Vec<(u64, T)> {
+    fn release(&mut self, key: KeyHash) -> Vec<(u64, T)> {
         let mut released = Vec::new();
-        while let Some(at) = self.held.iter().position(|(_, k, _, _)| k.is(key)) {
+        while let Some(at) = self.held.iter().position(|(_, k, _, _)| *k == key) {
             let access = self.held.get(at).map(|(_, _, a, _)| *a);
             let Some(access) = access.filter(|&a| self.may_run(key, a)) else {
                 break;
             };
-            let Some((handle, key, _, request)) = self.held.remove(at) else {
+            let Some((handle, _, _, request)) = self.held.remove(at) else {
                 break;
             };
             self.dispatch(handle, key, access);
@@ -257,12 +256,9 @@ mod tests {
         let mut s = Sequencer::new();
         for round in 0..3u64 {
             let first = round * 10;
-            assert!(s
-                .admit(first, String::from("k"), Access::Write, 1)
-                .is_some());
-            assert!(s
-                .admit(first + 1, "k".to_owned(), Access::Read, 2)
-                .is_none());
+            assert!(s.admit(first, "k", Access::Write, 1).is_some());
+            let hashed = s.admit_hashed(first + 1, KeyHash::of("k"), Access::Read, 2);
+            assert!(hashed.is_none());
             assert!(s.admit(first + 2, "j", Access::Read, 3).is_some());
             assert_eq!(s.complete(first), vec![(first + 1, 2)]);
             assert_eq!(s.complete(first + 1), vec![]);

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use ringkv_core::proto::{Envelope, ErrorCode, LineEvent, LineSplitter, RequestId, WireMessage};
-use ringkv_core::session::{Access, Sequencer};
+use ringkv_core::session::{Access, KeyHash, Sequencer};
 use ringkv_core::ReplyTo;
 
 use crate::error::NetError;
@@ -645,13 +645,13 @@ impl<R, F: Framer> Queue<'_, R, F> {
         } else {
             self.conn.set_exempt();
         }
-        let access = (self.access)(&msg).map(|(key, access)| (key.to_owned(), access));
+        let access = (self.access)(&msg).map(|(key, access)| (KeyHash::of(key), access));
         let admitted = match access {
             Some((key, access)) => self
                 .sequencers
                 .entry(self.token)
                 .or_default()
-                .admit(handle, key, access, msg),
+                .admit_hashed(handle, key, access, msg),
             None => Some(msg),
         };
         if let Some(msg) = admitted {
