@@ -358,7 +358,7 @@ pub enum NodeMessage {
     Peer(PeerMessage),
 }
 
-fn write_hex(w: &mut ObjectWriter<'_>, name: &str, bytes: &[u8]) {
+fn write_hex(w: &mut ObjectWriter<'_>, name: &'static str, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
     for byte in bytes {
@@ -496,7 +496,7 @@ fn encode_peer(msg: &PeerMessage, id: Option<&RequestId>, out: &mut Vec<u8>) {
     w.finish();
 }
 
-fn write_raw(w: &mut ObjectWriter<'_>, name: &str, value: &Value) {
+fn write_raw(w: &mut ObjectWriter<'_>, name: &'static str, value: &Value) {
     let raw = w.raw(name);
     // Serializing a Value into a Vec fails neither in serde_json nor in the Vec.
     let written = serde_json::to_writer(&mut *raw, value);

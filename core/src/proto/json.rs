@@ -346,9 +346,10 @@ pub(crate) struct ObjectWriter<'a> {
 
 impl<'a> ObjectWriter<'a> {
     /// Starts an object with its `"type"` field.
-    pub(crate) fn new(out: &'a mut Vec<u8>, kind: &str) -> Self {
+    pub(crate) fn new(out: &'a mut Vec<u8>, kind: &'static str) -> Self {
         let mut writer = Self::untyped(out);
-        writer.str("type", kind);
+        writer.name("type");
+        write_plain_string(writer.out, kind);
         writer
     }
 
@@ -358,28 +359,30 @@ impl<'a> ObjectWriter<'a> {
         Self { out, empty: true }
     }
 
-    fn name(&mut self, name: &str) {
+    /// Field names (and message kinds) are the protocol's snake_case constants: they
+    /// are copied as they are, without the escape check.
+    fn name(&mut self, name: &'static str) {
         if !self.empty {
             self.out.push(b',');
         }
         self.empty = false;
-        write_json_string(self.out, name);
+        write_plain_string(self.out, name);
         self.out.push(b':');
     }
 
-    pub(crate) fn str(&mut self, name: &str, value: &str) -> &mut Self {
+    pub(crate) fn str(&mut self, name: &'static str, value: &str) -> &mut Self {
         self.name(name);
         write_json_string(self.out, value);
         self
     }
 
-    pub(crate) fn u64(&mut self, name: &str, value: u64) -> &mut Self {
+    pub(crate) fn u64(&mut self, name: &'static str, value: u64) -> &mut Self {
         self.name(name);
         write_u64(self.out, value);
         self
     }
 
-    pub(crate) fn bool(&mut self, name: &str, value: bool) -> &mut Self {
+    pub(crate) fn bool(&mut self, name: &'static str, value: bool) -> &mut Self {
         self.name(name);
         self.out
             .extend_from_slice(if value { b"true" } else { b"false" });
@@ -387,7 +390,7 @@ impl<'a> ObjectWriter<'a> {
     }
 
     /// Starts a field whose value the caller writes raw (arrays of objects).
-    pub(crate) fn raw(&mut self, name: &str) -> &mut Vec<u8> {
+    pub(crate) fn raw(&mut self, name: &'static str) -> &mut Vec<u8> {
         self.name(name);
         self.out
     }
@@ -418,6 +421,18 @@ impl<'a> ObjectWriter<'a> {
     pub(crate) fn close(self) {
         self.out.push(b'}');
     }
+}
+
+/// Writes a constant of the protocol (a field name, a message kind) as a JSON string:
+/// none needs an escape.
+fn write_plain_string(out: &mut Vec<u8>, text: &'static str) {
+    debug_assert!(
+        super::flat::plain_run(text.as_bytes(), 0) == text.len(),
+        "{text:?} needs escapes"
+    );
+    out.push(b'"');
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'"');
 }
 
 /// Writes `text` as a JSON string with the escapes JSON needs.

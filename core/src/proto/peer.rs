@@ -270,7 +270,7 @@ impl PeerMessage {
 }
 
 fn write_body<'a>(out: &'a mut Vec<u8>, body: &PeerBody) -> ObjectWriter<'a> {
-    let simple = |out: &'a mut Vec<u8>, kind: &str, txid: TxId| {
+    let simple = |out: &'a mut Vec<u8>, kind: &'static str, txid: TxId| {
         let mut w = ObjectWriter::new(out, kind);
         w.u64("txid", txid);
         w
