@@ -4,7 +4,8 @@ use serde_json::Value;
 
 use super::json::{take_request_id, Fields, Object, ObjectWriter};
 use super::{
-    check_key_value, DecodeError, Envelope, ErrorCode, ErrorReply, RequestId, WireMessage,
+    check_key_value, hint_with, DecodeError, Envelope, ErrorCode, ErrorReply, RequestId,
+    WireMessage,
 };
 
 /// A client's request to the coordinator.
@@ -56,6 +57,14 @@ impl ClientRequest {
 }
 
 impl WireMessage for ClientRequest {
+    fn encoded_len_hint(&self) -> usize {
+        match self {
+            ClientRequest::Put { key, value } => hint_with(&[key, value]),
+            ClientRequest::Get { key } | ClientRequest::Del { key } => hint_with(&[key]),
+            ClientRequest::Status => hint_with(&[]),
+        }
+    }
+
     fn encode_into(&self, id: Option<&RequestId>, out: &mut Vec<u8>) {
         let mut w = match self {
             ClientRequest::Get { key } => {
@@ -87,7 +96,7 @@ impl WireMessage for ClientRequest {
             id: &id,
         };
         let kind = fields.kind()?;
-        let msg = match kind.as_str() {
+        let msg = match &*kind {
             "getreq" => ClientRequest::Get {
                 key: fields.string("key")?,
             },
@@ -156,6 +165,19 @@ impl ClientResponse {
 }
 
 impl WireMessage for ClientResponse {
+    fn encoded_len_hint(&self) -> usize {
+        match self {
+            ClientResponse::Value { key, value } => hint_with(&[key, value]),
+            ClientResponse::Success => hint_with(&[]),
+            ClientResponse::Status { servers, .. } => servers
+                .iter()
+                .map(|server| hint_with(&[&server.addr]))
+                .sum::<usize>()
+                .saturating_add(hint_with(&[])),
+            ClientResponse::Error(reply) => hint_with(&[&reply.message]),
+        }
+    }
+
     fn encode_into(&self, id: Option<&RequestId>, out: &mut Vec<u8>) {
         let mut w = ObjectWriter::new(out, "resp");
         match self {

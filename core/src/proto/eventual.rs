@@ -9,7 +9,7 @@
 use serde_json::Value;
 
 use super::client::decode_error_fields;
-use super::json::{take_request_id, Fields, Object, ObjectWriter};
+use super::json::{take_request_id, Field, Fields, Object, ObjectWriter};
 use super::{
     check_key, check_key_value, DecodeError, Envelope, ErrorCode, ErrorReply, RequestId,
     WireMessage,
@@ -358,7 +358,7 @@ pub enum NodeMessage {
     Peer(PeerMessage),
 }
 
-fn write_hex(w: &mut ObjectWriter<'_>, name: &str, bytes: &[u8]) {
+fn write_hex(w: &mut ObjectWriter<'_>, name: &'static str, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
     for byte in bytes {
@@ -496,7 +496,7 @@ fn encode_peer(msg: &PeerMessage, id: Option<&RequestId>, out: &mut Vec<u8>) {
     w.finish();
 }
 
-fn write_raw(w: &mut ObjectWriter<'_>, name: &str, value: &Value) {
+fn write_raw(w: &mut ObjectWriter<'_>, name: &'static str, value: &Value) {
     let raw = w.raw(name);
     // Serializing a Value into a Vec fails neither in serde_json nor in the Vec.
     let written = serde_json::to_writer(&mut *raw, value);
@@ -598,7 +598,7 @@ fn state_field(fields: &mut Fields<'_, '_>) -> Result<StateBytes, DecodeError> {
 fn op_field(fields: &mut Fields<'_, '_>) -> Result<WriteOp, DecodeError> {
     match fields.opt_string("value")? {
         Some(value) => Ok(WriteOp::Put(value)),
-        None if fields.obj.take("deleted") == Some(Value::Bool(true)) => Ok(WriteOp::Del),
+        None if fields.obj.take("deleted") == Some(Field::Bool(true)) => Ok(WriteOp::Del),
         None => Err(fields.invalid("ev_write needs \"value\" or \"deleted\":true")),
     }
 }
@@ -622,6 +622,7 @@ fn decode_peer(
             clock: fields
                 .obj
                 .take("clock")
+                .map(Field::into_value)
                 .filter(Value::is_object)
                 .ok_or_else(|| fields.invalid("\"clock\" must be an object"))?,
             context: fields.string("context")?,
@@ -641,7 +642,7 @@ fn decode_peer(
             key: fields.string("key")?,
             state: state_field(fields)?,
             commit: match fields.obj.take("commit") {
-                Some(Value::Bool(commit)) => commit,
+                Some(Field::Bool(commit)) => commit,
                 _ => return Err(fields.invalid("\"commit\" must be true or false")),
             },
         },
@@ -829,6 +830,7 @@ fn decode_response_fields(fields: &mut Fields<'_, '_>) -> Result<EventualRespons
     let clock = fields
         .obj
         .take("clock")
+        .map(Field::into_value)
         .filter(Value::is_object)
         .ok_or_else(|| fields.invalid("a write's answer needs a \"clock\" object"))?;
     let context = fields.string("context")?;

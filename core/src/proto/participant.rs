@@ -4,7 +4,9 @@
 
 use super::client::decode_error_fields;
 use super::json::{take_request_id, Fields, Object, ObjectWriter};
-use super::{DecodeError, Envelope, ErrorCode, ErrorReply, RequestId, TxId, WireMessage};
+use super::{
+    hint_with, DecodeError, Envelope, ErrorCode, ErrorReply, RequestId, TxId, WireMessage,
+};
 
 /// The operation a transaction prepares.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +56,20 @@ pub enum ParticipantRequest {
 }
 
 impl WireMessage for ParticipantRequest {
+    fn encoded_len_hint(&self) -> usize {
+        match self {
+            ParticipantRequest::Prepare {
+                key,
+                op: TxOp::Put { value },
+                ..
+            } => hint_with(&[key, value]),
+            ParticipantRequest::Prepare { key, .. } | ParticipantRequest::Get { key } => {
+                hint_with(&[key])
+            }
+            _ => hint_with(&[]),
+        }
+    }
+
     fn encode_into(&self, id: Option<&RequestId>, out: &mut Vec<u8>) {
         self.encode_addressed(id, None, out);
     }
@@ -105,7 +121,7 @@ impl WireMessage for ParticipantRequest {
             id: &id,
         };
         let kind = fields.kind()?;
-        let msg = match kind.as_str() {
+        let msg = match &*kind {
             "putreq" => {
                 let txid = fields.u64("txid")?;
                 let key = fields.string("key")?;
@@ -188,6 +204,19 @@ pub enum ParticipantResponse {
 }
 
 impl WireMessage for ParticipantResponse {
+    fn encoded_len_hint(&self) -> usize {
+        match self {
+            ParticipantResponse::Value { key, value } => hint_with(&[key, value]),
+            ParticipantResponse::Refuse { message, .. } => hint_with(&[message]),
+            ParticipantResponse::Error(reply) => hint_with(&[&reply.message]),
+            ParticipantResponse::InDoubt { txids } => txids
+                .len()
+                .saturating_mul(21)
+                .saturating_add(hint_with(&[])),
+            _ => hint_with(&[]),
+        }
+    }
+
     fn encode_into(&self, id: Option<&RequestId>, out: &mut Vec<u8>) {
         let mut w = match self {
             ParticipantResponse::Ready { txid } => {
@@ -249,7 +278,7 @@ impl WireMessage for ParticipantResponse {
             id: &id,
         };
         let kind = fields.kind()?;
-        let msg = match kind.as_str() {
+        let msg = match &*kind {
             "ready" => ParticipantResponse::Ready {
                 txid: fields.u64("txid")?,
             },

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use super::json::{take_request_id, Fields, Object, ObjectWriter};
+use super::json::{take_request_id, Field, Fields, Object, ObjectWriter};
 use super::{
     check_key, ClientRequest, ClientResponse, DecodeError, Envelope, ErrorCode, ErrorReply,
     RequestId, TxId, TxOp, WireMessage,
@@ -270,7 +270,7 @@ impl PeerMessage {
 }
 
 fn write_body<'a>(out: &'a mut Vec<u8>, body: &PeerBody) -> ObjectWriter<'a> {
-    let simple = |out: &'a mut Vec<u8>, kind: &str, txid: TxId| {
+    let simple = |out: &'a mut Vec<u8>, kind: &'static str, txid: TxId| {
         let mut w = ObjectWriter::new(out, kind);
         w.u64("txid", txid);
         w
@@ -444,7 +444,7 @@ impl PortMessage {
     pub fn decode(line: &[u8]) -> Result<Self, DecodeError> {
         let mut obj = Object::parse(line)?;
         let is_peer =
-            matches!(obj.take("type"), Some(Value::String(kind)) if kind.starts_with("peer_"));
+            matches!(obj.take("type"), Some(Field::Str(kind)) if kind.starts_with("peer_"));
         if is_peer {
             PeerMessage::decode(line).map(|env| PortMessage::Peer(env.msg))
         } else {

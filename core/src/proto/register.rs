@@ -68,7 +68,7 @@ impl WireMessage for RegisterResponse {
             id: &None,
         };
         let kind = fields.kind()?;
-        match kind.as_str() {
+        match &*kind {
             "ack" => Ok(Envelope::bare(RegisterResponse::Ack)),
             "resp" => Ok(Envelope::bare(RegisterResponse::Error(
                 decode_error_fields(&mut fields)?,

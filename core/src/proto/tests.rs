@@ -497,3 +497,39 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+#[test]
+fn lines_of_a_write_and_a_read_fit_their_size_hint() {
+    let key = "k".repeat(crate::limits::MAX_KEY_BYTES);
+    let value = "v".repeat(1000);
+    let id = Some(RequestId::Unsigned(u64::MAX));
+    let put = ClientRequest::Put {
+        key: key.clone(),
+        value: value.clone(),
+    };
+    let prepare = ParticipantRequest::Prepare {
+        txid: u64::MAX,
+        key: key.clone(),
+        op: TxOp::Put {
+            value: value.clone(),
+        },
+    };
+    let answer = ClientResponse::Value { key, value };
+    let lines = [
+        (
+            put.encoded_len_hint(),
+            Envelope::with_id(id.clone(), put).encode(),
+        ),
+        (
+            prepare.encoded_len_hint(),
+            Envelope::to_server(u64::MAX, id.clone(), prepare).encode(),
+        ),
+        (
+            answer.encoded_len_hint(),
+            Envelope::with_id(id, answer).encode(),
+        ),
+    ];
+    for (hint, line) in lines {
+        assert!(line.len() <= hint, "{} > {hint}", line.len());
+    }
+}
