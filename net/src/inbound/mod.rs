@@ -431,10 +431,9 @@ impl<R, F: Framer> Port<R, F> {
 
     /// Answers the request behind `to`. An answer to a connection that is gone is dropped.
     pub(crate) fn reply<M: WireMessage>(&mut self, to: ReplyTo, msg: &M) {
-        self.reply_with(to, |id, _| {
-            let mut line = Vec::with_capacity(msg.encoded_len_hint());
-            msg.encode_into(id, &mut line);
-            line
+        self.reply_into(to, |id, _, out| {
+            out.reserve(msg.encoded_len_hint());
+            msg.encode_into(id, out);
         });
     }
 
@@ -450,6 +449,17 @@ impl<R, F: Framer> Port<R, F> {
         to: ReplyTo,
         encode: impl FnOnce(Option<&RequestId>, u8) -> Vec<u8>,
     ) {
+        self.reply_into(to, |id, tag, out| out.extend_from_slice(&encode(id, tag)));
+    }
+
+    /// Answers the request behind `to` with what `encode` appends, from its id and tag,
+    /// to the buffer it is given: the connection's unsent bytes when the answer is the
+    /// next due, so that a hot answer is encoded once and never copied.
+    pub(crate) fn reply_into(
+        &mut self,
+        to: ReplyTo,
+        encode: impl FnOnce(Option<&RequestId>, u8, &mut Vec<u8>),
+    ) {
         let Some(token) = self.handles.remove(&to.0) else {
             return;
         };
@@ -462,7 +472,7 @@ impl<R, F: Framer> Port<R, F> {
             }
         }
         if let Some(conn) = self.conns.get_mut(&token) {
-            conn.answers_mut().fill(to.0, encode);
+            conn.answer(to.0, encode);
             self.touched.insert(token);
         }
     }
