@@ -6,7 +6,7 @@ mod conn;
 mod handle_map;
 mod token_set;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 
@@ -23,7 +23,7 @@ use crate::tokens::{Kind, TokenSource};
 
 pub(crate) use answers::Join;
 use conn::{Closed, Conn};
-use handle_map::HandleMap;
+use handle_map::{HandleMap, TokenMap};
 use token_set::TokenSet;
 
 /// How often the time limits of a port's connections are checked. A limit thus fires up
@@ -192,7 +192,7 @@ pub(crate) struct Port<R, F: Framer = LineSplitter> {
     listener: TcpListener,
     listener_token: Token,
     tokens: TokenSource,
-    conns: BTreeMap<Token, Conn<F>>,
+    conns: TokenMap<Conn<F>>,
     /// Served connections (refused ones not counted).
     served: usize,
     /// Refused connections still saying `overloaded`; bounded like the served ones.
@@ -200,7 +200,7 @@ pub(crate) struct Port<R, F: Framer = LineSplitter> {
     /// Which connection each outstanding reply handle belongs to.
     handles: HandleMap<Token>,
     /// Per connection with keyed requests under way: what may run and what waits.
-    sequencers: BTreeMap<Token, Sequencer<R>>,
+    sequencers: TokenMap<Sequencer<R>>,
     /// Requests a [`Sequencer`] released, to hand to the role in the next turn.
     released: Vec<(ReplyTo, R)>,
     /// Bytes each outstanding handle holds of the held-request budget.
@@ -247,11 +247,11 @@ impl<R, F: Framer> Port<R, F> {
             listener,
             listener_token,
             tokens,
-            conns: BTreeMap::new(),
+            conns: TokenMap::default(),
             served: 0,
             refusing: 0,
             handles: HandleMap::default(),
-            sequencers: BTreeMap::new(),
+            sequencers: TokenMap::default(),
             released: Vec::new(),
             charges: HandleMap::default(),
             waiting: VecDeque::new(),
@@ -619,7 +619,7 @@ struct Queue<'a, R, F: Framer> {
     conn: &'a mut Conn<F>,
     token: Token,
     handles: &'a mut HandleMap<Token>,
-    sequencers: &'a mut BTreeMap<Token, Sequencer<R>>,
+    sequencers: &'a mut TokenMap<Sequencer<R>>,
     next_handle: &'a mut u64,
     access: fn(&R) -> Option<(&str, Access)>,
     requests: &'a mut Vec<(ReplyTo, R)>,
