@@ -435,7 +435,7 @@ impl Shell {
             match output {
                 CoordinatorOutput::ClientReply { to, msg } => match &mut self.resp {
                     Some(resp) if resp.owns(to) => {
-                        resp.reply_with(to, crate::resp::answer_encoder(&msg))
+                        resp.reply_into(to, crate::resp::answer_encoder(&msg))
                     }
                     _ => self.clients.reply(to, &msg),
                 },

@@ -85,9 +85,9 @@ impl AnswerQueue {
         });
     }
 
-    /// Fills the slot of `handle` with the answer `encode` makes from the request's id
-    /// and tag. Returns false if there is no such pending slot (answered before: the core
-    /// answers each request once, so a second answer is dropped).
+    /// Fills the slot of `handle` with the answer `encode` makes, always in the slot, so
+    /// that tests can look at the queue's ordering alone; false as [`AnswerQueue::fill_into`].
+    #[cfg(test)]
     pub(crate) fn fill(
         &mut self,
         handle: u64,
@@ -99,6 +99,37 @@ impl AnswerQueue {
         match self.slots.get_mut(at) {
             Some(slot) if slot.answer.is_none() => {
                 slot.answer = Some(encode(slot.id.as_ref(), slot.tag));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Fills the slot of `handle` with the answer `encode` writes from the request's id
+    /// and tag. An answer due first (nothing before it unanswered, one request alone) is
+    /// written straight onto `out`, the connection's unsent bytes, sparing an allocation
+    /// and a copy per answer; any other waits in its slot. Returns false if there is no
+    /// such pending slot (answered before: the core answers each request once, so a
+    /// second answer is dropped).
+    pub(crate) fn fill_into(
+        &mut self,
+        handle: u64,
+        out: &mut Vec<u8>,
+        encode: impl FnOnce(Option<&RequestId>, u8, &mut Vec<u8>),
+    ) -> bool {
+        let Ok(at) = self.slots.binary_search_by_key(&handle, |slot| slot.handle) else {
+            return false;
+        };
+        match self.slots.get_mut(at) {
+            Some(slot) if slot.answer.is_none() => {
+                if at == 0 && slot.group == (1, Join::One) {
+                    encode(slot.id.as_ref(), slot.tag, out);
+                    self.slots.pop_front();
+                } else {
+                    let mut answer = Vec::new();
+                    encode(slot.id.as_ref(), slot.tag, &mut answer);
+                    slot.answer = Some(answer);
+                }
                 true
             }
             _ => false,
@@ -204,5 +235,33 @@ mod tests {
         assert!(!q.fill(5, |_, _| b"z\n".to_vec()));
         assert_eq!(q.pending_handles().count(), 0);
         assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn the_answer_due_first_is_written_straight_out_and_the_rest_wait_their_turn() {
+        let put = |text: &'static str| {
+            move |_: Option<&RequestId>, _: u8, buf: &mut Vec<u8>| {
+                buf.extend_from_slice(text.as_bytes())
+            }
+        };
+        let mut q = AnswerQueue::default();
+        q.push_pending(1, None, 0);
+        q.push_pending(2, None, 0);
+        q.push_pending(3, None, 7);
+        q.push_pending(4, None, 7);
+        q.group_last(2, Join::Sum);
+        let mut out = b"earlier;".to_vec();
+        assert!(q.fill_into(2, &mut out, put("b;")));
+        assert_eq!(out, b"earlier;", "answer 1 is not written yet, so 2 waits");
+        assert!(q.fill_into(1, &mut out, put("a;")));
+        assert_eq!(out, b"earlier;a;", "the head goes straight out");
+        assert!(!q.fill_into(1, &mut out, put("again;")));
+        assert!(q.fill_into(3, &mut out, put("c")));
+        q.drain_ready_into(&mut out, concat);
+        assert_eq!(out, b"earlier;a;b;", "a group waits for all its parts");
+        assert!(q.fill_into(4, &mut out, put("d")));
+        q.drain_ready_into(&mut out, concat);
+        assert_eq!(out, b"earlier;a;b;Sum[cd]");
+        assert!(q.is_empty());
     }
 }

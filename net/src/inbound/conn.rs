@@ -5,6 +5,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 
 use mio::net::TcpStream;
+use ringkv_core::proto::RequestId;
 
 use super::answers::AnswerQueue;
 use super::{FrameEvent, Framer};
@@ -148,6 +149,16 @@ impl<F: Framer> Conn<F> {
 
     pub(crate) fn answers_mut(&mut self) -> &mut AnswerQueue {
         &mut self.answers
+    }
+
+    /// Answers the request of `handle` with what `encode` writes, straight onto the
+    /// unsent bytes when it is the next answer due ([`AnswerQueue::fill_into`]).
+    pub(crate) fn answer(
+        &mut self,
+        handle: u64,
+        encode: impl FnOnce(Option<&RequestId>, u8, &mut Vec<u8>),
+    ) -> bool {
+        self.answers.fill_into(handle, &mut self.out, encode)
     }
 
     pub(crate) fn answers(&self) -> &AnswerQueue {

@@ -1,15 +1,21 @@
-//! Maps keyed by reply handles, hashed with one multiplication.
+//! Maps keyed by reply handles or connection tokens, hashed with one multiplication.
 //!
 //! A port looks up two maps per request by handle; the standard SipHash, built to resist
 //! keys chosen by an attacker, cost about as much as the rest of a cached GET's
-//! bookkeeping. Handles are counters the port hands out itself, never input, so a hash
-//! that only spreads them is enough.
+//! bookkeeping. Handles and tokens are counters the port hands out itself, never input,
+//! so a hash that only spreads them is enough.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use mio::Token;
+
 /// A map from reply handles to `V`.
 pub(crate) type HandleMap<V> = HashMap<u64, V, BuildHasherDefault<HandleHasher>>;
+
+/// A map from connection tokens to `V`: tokens too are counters a port hands out, and a
+/// port looks its connection up by token several times per request.
+pub(crate) type TokenMap<V> = HashMap<Token, V, BuildHasherDefault<HandleHasher>>;
 
 /// Fibonacci hashing: the product's high bits (which the table's control bytes use) mix
 /// every bit of the handle, and its low bits (the bucket) are distinct for consecutive
@@ -28,6 +34,11 @@ impl Hasher for HandleHasher {
 
     fn write_u64(&mut self, handle: u64) {
         self.0 = (self.0 ^ handle).wrapping_mul(GOLDEN_RATIO);
+    }
+
+    fn write_usize(&mut self, token: usize) {
+        // A `Token` hashes as its usize; no supported target has a wider one.
+        self.write_u64(token as u64);
     }
 
     fn finish(&self) -> u64 {
@@ -62,5 +73,23 @@ mod tests {
             "control bytes spread: {}",
             top_bits.len()
         );
+    }
+
+    #[test]
+    fn tokens_are_found_by_their_own_hash() {
+        let mut map: TokenMap<usize> = TokenMap::default();
+        for n in 0..2_000 {
+            map.insert(Token(n), n + 1);
+        }
+        for n in (0..2_000).step_by(3) {
+            assert_eq!(map.remove(&Token(n)), Some(n + 1));
+        }
+        assert_eq!(map.get(&Token(1_999)), Some(&2_000));
+        assert_eq!(map.get(&Token(3)), None);
+        let mut by_usize = HandleHasher::default();
+        by_usize.write_usize(42);
+        let mut by_u64 = HandleHasher::default();
+        by_u64.write_u64(42);
+        assert_eq!(by_usize.finish(), by_u64.finish());
     }
 }

@@ -4,8 +4,9 @@
 mod answers;
 mod conn;
 mod handle_map;
+mod token_set;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 
@@ -22,7 +23,8 @@ use crate::tokens::{Kind, TokenSource};
 
 pub(crate) use answers::Join;
 use conn::{Closed, Conn};
-use handle_map::HandleMap;
+use handle_map::{HandleMap, TokenMap};
+use token_set::TokenSet;
 
 /// How often the time limits of a port's connections are checked. A limit thus fires up
 /// to this late; in exchange a loop iteration does not visit every connection.
@@ -190,7 +192,7 @@ pub(crate) struct Port<R, F: Framer = LineSplitter> {
     listener: TcpListener,
     listener_token: Token,
     tokens: TokenSource,
-    conns: BTreeMap<Token, Conn<F>>,
+    conns: TokenMap<Conn<F>>,
     /// Served connections (refused ones not counted).
     served: usize,
     /// Refused connections still saying `overloaded`; bounded like the served ones.
@@ -198,7 +200,7 @@ pub(crate) struct Port<R, F: Framer = LineSplitter> {
     /// Which connection each outstanding reply handle belongs to.
     handles: HandleMap<Token>,
     /// Per connection with keyed requests under way: what may run and what waits.
-    sequencers: BTreeMap<Token, Sequencer<R>>,
+    sequencers: TokenMap<Sequencer<R>>,
     /// Requests a [`Sequencer`] released, to hand to the role in the next turn.
     released: Vec<(ReplyTo, R)>,
     /// Bytes each outstanding handle holds of the held-request budget.
@@ -210,9 +212,13 @@ pub(crate) struct Port<R, F: Framer = LineSplitter> {
     budget_recheck_at_ms: Option<u64>,
     next_handle: u64,
     /// Connections to pump in the next turn.
-    ready: BTreeSet<Token>,
+    ready: TokenSet,
     /// Connections with answers to write or limits to recheck.
-    touched: BTreeSet<Token>,
+    touched: TokenSet,
+    /// The connections of the turn under way (read or flushed), kept for its allocation.
+    visiting: Vec<Token>,
+    /// What one connection's read turned into, kept for its allocation.
+    inputs: Vec<FrameEvent<F::Frame>>,
     accept_retry_at_ms: Option<u64>,
     next_sweep_ms: u64,
     scratch: Vec<u8>,
@@ -241,17 +247,19 @@ impl<R, F: Framer> Port<R, F> {
             listener,
             listener_token,
             tokens,
-            conns: BTreeMap::new(),
+            conns: TokenMap::default(),
             served: 0,
             refusing: 0,
             handles: HandleMap::default(),
-            sequencers: BTreeMap::new(),
+            sequencers: TokenMap::default(),
             released: Vec::new(),
             charges: HandleMap::default(),
             waiting: VecDeque::new(),
             budget_recheck_at_ms: None,
-            ready: BTreeSet::new(),
-            touched: BTreeSet::new(),
+            ready: TokenSet::default(),
+            touched: TokenSet::default(),
+            visiting: Vec::new(),
+            inputs: Vec::new(),
             accept_retry_at_ms: None,
             next_sweep_ms: 0,
             scratch: vec![0; READ_CHUNK_BYTES],
@@ -353,14 +361,18 @@ impl<R, F: Framer> Port<R, F> {
             || (!self.waiting.is_empty() && !self.limits.held_requests.is_spent())
     }
 
-    /// Connections to read this turn: those waiting for the budget first, in their
-    /// order, then the others that are ready.
-    fn turn_order(&mut self) -> Vec<Token> {
-        let ready = std::mem::take(&mut self.ready);
-        let mut order: Vec<Token> = self.waiting.drain(..).collect();
-        let waited: BTreeSet<Token> = order.iter().copied().collect();
-        order.extend(ready.into_iter().filter(|token| !waited.contains(token)));
-        order
+    /// Connections to read this turn, into `order`: those waiting for the budget first,
+    /// in their order, then the others that are ready.
+    fn turn_order(&mut self, order: &mut Vec<Token>) {
+        self.ready.drain_sorted_into(order);
+        if self.waiting.is_empty() {
+            return;
+        }
+        let waited: BTreeSet<Token> = self.waiting.iter().copied().collect();
+        order.retain(|token| !waited.contains(token));
+        let ready = std::mem::take(order);
+        order.extend(self.waiting.drain(..));
+        order.extend(ready);
     }
 
     /// Reads from the connections that are ready, and returns the decoded requests with
@@ -372,8 +384,10 @@ impl<R, F: Framer> Port<R, F> {
         requests: &mut Vec<(ReplyTo, R)>,
     ) {
         requests.append(&mut self.released);
-        let mut inputs = Vec::new();
-        for token in self.turn_order() {
+        let mut inputs = std::mem::take(&mut self.inputs);
+        let mut order = std::mem::take(&mut self.visiting);
+        self.turn_order(&mut order);
+        for &token in &order {
             let Some(conn) = self.conns.get_mut(&token) else {
                 continue;
             };
@@ -427,14 +441,15 @@ impl<R, F: Framer> Port<R, F> {
         }
         self.budget_recheck_at_ms =
             (!self.waiting.is_empty()).then_some(now_ms + BUDGET_RECHECK_MS);
+        self.visiting = order;
+        self.inputs = inputs;
     }
 
     /// Answers the request behind `to`. An answer to a connection that is gone is dropped.
     pub(crate) fn reply<M: WireMessage>(&mut self, to: ReplyTo, msg: &M) {
-        self.reply_with(to, |id, _| {
-            let mut line = Vec::with_capacity(msg.encoded_len_hint());
-            msg.encode_into(id, &mut line);
-            line
+        self.reply_into(to, |id, _, out| {
+            out.reserve(msg.encoded_len_hint());
+            msg.encode_into(id, out);
         });
     }
 
@@ -450,6 +465,17 @@ impl<R, F: Framer> Port<R, F> {
         to: ReplyTo,
         encode: impl FnOnce(Option<&RequestId>, u8) -> Vec<u8>,
     ) {
+        self.reply_into(to, |id, tag, out| out.extend_from_slice(&encode(id, tag)));
+    }
+
+    /// Answers the request behind `to` with what `encode` appends, from its id and tag,
+    /// to the buffer it is given: the connection's unsent bytes when the answer is the
+    /// next due, so that a hot answer is encoded once and never copied.
+    pub(crate) fn reply_into(
+        &mut self,
+        to: ReplyTo,
+        encode: impl FnOnce(Option<&RequestId>, u8, &mut Vec<u8>),
+    ) {
         let Some(token) = self.handles.remove(&to.0) else {
             return;
         };
@@ -462,7 +488,7 @@ impl<R, F: Framer> Port<R, F> {
             }
         }
         if let Some(conn) = self.conns.get_mut(&token) {
-            conn.answers_mut().fill(to.0, encode);
+            conn.answer(to.0, encode);
             self.touched.insert(token);
         }
     }
@@ -470,8 +496,9 @@ impl<R, F: Framer> Port<R, F> {
     /// Writes what can be written, closes what is finished, and queues connections that
     /// got room to read again.
     pub(crate) fn flush(&mut self, now_ms: u64, registry: &Registry) {
-        let touched = std::mem::take(&mut self.touched);
-        for token in touched {
+        let mut touched = std::mem::take(&mut self.visiting);
+        self.touched.drain_sorted_into(&mut touched);
+        for &token in &touched {
             let Some(conn) = self.conns.get_mut(&token) else {
                 continue;
             };
@@ -484,6 +511,7 @@ impl<R, F: Framer> Port<R, F> {
                 Err(closed) => self.close(registry, token, closed),
             }
         }
+        self.visiting = touched;
     }
 
     /// Gives back what handle `handle` held of the budget.
@@ -560,8 +588,8 @@ impl<R, F: Framer> Port<R, F> {
         if let Err(err) = registry.deregister(conn.stream_mut()) {
             tracing::debug!(port = self.spec.name, %peer, %err, "deregistering a closed connection failed");
         }
-        self.ready.remove(&token);
-        self.touched.remove(&token);
+        self.ready.remove(token);
+        self.touched.remove(token);
         // A descriptor came free: connections that waited in the backlog may be taken.
         if self.accept_retry_at_ms.is_some() {
             self.accept_retry_at_ms = Some(0);
@@ -591,7 +619,7 @@ struct Queue<'a, R, F: Framer> {
     conn: &'a mut Conn<F>,
     token: Token,
     handles: &'a mut HandleMap<Token>,
-    sequencers: &'a mut BTreeMap<Token, Sequencer<R>>,
+    sequencers: &'a mut TokenMap<Sequencer<R>>,
     next_handle: &'a mut u64,
     access: fn(&R) -> Option<(&str, Access)>,
     requests: &'a mut Vec<(ReplyTo, R)>,

@@ -86,16 +86,11 @@ pub(crate) fn spec() -> PortSpec<ClientRequest, RespParser> {
     }
 }
 
-/// Encodes the coordinator's answer to a request whose slot carries `tag`.
-pub(crate) fn encode_answer(msg: &ClientResponse, tag: u8) -> Vec<u8> {
-    reply::encode(reply::Shape::from_tag(tag), msg)
-}
-
-/// The RESP encoder in the shape [`crate::inbound::Port::reply_with`] takes.
+/// The RESP encoder in the shape [`crate::inbound::Port::reply_into`] takes.
 pub(crate) fn answer_encoder(
     msg: &ClientResponse,
-) -> impl FnOnce(Option<&RequestId>, u8) -> Vec<u8> + '_ {
-    move |_, tag| encode_answer(msg, tag)
+) -> impl FnOnce(Option<&RequestId>, u8, &mut Vec<u8>) + '_ {
+    move |_, tag, out| reply::encode_into(reply::Shape::from_tag(tag), msg, out)
 }
 
 #[cfg(test)]

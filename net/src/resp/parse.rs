@@ -167,6 +167,9 @@ impl RespParser {
         if first != b'*' {
             return self.step_inline();
         }
+        if let Some(event) = self.whole_multibulk() {
+            return Step::Event(event);
+        }
         let header_len = match self.header_line() {
             Ok(Some(len)) => len,
             Ok(None) => return Step::NeedMore,
@@ -191,6 +194,39 @@ impl RespParser {
             frame_bytes,
         };
         Step::Progress
+    }
+
+    /// A multibulk command wholly in the buffer, parsed in one pass: what nearly every
+    /// command of a client library is. `None` hands everything else (a command split
+    /// across reads, `*0`, `*-1`, anything invalid or over the limit) to the step by step
+    /// parser, so that this path only ever yields what that one would.
+    fn whole_multibulk(&mut self) -> Option<RespEvent> {
+        let unread = self.unread();
+        let header_len = whole_header(unread)?;
+        let count = parse_length(unread.get(1..header_len)?)??;
+        if count == 0 || count.saturating_mul(6).saturating_add(header_len) > self.max_frame_bytes {
+            return None;
+        }
+        let mut frame_bytes = header_len;
+        let mut args = Vec::with_capacity(count.min(16));
+        for _ in 0..count {
+            let rest = unread.get(frame_bytes..)?;
+            let header_len = whole_header(rest)?;
+            if rest.first() != Some(&b'$') {
+                return None;
+            }
+            let len = parse_length(rest.get(1..header_len)?)??;
+            let end = frame_bytes.checked_add(header_len)?.checked_add(len)?;
+            if end.checked_add(2)? > self.max_frame_bytes
+                || unread.get(end..end.checked_add(2)?)? != b"\r\n"
+            {
+                return None;
+            }
+            args.push(unread.get(frame_bytes + header_len..end)?.to_vec());
+            frame_bytes = end + 2;
+        }
+        self.start += frame_bytes;
+        Some(RespEvent::Command(args))
     }
 
     fn step_bulk_header(&mut self, left: usize, args: Vec<Vec<u8>>, frame_bytes: usize) -> Step {
@@ -298,6 +334,16 @@ impl RespParser {
             Err(reason) => Some(RespEvent::Invalid(reason)),
         }
     }
+}
+
+/// The length of the whole header line (`*N\r\n`, `$N\r\n`) at the start of `bytes`,
+/// line end included; `None` if it is not whole within the longest a header may be.
+fn whole_header(bytes: &[u8]) -> Option<usize> {
+    let window = bytes.get(..MAX_HEADER_BYTES).unwrap_or(bytes);
+    window
+        .windows(2)
+        .position(|pair| pair == b"\r\n")
+        .map(|at| at + 2)
 }
 
 /// Parses the digits of a `*N`/`$N` header (line end included): `Some(None)` for -1,

@@ -295,6 +295,8 @@ proptest! {
         let expected: Vec<RespEvent> =
             commands.iter().cloned().map(RespEvent::Command).collect();
         prop_assert_eq!(events(&bytes, &[]), expected.clone());
+        let every_byte: Vec<usize> = (0..bytes.len()).collect();
+        prop_assert_eq!(events(&bytes, &every_byte), expected.clone());
         prop_assert_eq!(events(&bytes, &cuts), expected);
     }
 
@@ -310,6 +312,10 @@ proptest! {
     ) {
         let whole = events(&bytes, &[]);
         prop_assert_eq!(events(&bytes, &cuts), whole.clone());
+        // Byte by byte, no command is ever whole in the buffer: the step by step parser
+        // alone must agree with the one-pass path for whole commands.
+        let every_byte: Vec<usize> = (0..bytes.len()).collect();
+        prop_assert_eq!(events(&bytes, &every_byte), whole.clone());
         let verdicts = whole.iter().filter(|e| !matches!(e, RespEvent::Command(_))).count();
         prop_assert!(verdicts <= 1);
         if verdicts == 1 {
