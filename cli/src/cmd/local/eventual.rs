@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use ringkv_core::eventual::{Conflicts, NodeConfig, Repair};
 use ringkv_net::{run_node, NetLimits, NodeOptions};
 
-use super::nodes::{cluster_of, run_nodes, NodesPlan};
-use super::roles::{Event, Roles};
+use super::nodes::{cluster_of, listen_of, run_nodes, spawn_node, NodesPlan};
+use super::roles::Roles;
 use super::Stopped;
 use crate::args::LocalArgs;
 use crate::exit::Exit;
@@ -61,9 +61,7 @@ impl NodesPlan for Plan {
                 .get(&config.id)
                 .cloned()
                 .unwrap_or_default();
-            let listen = listen_text.parse::<SocketAddr>().map_err(|err| {
-                Stopped::Failed(format!("node {index}: address {listen_text:?}: {err}"))
-            })?;
+            let listen = listen_of(index, &listen_text)?;
             let options = NodeOptions {
                 config: config.clone(),
                 data_dir: self.data_dir.join(format!("node-{index}")),
@@ -72,17 +70,9 @@ impl NodesPlan for Plan {
                 limits: NetLimits::default(),
                 truncate_corrupt_log: false,
             };
-            roles
-                .spawn(format!("node-{index}"), move |shutdown, events| {
-                    run_node(options, shutdown, |info| {
-                        let _ = events.send(Event::NodeReady {
-                            index,
-                            listen: info.listen,
-                            resp: info.resp,
-                        });
-                    })
-                })
-                .map_err(Stopped::Failed)?;
+            spawn_node(roles, index, move |shutdown, ready| {
+                run_node(options, shutdown, |info| ready(info.listen, info.resp))
+            })?;
         }
         Ok(self.configs.len())
     }

@@ -9,7 +9,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use ringkv_core::eventual::{parse_cluster, Cluster};
-use ringkv_net::Shutdown;
+use ringkv_net::{NetError, Shutdown};
 
 use super::roles::{local_server_id, Event, Roles};
 use super::{free_if_taken, handle_other, resp_line, serve, Stopped};
@@ -29,6 +29,35 @@ pub(super) trait NodesPlan {
     fn spawn(&self, roles: &mut Roles, resp: SocketAddr) -> Result<usize, Stopped>;
     /// What to print once every node listens at `addrs` (in node order).
     fn describe(&self, addrs: &[SocketAddr]) -> String;
+}
+
+/// Where node `index` listens: its own address in the cluster file.
+pub(super) fn listen_of(index: usize, own: &str) -> Result<SocketAddr, Stopped> {
+    own.parse::<SocketAddr>()
+        .map_err(|err| Stopped::Failed(format!("node {index}: address {own:?}: {err}")))
+}
+
+/// Starts node `index` on a thread of `roles`. `run` runs the node's loop until the
+/// shutdown, and calls the callback it is given with where the node listens (and its
+/// RESP2 port) once it does; that becomes [`Event::NodeReady`].
+pub(super) fn spawn_node<R>(roles: &mut Roles, index: usize, run: R) -> Result<(), Stopped>
+where
+    R: FnOnce(Shutdown, &dyn Fn(SocketAddr, Option<SocketAddr>)) -> Result<(), NetError>
+        + Send
+        + 'static,
+{
+    roles
+        .spawn(format!("node-{index}"), move |shutdown, events| {
+            let ready = |listen, resp| {
+                let _ = events.send(Event::NodeReady {
+                    index,
+                    listen,
+                    resp,
+                });
+            };
+            run(shutdown, &ready)
+        })
+        .map_err(Stopped::Failed)
 }
 
 /// Runs the cluster of `plan` until a signal, or until the console is left.

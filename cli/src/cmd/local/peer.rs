@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use ringkv_core::peer::PeerConfig;
 use ringkv_net::{run_peer_node, NetLimits, PeerNodeOptions};
 
-use super::nodes::{cluster_of, run_nodes, NodesPlan};
-use super::roles::{Event, Roles};
+use super::nodes::{cluster_of, listen_of, run_nodes, spawn_node, NodesPlan};
+use super::roles::Roles;
 use super::Stopped;
 use crate::args::LocalArgs;
 use crate::exit::Exit;
@@ -67,9 +67,7 @@ impl NodesPlan for Plan {
                 .find(|(id, _)| *id == config.id)
                 .map(|(_, addr)| addr.clone())
                 .unwrap_or_default();
-            let listen = own
-                .parse::<SocketAddr>()
-                .map_err(|err| Stopped::Failed(format!("node {index}: address {own:?}: {err}")))?;
+            let listen = listen_of(index, &own)?;
             let options = PeerNodeOptions {
                 config: config.clone(),
                 data_dir: self.data_dir.join(format!("node-{index}")),
@@ -78,17 +76,9 @@ impl NodesPlan for Plan {
                 limits: NetLimits::default(),
                 truncate_corrupt_log: false,
             };
-            roles
-                .spawn(format!("node-{index}"), move |shutdown, events| {
-                    run_peer_node(options, shutdown, |info| {
-                        let _ = events.send(Event::NodeReady {
-                            index,
-                            listen: info.listen,
-                            resp: info.resp,
-                        });
-                    })
-                })
-                .map_err(Stopped::Failed)?;
+            spawn_node(roles, index, move |shutdown, ready| {
+                run_peer_node(options, shutdown, |info| ready(info.listen, info.resp))
+            })?;
         }
         Ok(self.configs.len())
     }
