@@ -179,12 +179,15 @@ pub(crate) fn serve<C: NodeCore>(
 ) -> Result<(), NetError> {
     let Started {
         core,
-        log,
+        mut log,
         id,
         cluster,
         started_ms,
     } = started;
     let mut ev = EventLoop::new(shutdown)?;
+    // The fsync runs on the sync thread, so reads, pings and the failure detector's
+    // traffic never wait for the disk.
+    log.start_sync_thread(ev.waker())?;
     let port = Port::bind(
         addrs.listen,
         Kind::PortA,
@@ -313,10 +316,15 @@ impl<C: NodeCore> Shell<C> {
         }
         self.detect(now_ms, registry);
         self.flush_ports(now_ms, registry);
-        match self.log.sync() {
+        // Group commit: what waited for the sync that finished goes out, and the writes
+        // since are handed to the sync thread as one.
+        match self.log.finished_sync() {
             Ok(Some(token)) => self.handle(registry, now_ms, CoreInput::Persisted { token }),
             Ok(None) => {}
             Err(err) => self.fail(err),
+        }
+        if let Err(err) = self.log.begin_sync() {
+            self.fail(err);
         }
         self.port.sweep(now_ms, registry);
         if let Some(resp) = &mut self.resp {
