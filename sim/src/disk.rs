@@ -172,14 +172,15 @@ impl LogReader for SimDisk {
     }
 }
 
-/// The longest a deferrable write waits for a sync, as in the net shells (there 1 ms).
+/// The longest a deferrable write waits for a sync: the simulator's smallest step (the
+/// net shells' sync thread lingers 300 us).
 pub const DEFERRED_SYNC_MS: Ts = 1;
 
 /// Group commit for one run of a node: writes wait in the page cache until a sync starts,
 /// and one sync covers everything written before it started. It lives and dies with the
 /// process, as the shell's write queue does. A deferrable write (a decision record whose
-/// client was answered) waits for the next urgent sync or [`DEFERRED_SYNC_MS`], as the
-/// net shells schedule it.
+/// client was answered) waits for the next urgent sync, a hastening, or
+/// [`DEFERRED_SYNC_MS`], as in the net shells.
 #[derive(Debug, Default)]
 pub struct Journal {
     /// Tokens written and not yet covered by a sync, with the log length after each.
