@@ -9,6 +9,7 @@ impl<R: LogReader> Node<R> {
         self.timers.check_invariants();
         self.durability.check_invariants();
         self.hints.check_invariants();
+        self.key_writes.check_invariants();
         assert!(
             self.inbox.is_empty(),
             "a message to itself was left unhandled"

@@ -30,6 +30,7 @@ pub mod state;
 mod dedup;
 mod handoff;
 mod invariants;
+mod key_writes;
 mod owed;
 mod read;
 mod reap;
@@ -185,8 +186,11 @@ pub struct Node<R> {
     up: BTreeMap<NodeId, bool>,
     store: Store<KeyState, R>,
     durability: Durability<Deferred>,
-    /// The token of the last append: what a state shown to others must wait for.
+    /// The token of the last append: what a message about the whole log (hints taking
+    /// over a debt) must wait for.
     last_token: PersistToken,
+    /// Each key's last write not yet durable: what a state shown to others waits for.
+    key_writes: key_writes::KeyWrites,
     timers: Timers<TimerKind>,
     pending: BTreeMap<u64, Pending>,
     hints: Hints,
@@ -247,6 +251,7 @@ impl<R: LogReader> Node<R> {
             store,
             durability: Durability::new(0, config.max_waiting),
             last_token: Durability::<Deferred>::recovered_token(),
+            key_writes: key_writes::KeyWrites::default(),
             timers: Timers::new(),
             pending: BTreeMap::new(),
             hints: Hints::new(config.hints),
@@ -373,6 +378,7 @@ impl<R: LogReader> Node<R> {
             state: bytes,
         };
         let (token, payload_offset) = self.append(&record);
+        self.key_writes.note(key, token);
         let loc = ValueLoc {
             offset: payload_offset + state_offset_in_payload(key.len()) as u64,
             len: u32::try_from(len).unwrap_or(u32::MAX),
@@ -395,8 +401,17 @@ impl<R: LogReader> Node<R> {
         }
     }
 
+    /// The write `key`'s state waits for before this node shows it: its own last one,
+    /// or, when that is durable, none (the recovered token).
+    fn key_token(&self, key: &str) -> PersistToken {
+        self.key_writes
+            .pending(key)
+            .unwrap_or_else(Durability::<Deferred>::recovered_token)
+    }
+
     fn on_persisted(&mut self, token: PersistToken) {
         self.durability.persisted(token);
+        self.key_writes.persisted(token);
         while let Some(action) = self.durability.pop_ready() {
             self.run(action);
         }

@@ -217,10 +217,11 @@ impl<R: LogReader> Node<R> {
             };
             self.floor = self.floor.max(top);
             let floor = self.floor;
-            self.append(&Record::Reaped {
+            let (token, _) = self.append(&Record::Reaped {
                 key: key.clone(),
                 floor,
             });
+            self.key_writes.note(&key, token);
             self.store.remove(&key);
             self.graves.remove(&key);
         }

@@ -178,7 +178,7 @@ impl<R: LogReader> Node<R> {
         // Unchanged: this node already holds it, though perhaps not durably yet.
         let token = match merged {
             Some(state) => self.put_state(&key, state),
-            None => self.last_token,
+            None => self.key_token(&key),
         };
         // Only with room for them and the answer below; without, a later read repairs.
         if self.durability.has_room(behind.len().saturating_add(1)) {
@@ -233,7 +233,7 @@ impl<R: LogReader> Node<R> {
         match self.held(&key) {
             Ok(state) => {
                 let state = state.map(|s| StateBytes(s.to_bytes()));
-                let token = self.last_token;
+                let token = self.key_token(&key);
                 self.defer(
                     token,
                     Deferred::Send(from, PeerMessage::State { req, state }),

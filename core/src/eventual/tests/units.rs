@@ -814,6 +814,42 @@ fn a_replica_shows_its_state_only_once_durable() {
 }
 
 #[test]
+fn a_replica_shows_a_key_once_its_own_writes_are_durable_whatever_follows() {
+    let mut w = World::new(&IDS, |_| {});
+    w.slots.get_mut(&20).expect("slot").auto_sync = false;
+    w.partition(10, 30, true);
+    w.partition(20, 30, true);
+    let keys: Vec<String> = (0..10_000)
+        .map(|i| format!("key{i}"))
+        .filter(|key| w.node(10).replicas_of(key).first() == Some(&10))
+        .take(2)
+        .collect();
+    let [first, second] = [&keys[0], &keys[1]];
+    for (key, value) in [(first, "v1"), (second, "v2")] {
+        let put = w.put(10, key, value, One, None);
+        assert!(is_written(w.answer(put)));
+    }
+    // The second key's state is 20's last write; everything before it, the first key's
+    // state among it, becomes durable.
+    assert!(
+        w.slots[&20].unsynced.len() >= 2,
+        "20 holds both, not yet durably"
+    );
+    w.partition(20, 30, false);
+    while w.slots[&20].unsynced.len() > 1 {
+        w.sync_first(20);
+    }
+    w.run();
+    let get_first = w.get(30, first, Two);
+    assert_eq!(values(w.answer(get_first)), ["v1"]);
+    let get_second = w.get(30, second, Two);
+    assert_eq!(w.answer(get_second), None, "shown before it is durable");
+    w.sync(20);
+    w.run();
+    assert_eq!(values(w.answer(get_second)), ["v2"]);
+}
+
+#[test]
 fn a_torn_log_tail_is_cut_and_the_rest_recovered() {
     let mut w = World::new(&IDS, |_| {});
     let put = w.put(10, "k", "v", All, None);
