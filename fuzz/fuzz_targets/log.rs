@@ -80,6 +80,7 @@ impl Model {
             Record::PrepareDel { txid, key } => self.prepare(*txid, key, None),
             Record::Commit { txid } => self.decide(*txid, true),
             Record::Abort { txid } => self.decide(*txid, false),
+            Record::Value { key, value } => self.carry(key, value),
         }
     }
 
@@ -93,6 +94,15 @@ impl Model {
         }
         self.locks.insert(key.to_owned(), txid);
         self.prepared.insert(txid, (key.to_owned(), value));
+    }
+
+    /// A committed value compaction carried over: no transaction may hold its key.
+    fn carry(&mut self, key: &str, value: &str) {
+        if self.locks.contains_key(key) {
+            self.anomalies += 1;
+            return;
+        }
+        self.store.insert(key.to_owned(), value.to_owned());
     }
 
     fn decide(&mut self, txid: u64, commit: bool) {

@@ -114,7 +114,11 @@ impl<E> LogStream<E> {
                             .push(format!("at offset {}: {anomaly}", base + frame.offset));
                     }
                 }
-                Err(err) => self.scan.bad_record = Some((base + frame.offset, err)),
+                Err(err) => {
+                    // The valid prefix ends before it, whatever chunk it came in.
+                    self.scan.valid_len = base + frame.offset;
+                    self.scan.bad_record = Some((base + frame.offset, err));
+                }
             }
         }
         self.decoded_to = base + decoded.valid_len;
@@ -160,5 +164,71 @@ impl<E> LogStream<E> {
     pub fn finish(mut self, after: AfterPrefix) -> LogScan<E> {
         self.scan.after = after;
         self.scan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::encode_frame;
+
+    /// A record of one byte, 7: any other payload is no record.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    struct Seven;
+
+    impl LogRecord for Seven {
+        type Error = String;
+
+        fn decode(payload: &[u8]) -> Result<Self, String> {
+            match payload {
+                [7] => Ok(Seven),
+                _ => Err(format!("not a record: {payload:?}")),
+            }
+        }
+    }
+
+    fn log_of(payloads: &[&[u8]]) -> Vec<u8> {
+        let mut log = Vec::new();
+        for payload in payloads {
+            encode_frame(payload, &mut log);
+        }
+        log
+    }
+
+    #[test]
+    fn replay_stops_at_a_payload_that_is_no_record_and_the_valid_prefix_ends_there() {
+        let log = log_of(&[&[7], &[7], &[8, 8], &[7]]);
+        let bad_at = 2 * 9;
+        let mut replayed = 0;
+        let scan = replay_log(&log, |_: Seven, _| {
+            replayed += 1;
+            Ok(())
+        });
+        assert_eq!(replayed, 2);
+        assert_eq!(scan.records, 2);
+        assert_eq!(scan.valid_len, bad_at);
+        assert_eq!(scan.bad_record.map(|(at, _)| at), Some(bad_at));
+        // The frames themselves go on to the end.
+        assert_eq!(scan.stop, StopReason::End);
+    }
+
+    #[test]
+    fn a_bad_record_ends_the_valid_prefix_wherever_the_chunks_are_cut() {
+        let log = log_of(&[&[7], &[7], &[7], &[8], &[7]]);
+        let bad_at = 3 * 9;
+        for chunk_bytes in 1..=log.len() {
+            // As a reader does: each chunk is what was left over plus the next bytes read.
+            let mut stream = LogStream::new();
+            let mut read_to = 0;
+            while !stream.is_done() {
+                let from = usize::try_from(stream.decoded_to()).unwrap();
+                read_to = (read_to + chunk_bytes).min(log.len());
+                stream.feed(&log[from..read_to], read_to == log.len(), |_: Seven, _| Ok(()));
+            }
+            let scan = stream.finish(AfterPrefix::TornTail);
+            assert_eq!(scan.valid_len, bad_at, "chunks of {chunk_bytes} bytes");
+            assert_eq!(scan.records, 3, "chunks of {chunk_bytes} bytes");
+            assert_eq!(scan.bad_record.map(|(at, _)| at), Some(bad_at));
+        }
     }
 }
