@@ -12,6 +12,7 @@ use crate::twopc::PrepareCheck;
 use crate::Ts;
 
 use super::record::{value_offset_in_payload, PeerRecord};
+use super::txid;
 use super::update::Payload;
 use super::{empty, Change, ConfigError, LogReader, Peer, PeerConfig, Prepared, Timer};
 
@@ -77,7 +78,14 @@ impl<R: LogReader> Peer<R> {
             peer.arm_first_query(txid, 0);
         }
         let floor = peer.config.epoch_floor;
-        peer.begin_epoch(coordinated.epoch.max(floor));
+        let last_epoch = coordinated.epoch.max(floor);
+        if last_epoch >= txid::EPOCH_MAX {
+            return Err(ConfigError(format!(
+                "the log's epoch {last_epoch} is the last one: this node has no transaction \
+                 IDs left to issue"
+            )));
+        }
+        peer.begin_epoch(last_epoch);
         peer.timers.set(Timer::Heartbeat, now);
         peer.drain_driver();
         while let Some(msg) = peer.local.pop_front() {
@@ -141,10 +149,21 @@ impl<R: LogReader> Peer<R> {
                 return Ok(());
             }
             PeerRecord::Epoch { epoch } => {
+                // This version never writes one past the last epoch.
+                if epoch > txid::EPOCH_MAX {
+                    return Err(format!("epoch {epoch} is past the last one"));
+                }
                 coordinated.epoch = coordinated.epoch.max(epoch);
                 return Ok(());
             }
             PeerRecord::Decided { txid, participants } => {
+                // This node wrote it as coordinator: at least one participant, each once.
+                let mut distinct = participants.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                if participants.is_empty() || distinct.len() != participants.len() {
+                    return Err(format!("commit {txid} with participants {participants:?}"));
+                }
                 if coordinated.commits.insert(txid, participants).is_some() {
                     return Err(format!("transaction {txid} committed twice"));
                 }

@@ -460,3 +460,46 @@ fn held_updates_count_against_the_update_limit_and_start_in_order() {
         assert_eq!(w.local(id, "k"), value("v3"), "node {id}");
     }
 }
+
+fn epoch_log(epochs: &[u32]) -> Vec<u8> {
+    let mut log = Vec::new();
+    for &epoch in epochs {
+        crate::log::encode_frame(&record::PeerRecord::Epoch { epoch }.encode(), &mut log);
+    }
+    log
+}
+
+#[test]
+fn a_log_at_the_last_epoch_is_refused_with_an_error_not_a_panic() {
+    let log = epoch_log(&[3, txid::EPOCH_MAX]);
+    let reader = MemLog(Rc::new(RefCell::new(log.clone())));
+    let err = Peer::recover(config(10), 0, &log, reader)
+        .err()
+        .expect("no epoch is left to start");
+    assert!(err.0.contains("no transaction IDs left"), "{err}");
+}
+
+#[test]
+fn an_epoch_past_the_last_is_an_anomaly_and_the_rest_recovers() {
+    let log = epoch_log(&[3, txid::EPOCH_MAX + 1]);
+    let reader = MemLog(Rc::new(RefCell::new(log.clone())));
+    let (peer, report) = Peer::recover(config(10), 0, &log, reader).expect("recovers");
+    assert_eq!(report.anomalies.len(), 1, "{:?}", report.anomalies);
+    assert_eq!(peer.epoch, 4, "the epoch after the last one written");
+}
+
+#[test]
+fn a_commit_record_without_participants_or_with_one_twice_is_an_anomaly() {
+    for participants in [vec![], vec![10, 20, 10]] {
+        let mut log = epoch_log(&[3]);
+        let decided = record::PeerRecord::Decided {
+            txid: 77,
+            participants,
+        };
+        crate::log::encode_frame(&decided.encode(), &mut log);
+        let reader = MemLog(Rc::new(RefCell::new(log.clone())));
+        let (_, report) = Peer::recover(config(10), 0, &log, reader).expect("recovers");
+        assert_eq!(report.anomalies.len(), 1, "{:?}", report.anomalies);
+        assert_eq!(report.open_commits, 0);
+    }
+}
