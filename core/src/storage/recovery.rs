@@ -223,7 +223,9 @@ mod tests {
             while !stream.is_done() {
                 let from = usize::try_from(stream.decoded_to()).unwrap();
                 read_to = (read_to + chunk_bytes).min(log.len());
-                stream.feed(&log[from..read_to], read_to == log.len(), |_: Seven, _| Ok(()));
+                stream.feed(&log[from..read_to], read_to == log.len(), |_: Seven, _| {
+                    Ok(())
+                });
             }
             let scan = stream.finish(AfterPrefix::TornTail);
             assert_eq!(scan.valid_len, bad_at, "chunks of {chunk_bytes} bytes");
