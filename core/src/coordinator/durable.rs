@@ -21,7 +21,7 @@ use crate::ReplyTo;
 
 use super::membership::ServerState;
 use super::record::CoordinatorRecord;
-use super::txn::Update;
+use super::txn::{Update, REPLICAS_PER_KEY};
 use super::{ConfigError, Coordinator, CoordinatorConfig, CoordinatorOutput, Timer};
 
 /// Registrations waiting for their record beyond the updates in flight; more are answered
@@ -101,6 +101,45 @@ impl Folded {
     }
 }
 
+impl Folded {
+    /// Keeps the members a ring of `expected_servers` holds (the lowest IDs, as this
+    /// version never writes more) and the commits it can finish: two distinct kept
+    /// servers, at most one per key. This version writes nothing else; a log that says
+    /// otherwise is damaged, and what contradicts it is skipped, never trusted.
+    fn keep_usable(&mut self, expected_servers: usize) -> Vec<String> {
+        let mut anomalies = Vec::new();
+        let extra: Vec<ServerId> = self
+            .members
+            .keys()
+            .copied()
+            .skip(expected_servers)
+            .collect();
+        for id in extra {
+            self.members.remove(&id);
+            anomalies.push(format!("member {id} beyond a ring of {expected_servers}"));
+        }
+        let mut keys = std::collections::BTreeSet::new();
+        let members = &self.members;
+        self.commits.retain(|txid, (key, _, participants)| {
+            let mut distinct = participants.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            let known = participants.iter().all(|p| members.contains_key(p));
+            let usable = known
+                && participants.len() == REPLICAS_PER_KEY
+                && distinct.len() == participants.len()
+                && keys.insert(key.clone());
+            if !usable {
+                anomalies.push(format!(
+                    "commit {txid} of {key:?} on {participants:?} skipped"
+                ));
+            }
+            usable
+        });
+        anomalies
+    }
+}
+
 impl Coordinator {
     /// Rebuilds a coordinator from its log: its ring, and every commit whose phase 2 may
     /// not have reached both replicas, which runs again at once. Fails on a log written
@@ -120,11 +159,19 @@ impl Coordinator {
                 )));
             }
         }
+        let last_epoch = folded.epoch.max(config.epoch_floor);
+        if last_epoch == u32::MAX {
+            return Err(ConfigError(format!(
+                "the log's epoch {last_epoch} is the last one: no transaction IDs are left"
+            )));
+        }
+        let mut anomalies = scan.anomalies;
+        anomalies.extend(folded.keep_usable(config.expected_servers));
         coordinator.durability = Durability::new(scan.valid_len, deferred_limit(&config));
         let open_commits = folded.commits.len();
         let members = folded.members.len();
         coordinator.restore(folded.members, folded.commits);
-        coordinator.begin_epoch(folded.epoch.max(config.epoch_floor));
+        coordinator.begin_epoch(last_epoch);
         let recovery = CoordinatorRecovery {
             records: scan.records,
             valid_len: scan.valid_len,
@@ -134,7 +181,7 @@ impl Coordinator {
             members,
             open_commits,
             epoch: coordinator.epoch,
-            anomalies: scan.anomalies,
+            anomalies,
         };
         Ok((coordinator, recovery))
     }
@@ -263,4 +310,70 @@ impl Coordinator {
 /// How many actions may wait for the coordinator's log.
 pub(super) fn deferred_limit(config: &CoordinatorConfig) -> usize {
     config.max_updates + MAX_PENDING_REGISTRATIONS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::encode_frame;
+
+    fn log_of(records: &[CoordinatorRecord]) -> Vec<u8> {
+        let mut log = Vec::new();
+        for record in records {
+            encode_frame(&record.encode(), &mut log);
+        }
+        log
+    }
+
+    fn member(id: ServerId) -> CoordinatorRecord {
+        CoordinatorRecord::Member {
+            id,
+            addr: format!("127.0.0.1:{}", 7000 + id),
+        }
+    }
+
+    fn commit(txid: TxId, key: &str, participants: Vec<ServerId>) -> CoordinatorRecord {
+        CoordinatorRecord::Commit {
+            txid,
+            key: key.to_owned(),
+            op: TxOp::Del,
+            participants,
+        }
+    }
+
+    #[test]
+    fn commits_a_ring_cannot_finish_are_skipped_as_anomalies() {
+        let epoch = CoordinatorRecord::Epoch {
+            epoch: 1,
+            expected_servers: 2,
+        };
+        let log = log_of(&[
+            epoch,
+            member(1),
+            member(2),
+            member(3),
+            commit(10, "a", vec![1, 2]),
+            commit(11, "b", vec![]),
+            commit(12, "c", vec![1, 1]),
+            commit(13, "d", vec![1, 3]),
+            commit(14, "e", vec![1, 9]),
+            commit(15, "a", vec![2, 1]),
+        ]);
+        let (_, report) = Coordinator::recover(CoordinatorConfig::new(2), &log).expect("recovers");
+        assert_eq!(report.members, 2, "the ring holds two");
+        assert_eq!(report.open_commits, 1, "only the commit of a on 1 and 2");
+        assert_eq!(report.anomalies.len(), 6, "{:?}", report.anomalies);
+    }
+
+    #[test]
+    fn a_log_at_the_last_epoch_is_refused_with_an_error() {
+        let log = log_of(&[CoordinatorRecord::Epoch {
+            epoch: u32::MAX,
+            expected_servers: 2,
+        }]);
+        let err = Coordinator::recover(CoordinatorConfig::new(2), &log)
+            .err()
+            .expect("no epoch is left");
+        assert!(err.0.contains("no transaction IDs are left"), "{err}");
+    }
 }
