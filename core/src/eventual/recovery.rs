@@ -100,14 +100,20 @@ impl<R: LogReader> Node<R> {
                 created_ms,
                 key,
                 state,
-            } => self.replay_hint(Hint {
-                id,
-                target,
-                key,
-                state,
-                created_ms,
-                sent_ms: None,
-            }),
+            } => {
+                // Ids are never reused; a log that repeats one is damaged.
+                if self.hints.get(id).is_some() {
+                    return Err(format!("hint {id} twice"));
+                }
+                self.replay_hint(Hint {
+                    id,
+                    target,
+                    key,
+                    state,
+                    created_ms,
+                    sent_ms: None,
+                });
+            }
             Record::HintDone { id } => {
                 self.hints.remove(id);
             }
@@ -118,6 +124,10 @@ impl<R: LogReader> Node<R> {
                 key,
                 targets,
             } => {
+                // This node writes a debt only to other nodes, and at least one.
+                if targets.is_empty() || targets.contains(&self.config.id) {
+                    return Err(format!("debt {id} of {key:?} owed to {targets:?}"));
+                }
                 let owed = super::owed::Owed {
                     key,
                     targets: targets.into_iter().collect(),

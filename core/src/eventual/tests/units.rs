@@ -1250,3 +1250,42 @@ fn a_reap_commit_lost_at_one_replica_still_converges_with_hints_alone() {
         assert_eq!(w.state(id, "k"), None, "replica {id} converged");
     }
 }
+
+#[test]
+fn a_damaged_log_of_debts_and_hints_is_skipped_not_trusted() {
+    use super::super::record::Record;
+    use super::harness::MemLog;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    let w = World::new(&IDS, |_| {});
+    let config = w.slots[&10].config.clone();
+    let owed = |id: u64, targets: Vec<u64>| Record::Owed {
+        id,
+        coordinator: 20,
+        coordinator_req: id,
+        key: format!("owed{id}"),
+        targets,
+    };
+    let hint = |target: u64, key: &str| Record::Hint {
+        id: 5,
+        target,
+        created_ms: 0,
+        key: key.to_owned(),
+        state: vec![1],
+    };
+    let records = [
+        owed(1, vec![]),
+        owed(2, vec![10, 20]),
+        hint(20, "c"),
+        hint(30, "d"),
+    ];
+    let mut bytes = Vec::new();
+    for record in &records {
+        crate::log::encode_frame(&record.encode(), &mut bytes);
+    }
+    let log = MemLog(Rc::new(RefCell::new(bytes.clone())));
+    let (_, report) = super::super::Node::recover(config, &bytes, log).expect("recovers");
+    assert_eq!(report.anomalies.len(), 3, "{:?}", report.anomalies);
+    assert_eq!(report.hints, 1, "the first hint 5 stands");
+}
