@@ -358,6 +358,15 @@ impl World {
         let node = slot.node.as_mut().expect("node is up");
         node.install_compaction(compacted.clone(), covered);
         node.check_invariants();
+        // Every key's location now points at its state in the new log (not the cache).
+        for (key, loc) in node.store.entries() {
+            let bytes = slot
+                .log
+                .read_at(loc.offset, loc.len as usize)
+                .expect("in the log");
+            let state = KeyState::from_bytes(&bytes).expect("a state");
+            assert_eq!(Some(state), node.local_state(key), "{key} relocated");
+        }
         self.drain(id);
         self.run();
         compacted
