@@ -419,6 +419,12 @@ pub struct NodeArgs {
     /// record from the damage on is lost.
     #[arg(long)]
     pub truncate_corrupt_log: bool,
+    /// Eventual mode: the size of the node's log, in bytes (at least 4096), at which it
+    /// is rewritten to what recovery needs: every key's current state, the hints and
+    /// debts still held, and the counters' floor. It is rewritten again only once it
+    /// doubles what the last rewrite left.
+    #[arg(long, default_value_t = ringkv_net::DEFAULT_LOG_COMPACT_BYTES, value_parser = clap::value_parser!(u64).range(4096..))]
+    pub log_compact_bytes: u64,
     /// The longest request line accepted, in bytes (line end not counted).
     #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,
@@ -601,6 +607,39 @@ mod tests {
             panic!("not put")
         };
         assert_eq!(put.value, "-5");
+    }
+
+    #[test]
+    fn an_eventual_node_compacts_its_log_past_the_option_and_a_peer_node_refuses_it() {
+        let node = |mode: &str, extra: &[&str]| {
+            let base = ["ringkv", "node", "--mode", mode, "--id", "1"];
+            let paths = [
+                "--cluster",
+                "/nonexistent/cluster",
+                "--data-dir",
+                "/nonexistent",
+            ];
+            let args = base.iter().chain(&paths).chain(extra).copied();
+            match Cli::try_parse_from(args) {
+                Ok(Cli {
+                    command: Command::Node(args),
+                    ..
+                }) => Ok(args),
+                Ok(_) => panic!("not node"),
+                Err(err) => Err(err.to_string()),
+            }
+        };
+        let default = node("eventual", &[]).unwrap();
+        assert_eq!(
+            default.log_compact_bytes,
+            ringkv_net::DEFAULT_LOG_COMPACT_BYTES
+        );
+        let given = node("eventual", &["--log-compact-bytes", "8192"]).unwrap();
+        assert_eq!(given.log_compact_bytes, 8192);
+        assert!(node("eventual", &["--log-compact-bytes", "4095"]).is_err());
+        let peer = node("peer", &["--log-compact-bytes", "8192"]).unwrap();
+        let refused = crate::cmd::node::peer_options(&peer).unwrap_err();
+        assert!(refused.contains("--log-compact-bytes"), "{refused}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use ringkv_core::ring::ServerId;
 use ringkv_core::time::Backoff;
 use ringkv_core::Role;
 
+use crate::compaction::Compaction;
 use crate::datadir::DataDir;
 use crate::error::NetError;
 use crate::event_loop::{earliest, EventLoop, Readiness};
@@ -504,31 +505,6 @@ impl Shell {
     }
 }
 
-/// When the coordinator's log is rewritten: past the threshold, and past twice what the
-/// last rewrite left, so that a state larger than the threshold is not rewritten at
-/// every turn.
-struct Compaction {
-    threshold_bytes: u64,
-    last_bytes: u64,
-}
-
-impl Compaction {
-    fn new(threshold_bytes: u64) -> Self {
-        Self {
-            threshold_bytes,
-            last_bytes: 0,
-        }
-    }
-
-    fn is_due(&self, len_bytes: u64) -> bool {
-        len_bytes >= self.threshold_bytes && len_bytes >= self.last_bytes.saturating_mul(2)
-    }
-
-    fn done(&mut self, len_bytes: u64) {
-        self.last_bytes = len_bytes;
-    }
-}
-
 /// Which of a server's two connections a message takes. Answers on one connection come
 /// in request order, so a GET must not wait behind a prepare's fsync.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -825,18 +801,5 @@ mod tests {
         std::fs::remove_dir(tmp.path().join(REPLACEMENT_FILE)).unwrap();
         let (_, bytes) = LogFile::open(tmp.path()).unwrap();
         assert_eq!(bytes, b"old");
-    }
-
-    #[test]
-    fn compaction_waits_for_the_threshold_and_for_the_log_to_double() {
-        let mut compaction = Compaction::new(1000);
-        assert!(!compaction.is_due(999));
-        assert!(compaction.is_due(1000));
-        compaction.done(800);
-        assert!(
-            !compaction.is_due(1500),
-            "a large state is not rewritten at once"
-        );
-        assert!(compaction.is_due(1600));
     }
 }

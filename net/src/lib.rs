@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 mod clock;
+mod compaction;
 mod coordinator;
 mod datadir;
 mod error;

@@ -126,6 +126,7 @@ impl LogFile {
         let pending = Pending {
             file_len,
             bytes: Vec::new(),
+            read: None,
         };
         Ok(Self {
             path,
@@ -154,19 +155,25 @@ impl LogFile {
             })
     }
 
-    /// A reader of the same file, for the replica to read values back.
+    /// A reader of the same file, for the replica to read values back. Every reader
+    /// shares one read-only handle, which [`LogFile::replace`] moves to the new file.
     pub(crate) fn reader(&self) -> Result<FileLogReader, NetError> {
-        File::open(&self.path)
-            .map(|file| FileLogReader {
-                file,
-                pending: Rc::clone(&self.pending),
-            })
-            .map_err(|err| {
-                NetError::io(
-                    format!("opening the log {} for reading", self.path.display()),
-                    err,
-                )
-            })
+        let mut pending = self.pending.borrow_mut();
+        if pending.read.is_none() {
+            pending.read = Some(self.open_for_reading()?);
+        }
+        Ok(FileLogReader {
+            pending: Rc::clone(&self.pending),
+        })
+    }
+
+    fn open_for_reading(&self) -> Result<File, NetError> {
+        File::open(&self.path).map_err(|err| {
+            NetError::io(
+                format!("opening the log {} for reading", self.path.display()),
+                err,
+            )
+        })
     }
 
     /// Appends the bytes of write `token`; written and durable at the next
@@ -325,7 +332,15 @@ impl LogFile {
             self.sync_file = Some(Arc::new(for_sync));
         }
         self.file = file;
+        // Readers read the new file: the old one is gone with its offsets.
+        let has_readers = self.pending.borrow().read.is_some();
+        let read = if has_readers {
+            Some(self.open_for_reading()?)
+        } else {
+            None
+        };
         let mut pending = self.pending.borrow_mut();
+        pending.read = read;
         pending.bytes.clear();
         pending.file_len = bytes.len() as u64;
         self.syncs += 1;
@@ -472,17 +487,19 @@ impl Drop for LogFile {
 }
 
 /// Appends not yet written to the file, and how long the file is: a read past the file
-/// is served from here.
+/// is served from here. Also the readers' handle of the file, so that a replaced log is
+/// read from its new file.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     file_len: u64,
     bytes: Vec<u8>,
+    /// The read-only handle of the file, once a reader was made.
+    read: Option<File>,
 }
 
 /// Reads values back from the log file for the replica, with positioned reads on a
 /// read-only handle so that they do not move the appending handle.
 pub(crate) struct FileLogReader {
-    file: File,
     pending: Rc<RefCell<Pending>>,
 }
 
@@ -500,9 +517,14 @@ impl LogReader for FileLogReader {
         // The part in the file, then the part still in memory.
         let in_file = end.min(pending.file_len).saturating_sub(offset);
         let mut buf = vec![0; usize::try_from(in_file).map_err(|err| fail(err.to_string()))?];
-        self.file
-            .read_exact_at(&mut buf, offset)
-            .map_err(|err| fail(err.to_string()))?;
+        if !buf.is_empty() {
+            let file = pending
+                .read
+                .as_ref()
+                .ok_or_else(|| fail("the log has no read handle".into()))?;
+            file.read_exact_at(&mut buf, offset)
+                .map_err(|err| fail(err.to_string()))?;
+        }
         if end > pending.file_len {
             let from = offset.saturating_sub(pending.file_len);
             let to = end - pending.file_len;
@@ -602,6 +624,33 @@ mod tests {
         let on_disk = std::fs::read(tmp.path().join(LOG_FILE)).unwrap();
         assert_eq!(on_disk, b"abcdef");
         assert_eq!(reader.read_at(3, 3).unwrap(), b"def", "from the file now");
+    }
+
+    #[test]
+    fn a_replaced_log_is_read_from_its_new_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut log, _) = LogFile::open(tmp.path()).unwrap();
+        let reader = log.reader().unwrap();
+        log.append(PersistToken(1), b"old bytes", SyncUrgency::Now)
+            .unwrap();
+        log.sync().unwrap();
+        log.append(PersistToken(2), b"unsynced", SyncUrgency::Now)
+            .unwrap();
+        assert!(matches!(
+            log.replace(b"NEW").unwrap(),
+            Replaced::Done(Some(PersistToken(2)))
+        ));
+        assert_eq!(reader.read_at(0, 3).unwrap(), b"NEW");
+        assert!(reader.read_at(3, 1).is_err(), "the old bytes are gone");
+        log.append(PersistToken(3), b"XY", SyncUrgency::Now)
+            .unwrap();
+        assert_eq!(
+            reader.read_at(2, 3).unwrap(),
+            b"WXY",
+            "the file, then memory"
+        );
+        log.sync().unwrap();
+        assert_eq!(reader.read_at(2, 3).unwrap(), b"WXY");
     }
 
     #[test]

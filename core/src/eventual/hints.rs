@@ -119,6 +119,11 @@ impl Hints {
         self.dropped
     }
 
+    /// Every hint held, by id (so in the order they were made).
+    pub fn iter(&self) -> impl Iterator<Item = &Hint> {
+        self.by_id.values()
+    }
+
     /// The hint `id`, if held.
     pub fn get(&self, id: u64) -> Option<&Hint> {
         self.by_id.get(&id)

@@ -17,11 +17,13 @@
 //! - `reap`: tombstones to graves, graves removed for good;
 //! - `owed`: the first replica's backstop for hints its write's coordinator never made;
 //! - `resync`: a node on an empty data directory catching up from the others;
+//! - [`compact`]: the log rewritten to what recovery needs;
 //! - `recovery`, `invariants`.
 //!
 //! Messages to itself (this node as a replica of a key it coordinates) go through the
 //! same path as any other node's: they are queued and handled before `handle` returns.
 
+pub mod compact;
 pub mod config;
 pub mod hints;
 pub mod record;
@@ -55,6 +57,7 @@ use crate::time::Timers;
 use crate::versions::{Actor, Stamp};
 use crate::{ReplyTo, Ts};
 
+pub use compact::CompactedLog;
 pub use config::{
     is_host_port, parse_cluster, Cluster, ClusterError, Conflicts, HintBounds, NodeConfig, NodeId,
     Repair,

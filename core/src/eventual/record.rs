@@ -1,6 +1,7 @@
 //! The records of an eventual-mode node's write-ahead log, each the payload of one log
 //! frame: a key's whole state after every change, hints and their end, debts of a first
-//! replica and their end, reaped keys, and catching up after an empty data directory.
+//! replica and their end, reaped keys, catching up after an empty data directory, and
+//! what a compaction carried over from the records it dropped.
 //!
 //! A state record ends with the state's bytes, so the store can point at them and read
 //! them back in place.
@@ -20,6 +21,7 @@ const TAG_OWED: u8 = 5;
 const TAG_SETTLED: u8 = 6;
 const TAG_CATCHING_UP: u8 = 7;
 const TAG_CAUGHT_UP: u8 = 8;
+const TAG_CARRIED: u8 = 9;
 
 /// One record of the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,6 +84,19 @@ pub enum Record {
     /// Every node asked streamed its keys: the catching up that began with the last
     /// `CatchingUp` is over.
     CaughtUp,
+    /// Written by a compaction of the log: what the records it dropped told recovery
+    /// besides keys, hints and debts. Recovery takes the highest of each it reads.
+    Carried {
+        /// The floor of this node's counters (`Reaped` records carried it).
+        floor: u64,
+        /// The node's next request number when the log was compacted: a recovered node
+        /// numbers past it as past any logged hint or debt id (the settled ids carried it).
+        next_req: u64,
+        /// The time of this node's last last-write-wins stamp, if it made one (the states
+        /// of its writes carried it, and a later write of another node may have replaced
+        /// them).
+        last_stamp_ms: Option<u64>,
+    },
 }
 
 /// Why a payload is no record.
@@ -95,6 +110,8 @@ pub enum RecordError {
     BadKey,
     /// Bytes after a record that has no tail.
     TrailingBytes,
+    /// A presence byte that is neither 0 nor 1.
+    BadFlag,
 }
 
 impl fmt::Display for RecordError {
@@ -104,6 +121,7 @@ impl fmt::Display for RecordError {
             RecordError::UnknownTag(tag) => write!(f, "unknown record tag {tag}"),
             RecordError::BadKey => f.write_str("bad key"),
             RecordError::TrailingBytes => f.write_str("trailing bytes"),
+            RecordError::BadFlag => f.write_str("bad presence byte"),
         }
     }
 }
@@ -175,6 +193,22 @@ impl Record {
             }
             Record::CatchingUp => out.push(TAG_CATCHING_UP),
             Record::CaughtUp => out.push(TAG_CAUGHT_UP),
+            Record::Carried {
+                floor,
+                next_req,
+                last_stamp_ms,
+            } => {
+                out.push(TAG_CARRIED);
+                out.extend_from_slice(&floor.to_le_bytes());
+                out.extend_from_slice(&next_req.to_le_bytes());
+                match last_stamp_ms {
+                    Some(ms) => {
+                        out.push(1);
+                        out.extend_from_slice(&ms.to_le_bytes());
+                    }
+                    None => out.push(0),
+                }
+            }
         }
         out
     }
@@ -271,6 +305,20 @@ impl LogRecord for Record {
             }
             TAG_CATCHING_UP => Record::CatchingUp,
             TAG_CAUGHT_UP => Record::CaughtUp,
+            TAG_CARRIED => {
+                let (floor, next_req) = (r.u64()?, r.u64()?);
+                let flag = r.take(1)?.first().copied();
+                let last_stamp_ms = match flag {
+                    Some(0) => None,
+                    Some(1) => Some(r.u64()?),
+                    _ => return Err(RecordError::BadFlag),
+                };
+                Record::Carried {
+                    floor,
+                    next_req,
+                    last_stamp_ms,
+                }
+            }
             other => return Err(RecordError::UnknownTag(other)),
         };
         if r.rest.is_empty() {
@@ -314,6 +362,16 @@ mod tests {
             },
             Record::CatchingUp,
             Record::CaughtUp,
+            Record::Carried {
+                floor: 12,
+                next_req: u64::MAX,
+                last_stamp_ms: Some(77),
+            },
+            Record::Carried {
+                floor: 0,
+                next_req: 1,
+                last_stamp_ms: None,
+            },
         ];
         for record in records {
             let bytes = record.encode();
@@ -330,11 +388,19 @@ mod tests {
             }
         }
         assert_eq!(Record::decode(&[]), Err(RecordError::Truncated));
-        assert_eq!(Record::decode(&[9]), Err(RecordError::UnknownTag(9)));
+        assert_eq!(Record::decode(&[10]), Err(RecordError::UnknownTag(10)));
         assert_eq!(Record::decode(&[1, 0, 0]), Err(RecordError::BadKey));
         let mut done = Record::HintDone { id: 1 }.encode();
         done.push(0);
         assert_eq!(Record::decode(&done), Err(RecordError::TrailingBytes));
+        let mut carried = Record::Carried {
+            floor: 1,
+            next_req: 2,
+            last_stamp_ms: None,
+        }
+        .encode();
+        *carried.last_mut().expect("a presence byte") = 2;
+        assert_eq!(Record::decode(&carried), Err(RecordError::BadFlag));
         assert_eq!(state_offset_in_payload(1), 4);
     }
 }

@@ -1,6 +1,7 @@
 //! Rebuilding a node from its log bytes alone, as a fold of its records through the
 //! shared `replay_log`: every key's last state, the hints still owed, and the floor of
-//! its counters.
+//! its counters. A compacted log (see `compact`) is read the same way: its `Carried`
+//! record stands for what the records it dropped said.
 
 use crate::log::StopReason;
 use crate::role::Role;
@@ -49,8 +50,14 @@ impl<R: LogReader> Node<R> {
         let mut node = Node::blank(config, reader)?;
         let mut highest_id = 0u64;
         let scan = replay_log(log, |record: Record, payload_offset| {
-            if let Record::Hint { id, .. } | Record::Owed { id, .. } = &record {
-                highest_id = highest_id.max(*id);
+            match &record {
+                Record::Hint { id, .. } | Record::Owed { id, .. } => {
+                    highest_id = highest_id.max(*id);
+                }
+                // A compacted log's settled ids are gone; the number the node had
+                // reached when compacting stands for them.
+                Record::Carried { next_req, .. } => highest_id = highest_id.max(*next_req),
+                _ => {}
             }
             node.replay(record, payload_offset)
         });
@@ -150,6 +157,20 @@ impl<R: LogReader> Node<R> {
             }
             Record::CatchingUp => self.resync.logged = true,
             Record::CaughtUp => self.resync.logged = false,
+            Record::Carried {
+                floor,
+                next_req: _,
+                last_stamp_ms,
+            } => {
+                self.floor = self.floor.max(floor);
+                if let Some(ts_ms) = last_stamp_ms {
+                    let stamp = crate::versions::Stamp {
+                        ts_ms,
+                        node: self.config.id,
+                    };
+                    self.last_stamp = self.last_stamp.max(Some(stamp));
+                }
+            }
         }
         Ok(())
     }

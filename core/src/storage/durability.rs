@@ -152,6 +152,23 @@ impl<A> Durability<A> {
         self.waiting.pop_front().map(|(_, action)| action)
     }
 
+    /// The log was replaced by a compacted one of `new_len` bytes that holds the effect
+    /// of every write so far: appends go on from there, and tokens go on as they were.
+    /// Legal only if the log is still `built_len` long (nothing was appended since the
+    /// compacted log was built from the role's state) and every write is durable (the
+    /// replacement was installed durably and reported).
+    pub fn rebase(&mut self, built_len: u64, new_len: u64) {
+        assert_eq!(
+            self.log_len, built_len,
+            "appended to the log after its compaction was built"
+        );
+        assert_eq!(
+            self.durable_below, self.next_token,
+            "the log replaced while a write was not durable"
+        );
+        self.log_len = new_len;
+    }
+
     /// The log's length in bytes, counting writes not yet durable.
     pub fn log_len(&self) -> u64 {
         self.log_len
@@ -214,6 +231,38 @@ mod tests {
         assert_eq!(d.pop_ready(), None);
         assert_eq!(d.defer(first.persist.token, "late"), Some("late"));
         assert!(d.has_room(4) && !d.has_room(5));
+    }
+
+    #[test]
+    fn a_rebased_log_appends_from_its_new_length_with_the_same_tokens() {
+        let mut d: Durability<()> = Durability::new(50, 1);
+        let a = d.append(b"x");
+        d.persisted(a.persist.token);
+        let built = d.log_len();
+        d.rebase(built, 10);
+        let b = d.append(b"y");
+        assert_eq!(b.payload_offset, 10 + FRAME_HEADER_BYTES as u64);
+        assert!(b.persist.token > a.persist.token);
+        assert!(d.is_durable(a.persist.token) && !d.is_durable(b.persist.token));
+    }
+
+    #[test]
+    #[should_panic(expected = "not durable")]
+    fn a_log_is_not_rebased_over_a_write_not_durable() {
+        let mut d: Durability<()> = Durability::new(0, 1);
+        let _ = d.append(b"x");
+        let len = d.log_len();
+        d.rebase(len, 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "after its compaction was built")]
+    fn a_log_is_not_rebased_after_an_append_it_does_not_hold() {
+        let mut d: Durability<()> = Durability::new(0, 1);
+        let built = d.log_len();
+        let a = d.append(b"x");
+        d.persisted(a.persist.token);
+        d.rebase(built, 0);
     }
 
     #[test]

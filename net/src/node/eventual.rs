@@ -2,18 +2,19 @@
 //! directory (the log, and the incarnation that keeps its clock entries unique), and
 //! [`ringkv_core::eventual::Node`] fed through [`NodeCore`].
 
-use ringkv_core::eventual::{Node, NodeInput, NodeOutput};
+use ringkv_core::eventual::{CompactedLog, Node, NodeInput, NodeOutput};
 use ringkv_core::proto::{
     Envelope, ErrorCode, ErrorReply, EventualRequest, EventualResponse, NodeMessage, PeerMessage,
 };
 use ringkv_core::session::Access;
+use ringkv_core::storage::PersistToken;
 use ringkv_core::Role;
 
 use crate::datadir::{read_number, write_number, DataDir};
 use crate::error::NetError;
 use crate::logfile::{refuse_damage_or_cut_tail, FileLogReader, LogFile};
 
-use super::shell::{CoreInput, CoreOutput, DecodedLine, NodeCore};
+use super::shell::{Compacted, CoreInput, CoreOutput, DecodedLine, NodeCore};
 use super::wire::{sender_of, Inbound, PeerEncoder};
 use super::{NodeInfo, NodeOptions};
 
@@ -21,7 +22,21 @@ use super::{NodeInfo, NodeOptions};
 const INCARNATION_FILE: &str = "incarnation";
 
 /// An eventual-mode node as the shell drives it.
-pub(crate) struct EventualCore(pub(crate) Node<FileLogReader>);
+pub(crate) struct EventualCore {
+    node: Node<FileLogReader>,
+    /// The compacted log built last, until the shell installed or dropped it.
+    compacted: Option<CompactedLog>,
+}
+
+impl EventualCore {
+    /// The shell's core around `node`.
+    pub(crate) fn new(node: Node<FileLogReader>) -> Self {
+        Self {
+            node,
+            compacted: None,
+        }
+    }
+}
 
 impl NodeCore for EventualCore {
     type Request = EventualRequest;
@@ -78,11 +93,11 @@ impl NodeCore for EventualCore {
             CoreInput::Persisted { token } => NodeInput::Persisted { token },
             CoreInput::Tick => NodeInput::Tick,
         };
-        self.0.handle(now_ms, input);
+        self.node.handle(now_ms, input);
     }
 
     fn poll_output(&mut self) -> Option<CoreOutput<EventualResponse, PeerMessage>> {
-        Some(match self.0.poll_output()? {
+        Some(match self.node.poll_output()? {
             NodeOutput::Reply { to, msg } => CoreOutput::Reply { to, msg },
             NodeOutput::Send { to, msg } => CoreOutput::Send { to, msg },
             NodeOutput::Persist { token, bytes } => CoreOutput::Persist { token, bytes },
@@ -90,11 +105,34 @@ impl NodeCore for EventualCore {
     }
 
     fn poll_timeout(&self) -> Option<u64> {
-        self.0.poll_timeout()
+        self.node.poll_timeout()
     }
 
     fn encode(&mut self, encoder: &mut PeerEncoder, msg: PeerMessage) -> Vec<u8> {
         encoder.encode(msg)
+    }
+
+    fn compact_log(&mut self) -> Option<Result<Compacted<'_>, String>> {
+        let compacted = match self.node.compaction_log() {
+            Ok(compacted) => self.compacted.insert(compacted),
+            Err(err) => return Some(Err(err)),
+        };
+        Some(Ok(Compacted {
+            bytes: &compacted.bytes,
+            keys: compacted.keys,
+        }))
+    }
+
+    fn install_compacted(&mut self, covered: Option<PersistToken>) {
+        let compacted = self
+            .compacted
+            .take()
+            .expect("a compacted log installed that was never built");
+        self.node.install_compaction(compacted, covered);
+    }
+
+    fn drop_compacted(&mut self) {
+        self.compacted = None;
     }
 }
 

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use ringkv_core::eventual::{Cluster, NodeConfig, RecoveryReport};
 use ringkv_core::peer::{PeerConfig, PeerRecovery};
 
+use crate::compaction::Compaction;
 use crate::datadir::DataDir;
 use crate::error::NetError;
 use crate::limits::NetLimits;
@@ -40,6 +41,11 @@ pub struct NodeOptions {
     /// Whether to cut a log damaged before its end (losing every record from the damage
     /// on) instead of refusing to start.
     pub truncate_corrupt_log: bool,
+    /// Once the log holds this many bytes (and twice what it held after the last
+    /// compaction), it is rewritten to what recovery needs: every key's state, the hints
+    /// and debts still held, the counters' floor and request numbers.
+    /// [`crate::DEFAULT_LOG_COMPACT_BYTES`] by default.
+    pub log_compact_bytes: u64,
 }
 
 /// What a started node tells its caller.
@@ -73,10 +79,11 @@ pub fn run_node(
     let (node, log, info) = eventual::start_node(&opts, &dir)?;
     let started = Started {
         cluster: node.config().cluster.clone(),
-        core: eventual::EventualCore(node),
+        core: eventual::EventualCore::new(node),
         log,
         id,
         started_ms: 0,
+        compaction: Compaction::new(opts.log_compact_bytes),
     };
     let addrs = Addrs {
         listen: opts.listen,
@@ -148,6 +155,8 @@ pub fn run_peer_node(
         id,
         cluster,
         started_ms,
+        // Its core does not compact its log.
+        compaction: Compaction::new(u64::MAX),
     };
     let addrs = Addrs {
         listen: opts.listen,

@@ -15,11 +15,12 @@ use ringkv_core::session::Access;
 use ringkv_core::storage::{PersistToken, SyncUrgency};
 use ringkv_core::ReplyTo;
 
+use crate::compaction::Compaction;
 use crate::error::NetError;
 use crate::event_loop::{earliest, EventLoop, Readiness};
 use crate::inbound::{decoded_line, Decoded, Port, PortSpec};
 use crate::limits::NetLimits;
-use crate::logfile::LogFile;
+use crate::logfile::{LogFile, Replaced};
 use crate::resp::{node_spec, RespAnswer, RespParser, RespRequest};
 use crate::tokens::{kind_of, Kind};
 
@@ -83,6 +84,29 @@ pub(crate) trait NodeCore {
     fn poll_timeout(&self) -> Option<u64>;
     /// The line that carries `msg` to another node.
     fn encode(&mut self, encoder: &mut PeerEncoder, msg: Self::Message) -> Vec<u8>;
+
+    /// A log holding the effect of every write so far and nothing else, to replace the
+    /// whole log with once it grew past `--log-compact-bytes`; `None` for a core that
+    /// does not compact its log (the default). An error (a state that could not be read
+    /// back) leaves the log as it is.
+    fn compact_log(&mut self) -> Option<Result<Compacted<'_>, String>> {
+        None
+    }
+
+    /// The log was replaced by the last [`NodeCore::compact_log`]'s bytes, durably;
+    /// `covered` is the last write of the old log not yet reported durable, durable now.
+    fn install_compacted(&mut self, _covered: Option<PersistToken>) {}
+
+    /// The last [`NodeCore::compact_log`]'s bytes were not installed: forget them.
+    fn drop_compacted(&mut self) {}
+}
+
+/// A compacted log a core built, for the shell to install.
+pub(crate) struct Compacted<'a> {
+    /// The whole new log.
+    pub(crate) bytes: &'a [u8],
+    /// Keys it holds, for the log line.
+    pub(crate) keys: usize,
 }
 
 fn decode<C: NodeCore>(line: Vec<u8>) -> Decoded<Inbound<C::Request, C::Message>> {
@@ -157,6 +181,8 @@ pub(crate) struct Started<C> {
     pub(crate) cluster: Cluster,
     /// The wall-clock time the core was started at: the node's time never goes below it.
     pub(crate) started_ms: u64,
+    /// When the log is compacted (if the core compacts it).
+    pub(crate) compaction: Compaction,
 }
 
 /// Where a node's ports listen: the node port, and the RESP2 port if asked for.
@@ -183,6 +209,7 @@ pub(crate) fn serve<C: NodeCore>(
         id,
         cluster,
         started_ms,
+        compaction,
     } = started;
     let mut ev = EventLoop::new(shutdown)?;
     // The fsync runs on the sync thread, so reads, pings and the failure detector's
@@ -213,6 +240,7 @@ pub(crate) fn serve<C: NodeCore>(
         clock: WallClock {
             last_ms: started_ms,
         },
+        compaction,
         failure: None,
     };
     let mut ready = Vec::new();
@@ -278,6 +306,7 @@ struct Shell<C: NodeCore> {
     detector: Detector,
     encoder: PeerEncoder,
     clock: WallClock,
+    compaction: Compaction,
     /// A failure of the log, which stops the loop.
     failure: Option<NetError>,
 }
@@ -323,6 +352,7 @@ impl<C: NodeCore> Shell<C> {
             Ok(None) => {}
             Err(err) => self.fail(err),
         }
+        self.compact_if_due(registry, now_ms);
         if let Err(err) = self.log.begin_sync() {
             self.fail(err);
         }
@@ -427,6 +457,56 @@ impl<C: NodeCore> Shell<C> {
     ) {
         let node_now = self.clock.now_ms();
         self.core.handle(node_now, input);
+        self.carry_out(registry, now_ms);
+    }
+
+    /// Rewrites the log to what the core's recovery needs once it has grown past the
+    /// threshold (and twice what the last rewrite left), between two syncs (the sync
+    /// thread idle, every write it took reported). On the loop, as the coordinator does:
+    /// the new log is bounded by the store, the hints and the debts, not by the history.
+    /// The new log holds every write appended so far, so once installed they are all
+    /// durable.
+    fn compact_if_due(&mut self, registry: &Registry, now_ms: u64) {
+        let from_bytes = self.log.len_bytes();
+        if !self.compaction.is_due(from_bytes) || self.log.sync_busy() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let compacted = match self.core.compact_log() {
+            None => return,
+            Some(Ok(compacted)) => compacted,
+            Some(Err(err)) => {
+                tracing::warn!(%err, "compacting the node's log failed; it goes on uncompacted");
+                self.compaction.done(from_bytes);
+                return;
+            }
+        };
+        let (to_bytes, keys) = (compacted.bytes.len() as u64, compacted.keys);
+        match self.log.replace(compacted.bytes) {
+            Ok(Replaced::Done(covered)) => {
+                self.compaction.done(to_bytes);
+                self.core.install_compacted(covered);
+                self.carry_out(registry, now_ms);
+                tracing::info!(
+                    from_bytes,
+                    to_bytes,
+                    keys,
+                    took_us = started.elapsed().as_micros() as u64,
+                    "node log compacted"
+                );
+            }
+            Ok(Replaced::Skipped(err)) => {
+                // The old log is whole and goes on; tried again once it doubles.
+                tracing::warn!(%err, "compacting the node's log failed; it goes on uncompacted");
+                self.core.drop_compacted();
+                self.compaction.done(from_bytes);
+            }
+            Err(err) => self.fail(err),
+        }
+    }
+
+    /// Carries out what the core asked for.
+    fn carry_out(&mut self, registry: &Registry, now_ms: u64) {
         while let Some(output) = self.core.poll_output() {
             match output {
                 CoreOutput::Reply { to, msg } => match &mut self.resp {

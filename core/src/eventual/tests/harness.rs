@@ -14,7 +14,9 @@ use crate::role::Role;
 use crate::storage::{LogReader, PersistToken, StorageError};
 use crate::{ReplyTo, Ts};
 
-use super::super::{parse_cluster, KeyState, Node, NodeConfig, NodeId, NodeInput, NodeOutput};
+use super::super::{
+    parse_cluster, CompactedLog, KeyState, Node, NodeConfig, NodeId, NodeInput, NodeOutput,
+};
 
 /// A log in memory, shared between the world (which appends) and the node (which reads).
 #[derive(Clone, Default)]
@@ -42,6 +44,28 @@ pub struct Slot {
     pub auto_sync: bool,
     pub incarnation: u64,
     pub config: NodeConfig,
+    /// After a compaction: the log as it was without compactions up to the last one, and
+    /// the length of the compacted log that stands for it at the start of `log`.
+    pub replaced: Option<(Vec<u8>, usize)>,
+}
+
+impl Slot {
+    /// The log as it would be had it never been compacted: what the compactions replaced,
+    /// then what was appended since.
+    pub fn full_log(&self) -> Vec<u8> {
+        self.full_log_of(&self.log.0.borrow())
+    }
+
+    fn full_log_of(&self, log: &[u8]) -> Vec<u8> {
+        match &self.replaced {
+            None => log.to_vec(),
+            Some((full, compacted_len)) => {
+                let mut out = full.clone();
+                out.extend_from_slice(&log[*compacted_len..]);
+                out
+            }
+        }
+    }
 }
 
 /// Several nodes and the network between them.
@@ -80,6 +104,7 @@ impl World {
                     auto_sync: true,
                     incarnation: 0,
                     config,
+                    replaced: None,
                 },
             );
         }
@@ -108,6 +133,17 @@ impl World {
         };
         node.handle(now, input);
         node.check_invariants();
+        self.drain(id);
+    }
+
+    /// Carries out what node `id` asked for.
+    fn drain(&mut self, id: NodeId) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let Some(node) = slot.node.as_mut() else {
+            return;
+        };
         while let Some(output) = node.poll_output() {
             match output {
                 NodeOutput::Reply { to, msg } => {
@@ -301,6 +337,41 @@ impl World {
         self.run();
     }
 
+    /// Compacts node `id`'s log as a shell does: the log is replaced by the compacted
+    /// one, durably, which covers every write not yet synced; the node is told so. The
+    /// bytes replaced are kept, so [`Slot::full_log`] still gives the log as it would be
+    /// without compactions.
+    pub fn compact(&mut self, id: NodeId) -> CompactedLog {
+        let slot = self.slots.get_mut(&id).expect("node");
+        let compacted = slot
+            .node
+            .as_ref()
+            .expect("node is up")
+            .compaction_log()
+            .expect("the states read back");
+        let covered = slot.unsynced.last().map(|&(token, _)| token);
+        let old = std::mem::replace(&mut *slot.log.0.borrow_mut(), compacted.bytes.clone());
+        let full = slot.full_log_of(&old);
+        slot.replaced = Some((full, compacted.bytes.len()));
+        slot.synced = compacted.bytes.len();
+        slot.unsynced.clear();
+        let node = slot.node.as_mut().expect("node is up");
+        node.install_compaction(compacted.clone(), covered);
+        node.check_invariants();
+        // Every key's location now points at its state in the new log (not the cache).
+        for (key, loc) in node.store.entries() {
+            let bytes = slot
+                .log
+                .read_at(loc.offset, loc.len as usize)
+                .expect("in the log");
+            let state = KeyState::from_bytes(&bytes).expect("a state");
+            assert_eq!(Some(state), node.local_state(key), "{key} relocated");
+        }
+        self.drain(id);
+        self.run();
+        compacted
+    }
+
     /// Node `id` stops; its unsynced writes are lost.
     pub fn crash(&mut self, id: NodeId) {
         let slot = self.slots.get_mut(&id).expect("node");
@@ -338,6 +409,7 @@ impl World {
         let slot = self.slots.get_mut(&id).expect("node");
         slot.log.0.borrow_mut().clear();
         slot.synced = 0;
+        slot.replaced = None;
         slot.incarnation = incarnation;
         self.restart(id);
     }

@@ -1,3 +1,4 @@
+mod compact;
 mod harness;
 mod props;
 mod units;
