@@ -16,6 +16,7 @@
 //!   every participant run phase 2 again; everything else this node coordinated is
 //!   aborted when asked (presumed abort); IDs come from a new durable epoch.
 
+mod compact;
 mod config;
 mod invariants;
 mod participate;
@@ -43,6 +44,7 @@ use crate::twopc::{Driver, Participant};
 use crate::{ReplyTo, Ts};
 
 pub use crate::storage::LogReader;
+pub use compact::{PeerCompactError, PeerCompaction};
 pub use config::{ConfigError, PeerConfig};
 pub use recovery::PeerRecovery;
 

@@ -460,3 +460,5 @@ fn held_updates_count_against_the_update_limit_and_start_in_order() {
         assert_eq!(w.local(id, "k"), value("v3"), "node {id}");
     }
 }
+
+mod compact;

@@ -157,6 +157,23 @@ impl<A> Durability<A> {
         self.log_len
     }
 
+    /// The log was replaced by a compacted one of `log_len` bytes: appends go on from
+    /// there. Legal only while nothing waits and every write is durable, so that no
+    /// token or offset handed out before points into bytes that are gone.
+    pub fn rebase(&mut self, log_len: u64) {
+        assert!(self.waiting.is_empty(), "rebased while actions wait");
+        assert_eq!(
+            self.durable_below, self.next_token,
+            "rebased while a write is not durable"
+        );
+        self.log_len = log_len;
+    }
+
+    /// Whether every write is durable and no action waits for one.
+    pub fn is_settled(&self) -> bool {
+        self.waiting.is_empty() && self.durable_below == self.next_token
+    }
+
     /// Actions waiting.
     pub fn waiting(&self) -> usize {
         self.waiting.len()
@@ -214,6 +231,28 @@ mod tests {
         assert_eq!(d.pop_ready(), None);
         assert_eq!(d.defer(first.persist.token, "late"), Some("late"));
         assert!(d.has_room(4) && !d.has_room(5));
+    }
+
+    #[test]
+    fn a_rebase_moves_appends_to_the_new_length_once_everything_is_durable() {
+        let mut d: Durability<&str> = Durability::new(100, 4);
+        let first = d.append(b"one");
+        assert!(!d.is_settled());
+        d.persisted(first.persist.token);
+        assert!(d.is_settled());
+        d.rebase(20);
+        assert_eq!(d.log_len(), 20);
+        let next = d.append(b"two");
+        assert_eq!(next.payload_offset, 20 + FRAME_HEADER_BYTES as u64);
+        assert!(next.persist.token > first.persist.token, "tokens go on");
+    }
+
+    #[test]
+    #[should_panic(expected = "not durable")]
+    fn a_rebase_with_a_write_not_durable_is_refused() {
+        let mut d: Durability<()> = Durability::new(0, 1);
+        let _ = d.append(b"x");
+        d.rebase(0);
     }
 
     #[test]

@@ -1,0 +1,325 @@
+//! Compaction of a node's log in the hand-wired world: what a compacted log recovers,
+//! compared with what the whole log recovers, and the live node going on after it.
+
+use super::*;
+use crate::peer::PeerCompaction;
+
+/// What recovery must rebuild the same from a compacted log and from the whole log.
+#[derive(Debug, PartialEq, Eq)]
+struct Summary {
+    committed: BTreeMap<String, String>,
+    /// Transactions in doubt: key, the value of a PUT, participants.
+    in_doubt: BTreeMap<TxId, (String, Option<String>, Vec<u64>)>,
+    /// Commits coordinated here whose phase 2 runs again, with their participants.
+    open_commits: BTreeMap<TxId, Vec<u64>>,
+    epoch: u32,
+}
+
+fn summary(peer: &Peer<MemLog>) -> Summary {
+    let committed = peer
+        .committed_keys()
+        .map(|key| {
+            let value = peer.committed_value(key).unwrap().unwrap();
+            (key.to_owned(), value)
+        })
+        .collect();
+    let in_doubt = peer
+        .participant
+        .prepared_ops()
+        .map(|(txid, key, prepared)| {
+            let put = match &prepared.change {
+                Change::Put { value, .. } => Some(value.clone()),
+                Change::Del => None,
+            };
+            (txid, (key.to_owned(), put, prepared.participants.clone()))
+        })
+        .collect();
+    let open_commits = peer
+        .commits
+        .iter()
+        .map(|&txid| (txid, peer.driver.participants(txid).unwrap().to_vec()))
+        .collect();
+    Summary {
+        committed,
+        in_doubt,
+        open_commits,
+        epoch: peer.epoch,
+    }
+}
+
+fn remembered(peer: &Peer<MemLog>) -> Vec<(TxId, bool)> {
+    peer.participant.remembered_decisions().collect()
+}
+
+/// Every value the node points to reads back, through its reader, as what it holds.
+fn assert_readable(peer: &Peer<MemLog>) {
+    let reader = peer.store.reader();
+    for (key, loc) in peer.store.entries() {
+        let bytes = reader.read_at(loc.offset, loc.len as usize).unwrap();
+        let held = peer.committed_value(key).unwrap().unwrap();
+        assert_eq!(String::from_utf8(bytes).unwrap(), held, "value of {key:?}");
+    }
+    for (txid, _, prepared) in peer.participant.prepared_ops() {
+        if let Change::Put { loc, value } = &prepared.change {
+            let bytes = reader.read_at(loc.offset, loc.len as usize).unwrap();
+            assert_eq!(&String::from_utf8(bytes).unwrap(), value, "prepare {txid}");
+        }
+    }
+}
+
+/// A fresh node `id` recovered from `bytes` alone.
+fn recover(id: u64, now: Ts, bytes: &[u8]) -> Peer<MemLog> {
+    let log = MemLog(Rc::new(RefCell::new(bytes.to_vec())));
+    let (peer, report) = Peer::recover(config(id), now, bytes, log).unwrap();
+    assert!(report.anomalies.is_empty(), "{report:?}");
+    assert_eq!(report.valid_len, bytes.len() as u64, "{report:?}");
+    peer
+}
+
+impl World {
+    fn peer(&self, id: u64) -> &Peer<MemLog> {
+        self.nodes[&id].as_ref().expect("node is up")
+    }
+
+    fn log_bytes(&self, id: u64) -> Vec<u8> {
+        self.logs[&id].0.borrow().clone()
+    }
+
+    /// Compacts node `id`'s log as a shell would: the bytes take the log's place, then
+    /// the node is told.
+    fn compact(&mut self, id: u64) -> PeerCompaction {
+        let compaction = self.peer(id).compacted_log().unwrap();
+        *self.logs[&id].0.borrow_mut() = compaction.bytes.clone();
+        if let Some(Some(peer)) = self.nodes.get_mut(&id) {
+            peer.install_compaction(&compaction);
+            peer.check_invariants();
+        }
+        compaction
+    }
+
+    fn del(&mut self, id: u64, key: &str) -> (u64, ReplyTo) {
+        let msg = ClientRequest::Del { key: key.into() };
+        self.client(id, PeerClientRequest::Client(msg))
+    }
+}
+
+fn val(key: &str, v: &str) -> ClientResponse {
+    ClientResponse::Value {
+        key: key.into(),
+        value: v.into(),
+    }
+}
+
+/// A cluster driven through writes, deletes, a transaction renounced, a commit of node
+/// 10 decided and not yet finished (its phase-2 messages are handed back, held), and a
+/// DEL left in doubt at nodes 10 and 20 by its coordinator 30, which crashed.
+fn scenario() -> (World, VecDeque<(u64, PeerMessage)>) {
+    let mut w = World::new();
+    for (id, key, v) in [
+        (10, "a", "1"),
+        (20, "b", "2"),
+        (30, "c", "3"),
+        (30, "a", "1b"),
+    ] {
+        let put = w.put(id, key, v);
+        w.run_for(100);
+        assert_eq!(w.answer(put), Some(ClientResponse::Success), "{key}={v}");
+    }
+    let del = w.del(20, "b");
+    w.run_for(100);
+    assert_eq!(w.answer(del), Some(ClientResponse::Success));
+    // Node 20 gets its prepare of "r"; the coordinator dies before node 30 gets its own:
+    // node 30 renounces, node 20 aborts.
+    let _ = w.put(10, "r", "x");
+    w.queue.retain(|(to, _)| *to == 20);
+    w.deliver_one();
+    w.crash(10);
+    w.queue.clear();
+    w.run_for(3000);
+    assert_eq!(w.in_doubt(20), 0);
+    w.start(10);
+    w.run_for(3000);
+    assert_eq!(w.in_doubt(10), 0);
+    // A commit of node 10 whose phase 2 has not begun anywhere else.
+    let open = w.put(10, "c", "3b");
+    step_until_answered(&mut w, open);
+    assert_eq!(w.answer(open), Some(ClientResponse::Success));
+    let held = std::mem::take(&mut w.queue);
+    // A DEL prepared at 10 and 20; its coordinator dies.
+    let _ = w.del(30, "a");
+    while w.in_doubt(20) < 2 || w.in_doubt(10) < 1 {
+        assert!(w.deliver_one(), "the DEL never prepared");
+    }
+    w.crash(30);
+    w.queue.clear();
+    (w, held)
+}
+
+#[test]
+fn a_compacted_log_recovers_what_the_whole_log_recovers() {
+    let (w, _) = scenario();
+    for id in [10, 20] {
+        let live = w.peer(id);
+        let full = w.log_bytes(id);
+        let compaction = live.compacted_log().unwrap();
+        assert!(
+            compaction.bytes.len() < full.len(),
+            "node {id}: {} bytes compacted from {}",
+            compaction.bytes.len(),
+            full.len()
+        );
+        let from_full = recover(id, w.now, &full);
+        let from_compacted = recover(id, w.now, &compaction.bytes);
+        let expected = summary(&from_full);
+        assert_eq!(summary(&from_compacted), expected, "node {id}");
+        let mut live_summary = summary(live);
+        live_summary.epoch += 1;
+        assert_eq!(live_summary, expected, "node {id}: the live node");
+        // Every decision the whole log makes remembered is remembered, in order.
+        let carried = remembered(&from_compacted);
+        let mut rest = carried.iter();
+        for decision in remembered(&from_full) {
+            assert!(rest.any(|d| *d == decision), "node {id}: {decision:?} lost");
+        }
+        assert_readable(&from_compacted);
+    }
+    // What the scenario was meant to leave behind.
+    let at_20 = summary(w.peer(20));
+    let committed = [("a", "1b"), ("c", "3")].map(|(k, v)| (k.to_owned(), v.to_owned()));
+    assert_eq!(at_20.committed, BTreeMap::from(committed));
+    let changes: Vec<_> = at_20.in_doubt.values().map(|(k, v, _)| (k, v)).collect();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert!(changes.contains(&(&"a".to_owned(), &None)), "the DEL");
+    assert!(changes.contains(&(&"c".to_owned(), &Some("3b".to_owned()))));
+    assert_eq!(summary(w.peer(10)).open_commits.len(), 1);
+    assert!(remembered(w.peer(20)).iter().any(|(_, commit)| !commit));
+    assert!(remembered(w.peer(20)).iter().any(|(_, commit)| *commit));
+}
+
+#[test]
+fn compaction_waits_until_every_write_is_durable() {
+    let mut w = World::new();
+    let Some(Some(peer)) = w.nodes.get_mut(&10) else {
+        panic!("node 10 is down");
+    };
+    let from = ReplyTo(99);
+    let msg = PeerClientRequest::Client(ClientRequest::Put {
+        key: "k".into(),
+        value: "v".into(),
+    });
+    peer.handle(w.now, PeerInput::Client { from, msg });
+    // Its prepare was asked for and not reported durable.
+    assert_eq!(
+        peer.compacted_log(),
+        Err(crate::peer::PeerCompactError::Unsettled)
+    );
+}
+
+#[test]
+fn the_live_node_goes_on_after_compaction_and_keeps_every_confirmed_write() {
+    let (mut w, held) = scenario();
+    let full_20 = w.log_bytes(20);
+    for id in [10, 20] {
+        w.compact(id);
+        assert_readable(w.peer(id));
+    }
+    let compacted_20 = w.log_bytes(20);
+    // Phase 2 of the open commit goes on; the DEL's coordinator comes back and, having
+    // no record of it, aborts it when asked.
+    w.queue.extend(held);
+    w.start(30);
+    w.run_for(3000);
+    let put = w.put(20, "d", "4");
+    w.run_for(100);
+    assert_eq!(w.answer(put), Some(ClientResponse::Success));
+    let put = w.put(10, "a", "1c");
+    w.run_for(100);
+    assert_eq!(w.answer(put), Some(ClientResponse::Success));
+    let expected = [
+        ("a", Some("1c")),
+        ("b", None),
+        ("c", Some("3b")),
+        ("d", Some("4")),
+    ];
+    let check = |w: &mut World, id: u64| {
+        for (key, v) in expected {
+            let answer = w.local(id, key);
+            match v {
+                Some(v) => assert_eq!(answer, val(key, v), "node {id}"),
+                None => assert_eq!(code(Some(answer)), Some(ErrorCode::NotFound)),
+            }
+        }
+        assert_eq!(w.in_doubt(id), 0, "node {id}");
+    };
+    for id in IDS {
+        check(&mut w, id);
+    }
+    assert_readable(w.peer(20));
+    // A restart from the compacted log and what was appended after it.
+    let appended = w.log_bytes(20)[compacted_20.len()..].to_vec();
+    assert!(!appended.is_empty());
+    w.crash(20);
+    w.start(20);
+    check(&mut w, 20);
+    assert_readable(w.peer(20));
+    // The same as a restart from the whole log and the same appends.
+    let mut whole = full_20;
+    whole.extend_from_slice(&appended);
+    let from_whole = recover(20, w.now, &whole);
+    let mut from_compacted = compacted_20;
+    from_compacted.extend_from_slice(&appended);
+    let from_compacted = recover(20, w.now, &from_compacted);
+    assert_eq!(summary(&from_compacted), summary(&from_whole));
+}
+
+#[test]
+fn a_compacted_participant_still_tells_one_in_doubt_that_its_transaction_committed() {
+    let mut w = World::new();
+    let put = w.put(10, "k", "v1");
+    step_until_answered(&mut w, put);
+    // Only node 20 hears the commit before the coordinator dies for good.
+    w.crash(10);
+    w.queue.retain(|(to, msg)| msg.from != 10 || *to == 20);
+    while w.in_doubt(20) > 0 {
+        assert!(w.deliver_one(), "node 20 never heard the commit");
+    }
+    assert_eq!(w.in_doubt(30), 1);
+    w.compact(20);
+    w.crash(20);
+    w.start(20);
+    w.run_for(3000);
+    assert_eq!(
+        w.local(30, "k"),
+        value("v1"),
+        "node 20 remembered the commit"
+    );
+    assert_eq!(w.in_doubt(30), 0);
+}
+
+#[test]
+fn a_compacted_participant_still_refuses_a_late_prepare_it_renounced() {
+    let mut w = World::new();
+    let _ = w.put(10, "k", "v1");
+    let to_30: Vec<(u64, PeerMessage)> = w
+        .queue
+        .iter()
+        .filter(|(to, _)| *to == 30)
+        .cloned()
+        .collect();
+    w.queue.retain(|(to, _)| *to == 20);
+    w.deliver_one();
+    w.crash(10);
+    w.queue.clear();
+    w.run_for(3000);
+    assert_eq!(w.in_doubt(20), 0, "node 30 renounced, so node 20 aborted");
+    w.compact(30);
+    w.crash(30);
+    w.start(30);
+    let prepare_30 = to_30
+        .iter()
+        .filter(|(_, m)| matches!(m.body, PeerBody::Prepare { .. }));
+    assert_eq!(prepare_30.count(), 1);
+    w.queue.extend(to_30);
+    while w.deliver_one() {}
+    assert_eq!(w.in_doubt(30), 0, "the late prepare was refused");
+}
