@@ -2,6 +2,7 @@
 //! compared with what the whole log recovers, and the live node going on after it.
 
 use super::*;
+use crate::peer::record::PeerRecord;
 use crate::peer::PeerCompaction;
 
 /// What recovery must rebuild the same from a compacted log and from the whole log.
@@ -322,4 +323,152 @@ fn a_compacted_participant_still_refuses_a_late_prepare_it_renounced() {
     w.queue.extend(to_30);
     while w.deliver_one() {}
     assert_eq!(w.in_doubt(30), 0, "the late prepare was refused");
+}
+
+#[test]
+fn a_carried_value_of_a_key_a_transaction_holds_is_an_anomaly() {
+    let mut log = Vec::new();
+    let records = [
+        PeerRecord::Epoch { epoch: 1 },
+        PeerRecord::PrepareDel {
+            txid: 7,
+            key: "k".into(),
+            participants: IDS.to_vec(),
+        },
+        PeerRecord::Value {
+            key: "k".into(),
+            value: "v".into(),
+        },
+    ];
+    for record in &records {
+        crate::log::encode_frame(&record.encode(), &mut log);
+    }
+    let reader = MemLog(Rc::new(RefCell::new(log.clone())));
+    let (peer, report) = Peer::recover(config(10), 0, &log, reader).unwrap();
+    assert_eq!(report.anomalies.len(), 1, "{report:?}");
+    assert!(report.anomalies[0].contains("locked by transaction 7"));
+    assert_eq!(peer.committed_keys().count(), 0, "the value was not taken");
+    assert_eq!(peer.in_doubt().collect::<Vec<_>>(), [7]);
+}
+
+/// One step of a random history of the hand-wired world.
+#[derive(Clone, Debug)]
+enum Step {
+    Put {
+        node: usize,
+        key: u8,
+        value: u8,
+    },
+    Del {
+        node: usize,
+        key: u8,
+    },
+    /// Delivers this many queued messages.
+    Deliver(u8),
+    Run(Ts),
+    Crash(usize),
+    Start(usize),
+    Compact(usize),
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    let node = 0..IDS.len();
+    prop_oneof![
+        3 => (node.clone(), 0u8..3, any::<u8>()).prop_map(|(node, key, value)| Step::Put { node, key, value }),
+        1 => (node.clone(), 0u8..3).prop_map(|(node, key)| Step::Del { node, key }),
+        3 => (1u8..12).prop_map(Step::Deliver),
+        2 => (1 as Ts..1500).prop_map(Step::Run),
+        1 => node.clone().prop_map(Step::Crash),
+        1 => node.clone().prop_map(Step::Start),
+        2 => node.prop_map(Step::Compact),
+    ]
+}
+
+/// Runs `steps`, compacting where they say if `compact`; when compacting, checks that the
+/// compacted log recovers what the whole log recovers. Then every node comes back and
+/// the world runs until it is quiet. Returns the world and each node's whole log (as if
+/// it had never been compacted).
+fn run_steps(steps: &[Step], compact: bool) -> (World, BTreeMap<u64, Vec<u8>>) {
+    let mut w = World::new();
+    // Each node's log before its last compaction, and where the compacted one began.
+    let mut whole: BTreeMap<u64, (Vec<u8>, usize)> =
+        IDS.iter().map(|&id| (id, (Vec::new(), 0))).collect();
+    for step in steps {
+        match *step {
+            Step::Put { node, key, value } => {
+                let _ = w.put(IDS[node], &format!("k{key}"), &format!("v{value}"));
+            }
+            Step::Del { node, key } => {
+                let _ = w.del(IDS[node], &format!("k{key}"));
+            }
+            Step::Deliver(n) => {
+                for _ in 0..n {
+                    w.deliver_one();
+                }
+            }
+            Step::Run(ms) => w.run_for(ms),
+            Step::Crash(node) => w.crash(IDS[node]),
+            Step::Start(node) if w.nodes[&IDS[node]].is_none() => w.start(IDS[node]),
+            Step::Start(_) => {}
+            Step::Compact(node) if compact && w.nodes[&IDS[node]].is_some() => {
+                let id = IDS[node];
+                let (old, began) = whole.get_mut(&id).unwrap();
+                let log = w.log_bytes(id);
+                old.extend_from_slice(&log[*began..]);
+                let compaction = w.peer(id).compacted_log().unwrap();
+                let from_whole = recover(id, w.now, old);
+                let from_compacted = recover(id, w.now, &compaction.bytes);
+                assert_eq!(summary(&from_compacted), summary(&from_whole), "node {id}");
+                let mut live = summary(w.peer(id));
+                live.epoch += 1;
+                assert_eq!(live, summary(&from_whole), "node {id}: the live node");
+                w.compact(id);
+                assert_readable(w.peer(id));
+                *began = compaction.bytes.len();
+            }
+            Step::Compact(_) => {}
+        }
+    }
+    for id in IDS {
+        if w.nodes[&id].is_none() {
+            w.start(id);
+        }
+    }
+    w.run_for(20_000);
+    let logs = whole
+        .into_iter()
+        .map(|(id, (mut old, began))| {
+            old.extend_from_slice(&w.log_bytes(id)[began..]);
+            (id, old)
+        })
+        .collect();
+    (w, logs)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(64))]
+
+    #[test]
+    fn compaction_anywhere_changes_nothing_a_client_or_a_restart_sees(
+        steps in proptest::collection::vec(step(), 0..40),
+    ) {
+        let (mut compacted, logs) = run_steps(&steps, true);
+        let (plain, _) = run_steps(&steps, false);
+        proptest::prop_assert_eq!(&compacted.replies, &plain.replies);
+        for id in IDS {
+            let state = summary(compacted.peer(id));
+            proptest::prop_assert_eq!(&state, &summary(plain.peer(id)), "node {}", id);
+            proptest::prop_assert!(state.in_doubt.is_empty(), "node {} in doubt", id);
+            assert_readable(compacted.peer(id));
+            // A restart from the compacted log and what followed it, and one from the
+            // whole log, rebuild what the node held.
+            let from_whole = recover(id, compacted.now, &logs[&id]);
+            compacted.crash(id);
+            compacted.start(id);
+            let restarted = summary(compacted.peer(id));
+            proptest::prop_assert_eq!(&restarted.committed, &state.committed);
+            proptest::prop_assert_eq!(&restarted, &summary(&from_whole));
+        }
+    }
 }
