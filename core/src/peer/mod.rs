@@ -14,7 +14,8 @@
 //!   (at most the timeout); another node asks a replica ([`read`]);
 //! - recovery from the log alone ([`recovery`]): commits decided and not acknowledged by
 //!   every participant run phase 2 again; everything else this node coordinated is
-//!   aborted when asked (presumed abort); IDs come from a new durable epoch.
+//!   aborted when asked (presumed abort); IDs come from a new durable epoch;
+//! - compaction ([`compact`]): the whole log rewritten as the records recovery needs.
 
 mod compact;
 mod config;
