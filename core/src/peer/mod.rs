@@ -15,7 +15,7 @@
 //! - recovery from the log alone ([`recovery`]): commits decided and not acknowledged by
 //!   every participant run phase 2 again; everything else this node coordinated is
 //!   aborted when asked (presumed abort); IDs come from a new durable epoch;
-//! - compaction ([`compact`]): the whole log rewritten as the records recovery needs.
+//! - compaction (`compact`): the whole log rewritten as the records recovery needs.
 
 mod compact;
 mod config;

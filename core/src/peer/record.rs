@@ -10,7 +10,7 @@
 //! `Success`; presumed abort: aborts are not written) and `Finished` (every participant
 //! acknowledged the commit; not waited for).
 //!
-//! Written only by compaction ([`super::compact`]): `Value` (a committed value whose
+//! Written only by compaction (`compact`): `Value` (a committed value whose
 //! transaction's records are gone) and `Committed` (a commit this participant still
 //! remembers, whose records are gone).
 

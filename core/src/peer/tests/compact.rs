@@ -472,3 +472,50 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_value_that_cannot_be_read_back_fails_the_compaction_and_changes_nothing() {
+    let mut log = Vec::new();
+    crate::log::encode_frame(&PeerRecord::Epoch { epoch: 1 }.encode(), &mut log);
+    for key in ["a", "b", "c"] {
+        let record = PeerRecord::Value {
+            key: key.into(),
+            value: format!("value of {key}"),
+        };
+        crate::log::encode_frame(&record.encode(), &mut log);
+    }
+    let reader = MemLog(Rc::new(RefCell::new(log.clone())));
+    let mut config = config(10);
+    // One cached value: the others must be read back from the log.
+    config.cache = crate::cache::CacheConfig { sets: 1, ways: 1 };
+    let (mut peer, report) = Peer::recover(config, 0, &log, reader.clone()).unwrap();
+    assert!(report.anomalies.is_empty(), "{report:?}");
+    // The new epoch's record is written and made durable.
+    assert_eq!(
+        peer.compacted_log(),
+        Err(crate::peer::PeerCompactError::Unsettled)
+    );
+    let mut last = None;
+    while let Some(output) = peer.poll_output() {
+        if let PeerOutput::Persist { token, bytes } = output {
+            reader.0.borrow_mut().extend_from_slice(&bytes);
+            last = Some(token);
+        }
+    }
+    peer.handle(
+        0,
+        PeerInput::Persisted {
+            token: last.unwrap(),
+        },
+    );
+    let whole = reader.0.replace(Vec::new());
+    assert!(matches!(
+        peer.compacted_log(),
+        Err(crate::peer::PeerCompactError::Read(_))
+    ));
+    *reader.0.borrow_mut() = whole;
+    let compaction = peer.compacted_log().unwrap();
+    assert_eq!(compaction.moves.len(), 3);
+    let from_compacted = recover(10, 0, &compaction.bytes);
+    assert_eq!(summary(&from_compacted).committed, summary(&peer).committed);
+}
