@@ -14,8 +14,10 @@
 //!   (at most the timeout); another node asks a replica ([`read`]);
 //! - recovery from the log alone ([`recovery`]): commits decided and not acknowledged by
 //!   every participant run phase 2 again; everything else this node coordinated is
-//!   aborted when asked (presumed abort); IDs come from a new durable epoch.
+//!   aborted when asked (presumed abort); IDs come from a new durable epoch;
+//! - compaction (`compact`): the whole log rewritten as the records recovery needs.
 
+mod compact;
 mod config;
 mod invariants;
 mod participate;
@@ -43,6 +45,7 @@ use crate::twopc::{Driver, Participant};
 use crate::{ReplyTo, Ts};
 
 pub use crate::storage::LogReader;
+pub use compact::{PeerCompactError, PeerCompaction};
 pub use config::{ConfigError, PeerConfig};
 pub use recovery::PeerRecovery;
 

@@ -9,6 +9,10 @@
 //! epoch is used), `Decided` (a commit decision, synced before phase 2 and before
 //! `Success`; presumed abort: aborts are not written) and `Finished` (every participant
 //! acknowledged the commit; not waited for).
+//!
+//! Written only by compaction (`compact`): `Value` (a committed value whose
+//! transaction's records are gone) and `Committed` (a commit this participant still
+//! remembers, whose records are gone).
 
 use crate::proto::TxId;
 use crate::storage::codec::{push_key, push_text, Reader, RecordError};
@@ -22,6 +26,8 @@ const TAG_RENOUNCE: u8 = 5;
 const TAG_EPOCH: u8 = 6;
 const TAG_DECIDED: u8 = 7;
 const TAG_FINISHED: u8 = 8;
+const TAG_VALUE: u8 = 9;
+const TAG_COMMITTED: u8 = 10;
 
 /// The most participants a record names.
 const MAX_PARTICIPANTS: usize = crate::proto::peer::MAX_PEER_PARTICIPANTS;
@@ -81,11 +87,31 @@ pub enum PeerRecord {
         /// The transaction.
         txid: TxId,
     },
+    /// A committed value carried over by compaction: the transaction that wrote it is
+    /// gone from the log with its records.
+    Value {
+        /// The key.
+        key: String,
+        /// Its committed value.
+        value: String,
+    },
+    /// A commit this participant took part in and still remembers, carried over by
+    /// compaction (its prepare and decision records are gone): a node in doubt that
+    /// asks about it hears `commit`, not a renouncing `abort`.
+    Committed {
+        /// The transaction.
+        txid: TxId,
+    },
 }
 
 /// Where a prepared value's bytes lie inside a `PreparePut` payload.
 pub(crate) fn value_offset_in_payload(key_len_bytes: usize) -> usize {
     1 + 8 + 2 + key_len_bytes + 4
+}
+
+/// Where a carried value's bytes lie inside a [`PeerRecord::Value`] payload.
+pub(crate) fn carried_value_offset_in_payload(key_len_bytes: usize) -> usize {
+    1 + 2 + key_len_bytes + 4
 }
 
 fn push_participants(out: &mut Vec<u8>, participants: &[u64]) {
@@ -156,6 +182,15 @@ impl PeerRecord {
                 out.extend_from_slice(&epoch.to_le_bytes());
                 return out;
             }
+            PeerRecord::Value { key, value } => {
+                let mut out =
+                    Vec::with_capacity(carried_value_offset_in_payload(key.len()) + value.len());
+                out.push(TAG_VALUE);
+                push_key(&mut out, key);
+                push_text(&mut out, value);
+                return out;
+            }
+            PeerRecord::Committed { txid } => (TAG_COMMITTED, txid),
             PeerRecord::Commit { txid } => (TAG_COMMIT, txid),
             PeerRecord::Abort { txid } => (TAG_ABORT, txid),
             PeerRecord::Renounce { txid } => (TAG_RENOUNCE, txid),
@@ -205,6 +240,15 @@ impl PeerRecord {
                 participants: read_participants(&mut reader)?,
             },
             TAG_FINISHED => PeerRecord::Finished {
+                txid: reader.u64()?,
+            },
+            TAG_VALUE => {
+                let key = reader.key()?;
+                let len = reader.u32()? as usize;
+                let value = reader.text(len)?;
+                PeerRecord::Value { key, value }
+            }
+            TAG_COMMITTED => PeerRecord::Committed {
                 txid: reader.u64()?,
             },
             other => return Err(RecordError::UnknownTag(other)),
@@ -258,6 +302,8 @@ mod tests {
             (any::<u64>(), ids)
                 .prop_map(|(txid, participants)| PeerRecord::Decided { txid, participants }),
             any::<u64>().prop_map(|txid| PeerRecord::Finished { txid }),
+            (".{0,20}", ".{0,50}").prop_map(|(key, value)| PeerRecord::Value { key, value }),
+            any::<u64>().prop_map(|txid| PeerRecord::Committed { txid }),
         ]
     }
 
@@ -272,6 +318,13 @@ mod tests {
             let payload = encode_prepare_put(1, &key, &value, &[1, 2]);
             let at = value_offset_in_payload(key.len());
             prop_assert_eq!(&payload[at..at + value.len()], value.as_bytes());
+        }
+
+        #[test]
+        fn a_carried_value_lies_where_the_offset_says(key in ".{0,20}", value in ".{0,50}") {
+            let payload = PeerRecord::Value { key: key.clone(), value: value.clone() }.encode();
+            let at = carried_value_offset_in_payload(key.len());
+            prop_assert_eq!(&payload[at..], value.as_bytes());
         }
 
         #[test]

@@ -11,7 +11,7 @@ use crate::storage::{replay_log, Durability, RecordError, ValueLoc};
 use crate::twopc::PrepareCheck;
 use crate::Ts;
 
-use super::record::{value_offset_in_payload, PeerRecord};
+use super::record::{carried_value_offset_in_payload, value_offset_in_payload, PeerRecord};
 use super::txid;
 use super::update::Payload;
 use super::{empty, Change, ConfigError, LogReader, Peer, PeerConfig, Prepared, Timer};
@@ -173,6 +173,12 @@ impl<R: LogReader> Peer<R> {
                 coordinated.commits.remove(&txid);
                 return Ok(());
             }
+            PeerRecord::Value { key, value } => {
+                return self.replay_value(key, value, payload_offset)
+            }
+            PeerRecord::Committed { txid } => {
+                return self.participant.replay_remembered_commit(txid);
+            }
             PeerRecord::Commit { txid } => (txid, true),
             PeerRecord::Abort { txid } => (txid, false),
         };
@@ -186,6 +192,28 @@ impl<R: LogReader> Peer<R> {
 }
 
 impl<R: LogReader> Peer<R> {
+    /// A committed value carried by compaction enters the store; a key a transaction
+    /// holds here cannot have one carried after its prepare (compaction writes values
+    /// first), so that is refused as an anomaly.
+    fn replay_value(
+        &mut self,
+        key: String,
+        value: String,
+        payload_offset: u64,
+    ) -> Result<(), String> {
+        if let Some(holder) = self.participant.lock_holder(&key) {
+            return Err(format!(
+                "a carried value of {key:?}, locked by transaction {holder}"
+            ));
+        }
+        let loc = ValueLoc {
+            offset: payload_offset + carried_value_offset_in_payload(key.len()) as u64,
+            len: value.len() as u32,
+        };
+        self.store.put(key, loc, value);
+        Ok(())
+    }
+
     /// A node with an empty log, started at time 0.
     pub fn new(config: PeerConfig, reader: R) -> Result<Self, ConfigError> {
         Self::recover(config, 0, &[], reader).map(|(peer, _)| peer)

@@ -503,3 +503,5 @@ fn a_commit_record_without_participants_or_with_one_twice_is_an_anomaly() {
         assert_eq!(report.open_commits, 0);
     }
 }
+
+mod compact;

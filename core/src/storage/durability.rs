@@ -174,6 +174,11 @@ impl<A> Durability<A> {
         self.log_len
     }
 
+    /// Whether every write is durable and no action waits for one.
+    pub fn is_settled(&self) -> bool {
+        self.waiting.is_empty() && self.durable_below == self.next_token
+    }
+
     /// Actions waiting.
     pub fn waiting(&self) -> usize {
         self.waiting.len()
@@ -244,6 +249,21 @@ mod tests {
         assert_eq!(b.payload_offset, 10 + FRAME_HEADER_BYTES as u64);
         assert!(b.persist.token > a.persist.token);
         assert!(d.is_durable(a.persist.token) && !d.is_durable(b.persist.token));
+    }
+
+    #[test]
+    fn a_rebase_moves_appends_to_the_new_length_once_everything_is_durable() {
+        let mut d: Durability<&str> = Durability::new(100, 4);
+        let first = d.append(b"one");
+        assert!(!d.is_settled());
+        d.persisted(first.persist.token);
+        assert!(d.is_settled());
+        let built = d.log_len();
+        d.rebase(built, 20);
+        assert_eq!(d.log_len(), 20);
+        let next = d.append(b"two");
+        assert_eq!(next.payload_offset, 20 + FRAME_HEADER_BYTES as u64);
+        assert!(next.persist.token > first.persist.token, "tokens go on");
     }
 
     #[test]

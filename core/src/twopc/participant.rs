@@ -241,6 +241,18 @@ impl<Op: Clone> Participant<Op> {
         }
     }
 
+    /// Recovery: a commit carried by compaction, whose prepare and decision records are
+    /// gone: remembered as committed, nothing to apply (its value is carried apart).
+    pub fn replay_remembered_commit(&mut self, txid: TxId) -> Result<(), String> {
+        if self.check_prepare(txid) != PrepareCheck::New {
+            return Err(format!(
+                "transaction {txid} remembered as committed after it was known"
+            ));
+        }
+        self.remember(txid, Decision::Committed);
+        Ok(())
+    }
+
     fn release(&mut self, txid: TxId, prepared: Prepared<Op>, commit: bool) -> Finished<Op> {
         let holder = self.locks.remove(&prepared.key);
         assert_eq!(holder, Some(txid), "lock of {:?} lost", prepared.key);
@@ -274,6 +286,21 @@ impl<Op: Clone> Participant<Op> {
         self.prepared
             .iter()
             .map(|(&txid, prepared)| (txid, prepared.key.as_str(), &prepared.op))
+    }
+
+    /// The decisions remembered, oldest first, as `(txid, commit)`: what a compaction of
+    /// the log must keep so that the node remembers them after a restart. Refusals are
+    /// left out: no log holds them (a restart forgets them, and a repeated prepare is
+    /// voted on again: the coordinator aborted if it heard the refusal, and if it did
+    /// not, the refusal counted for nothing).
+    pub fn remembered_decisions(&self) -> impl Iterator<Item = (TxId, bool)> + '_ {
+        self.decided_order
+            .iter()
+            .filter_map(|txid| match self.decided.get(txid) {
+                Some(Decision::Committed) => Some((*txid, true)),
+                Some(Decision::Aborted) => Some((*txid, false)),
+                Some(Decision::Refused(..)) | None => None,
+            })
     }
 
     /// Changes every prepared operation in place: compaction moved their bytes.
