@@ -131,6 +131,7 @@ impl<R: LogReader> Node<R> {
     pub fn install_compaction(&mut self, compacted: CompactedLog, covered: Option<PersistToken>) {
         if let Some(token) = covered {
             self.durability.persisted(token);
+            self.key_writes.persisted(token);
         }
         self.durability
             .rebase(compacted.built_len, compacted.bytes.len() as u64);
