@@ -117,12 +117,6 @@ pub fn peer_options(args: &NodeArgs) -> Result<PeerNodeOptions, String> {
             "{flag} is for --mode eventual; a peer node keeps one committed value a key"
         ));
     }
-    if args.log_compact_bytes != ringkv_net::DEFAULT_LOG_COMPACT_BYTES {
-        return Err(
-            "--log-compact-bytes is for --mode eventual; a peer node does not compact its log"
-                .to_owned(),
-        );
-    }
     let (cluster, own, replication) = cluster_and_replication(args)?;
     let mut config = PeerConfig::new(args.id, cluster.nodes.into_iter().collect());
     config.replication = replication;
@@ -135,6 +129,7 @@ pub fn peer_options(args: &NodeArgs) -> Result<PeerNodeOptions, String> {
         resp_listen: resp_listen(args)?,
         limits: limits(args),
         truncate_corrupt_log: args.truncate_corrupt_log,
+        log_compact_bytes: args.log_compact_bytes,
     })
 }
 

@@ -117,6 +117,12 @@ pub struct PeerNodeOptions {
     /// Whether to cut a log damaged before its end (losing every record from the damage
     /// on) instead of refusing to start.
     pub truncate_corrupt_log: bool,
+    /// Once the log holds this many bytes (and twice what it held after the last
+    /// compaction), it is rewritten to what recovery needs at the next turn where every
+    /// write is durable: the epoch, the decisions remembered, every committed value, the
+    /// transactions in doubt and the commits not finished.
+    /// [`crate::DEFAULT_LOG_COMPACT_BYTES`] by default.
+    pub log_compact_bytes: u64,
 }
 
 /// What a started peer node tells its caller.
@@ -150,13 +156,12 @@ pub fn run_peer_node(
         nodes: opts.config.nodes.iter().cloned().collect(),
     };
     let started = Started {
-        core: peer::PeerCore(node),
+        core: peer::PeerCore::new(node),
         log,
         id,
         cluster,
         started_ms,
-        // Its core does not compact its log.
-        compaction: Compaction::new(u64::MAX),
+        compaction: Compaction::new(opts.log_compact_bytes),
     };
     let addrs = Addrs {
         listen: opts.listen,

@@ -6,17 +6,20 @@
 //! record: its epoch floor comes from the wall clock in minutes (epochs are 24 bits, so
 //! milliseconds do not fit), which grows between two starts at least a minute apart.
 
-use ringkv_core::peer::{Peer, PeerInput, PeerOutput, PeerRecovery};
+use ringkv_core::peer::{
+    Peer, PeerCompactError, PeerCompaction, PeerInput, PeerOutput, PeerRecovery,
+};
 use ringkv_core::proto::peer::{PeerClientRequest, PeerMessage, PeerReply, PortMessage};
 use ringkv_core::proto::{ClientResponse, Envelope, ErrorCode, ErrorReply};
 use ringkv_core::session::Access;
+use ringkv_core::storage::PersistToken;
 use ringkv_core::Role;
 
 use crate::datadir::DataDir;
 use crate::error::NetError;
 use crate::logfile::{refuse_damage_or_cut_tail, FileLogReader, LogFile};
 
-use super::shell::{CoreInput, CoreOutput, DecodedLine, NodeCore};
+use super::shell::{Compacted, CoreInput, CoreOutput, DecodedLine, NodeCore};
 use super::wire::{Inbound, PeerEncoder};
 use super::PeerNodeOptions;
 
@@ -26,7 +29,21 @@ const FLOOR_ORIGIN_MS: u64 = 1_735_689_600_000;
 const FLOOR_STEP_MS: u64 = 60_000;
 
 /// A peer node as the shell drives it.
-pub(crate) struct PeerCore(pub(crate) Peer<FileLogReader>);
+pub(crate) struct PeerCore {
+    peer: Peer<FileLogReader>,
+    /// The compacted log built last, until the shell installed or dropped it.
+    compacted: Option<PeerCompaction>,
+}
+
+impl PeerCore {
+    /// The shell's core around `peer`.
+    pub(crate) fn new(peer: Peer<FileLogReader>) -> Self {
+        Self {
+            peer,
+            compacted: None,
+        }
+    }
+}
 
 fn error_reply(code: ErrorCode, message: String) -> PeerReply {
     PeerReply::Client(ClientResponse::Error(ErrorReply::with_message(
@@ -72,11 +89,11 @@ impl NodeCore for PeerCore {
             // silent node does not answer; the shell's view only spares it sends.
             CoreInput::NodeUp(_) | CoreInput::NodeDown(_) | CoreInput::Tick => PeerInput::Tick,
         };
-        self.0.handle(now_ms, input);
+        self.peer.handle(now_ms, input);
     }
 
     fn poll_output(&mut self) -> Option<CoreOutput<PeerReply, PeerMessage>> {
-        Some(match self.0.poll_output()? {
+        Some(match self.peer.poll_output()? {
             PeerOutput::Reply { to, msg } => CoreOutput::Reply { to, msg },
             PeerOutput::Send { to, msg } => CoreOutput::Send { to, msg },
             PeerOutput::Persist { token, bytes } => CoreOutput::Persist { token, bytes },
@@ -84,11 +101,42 @@ impl NodeCore for PeerCore {
     }
 
     fn poll_timeout(&self) -> Option<u64> {
-        self.0.poll_timeout()
+        self.peer.poll_timeout()
     }
 
     fn encode(&mut self, _: &mut PeerEncoder, msg: PeerMessage) -> Vec<u8> {
         msg.encode()
+    }
+
+    /// Built only in a turn where every write is durable and nothing waits for one (the
+    /// peer's compaction keeps no record of a decision still syncing); otherwise `None`,
+    /// and the shell asks again next turn.
+    fn compact_log(&mut self) -> Option<Result<Compacted<'_>, String>> {
+        let compacted = match self.peer.compacted_log() {
+            Ok(compacted) => self.compacted.insert(compacted),
+            Err(PeerCompactError::Unsettled) => return None,
+            Err(err) => return Some(Err(err.to_string())),
+        };
+        Some(Ok(Compacted {
+            bytes: &compacted.bytes,
+            keys: compacted.moves.len(),
+        }))
+    }
+
+    fn install_compacted(&mut self, covered: Option<PersistToken>) {
+        assert!(
+            covered.is_none(),
+            "a peer log compacted over a write not yet durable"
+        );
+        let compacted = self
+            .compacted
+            .take()
+            .expect("a compacted log installed that was never built");
+        self.peer.install_compaction(&compacted);
+    }
+
+    fn drop_compacted(&mut self) {
+        self.compacted = None;
     }
 }
 

@@ -75,6 +75,7 @@ impl NodesPlan for Plan {
                 resp_listen: (index == 0).then_some(resp),
                 limits: NetLimits::default(),
                 truncate_corrupt_log: false,
+                log_compact_bytes: ringkv_net::DEFAULT_LOG_COMPACT_BYTES,
             };
             spawn_node(roles, index, move |shutdown, ready| {
                 run_peer_node(options, shutdown, |info| ready(info.listen, info.resp))
