@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod eventual;
+pub mod log_sizes;
 pub mod peer;
 pub mod resp;
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use ringkv_e2e::eventual::{ev_get, ev_local, EvCluster};
+use ringkv_e2e::log_sizes::LogSizes;
 
 const KEYS: usize = 20;
 const COMPACT_BYTES: u64 = 16 * 1024;
@@ -26,16 +27,8 @@ fn a_compacted_node_log_stays_small_and_recovers_every_write() {
             &compact,
         ],
     );
-    let size = |i: usize| {
-        std::fs::metadata(c.data_dir(i).join("wal.log"))
-            .map(|m| m.len())
-            .unwrap_or(0)
-    };
     let mut last = BTreeMap::new();
-    let mut largest = [0u64; NODES];
-    let mut previous = [0u64; NODES];
-    let mut compactions = [0usize; NODES];
-    let mut left = [0u64; NODES];
+    let mut sizes = LogSizes::new(NODES);
     for n in 0..400 {
         let key = format!("key{}", n % KEYS);
         let value = format!("value number {n} of the node log compaction test");
@@ -44,39 +37,14 @@ fn a_compacted_node_log_stays_small_and_recovers_every_write() {
             .request(&ringkv_e2e::eventual::ev_put(&key, &value, "all", None));
         assert_eq!(answer["message"], "Success", "{key}: {answer}");
         last.insert(key, value);
-        for i in 0..NODES {
-            let now = size(i);
-            if now < previous[i] {
-                compactions[i] += 1;
-                left[i] = left[i].max(now);
-            }
-            previous[i] = now;
-            largest[i] = largest[i].max(now);
-        }
+        sizes.observe(&c);
     }
     // Every node logs all 400 writes (N is every node), about 80 KB: far past the
     // threshold. The 20 keys' states take under half of it (checked), so a log is
     // rewritten as soon as it passes the threshold, in the loop turn after the sync that
     // took it there: it never holds more than the threshold and a few writes' records
     // beyond.
-    for i in 0..NODES {
-        assert!(
-            left[i] < COMPACT_BYTES / 2,
-            "node {i}'s compacted log holds {} bytes",
-            left[i]
-        );
-        assert!(
-            compactions[i] >= 2,
-            "node {i}'s log was compacted {} times (largest {} bytes)",
-            compactions[i],
-            largest[i]
-        );
-        assert!(
-            largest[i] < 2 * COMPACT_BYTES,
-            "node {i}'s log grew to {} bytes past a threshold of {COMPACT_BYTES}",
-            largest[i]
-        );
-    }
+    sizes.assert_compacted(COMPACT_BYTES, COMPACT_BYTES / 2);
     check_values(&c, &last);
     for i in 0..NODES {
         c.kill_node(i);

@@ -1,0 +1,65 @@
+//! How the logs of a cluster's nodes grew and shrank over a run, for the tests of log
+//! compaction: a log shorter than at the last look was compacted.
+
+use crate::eventual::EvCluster;
+
+/// Each node's `wal.log` length, looked at after every write of a run.
+#[derive(Debug)]
+pub struct LogSizes {
+    previous: Vec<u64>,
+    largest: Vec<u64>,
+    compactions: Vec<usize>,
+    /// The longest a log was right after a compaction.
+    left: Vec<u64>,
+}
+
+impl LogSizes {
+    /// For a cluster of `nodes` nodes, none looked at yet.
+    pub fn new(nodes: usize) -> Self {
+        Self {
+            previous: vec![0; nodes],
+            largest: vec![0; nodes],
+            compactions: vec![0; nodes],
+            left: vec![0; nodes],
+        }
+    }
+
+    /// Looks at every node's log now.
+    pub fn observe(&mut self, c: &EvCluster) {
+        for i in 0..self.previous.len() {
+            let now = std::fs::metadata(c.data_dir(i).join("wal.log"))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            if now < self.previous[i] {
+                self.compactions[i] += 1;
+                self.left[i] = self.left[i].max(now);
+            }
+            self.previous[i] = now;
+            self.largest[i] = self.largest[i].max(now);
+        }
+    }
+
+    /// Every node's log was compacted at least twice, left under `left_bytes` each time,
+    /// and never reached twice `threshold_bytes`.
+    pub fn assert_compacted(&self, threshold_bytes: u64, left_bytes: u64) {
+        eprintln!("log sizes: {self:?}");
+        for i in 0..self.previous.len() {
+            assert!(
+                self.compactions[i] >= 2,
+                "node {i}'s log was compacted {} times (largest {} bytes)",
+                self.compactions[i],
+                self.largest[i]
+            );
+            assert!(
+                self.left[i] < left_bytes,
+                "node {i}'s compacted log holds {} bytes",
+                self.left[i]
+            );
+            assert!(
+                self.largest[i] < 2 * threshold_bytes,
+                "node {i}'s log grew to {} bytes past a threshold of {threshold_bytes}",
+                self.largest[i]
+            );
+        }
+    }
+}
