@@ -421,9 +421,9 @@ pub struct NodeArgs {
     pub truncate_corrupt_log: bool,
     /// The size of the node's log, in bytes (at least 4096), at which it is rewritten to
     /// what recovery needs. Eventual mode: every key's current state, the hints and
-    /// debts still held, and the counters' floor. Peer mode (at the first moment every
-    /// write is durable): the epoch, the decisions remembered, every committed value, the
-    /// transactions in doubt and the commits not finished. It is rewritten again only
+    /// debts still held, and the counters' floor. Peer mode: the epoch, the decisions
+    /// remembered, every committed value, the transactions in doubt and the commits not
+    /// finished. It is rewritten again only
     /// once it doubles what the last rewrite left.
     #[arg(long, default_value_t = ringkv_net::DEFAULT_LOG_COMPACT_BYTES, value_parser = clap::value_parser!(u64).range(4096..))]
     pub log_compact_bytes: u64,

@@ -34,9 +34,8 @@ fn a_compacted_peer_log_stays_bounded_and_recovers_every_write() {
     // Each node logs every write (a prepare and a decision as a replica, and the commit
     // and its end for the writes it coordinated): about 250 bytes a write, 100 KB in all.
     // A compacted log holds the 20 values and a record of each decision the node
-    // remembers (all 400 here), under the threshold; the next compaction is due at twice
-    // that, at the first turn where every write is durable, which between one client's
-    // writes comes within a write or two.
+    // remembers (all 400 here), under the threshold; the next compaction is due at the
+    // threshold (more than twice that), between two syncs.
     sizes.assert_compacted(COMPACT_BYTES, COMPACT_BYTES);
     check_values(&c, &last);
     for i in 0..NODES {

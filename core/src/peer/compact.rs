@@ -20,18 +20,23 @@
 //! - every commit coordinated here whose end is not recorded, as `Decided` with its
 //!   participants (recovery runs its phase 2 again).
 //!
-//! The compacted log replaces the whole log. It is built only while every write is
-//! durable and no action waits for one; the caller writes it, makes it durable, puts it
-//! in the old log's place, and then calls [`Peer::install_compaction`] before anything
-//! else reaches the node: values moved, so the store and the prepared transactions are
-//! told where each one went, and appends go on from the new length. In-memory state
-//! (timers, updates in flight, reads, queries, settling) is untouched.
+//! A prepared transaction whose decision is written but not yet durable is carried with
+//! its decision (`Commit`/`Abort` after its prepare): the node acknowledges the decision
+//! once its write is durable, and the compacted log is what makes it so.
+//!
+//! The compacted log replaces the whole log, the writes not yet durable included: the
+//! caller writes it, makes it durable, puts it in the old log's place, and then calls
+//! [`Peer::install_compaction`] with the last of those writes before anything else
+//! reaches the node: values moved, so the store and the prepared transactions are told
+//! where each one went, appends go on from the new length, and what waited for the
+//! covered writes runs. In-memory state (timers, updates in flight, reads, queries,
+//! settling) is untouched.
 
 use std::collections::BTreeMap;
 
 use crate::log::{encode_frame, FRAME_HEADER_BYTES};
 use crate::replica::compaction::Moved;
-use crate::storage::{StorageError, ValueLoc};
+use crate::storage::{PersistToken, StorageError, ValueLoc};
 
 use super::record::{
     carried_value_offset_in_payload, encode_prepare_put, value_offset_in_payload, PeerRecord,
@@ -54,9 +59,6 @@ pub struct PeerCompaction {
 /// Why no compaction was built; nothing changed, and the caller may try again later.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerCompactError {
-    /// A write is not yet durable, or an action waits for one: what the log holds and
-    /// what the node holds may still differ.
-    Unsettled,
     /// A committed value could not be read back from the log.
     Read(StorageError),
 }
@@ -64,7 +66,6 @@ pub enum PeerCompactError {
 impl std::fmt::Display for PeerCompactError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PeerCompactError::Unsettled => f.write_str("a write of the log is not yet durable"),
             PeerCompactError::Read(e) => write!(f, "reading a value back: {e}"),
         }
     }
@@ -99,13 +100,11 @@ impl Writer {
 }
 
 impl<R: LogReader> Peer<R> {
-    /// The records of a log from which [`Peer::recover`] rebuilds this node, framed as a
-    /// whole log, with where every value went. Fails, changing nothing, while a write is
-    /// not durable or when a value cannot be read back: the caller skips compaction.
+    /// The records of a log from which [`Peer::recover`] rebuilds this node, its writes
+    /// not yet durable included, framed as a whole log, with where every value went.
+    /// Fails, changing nothing, when a value cannot be read back: the caller skips
+    /// compaction.
     pub fn compacted_log(&self) -> Result<PeerCompaction, PeerCompactError> {
-        if !self.durability.is_settled() {
-            return Err(PeerCompactError::Unsettled);
-        }
         let mut out = Writer::default();
         out.record(&PeerRecord::Epoch { epoch: self.epoch });
         for (txid, commit) in self.participant.remembered_decisions() {
@@ -146,7 +145,8 @@ impl<R: LogReader> Peer<R> {
         Ok(())
     }
 
-    /// Every transaction prepared here and undecided, as it was prepared.
+    /// Every transaction prepared here and not finished, as it was prepared, with its
+    /// decision if that is written and not yet durable.
     fn write_prepares(&self, out: &mut Writer) {
         for (txid, key, prepared) in self.participant.prepared_ops() {
             let participants = &prepared.participants;
@@ -160,6 +160,12 @@ impl<R: LogReader> Peer<R> {
                     key: key.to_owned(),
                     participants: participants.clone(),
                 }),
+            }
+            // A decision still syncing: the compacted log makes it durable.
+            match self.participant.deciding_of(txid) {
+                Some(true) => out.record(&PeerRecord::Commit { txid }),
+                Some(false) => out.record(&PeerRecord::Abort { txid }),
+                None => {}
             }
         }
     }
@@ -178,10 +184,15 @@ impl<R: LogReader> Peer<R> {
     }
 
     /// The caller put `compaction`'s bytes, durable, in the place of the whole log (the
-    /// reader now reads them): every value is pointed to where it went, and appends go
-    /// on from the new length. Legal only if nothing reached the node since the bytes
-    /// were built: nothing was appended, and every write is durable.
-    pub fn install_compaction(&mut self, compaction: &PeerCompaction) {
+    /// reader now reads them); `covered` is the last write of the old log not yet
+    /// reported durable, durable now. Every value is pointed to where it went, appends
+    /// go on from the new length, and what waited for the covered writes runs. Legal
+    /// only if nothing reached the node since the bytes were built.
+    pub fn install_compaction(
+        &mut self,
+        compaction: &PeerCompaction,
+        covered: Option<PersistToken>,
+    ) {
         assert_eq!(
             self.durability.log_len(),
             compaction.replaced_len,
@@ -205,12 +216,18 @@ impl<R: LogReader> Peer<R> {
                 *loc = new(*loc);
             }
         });
-        assert!(
-            self.durability.is_settled(),
-            "compacted while a write waits"
-        );
+        if let Some(token) = covered {
+            self.durability.persisted(token);
+        }
         let new_len = compaction.bytes.len() as u64;
         self.durability.rebase(compaction.replaced_len, new_len);
+        while let Some(action) = self.durability.pop_ready() {
+            self.run(action);
+        }
+        while let Some(msg) = self.local.pop_front() {
+            self.on_peer(msg);
+        }
+        self.drain_driver();
         self.check_invariants_impl();
     }
 }

@@ -35,6 +35,10 @@ struct World {
     /// `locked` refusals sent between nodes, and the prepares of each transaction.
     locked_refusals: usize,
     prepared_txids: std::collections::BTreeSet<TxId>,
+    /// Nodes whose writes are not reported durable (a sync that does not end), with the
+    /// last write each has not had reported.
+    held: std::collections::BTreeSet<u64>,
+    unsynced: BTreeMap<u64, PersistToken>,
 }
 
 fn config(id: u64) -> PeerConfig {
@@ -56,6 +60,8 @@ impl World {
             next_client: 0,
             locked_refusals: 0,
             prepared_txids: Default::default(),
+            held: Default::default(),
+            unsynced: BTreeMap::new(),
         };
         for id in IDS {
             world.logs.insert(id, MemLog::default());
@@ -111,8 +117,12 @@ impl World {
                     }
                 }
             }
-            if let Some(token) = last {
-                inputs.push_back(PeerInput::Persisted { token });
+            match last {
+                Some(token) if self.held.contains(&id) => {
+                    self.unsynced.insert(id, token);
+                }
+                Some(token) => inputs.push_back(PeerInput::Persisted { token }),
+                None => {}
             }
         }
     }

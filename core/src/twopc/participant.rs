@@ -280,6 +280,15 @@ impl<Op: Clone> Participant<Op> {
         }
     }
 
+    /// The decision of prepared `txid` being made durable, if one is: a compaction of
+    /// the log must keep it with the prepare.
+    pub fn deciding_of(&self, txid: TxId) -> Option<bool> {
+        self.prepared
+            .get(&txid)
+            .and_then(|prepared| prepared.deciding)
+            .map(|(commit, _)| commit)
+    }
+
     /// Transactions prepared and not yet finished, with their keys and operations, in
     /// order: what a compaction of the log must keep.
     pub fn prepared_ops(&self) -> impl Iterator<Item = (TxId, &str, &Op)> + '_ {

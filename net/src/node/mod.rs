@@ -118,9 +118,9 @@ pub struct PeerNodeOptions {
     /// on) instead of refusing to start.
     pub truncate_corrupt_log: bool,
     /// Once the log holds this many bytes (and twice what it held after the last
-    /// compaction), it is rewritten to what recovery needs at the next turn where every
-    /// write is durable: the epoch, the decisions remembered, every committed value, the
-    /// transactions in doubt and the commits not finished.
+    /// compaction), it is rewritten to what recovery needs: the epoch, the decisions
+    /// remembered, every committed value, the transactions in doubt and the commits not
+    /// finished.
     /// [`crate::DEFAULT_LOG_COMPACT_BYTES`] by default.
     pub log_compact_bytes: u64,
 }

@@ -6,9 +6,7 @@
 //! record: its epoch floor comes from the wall clock in minutes (epochs are 24 bits, so
 //! milliseconds do not fit), which grows between two starts at least a minute apart.
 
-use ringkv_core::peer::{
-    Peer, PeerCompactError, PeerCompaction, PeerInput, PeerOutput, PeerRecovery,
-};
+use ringkv_core::peer::{Peer, PeerCompaction, PeerInput, PeerOutput, PeerRecovery};
 use ringkv_core::proto::peer::{PeerClientRequest, PeerMessage, PeerReply, PortMessage};
 use ringkv_core::proto::{ClientResponse, Envelope, ErrorCode, ErrorReply};
 use ringkv_core::session::Access;
@@ -108,13 +106,9 @@ impl NodeCore for PeerCore {
         msg.encode()
     }
 
-    /// Built only in a turn where every write is durable and nothing waits for one (the
-    /// peer's compaction keeps no record of a decision still syncing); otherwise `None`,
-    /// and the shell asks again next turn.
     fn compact_log(&mut self) -> Option<Result<Compacted<'_>, String>> {
         let compacted = match self.peer.compacted_log() {
             Ok(compacted) => self.compacted.insert(compacted),
-            Err(PeerCompactError::Unsettled) => return None,
             Err(err) => return Some(Err(err.to_string())),
         };
         Some(Ok(Compacted {
@@ -124,15 +118,11 @@ impl NodeCore for PeerCore {
     }
 
     fn install_compacted(&mut self, covered: Option<PersistToken>) {
-        assert!(
-            covered.is_none(),
-            "a peer log compacted over a write not yet durable"
-        );
         let compacted = self
             .compacted
             .take()
             .expect("a compacted log installed that was never built");
-        self.peer.install_compaction(&compacted);
+        self.peer.install_compaction(&compacted, covered);
     }
 
     fn drop_compacted(&mut self) {
