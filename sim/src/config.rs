@@ -107,6 +107,21 @@ pub struct SimConfig {
     pub buggify: bool,
     /// The eventual-mode world's own knobs; `None` in strong mode.
     pub eventual: Option<EventualKnobs>,
+    /// Eventual and peer nodes: the log length past which a node rewrites its log to
+    /// what recovery needs (and twice what the last rewrite left), as the shells'
+    /// `--log-compact-bytes`; `None`: never (and always in strong mode).
+    pub node_log_compact_bytes: Option<usize>,
+}
+
+/// Half the node worlds compact their logs, past a small threshold so that a run
+/// compacts many times, under every fault; drawn last from the mode's own stream, so
+/// that its other knobs stay as they were.
+fn node_log_compact_bytes(rng: &mut ChaCha8Rng) -> Option<usize> {
+    if rng.random_bool(0.5) {
+        Some([1024, 4096, 16384][rng.random_range(0..3usize)])
+    } else {
+        None
+    }
 }
 
 /// Which kind of cluster a run builds: the runner's `--mode`.
@@ -209,6 +224,7 @@ impl SimConfig {
             client_timeout_ms: 3 * timeout_ms + 2 * max_delay_ms + 1_000,
             buggify: rng.random_bool(0.5),
             eventual: None,
+            node_log_compact_bytes: None,
         }
     }
 
@@ -245,6 +261,7 @@ impl SimConfig {
             disk_loss: chance(&mut rng, 0.6, 0.5),
             detect_ms: rng.random_range(0..=1000),
         });
+        config.node_log_compact_bytes = node_log_compact_bytes(&mut rng);
         config.mode = Mode::Eventual;
         config
     }
@@ -273,6 +290,7 @@ impl SimConfig {
         // Crashes right after a commit became durable, midway through its phase 2: the
         // moment recovery of decisions and cooperative termination are about.
         config.crashes.after_decision = chance(&mut rng, 0.3, 0.5);
+        config.node_log_compact_bytes = node_log_compact_bytes(&mut rng);
         config.mode = Mode::Peer;
         config
     }

@@ -114,6 +114,15 @@ impl SimDisk {
         self.0.borrow().bytes.clone()
     }
 
+    /// Puts `bytes` durably in the place of the whole file, as the shells install a
+    /// compacted log (written aside, synced, renamed over the old one, the directory
+    /// synced): a crash finds the old file or the new one, never a mix.
+    pub fn replace_all(&self, bytes: &[u8]) {
+        let mut state = self.0.borrow_mut();
+        state.bytes = bytes.to_vec();
+        state.durable_len = state.bytes.len();
+    }
+
     /// Cuts the file to `len` bytes and makes it durable (recovery dropped a torn tail and
     /// synced what it replayed, so that it never acts on bytes a later crash could lose).
     pub fn truncate_and_sync(&self, len: usize) {
@@ -261,12 +270,62 @@ impl Journal {
             .map(|since| since.saturating_add(DEFERRED_SYNC_MS))
     }
 
+    /// Whether a sync is under way: a compaction waits for its end, as the shells wait
+    /// for their sync thread.
+    pub fn is_syncing(&self) -> bool {
+        self.syncing.is_some()
+    }
+
+    /// Replaces the whole log on `disk` by `bytes` (a compacted log, which holds the
+    /// effect of every write so far); only while no sync is under way. Returns the last
+    /// write not yet covered by a sync, durable now.
+    pub fn replace(&mut self, disk: &SimDisk, bytes: &[u8]) -> Option<u64> {
+        assert!(self.syncing.is_none(), "a log replaced under a sync");
+        let covered = self.unsynced.back().map(|&(token, _)| token);
+        self.unsynced.clear();
+        self.urgent = false;
+        self.deferred_since = None;
+        disk.replace_all(bytes);
+        covered
+    }
+
     /// The sync under way completed: its bytes are durable. Returns the last token it
     /// covered.
     pub fn finish_sync(&mut self, disk: &SimDisk) -> Option<u64> {
         let (token, len) = self.syncing.take()?;
         disk.sync_to(len);
         Some(token)
+    }
+}
+
+/// When a node rewrites its log, as the shells decide it: once the log passes the
+/// threshold and twice what the last rewrite left.
+#[derive(Debug)]
+pub struct LogCompaction {
+    threshold_bytes: Option<usize>,
+    last_bytes: usize,
+}
+
+impl LogCompaction {
+    /// Past `threshold_bytes`; never when `None`.
+    pub fn new(threshold_bytes: Option<usize>) -> Self {
+        Self {
+            threshold_bytes,
+            last_bytes: 0,
+        }
+    }
+
+    /// Whether a log of `len_bytes` is due.
+    pub fn is_due(&self, len_bytes: usize) -> bool {
+        self.threshold_bytes.is_some_and(|threshold| {
+            len_bytes >= threshold && len_bytes >= self.last_bytes.saturating_mul(2)
+        })
+    }
+
+    /// The log was rewritten to `len_bytes` (or a rewrite failed at that length: the next
+    /// try waits until it doubles).
+    pub fn done(&mut self, len_bytes: usize) {
+        self.last_bytes = len_bytes;
     }
 }
 
@@ -373,5 +432,33 @@ mod tests {
         disk.crash(CrashKind::Machine, &mut rng, 1.0);
         assert_eq!(disk.contents(), b"aabbcc", "everything synced survives");
         assert_eq!(journal.finish_sync(&disk), None);
+    }
+
+    #[test]
+    fn a_replaced_log_covers_the_unsynced_writes_and_survives_any_crash() {
+        let disk = SimDisk::new(0);
+        let mut journal = Journal::default();
+        journal.write(&disk, 1, b"one");
+        assert!(journal.start_sync());
+        assert!(journal.is_syncing());
+        assert_eq!(journal.finish_sync(&disk), Some(1));
+        journal.write(&disk, 2, b"two");
+        journal.write(&disk, 3, b"three");
+        assert_eq!(journal.replace(&disk, b"compacted"), Some(3));
+        assert!(!journal.start_sync(), "nothing is left to sync");
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        disk.crash(CrashKind::Machine, &mut rng, 1.0);
+        assert_eq!(disk.contents(), b"compacted");
+    }
+
+    #[test]
+    fn a_log_is_compacted_past_its_threshold_and_twice_what_the_last_left() {
+        let mut compaction = LogCompaction::new(Some(100));
+        assert!(!compaction.is_due(99));
+        assert!(compaction.is_due(100));
+        compaction.done(80);
+        assert!(!compaction.is_due(159));
+        assert!(compaction.is_due(160));
+        assert!(!LogCompaction::new(None).is_due(usize::MAX));
     }
 }

@@ -66,6 +66,8 @@ pub struct WorldStats {
     pub torn_or_kept_bytes: u64,
     /// Client requests held behind earlier ones of their connection.
     pub held_requests: u64,
+    /// Node logs rewritten by compaction.
+    pub log_compactions: u64,
     /// Events processed.
     pub events: u64,
 }
@@ -243,6 +245,7 @@ impl World {
             self.trace.note(self.now, &note);
         }
         self.stats.held_requests += out.held_requests;
+        self.stats.log_compactions += out.log_compactions;
         for step in out.served {
             let stamp = self.stamp();
             if let Err(text) = self.workload.served(stamp, step) {
@@ -474,6 +477,7 @@ fn peer_mode(config: &SimConfig, rng: &mut ChaCha8Rng) -> Shape {
         timeout_ms: config.timeout_ms,
         cache: config.server_cache,
         buggify_until_ms: config.buggify_until_ms(),
+        log_compact_bytes: config.node_log_compact_bytes,
     };
     for &id in &config.server_ids {
         cluster.add(NodeId::Node(id), RoleSpec::Peer(spec.clone()), rng.random());

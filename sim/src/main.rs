@@ -86,7 +86,7 @@ fn sweep(mode: Mode, start: u64, count: u64) -> ExitCode {
     let mut operations = 0u64;
     let mut simulated_ms = 0u64;
     let (mut crashes, mut machine_crashes, mut failed_reads, mut held) = (0, 0, 0, 0);
-    let mut coordinator_crashes = 0;
+    let (mut coordinator_crashes, mut compactions) = (0, 0);
     for seed in start..start + count {
         let report = run_seed_in(mode, seed, Trace::hashed());
         operations += report.operations as u64;
@@ -96,6 +96,7 @@ fn sweep(mode: Mode, start: u64, count: u64) -> ExitCode {
         coordinator_crashes += report.coordinator_crashes;
         failed_reads += report.failed_reads;
         held += report.held_requests;
+        compactions += report.log_compactions;
         if !report.passed() {
             bar.suspend(|| {
                 eprintln!("seed {seed} FAILED:");
@@ -121,7 +122,8 @@ fn sweep(mode: Mode, start: u64, count: u64) -> ExitCode {
     );
     println!(
         "faults: {crashes} crashes ({machine_crashes} of a machine, {coordinator_crashes} of the \
-         coordinator), {failed_reads} failed reads; {held} pipelined requests held for program order"
+         coordinator), {failed_reads} failed reads; {held} pipelined requests held for program \
+         order; {compactions} node log compactions"
     );
     if failed.is_empty() {
         ExitCode::SUCCESS

@@ -39,6 +39,8 @@ pub struct RunReport {
     pub failed_reads: u64,
     /// Client requests held behind earlier ones of their connection.
     pub held_requests: u64,
+    /// Node logs rewritten by compaction.
+    pub log_compactions: u64,
     /// Every check that failed, each a readable report.
     pub failures: Vec<String>,
 }
@@ -58,6 +60,7 @@ impl RunReport {
             coordinator_crashes: 0,
             failed_reads: 0,
             held_requests: 0,
+            log_compactions: 0,
             failures: vec![format!("panic: {text}")],
         }
     }
@@ -158,6 +161,7 @@ pub fn run_config(config: SimConfig, trace: Trace) -> RunReport {
         coordinator_crashes: world.stats.coordinator_crashes,
         failed_reads: world.failed_reads(),
         held_requests: world.stats.held_requests,
+        log_compactions: world.stats.log_compactions,
         failures,
     }
 }

@@ -18,7 +18,7 @@ use ringkv_core::{ReplyTo, Role, Ts};
 use super::client_port::ClientPort;
 use super::outbox::Outbox;
 use super::Boot;
-use crate::disk::{Journal, SimDisk};
+use crate::disk::{Journal, LogCompaction, SimDisk};
 use crate::network::{Channel, Endpoint, Message, NodeId};
 
 /// How to start an eventual node; every node of a world gets the same settings.
@@ -38,6 +38,8 @@ pub struct EventualSpec {
     pub cache: CacheConfig,
     /// Until when the core's fault sites may fire, in runs that turn them on.
     pub buggify_until_ms: Option<Ts>,
+    /// When the node rewrites its log ([`LogCompaction`]); `None`: never.
+    pub log_compact_bytes: Option<usize>,
 }
 
 /// A running eventual node.
@@ -48,6 +50,7 @@ pub struct EventualNode {
     journal: Journal,
     node: Node<SimDisk>,
     clients: ClientPort<EventualRequest>,
+    compaction: LogCompaction,
     next_handle: u64,
     /// The time of the last input: a deadline the core set in the past (0 means "at
     /// once") is due now, and the cluster schedules ticks at their exact time.
@@ -114,6 +117,7 @@ impl EventualNode {
             journal: Journal::default(),
             node,
             clients: ClientPort::default(),
+            compaction: LogCompaction::new(spec.log_compact_bytes),
             next_handle: 0,
             now: boot.now,
         };
@@ -190,8 +194,38 @@ impl EventualNode {
         self.node.poll_timeout().map(|at| at.max(self.now))
     }
 
-    /// Carries out what the core asks for.
+    /// Carries out what the core asks for, and compacts the log when it is due.
     fn drain(&mut self, out: &mut Outbox) {
+        self.carry_out(out);
+        if self.compact_if_due(out) {
+            self.carry_out(out);
+        }
+        out.sync_started |= self.journal.start_sync();
+    }
+
+    /// As the shells do between two syncs: the log is rewritten to what recovery needs,
+    /// covering the writes not yet synced. True if it was.
+    fn compact_if_due(&mut self, out: &mut Outbox) -> bool {
+        if self.journal.is_syncing() || !self.compaction.is_due(self.disk.len()) {
+            return false;
+        }
+        let compacted = match self.node.compaction_log() {
+            Ok(compacted) => compacted,
+            Err(err) => {
+                out.note(format!("node {} log compaction failed: {err}", self.id));
+                self.compaction.done(self.disk.len());
+                return false;
+            }
+        };
+        let covered = self.journal.replace(&self.disk, &compacted.bytes);
+        self.compaction.done(compacted.bytes.len());
+        out.log_compactions += 1;
+        self.node
+            .install_compaction(compacted, covered.map(PersistToken));
+        true
+    }
+
+    fn carry_out(&mut self, out: &mut Outbox) {
         self.node.check_invariants();
         while let Some(output) = self.node.poll_output() {
             match output {
@@ -206,7 +240,6 @@ impl EventualNode {
                 }
             }
         }
-        out.sync_started |= self.journal.start_sync();
     }
 
     fn reply(&mut self, to: ReplyTo, msg: EventualResponse, out: &mut Outbox) {

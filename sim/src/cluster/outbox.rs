@@ -26,6 +26,8 @@ pub struct Outbox {
     pub sync_started: bool,
     /// Client requests held behind earlier ones of their connection, for the counters.
     pub held_requests: u64,
+    /// The node rewrote its log in this step, for the counters.
+    pub log_compactions: u64,
     /// Client requests handed to the core and answered by it, in the order it happened.
     pub served: Vec<ServedStep>,
     /// Things worth a line in the trace.

@@ -17,7 +17,7 @@ use super::client_port::ClientPort;
 use super::outbox::{Outbox, ServedStep};
 use super::Boot;
 use crate::check::{ClusterSnapshot, ServerSnapshot};
-use crate::disk::{Journal, SimDisk};
+use crate::disk::{Journal, LogCompaction, SimDisk};
 use crate::network::{Channel, Endpoint, Message, NodeId};
 
 /// How to start a peer node.
@@ -33,6 +33,8 @@ pub struct PeerSpec {
     pub cache: CacheConfig,
     /// Until when the core's fault sites may fire, in runs that turn them on.
     pub buggify_until_ms: Option<Ts>,
+    /// When the node rewrites its log ([`LogCompaction`]); `None`: never.
+    pub log_compact_bytes: Option<usize>,
 }
 
 /// A running peer node.
@@ -43,6 +45,7 @@ pub struct PeerNode {
     disk: SimDisk,
     journal: Journal,
     clients: ClientPort<PeerClientRequest>,
+    compaction: LogCompaction,
     next_handle: u64,
 }
 
@@ -91,6 +94,7 @@ impl PeerNode {
             disk: boot.disk.clone(),
             journal: Journal::default(),
             clients: ClientPort::default(),
+            compaction: LogCompaction::new(spec.log_compact_bytes),
             next_handle: 0,
         };
         node.drain(&mut VecDeque::new(), out);
@@ -159,16 +163,47 @@ impl PeerNode {
         self.peer.poll_timeout()
     }
 
-    /// Hands `input` to the core, then every request its answers released.
+    /// Hands `input` to the core, then every request its answers released; then
+    /// compacts the log if that is due.
     fn run(&mut self, now: Ts, input: PeerInput, out: &mut Outbox) {
         let commits = self.peer.durable_commits();
         let mut inputs = VecDeque::from([input]);
-        while let Some(input) = inputs.pop_front() {
-            self.peer.handle(now, input);
+        self.handle_all(now, &mut inputs, out);
+        if self.compact_if_due(out) {
             self.drain(&mut inputs, out);
+            self.handle_all(now, &mut inputs, out);
         }
         out.decided |= self.peer.durable_commits() > commits;
         out.sync_started |= self.journal.start_sync();
+    }
+
+    fn handle_all(&mut self, now: Ts, inputs: &mut VecDeque<PeerInput>, out: &mut Outbox) {
+        while let Some(input) = inputs.pop_front() {
+            self.peer.handle(now, input);
+            self.drain(inputs, out);
+        }
+    }
+
+    /// As the shells do between two syncs: the log is rewritten to what recovery needs,
+    /// covering the writes not yet synced. True if it was.
+    fn compact_if_due(&mut self, out: &mut Outbox) -> bool {
+        if self.journal.is_syncing() || !self.compaction.is_due(self.disk.len()) {
+            return false;
+        }
+        let compaction = match self.peer.compacted_log() {
+            Ok(compaction) => compaction,
+            Err(err) => {
+                out.note(format!("node {} log compaction failed: {err}", self.id));
+                self.compaction.done(self.disk.len());
+                return false;
+            }
+        };
+        let covered = self.journal.replace(&self.disk, &compaction.bytes);
+        self.compaction.done(compaction.bytes.len());
+        out.log_compactions += 1;
+        self.peer
+            .install_compaction(&compaction, covered.map(PersistToken));
+        true
     }
 
     fn drain(&mut self, inputs: &mut VecDeque<PeerInput>, out: &mut Outbox) {

@@ -80,6 +80,7 @@ pub(crate) fn eventual_mode(config: &SimConfig, rng: &mut ChaCha8Rng) -> (Shape,
         repair: knobs.repair,
         cache: config.server_cache,
         buggify_until_ms: config.buggify_until_ms(),
+        log_compact_bytes: config.node_log_compact_bytes,
     };
     let mut cluster = Cluster::default();
     for &id in &config.server_ids {
