@@ -17,7 +17,7 @@ use ringkv_core::{ReplyTo, Role, Ts};
 
 use super::client_port::ClientPort;
 use super::outbox::Outbox;
-use super::Boot;
+use super::{compact_log_if_due, Boot, NodeLog};
 use crate::disk::{Journal, LogCompaction, SimDisk};
 use crate::network::{Channel, Endpoint, Message, NodeId};
 
@@ -206,23 +206,17 @@ impl EventualNode {
     /// As the shells do between two syncs: the log is rewritten to what recovery needs,
     /// covering the writes not yet synced. True if it was.
     fn compact_if_due(&mut self, out: &mut Outbox) -> bool {
-        if self.journal.is_syncing() || !self.compaction.is_due(self.disk.len()) {
-            return false;
-        }
-        let compacted = match self.node.compaction_log() {
-            Ok(compacted) => compacted,
-            Err(err) => {
-                out.note(format!("node {} log compaction failed: {err}", self.id));
-                self.compaction.done(self.disk.len());
-                return false;
-            }
+        let log = NodeLog {
+            compaction: &mut self.compaction,
+            journal: &mut self.journal,
+            disk: &self.disk,
         };
-        let covered = self.journal.replace(&self.disk, &compacted.bytes);
-        self.compaction.done(compacted.bytes.len());
-        out.log_compactions += 1;
-        self.node
-            .install_compaction(compacted, covered.map(PersistToken));
-        true
+        let build = |node: &Node<SimDisk>| node.compaction_log();
+        let install = |node: &mut Node<SimDisk>, compacted, covered| {
+            node.install_compaction(compacted, covered)
+        };
+        let core = (self.id, &mut self.node);
+        compact_log_if_due(log, core, out, build, |c| &c.bytes, install)
     }
 
     fn carry_out(&mut self, out: &mut Outbox) {

@@ -17,6 +17,7 @@ pub mod peer;
 use std::collections::BTreeMap;
 
 use rand_chacha::ChaCha8Rng;
+use ringkv_core::storage::PersistToken;
 use ringkv_core::Ts;
 
 pub use coordinator::{CoordinatorNode, CoordinatorSpec};
@@ -26,7 +27,7 @@ pub use outbox::{Outbox, ServedStep};
 pub use peer::{PeerNode, PeerSpec};
 
 use crate::check::ClusterSnapshot;
-use crate::disk::{CrashKind, SimDisk};
+use crate::disk::{CrashKind, Journal, LogCompaction, SimDisk};
 use crate::network::{Message, NodeId};
 
 /// What a role gets when a run of its node starts.
@@ -354,4 +355,43 @@ impl Cluster {
         }
         (snapshot, errors)
     }
+}
+
+/// What a node compacts its log with: when it is due, the journal of its run, its disk.
+pub(crate) struct NodeLog<'a> {
+    pub(crate) compaction: &'a mut LogCompaction,
+    pub(crate) journal: &'a mut Journal,
+    pub(crate) disk: &'a SimDisk,
+}
+
+/// As the shells do between two syncs, for the eventual and the peer node alike: when the
+/// log is due and no sync is under way, `build` makes `core`'s compacted log (a failed
+/// read of a value skips it until the log doubles), the journal puts `bytes_of` it
+/// durably in the place of the whole log, and `install` hands it to the core with the
+/// last write it covered. True if the log was replaced.
+pub(crate) fn compact_log_if_due<N, C>(
+    log: NodeLog<'_>,
+    (node, core): (u64, &mut N),
+    out: &mut Outbox,
+    build: impl FnOnce(&N) -> Result<C, String>,
+    bytes_of: impl Fn(&C) -> &[u8],
+    install: impl FnOnce(&mut N, C, Option<PersistToken>),
+) -> bool {
+    if log.journal.is_syncing() || !log.compaction.is_due(log.disk.len()) {
+        return false;
+    }
+    let compacted = match build(core) {
+        Ok(compacted) => compacted,
+        Err(err) => {
+            out.note(format!("node {node} log compaction failed: {err}"));
+            log.compaction.done(log.disk.len());
+            return false;
+        }
+    };
+    let bytes = bytes_of(&compacted);
+    let covered = log.journal.replace(log.disk, bytes);
+    log.compaction.done(bytes.len());
+    out.log_compactions += 1;
+    install(core, compacted, covered.map(PersistToken));
+    true
 }

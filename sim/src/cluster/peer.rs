@@ -15,7 +15,7 @@ use ringkv_core::{ReplyTo, Role, Ts};
 
 use super::client_port::ClientPort;
 use super::outbox::{Outbox, ServedStep};
-use super::Boot;
+use super::{compact_log_if_due, Boot, NodeLog};
 use crate::check::{ClusterSnapshot, ServerSnapshot};
 use crate::disk::{Journal, LogCompaction, SimDisk};
 use crate::network::{Channel, Endpoint, Message, NodeId};
@@ -187,23 +187,17 @@ impl PeerNode {
     /// As the shells do between two syncs: the log is rewritten to what recovery needs,
     /// covering the writes not yet synced. True if it was.
     fn compact_if_due(&mut self, out: &mut Outbox) -> bool {
-        if self.journal.is_syncing() || !self.compaction.is_due(self.disk.len()) {
-            return false;
-        }
-        let compaction = match self.peer.compacted_log() {
-            Ok(compaction) => compaction,
-            Err(err) => {
-                out.note(format!("node {} log compaction failed: {err}", self.id));
-                self.compaction.done(self.disk.len());
-                return false;
-            }
+        let log = NodeLog {
+            compaction: &mut self.compaction,
+            journal: &mut self.journal,
+            disk: &self.disk,
         };
-        let covered = self.journal.replace(&self.disk, &compaction.bytes);
-        self.compaction.done(compaction.bytes.len());
-        out.log_compactions += 1;
-        self.peer
-            .install_compaction(&compaction, covered.map(PersistToken));
-        true
+        let build = |peer: &Peer<SimDisk>| peer.compacted_log().map_err(|err| err.to_string());
+        let install = |peer: &mut Peer<SimDisk>, compaction, covered| {
+            peer.install_compaction(&compaction, covered)
+        };
+        let core = (self.id, &mut self.peer);
+        compact_log_if_due(log, core, out, build, |c| &c.bytes, install)
     }
 
     fn drain(&mut self, inputs: &mut VecDeque<PeerInput>, out: &mut Outbox) {
