@@ -7,13 +7,15 @@
 //! their invariants at its end), and its report must agree with the framing: the valid
 //! prefix ends at the first payload that is no record, else where the frames end; a
 //! role that refuses the log (a coordinator's log for another ring size) refuses it
-//! with an error.
+//! with an error. An eventual or peer node that recovered is then compacted (when its
+//! values read back), and a node recovered from the compacted log must hold the same
+//! keys and values (and, for a peer node, the same transactions in doubt).
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use ringkv_core::coordinator::{Coordinator, CoordinatorConfig};
-use ringkv_core::eventual::{parse_cluster, Node, NodeConfig};
+use ringkv_core::eventual::{parse_cluster, KeyState, Node, NodeConfig};
 use ringkv_core::log::{decode_frames, encode_frame};
 use ringkv_core::peer::{Peer, PeerConfig};
 use ringkv_core::storage::{LogReader, StorageError};
@@ -67,29 +69,59 @@ fn recover_eventual(log: &[u8]) {
     let cluster = parse_cluster("1 127.0.0.1:7001\n2 127.0.0.1:7002\n3 127.0.0.1:7003\n", 1)
         .expect("the cluster is valid");
     let config = NodeConfig::new(1, cluster, 1, 7);
-    match Node::recover(config, log, MemLog(log)) {
-        Ok((_, report)) => check_valid_len(
-            log,
-            report.valid_len,
-            report.bad_record.as_ref().map(|(at, _)| *at),
-            "eventual node",
-        ),
+    let (node, report) = match Node::recover(config.clone(), log, MemLog(log)) {
+        Ok(recovered) => recovered,
         Err(err) => panic!("the eventual node refused its settings: {err}"),
-    }
+    };
+    let bad_record_at = report.bad_record.as_ref().map(|(at, _)| *at);
+    check_valid_len(log, report.valid_len, bad_record_at, "eventual node");
+    let Ok(compacted) = node.compaction_log() else {
+        return;
+    };
+    let (again, _) = Node::recover(config, &compacted.bytes, MemLog(&compacted.bytes))
+        .expect("a compacted log recovers");
+    let states = |node: &Node<MemLog>| -> Vec<(String, Option<KeyState>)> {
+        let keys: Vec<String> = node.keys().map(str::to_owned).collect();
+        keys.into_iter()
+            .map(|key| {
+                let state = node.local_state(&key);
+                (key, state)
+            })
+            .collect()
+    };
+    assert_eq!(states(&again), states(&node), "eventual node: compaction changed a state");
 }
 
 fn recover_peer(log: &[u8]) {
     let nodes = (1..=3).map(|id| (id, format!("127.0.0.1:{}", 7000 + id))).collect();
     let config = PeerConfig::new(1, nodes);
-    match Peer::recover(config, 0, log, MemLog(log)) {
-        Ok((_, report)) => check_valid_len(
-            log,
-            report.valid_len,
-            report.bad_record.as_ref().map(|(at, _)| *at),
-            "peer node",
-        ),
+    let (peer, report) = match Peer::recover(config.clone(), 0, log, MemLog(log)) {
+        Ok(recovered) => recovered,
+        // A log at the last epoch: no transaction ID is left to issue.
+        Err(err) if err.0.contains("no transaction IDs left") => return,
         Err(err) => panic!("the peer node refused its settings: {err:?}"),
-    }
+    };
+    let bad_record_at = report.bad_record.as_ref().map(|(at, _)| *at);
+    check_valid_len(log, report.valid_len, bad_record_at, "peer node");
+    let Ok(compacted) = peer.compacted_log() else {
+        return;
+    };
+    let recovered = Peer::recover(config, 0, &compacted.bytes, MemLog(&compacted.bytes));
+    let Ok((again, _)) = recovered else {
+        panic!("a compacted peer log does not recover: {recovered:?}", recovered = recovered.err());
+    };
+    let values = |peer: &Peer<MemLog>| -> Vec<(String, Option<String>)> {
+        let keys: Vec<String> = peer.committed_keys().map(str::to_owned).collect();
+        keys.into_iter()
+            .map(|key| {
+                let value = peer.committed_value(&key).ok().flatten();
+                (key, value)
+            })
+            .collect()
+    };
+    assert_eq!(values(&again), values(&peer), "peer node: compaction changed a value");
+    let in_doubt = |peer: &Peer<MemLog>| peer.in_doubt().collect::<Vec<_>>();
+    assert_eq!(in_doubt(&again), in_doubt(&peer), "peer node: compaction changed what is in doubt");
 }
 
 fn recover_all(log: &[u8]) {
