@@ -36,9 +36,9 @@ fn run(bytes: &[u8], cuts: &[usize]) -> (Vec<RespEvent>, usize) {
 }
 
 fn cuts_of(bytes: &[u8]) -> [usize; 2] {
-    let hash = bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     let len = bytes.len() + 1;
     let (a, b) = ((hash as usize) % len, ((hash >> 32) as usize) % len);
     [a.min(b), a.max(b)]
@@ -55,7 +55,10 @@ fn check_raw(bytes: &[u8]) {
         .count();
     assert!(verdicts <= 1, "more than one verdict: {whole:?}");
     if verdicts == 1 {
-        assert!(!matches!(whole.last(), Some(RespEvent::Command(_))), "a command after a verdict");
+        assert!(
+            !matches!(whole.last(), Some(RespEvent::Command(_))),
+            "a command after a verdict"
+        );
     }
     for event in &whole {
         if let RespEvent::Command(args) = event {

@@ -42,7 +42,10 @@ fn check_valid_len(log: &[u8], valid_len: u64, bad_record_at: Option<u64>, role:
     let framed = decode_frames(log).valid_len;
     match bad_record_at {
         Some(at) => {
-            assert_eq!(valid_len, at, "{role}: the valid prefix ends at the bad record");
+            assert_eq!(
+                valid_len, at,
+                "{role}: the valid prefix ends at the bad record"
+            );
             assert!(at < framed, "{role}: a bad record past the frames");
             assert!(
                 decode_frames(log).frames.iter().any(|f| f.offset == at),
@@ -89,11 +92,17 @@ fn recover_eventual(log: &[u8]) {
             })
             .collect()
     };
-    assert_eq!(states(&again), states(&node), "eventual node: compaction changed a state");
+    assert_eq!(
+        states(&again),
+        states(&node),
+        "eventual node: compaction changed a state"
+    );
 }
 
 fn recover_peer(log: &[u8]) {
-    let nodes = (1..=3).map(|id| (id, format!("127.0.0.1:{}", 7000 + id))).collect();
+    let nodes = (1..=3)
+        .map(|id| (id, format!("127.0.0.1:{}", 7000 + id)))
+        .collect();
     let config = PeerConfig::new(1, nodes);
     let (peer, report) = match Peer::recover(config.clone(), 0, log, MemLog(log)) {
         Ok(recovered) => recovered,
@@ -108,7 +117,10 @@ fn recover_peer(log: &[u8]) {
     };
     let recovered = Peer::recover(config, 0, &compacted.bytes, MemLog(&compacted.bytes));
     let Ok((again, _)) = recovered else {
-        panic!("a compacted peer log does not recover: {recovered:?}", recovered = recovered.err());
+        panic!(
+            "a compacted peer log does not recover: {recovered:?}",
+            recovered = recovered.err()
+        );
     };
     let values = |peer: &Peer<MemLog>| -> Vec<(String, Option<String>)> {
         let keys: Vec<String> = peer.committed_keys().map(str::to_owned).collect();
@@ -119,9 +131,17 @@ fn recover_peer(log: &[u8]) {
             })
             .collect()
     };
-    assert_eq!(values(&again), values(&peer), "peer node: compaction changed a value");
+    assert_eq!(
+        values(&again),
+        values(&peer),
+        "peer node: compaction changed a value"
+    );
     let in_doubt = |peer: &Peer<MemLog>| peer.in_doubt().collect::<Vec<_>>();
-    assert_eq!(in_doubt(&again), in_doubt(&peer), "peer node: compaction changed what is in doubt");
+    assert_eq!(
+        in_doubt(&again),
+        in_doubt(&peer),
+        "peer node: compaction changed what is in doubt"
+    );
 }
 
 fn recover_all(log: &[u8]) {
