@@ -136,6 +136,18 @@ impl EvCluster {
         self.procs[i].as_ref()
     }
 
+    /// SIGKILLs every node, starts them all again on their data directories, and waits
+    /// until each sees every other up.
+    pub fn kill_all_and_restart(&mut self) {
+        for i in 0..self.ids.len() {
+            self.kill_node(i);
+        }
+        for i in 0..self.ids.len() {
+            self.start_node(i);
+        }
+        self.wait_all_up();
+    }
+
     /// SIGKILLs node `i`.
     pub fn kill_node(&mut self, i: usize) {
         if let Some(mut proc) = self.procs[i].take() {

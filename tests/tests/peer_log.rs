@@ -38,13 +38,7 @@ fn a_compacted_peer_log_stays_bounded_and_recovers_every_write() {
     // threshold (more than twice that), between two syncs.
     sizes.assert_compacted(COMPACT_BYTES, COMPACT_BYTES);
     check_values(&c, &last);
-    for i in 0..NODES {
-        c.kill_node(i);
-    }
-    for i in 0..NODES {
-        c.start_node(i);
-    }
-    c.wait_all_up();
+    c.kill_all_and_restart();
     check_values(&c, &last);
     // The recovered nodes take writes on top of the compacted logs.
     for (n, key) in last.keys().enumerate() {
