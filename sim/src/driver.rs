@@ -278,8 +278,8 @@ impl World {
                 self.schedule(at, Event::SyncDone { node, incarnation });
             }
         }
-        if let Some((at, incarnation)) = self.cluster.next_tick(node) {
-            self.schedule(at.max(self.now), Event::Tick { node, incarnation });
+        if let Some((at, incarnation)) = self.cluster.next_tick(node, self.now) {
+            self.schedule(at, Event::Tick { node, incarnation });
         }
         for msg in sends {
             self.send(msg);

@@ -294,11 +294,13 @@ impl Cluster {
         }
     }
 
-    /// After a step of `id`: the tick to schedule, if its role wants one earlier than
-    /// the one already scheduled, with the run it is for.
-    pub fn next_tick(&mut self, id: NodeId) -> Option<(Ts, u32)> {
+    /// After a step of `id` at `now`: the tick to schedule, if its role wants one earlier
+    /// than the one already scheduled, with the run it is for. A deadline already past
+    /// (a restarted role's clock starts at 0) is due now: kept as it was, the tick
+    /// scheduled for now would never match it, and the role would never tick again.
+    pub fn next_tick(&mut self, id: NodeId, now: Ts) -> Option<(Ts, u32)> {
         let node = self.nodes.get_mut(&id)?;
-        let at = node.role.as_ref()?.poll_timeout()?;
+        let at = node.role.as_ref()?.poll_timeout()?.max(now);
         if node.timer_at.is_some_and(|t| t <= at) {
             return None;
         }
