@@ -220,6 +220,7 @@ fn recover(
         records = report.records,
         members = report.members,
         open_commits = report.open_commits,
+        staged = report.staged,
         epoch = report.epoch,
         stop = ?report.stop,
         "coordinator log recovered"
@@ -261,6 +262,14 @@ impl CoordinatorLog {
                 *last = Some(token);
                 Ok(())
             }
+        }
+    }
+
+    /// Something now waits for deferrable write `token`: sync it soon.
+    fn hasten(&mut self, token: PersistToken) -> Result<(), NetError> {
+        match self {
+            CoordinatorLog::File(log) => log.hasten(token),
+            CoordinatorLog::Memory(_) => Ok(()),
         }
     }
 
@@ -453,6 +462,11 @@ impl Shell {
                     urgency,
                 } => {
                     if let Err(err) = self.log.append(token, &bytes, urgency) {
+                        self.fail(err);
+                    }
+                }
+                CoordinatorOutput::Hasten { token } => {
+                    if let Err(err) = self.log.hasten(token) {
                         self.fail(err);
                     }
                 }

@@ -191,6 +191,19 @@ impl LogFile {
         Ok(())
     }
 
+    /// An answer now waits for write `token`, appended as deferrable: a job lingering
+    /// over it is synced at once, or, if it is not handed yet, its job will be urgent.
+    pub(crate) fn hasten(&mut self, token: PersistToken) -> Result<(), NetError> {
+        let handed = match &mut self.sync_thread {
+            Some(thread) => thread.hurry(token)?,
+            None => false,
+        };
+        if !handed && self.unsynced.is_some() {
+            self.pending_sync.hasten();
+        }
+        Ok(())
+    }
+
     /// Writes the appends held in memory to the file (not yet durable).
     fn write_pending(&mut self) -> Result<(), NetError> {
         let mut pending = self.pending.borrow_mut();

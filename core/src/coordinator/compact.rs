@@ -1,16 +1,19 @@
 //! Compaction of the coordinator's log: the records recovery needs, and nothing else.
 //!
-//! Recovery folds the log into the current epoch, the members and the commits whose end
-//! is not recorded (see `durable`). Those are all in the coordinator's memory, so a
-//! compacted log is a pure function of its state: one `Epoch` record, one `Member` per
-//! server, one `Commit` per transaction whose commit record was appended and whose
-//! `Finished` was not. Its size is bounded by the members and the open commits (at most
-//! `max_updates`), not by the history, so the caller may write it on its loop.
+//! Recovery folds the log into the current epoch, the members, the commits whose end is
+//! not recorded and the transactions staged and not decided (see `durable`). Those are
+//! all in the coordinator's memory, so a compacted log is a pure function of its state:
+//! one `Epoch` record, one `Member` per server, one `Commit` per transaction whose commit
+//! decision was appended and whose `Finished` was not, one `Staged` per transaction with
+//! no decision appended. Its size is bounded by the members and the transactions under
+//! way (at most `max_updates`), not by the history, so the caller may write it on its
+//! loop.
 //!
 //! The state it describes includes records appended and not yet durable: once the
 //! compacted log is durable, so is everything appended before it was taken.
 
 use crate::log::encode_frame;
+use crate::proto::TxId;
 
 use super::record::CoordinatorRecord;
 use super::Coordinator;
@@ -31,17 +34,14 @@ impl Coordinator {
                     addr: state.addr.clone(),
                 }),
         );
-        let mut commits: Vec<CoordinatorRecord> = self
+        let mut open: Vec<(TxId, CoordinatorRecord)> = self
             .keys
             .values()
             .filter_map(|state| state.active)
-            .filter_map(|txid| self.open_commit(txid))
+            .filter_map(|txid| Some((txid, self.open_record(txid)?)))
             .collect();
-        commits.sort_by_key(|record| match record {
-            CoordinatorRecord::Commit { txid, .. } => *txid,
-            _ => 0,
-        });
-        records.extend(commits);
+        open.sort_by_key(|(txid, _)| *txid);
+        records.extend(open.into_iter().map(|(_, record)| record));
         records
     }
 
@@ -55,19 +55,27 @@ impl Coordinator {
         out
     }
 
-    /// The commit record of `txid`, if one was appended and its end was not.
-    fn open_commit(&self, txid: u64) -> Option<CoordinatorRecord> {
+    /// What recovery must know of `txid`: a commit whose end was not appended, or a
+    /// transaction staged and not decided. An abort leaves nothing (presumed abort).
+    fn open_record(&self, txid: TxId) -> Option<CoordinatorRecord> {
         let update = self.driver.payload(txid)?;
-        if !update.commit_logged {
-            return None;
-        }
         let participants = self.driver.participants(txid)?.to_vec();
-        Some(CoordinatorRecord::Commit {
-            txid,
-            key: update.key.clone(),
-            op: update.op.clone(),
-            participants,
-        })
+        let (key, op) = (update.key.clone(), update.op.clone());
+        match update.decided {
+            Some((true, _)) => Some(CoordinatorRecord::Commit {
+                txid,
+                key,
+                op,
+                participants,
+            }),
+            None => Some(CoordinatorRecord::Staged {
+                txid,
+                key,
+                op,
+                participants,
+            }),
+            Some((false, _)) => None,
+        }
     }
 }
 
@@ -87,16 +95,43 @@ mod tests {
     /// One step of a history the coordinator could have written.
     #[derive(Clone, Debug)]
     enum Step {
-        Register { id: u64, addr: u8 },
-        Commit { key: u8, put: bool },
-        Finish { pick: usize },
+        Register {
+            id: u64,
+            addr: u8,
+        },
+        /// A commit, written whole (`staged: false`) or staged then decided.
+        Commit {
+            key: u8,
+            put: bool,
+            staged: bool,
+        },
+        /// A transaction staged and left undecided.
+        Stage {
+            key: u8,
+            put: bool,
+        },
+        /// A decision of an undecided staged transaction.
+        Decide {
+            pick: usize,
+            commit: bool,
+        },
+        Finish {
+            pick: usize,
+        },
         Restart,
     }
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             (1u64..=SERVERS as u64, 0u8..4).prop_map(|(id, addr)| Step::Register { id, addr }),
-            (0u8..6, any::<bool>()).prop_map(|(key, put)| Step::Commit { key, put }),
+            (0u8..6, any::<bool>(), any::<bool>()).prop_map(|(key, put, staged)| Step::Commit {
+                key,
+                put,
+                staged
+            }),
+            (0u8..6, any::<bool>()).prop_map(|(key, put)| Step::Stage { key, put }),
+            (any::<usize>(), any::<bool>())
+                .prop_map(|(pick, commit)| Step::Decide { pick, commit }),
             any::<usize>().prop_map(|pick| Step::Finish { pick }),
             Just(Step::Restart),
         ]
@@ -108,6 +143,7 @@ mod tests {
         let mut records = vec![epoch(1)];
         let mut members = BTreeMap::new();
         let mut open: BTreeMap<u64, String> = BTreeMap::new();
+        let mut undecided: BTreeMap<u64, String> = BTreeMap::new();
         let (mut epoch_now, mut seq) = (1u32, 0u32);
         for step in steps {
             match step {
@@ -116,9 +152,10 @@ mod tests {
                     members.insert(*id, addr.clone());
                     records.push(CoordinatorRecord::Member { id: *id, addr });
                 }
-                Step::Commit { key, put } => {
+                Step::Commit { key, put, .. } | Step::Stage { key, put } => {
                     let key = format!("k{key}");
-                    if members.len() < 2 || open.values().any(|k| *k == key) {
+                    let busy = open.values().chain(undecided.values()).any(|k| *k == key);
+                    if members.len() < 2 || busy {
                         continue;
                     }
                     seq += 1;
@@ -130,13 +167,50 @@ mod tests {
                     } else {
                         TxOp::Del
                     };
-                    let participants = members.keys().take(2).copied().collect();
-                    open.insert(txid, key.clone());
-                    records.push(CoordinatorRecord::Commit {
+                    let participants: Vec<u64> = members.keys().take(2).copied().collect();
+                    match step {
+                        Step::Commit { staged: false, .. } => {
+                            open.insert(txid, key.clone());
+                            records.push(CoordinatorRecord::Commit {
+                                txid,
+                                key,
+                                op,
+                                participants,
+                            });
+                        }
+                        Step::Commit { .. } => {
+                            open.insert(txid, key.clone());
+                            records.push(CoordinatorRecord::Staged {
+                                txid,
+                                key,
+                                op,
+                                participants,
+                            });
+                            records.push(CoordinatorRecord::Decided { txid, commit: true });
+                        }
+                        _ => {
+                            undecided.insert(txid, key.clone());
+                            records.push(CoordinatorRecord::Staged {
+                                txid,
+                                key,
+                                op,
+                                participants,
+                            });
+                        }
+                    }
+                }
+                Step::Decide { pick, commit } => {
+                    if undecided.is_empty() {
+                        continue;
+                    }
+                    let txid = *undecided.keys().nth(pick % undecided.len()).unwrap();
+                    let key = undecided.remove(&txid).unwrap();
+                    if *commit {
+                        open.insert(txid, key);
+                    }
+                    records.push(CoordinatorRecord::Decided {
                         txid,
-                        key,
-                        op,
-                        participants,
+                        commit: *commit,
                     });
                 }
                 Step::Finish { pick } => {
@@ -224,8 +298,16 @@ mod tests {
             Step::Register { id: 1, addr: 0 },
             Step::Register { id: 2, addr: 1 },
             Step::Register { id: 2, addr: 2 },
-            Step::Commit { key: 0, put: true },
-            Step::Commit { key: 1, put: false },
+            Step::Commit {
+                key: 0,
+                put: true,
+                staged: false,
+            },
+            Step::Commit {
+                key: 1,
+                put: false,
+                staged: true,
+            },
             Step::Finish { pick: 0 },
             Step::Restart,
         ];

@@ -1,10 +1,15 @@
 //! What makes the coordinator survive its own crash: its log, its epochs, and recovery.
 //!
-//! Presumed abort (Mohan, Lindsay, Obermarck): a commit decision is written and synced
-//! before the client hears `Success` and before phase 2; aborts are not written. After a
-//! restart the coordinator finishes phase 2 of every commit it has a record of, and asks
-//! every server which transactions it holds in doubt (`indoubt`, with every heartbeat):
-//! one the coordinator has no record of and is not running is aborted there.
+//! Parallel commit over presumed abort (Mohan, Lindsay, Obermarck): a transaction's
+//! `Staged` record is written as its prepares go out, and the client hears `Success`
+//! once every vote is `ready` and that record is durable. Its decision is written next;
+//! phase 2 waits for a commit's, the client's error for an abort's. After a restart the
+//! coordinator finishes phase 2 of every commit it has a record of, runs phase 1 again
+//! for every transaction staged and undecided (with no deadline: each participant
+//! answers the vote it made durable, so it commits exactly if every one holds it
+//! prepared, which a `Success` answer needed), and asks every server which
+//! transactions it holds in doubt (`indoubt`, with every heartbeat): one the
+//! coordinator has no record of and is not running is aborted there.
 //!
 //! Membership is in the log too, so a restarted coordinator knows its ring before any
 //! server registers again, and a stray new ID cannot take a slot. Transaction IDs are
@@ -14,9 +19,9 @@
 use std::collections::BTreeMap;
 
 use crate::log::{AfterPrefix, StopReason};
-use crate::proto::{RegisterResponse, TxId, TxOp};
+use crate::proto::{ClientResponse, RegisterResponse, TxId, TxOp};
 use crate::ring::ServerId;
-use crate::storage::{replay_log, Durability, PersistToken, RecordError};
+use crate::storage::{replay_log, Durability, PersistToken, RecordError, SyncUrgency};
 use crate::ReplyTo;
 
 use super::membership::ServerState;
@@ -33,8 +38,12 @@ const MAX_PENDING_REGISTRATIONS: usize = 1024;
 pub(super) enum Deferred {
     /// Acknowledge a registration whose member record is durable.
     RegisterAck(ReplyTo),
-    /// A commit record is durable: answer and start phase 2.
+    /// A committed transaction's `Staged` record is durable: answer `Success`.
+    Visible(TxId),
+    /// A commit decision is durable: start phase 2.
     Committed(TxId),
+    /// An abort decision is durable: give the client its error.
+    Answer(ReplyTo, ClientResponse),
 }
 
 /// What recovery found in the coordinator's log.
@@ -55,11 +64,17 @@ pub struct CoordinatorRecovery {
     pub members: usize,
     /// Commits whose phase 2 runs again.
     pub open_commits: usize,
+    /// Transactions staged and not decided: their participants vote again, and each
+    /// commits only if every one holds it prepared.
+    pub staged: usize,
     /// The epoch this start uses.
     pub epoch: u32,
     /// Records that contradict each other, skipped.
     pub anomalies: Vec<String>,
 }
+
+/// A transaction as the log names it: its key, operation and participants.
+type Logged = (String, TxOp, Vec<ServerId>);
 
 /// The state a log folds into.
 #[derive(Default)]
@@ -67,7 +82,10 @@ struct Folded {
     epoch: u32,
     expected_servers: Option<u32>,
     members: BTreeMap<ServerId, String>,
-    commits: BTreeMap<TxId, (String, TxOp, Vec<ServerId>)>,
+    /// Committed, and their end not recorded: phase 2 runs again.
+    commits: BTreeMap<TxId, Logged>,
+    /// Staged and not decided: phase 1 runs again.
+    staged: BTreeMap<TxId, Logged>,
 }
 
 impl Folded {
@@ -89,8 +107,30 @@ impl Folded {
                 op,
                 participants,
             } => {
-                if self.commits.insert(txid, (key, op, participants)).is_some() {
+                if self.staged.contains_key(&txid)
+                    || self.commits.insert(txid, (key, op, participants)).is_some()
+                {
                     return Err(format!("transaction {txid} committed twice"));
+                }
+            }
+            CoordinatorRecord::Staged {
+                txid,
+                key,
+                op,
+                participants,
+            } => {
+                if self.commits.contains_key(&txid)
+                    || self.staged.insert(txid, (key, op, participants)).is_some()
+                {
+                    return Err(format!("transaction {txid} staged twice"));
+                }
+            }
+            CoordinatorRecord::Decided { txid, commit } => {
+                let Some(logged) = self.staged.remove(&txid) else {
+                    return Err(format!("decision of {txid}, which is not staged"));
+                };
+                if commit {
+                    self.commits.insert(txid, logged);
                 }
             }
             CoordinatorRecord::Finished { txid } => {
@@ -120,7 +160,7 @@ impl Folded {
         }
         let mut keys = std::collections::BTreeSet::new();
         let members = &self.members;
-        self.commits.retain(|txid, (key, _, participants)| {
+        let mut usable = |kind: &str, txid: &TxId, (key, _, participants): &Logged| {
             let mut distinct = participants.clone();
             distinct.sort_unstable();
             distinct.dedup();
@@ -131,11 +171,15 @@ impl Folded {
                 && keys.insert(key.clone());
             if !usable {
                 anomalies.push(format!(
-                    "commit {txid} of {key:?} on {participants:?} skipped"
+                    "{kind} {txid} of {key:?} on {participants:?} skipped"
                 ));
             }
             usable
-        });
+        };
+        self.commits
+            .retain(|txid, logged| usable("commit", txid, logged));
+        self.staged
+            .retain(|txid, logged| usable("staged transaction", txid, logged));
         anomalies
     }
 }
@@ -169,8 +213,9 @@ impl Coordinator {
         anomalies.extend(folded.keep_usable(config.expected_servers));
         coordinator.durability = Durability::new(scan.valid_len, deferred_limit(&config));
         let open_commits = folded.commits.len();
+        let staged = folded.staged.len();
         let members = folded.members.len();
-        coordinator.restore(folded.members, folded.commits);
+        coordinator.restore(folded.members, folded.commits, folded.staged);
         coordinator.begin_epoch(last_epoch);
         let recovery = CoordinatorRecovery {
             records: scan.records,
@@ -180,17 +225,20 @@ impl Coordinator {
             bad_record: scan.bad_record,
             members,
             open_commits,
+            staged,
             epoch: coordinator.epoch,
             anomalies,
         };
         Ok((coordinator, recovery))
     }
 
-    /// Puts the recovered members on the ring and runs phase 2 of the recovered commits.
+    /// Puts the recovered members on the ring, runs phase 2 of the recovered commits and
+    /// phase 1 of the staged transactions again.
     fn restore(
         &mut self,
         members: BTreeMap<ServerId, String>,
-        commits: BTreeMap<TxId, (String, TxOp, Vec<ServerId>)>,
+        commits: BTreeMap<TxId, Logged>,
+        staged: BTreeMap<TxId, Logged>,
     ) {
         for (id, addr) in members.into_iter().take(self.config.expected_servers) {
             self.ring.insert(id);
@@ -217,6 +265,22 @@ impl Coordinator {
             let update = Update::recovered(key, op);
             self.driver
                 .resume_commit(self.now, txid, participants, update);
+        }
+        for (txid, (key, op, participants)) in staged {
+            if !participants.iter().all(|p| self.servers.contains_key(p)) {
+                panic!("staged transaction {txid} names a server the log does not know");
+            }
+            let state = self.keys.entry(key.clone()).or_default();
+            assert!(
+                state.active.is_none(),
+                "two recovered transactions on {key:?}"
+            );
+            state.active = Some(txid);
+            // A participant holding the ready vote an answer was given on may be down
+            // now: the transaction waits for every vote, however long.
+            let update = Update::resolving(key, op);
+            self.driver
+                .resume_voting(self.now, txid, participants, update);
         }
         self.drain_driver();
     }
@@ -251,12 +315,17 @@ impl Coordinator {
 
     /// Appends a record to the log; the caller defers what must wait for it.
     pub(super) fn append(&mut self, record: &CoordinatorRecord) -> PersistToken {
-        let appended = self.durability.append(&record.encode());
+        self.append_bytes(record.encode(), record.urgency())
+    }
+
+    /// Appends an encoded record's payload, synced as `urgency` says.
+    pub(super) fn append_bytes(&mut self, payload: Vec<u8>, urgency: SyncUrgency) -> PersistToken {
+        let appended = self.durability.append(&payload);
         let token = appended.persist.token;
         self.outputs.push_back(CoordinatorOutput::Persist {
             token,
             bytes: appended.persist.bytes,
-            urgency: record.urgency(),
+            urgency,
         });
         token
     }
@@ -286,7 +355,13 @@ impl Coordinator {
                 to,
                 msg: RegisterResponse::Ack,
             }),
+            Deferred::Visible(txid) => self.on_commit_visible(txid),
             Deferred::Committed(txid) => self.on_commit_durable(txid),
+            Deferred::Answer(to, answer) => {
+                assert!(self.answers_waiting > 0, "an answer nobody counted");
+                self.answers_waiting -= 1;
+                self.reply(to, answer);
+            }
         }
     }
 
@@ -307,9 +382,11 @@ impl Coordinator {
     }
 }
 
-/// How many actions may wait for the coordinator's log.
+/// How many actions may wait for the coordinator's log: a transaction's answer and its
+/// phase 2, or an abort's answer after its transaction ended (which counts against
+/// `max_updates` until it is given), and the registrations.
 pub(super) fn deferred_limit(config: &CoordinatorConfig) -> usize {
-    config.max_updates + MAX_PENDING_REGISTRATIONS
+    2 * config.max_updates + MAX_PENDING_REGISTRATIONS
 }
 
 #[cfg(test)]

@@ -41,6 +41,9 @@ impl Coordinator {
                     update.is_some_and(|u| u.key == *key),
                     "key {key:?} names transaction {txid}, which is not its own"
                 );
+                if let Some(update) = update {
+                    update.check_invariants(txid);
+                }
             }
             let reads = self.reads.values().filter(|r| r.key() == key).count();
             assert_eq!(reads, state.reads, "reads of {key:?} miscounted");
@@ -48,6 +51,10 @@ impl Coordinator {
         assert_eq!(queued, self.queued_updates, "queued updates miscounted");
         assert_eq!(active, self.driver.len(), "a transaction without its key");
         assert!(self.driver.len() + self.queued_updates <= self.config.max_updates);
+        assert!(
+            self.answers_waiting <= self.config.max_updates,
+            "answers waiting for their records over the limit"
+        );
         assert!(
             self.reads.len() <= self.config.max_reads,
             "reads over the limit"

@@ -240,6 +240,13 @@ pub enum CoordinatorOutput {
         /// Whether an answer waits for it, or it may ride with a later sync.
         urgency: SyncUrgency,
     },
+    /// Something now waits for write `token`, asked for earlier as deferrable (an update
+    /// of the key waits for the commit decision's phase 2): sync it without waiting for
+    /// a later urgent write.
+    Hasten {
+        /// The write.
+        token: PersistToken,
+    },
 }
 
 /// What the coordinator itself waits for (the driver keeps the transactions' timers).
@@ -265,6 +272,8 @@ pub struct Coordinator {
     driver: Driver<Update>,
     /// Updates queued behind another update of the same key, over all keys.
     queued_updates: usize,
+    /// Aborts' answers waiting for their decision records.
+    answers_waiting: usize,
     reads: BTreeMap<u64, Read>,
     timers: Timers<Timer>,
     /// The coordinator's log: epochs, members, commits.
@@ -313,6 +322,7 @@ impl Coordinator {
             keys: BTreeMap::new(),
             driver,
             queued_updates: 0,
+            answers_waiting: 0,
             reads: BTreeMap::new(),
             timers: Timers::new(),
             next_read: 1,

@@ -74,14 +74,23 @@ impl Coordinator {
         self.ask_next_replica(id);
     }
 
-    /// The answer a transaction gives while its commit is decided and not yet
-    /// acknowledged by both replicas.
+    /// The answer a transaction gives while its commit is final and not yet
+    /// acknowledged by both replicas; or, while a transaction staged before a restart is
+    /// being decided again, `unavailable` (its client may have heard `Success`, so
+    /// neither the old value nor the new one may be shown yet).
     fn deciding_value(&self, key: &str) -> Option<ClientResponse> {
         let txid = self.keys.get(key)?.active?;
-        if self.driver.decision(txid) != Some(true) {
+        let update = self.driver.payload(txid)?;
+        if update.resolving {
+            return Some(ClientResponse::Error(ErrorReply::with_message(
+                ErrorCode::Unavailable,
+                "Unavailable: the key's last update before the coordinator restarted is \
+                 still being decided; retry",
+            )));
+        }
+        if !update.visible {
             return None;
         }
-        let update = self.driver.payload(txid)?;
         Some(match &update.op {
             TxOp::Put { value } => ClientResponse::Value {
                 key: key.to_owned(),

@@ -5,9 +5,16 @@
 //!   number of servers the ring expects.
 //! - `Member`: a server's ID and address, written before its registration is answered, so
 //!   that a stray new ID cannot take a slot after a restart.
-//! - `Commit`: a commit decision with its key, operation and participants, synced before
-//!   the client hears `Success` and before phase 2 (presumed abort: aborts are not
-//!   written; a transaction without a commit record is aborted).
+//! - `Staged`: a transaction's key, operation and participants, written as its prepares
+//!   go out (parallel commit). The client hears `Success` once every participant voted
+//!   `ready` and this record is durable: the two syncs run side by side, not one after
+//!   the other. A staged transaction without a decision record is resolved at recovery
+//!   by asking its participants again: it commits if every one holds it prepared.
+//! - `Decided`: the decision of a staged transaction. A commit is synced before phase 2
+//!   (so no participant commits what recovery could abort); an abort before the client
+//!   hears its error (so recovery cannot commit what a client was told failed).
+//! - `Commit`: a commit with its key, operation and participants, as compaction writes
+//!   an open commit (and as logs before staging wrote every commit).
 //! - `Finished`: both participants acknowledged the commit; not waited for, so a lost one
 //!   only makes recovery send the commit again, which is harmless.
 
@@ -21,6 +28,10 @@ const TAG_MEMBER: u8 = 2;
 const TAG_COMMIT_PUT: u8 = 3;
 const TAG_COMMIT_DEL: u8 = 4;
 const TAG_FINISHED: u8 = 5;
+const TAG_STAGED_PUT: u8 = 6;
+const TAG_STAGED_DEL: u8 = 7;
+const TAG_DECIDED_COMMIT: u8 = 8;
+const TAG_DECIDED_ABORT: u8 = 9;
 
 /// The most participants a commit record names.
 const MAX_PARTICIPANTS: usize = 16;
@@ -58,18 +69,41 @@ pub enum CoordinatorRecord {
         /// The transaction.
         txid: TxId,
     },
+    /// A transaction began: what it does and where, before its decision is known.
+    Staged {
+        /// The transaction.
+        txid: TxId,
+        /// Its key.
+        key: String,
+        /// What it does.
+        op: TxOp,
+        /// Who votes on it.
+        participants: Vec<ServerId>,
+    },
+    /// A staged transaction was decided.
+    Decided {
+        /// The transaction.
+        txid: TxId,
+        /// Commit or abort.
+        commit: bool,
+    },
 }
 
 impl CoordinatorRecord {
     /// How soon the record must be synced: nothing waits for a `Finished` record (a lost
     /// one only makes recovery send the commit again), so it rides with the next commit's
-    /// sync and starts none of its own.
+    /// sync and starts none of its own. A commit decision holds up only phase 2, which no
+    /// client waits for: it may ride with the next sync, unless an update of the key
+    /// waits (then the coordinator hastens it).
     pub fn urgency(&self) -> SyncUrgency {
         match self {
             CoordinatorRecord::Finished { .. } => SyncUrgency::Never,
+            CoordinatorRecord::Decided { commit: true, .. } => SyncUrgency::Deferrable,
             CoordinatorRecord::Epoch { .. }
             | CoordinatorRecord::Member { .. }
-            | CoordinatorRecord::Commit { .. } => SyncUrgency::Now,
+            | CoordinatorRecord::Commit { .. }
+            | CoordinatorRecord::Staged { .. }
+            | CoordinatorRecord::Decided { commit: false, .. } => SyncUrgency::Now,
         }
     }
 
@@ -95,9 +129,29 @@ impl CoordinatorRecord {
                 key,
                 op,
                 participants,
-            } => encode_commit(&mut out, *txid, key, op, participants),
+            } => {
+                let tag = tag_of(op, TAG_COMMIT_PUT, TAG_COMMIT_DEL);
+                encode_transaction(&mut out, tag, *txid, key, op, participants);
+            }
+            CoordinatorRecord::Staged {
+                txid,
+                key,
+                op,
+                participants,
+            } => {
+                let tag = tag_of(op, TAG_STAGED_PUT, TAG_STAGED_DEL);
+                encode_transaction(&mut out, tag, *txid, key, op, participants);
+            }
             CoordinatorRecord::Finished { txid } => {
                 out.push(TAG_FINISHED);
+                out.extend_from_slice(&txid.to_le_bytes());
+            }
+            CoordinatorRecord::Decided { txid, commit } => {
+                out.push(if *commit {
+                    TAG_DECIDED_COMMIT
+                } else {
+                    TAG_DECIDED_ABORT
+                });
                 out.extend_from_slice(&txid.to_le_bytes());
             }
         }
@@ -116,9 +170,15 @@ impl CoordinatorRecord {
                 id: reader.u64()?,
                 addr: reader.key()?,
             },
-            tag @ (TAG_COMMIT_PUT | TAG_COMMIT_DEL) => decode_commit(&mut reader, tag)?,
+            tag @ (TAG_COMMIT_PUT | TAG_COMMIT_DEL | TAG_STAGED_PUT | TAG_STAGED_DEL) => {
+                decode_transaction(&mut reader, tag)?
+            }
             TAG_FINISHED => CoordinatorRecord::Finished {
                 txid: reader.u64()?,
+            },
+            tag @ (TAG_DECIDED_COMMIT | TAG_DECIDED_ABORT) => CoordinatorRecord::Decided {
+                txid: reader.u64()?,
+                commit: tag == TAG_DECIDED_COMMIT,
             },
             other => return Err(RecordError::UnknownTag(other)),
         };
@@ -130,15 +190,36 @@ impl CoordinatorRecord {
     }
 }
 
-fn encode_commit(out: &mut Vec<u8>, txid: TxId, key: &str, op: &TxOp, participants: &[u64]) {
+/// The payload of a `Staged` record, encoded from borrowed parts: the value is not
+/// copied into a record first.
+pub fn encode_staged(txid: TxId, key: &str, op: &TxOp, participants: &[ServerId]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let tag = tag_of(op, TAG_STAGED_PUT, TAG_STAGED_DEL);
+    encode_transaction(&mut out, tag, txid, key, op, participants);
+    out
+}
+
+fn tag_of(op: &TxOp, put: u8, del: u8) -> u8 {
+    match op {
+        TxOp::Put { .. } => put,
+        TxOp::Del => del,
+    }
+}
+
+/// A `Commit` or a `Staged` record: the same fields under their own tags.
+fn encode_transaction(
+    out: &mut Vec<u8>,
+    tag: u8,
+    txid: TxId,
+    key: &str,
+    op: &TxOp,
+    participants: &[u64],
+) {
     assert!(
         participants.len() <= MAX_PARTICIPANTS,
         "too many participants"
     );
-    out.push(match op {
-        TxOp::Put { .. } => TAG_COMMIT_PUT,
-        TxOp::Del => TAG_COMMIT_DEL,
-    });
+    out.push(tag);
     out.extend_from_slice(&txid.to_le_bytes());
     push_key(out, key);
     out.push(participants.len() as u8);
@@ -150,7 +231,7 @@ fn encode_commit(out: &mut Vec<u8>, txid: TxId, key: &str, op: &TxOp, participan
     }
 }
 
-fn decode_commit(reader: &mut Reader<'_>, tag: u8) -> Result<CoordinatorRecord, RecordError> {
+fn decode_transaction(reader: &mut Reader<'_>, tag: u8) -> Result<CoordinatorRecord, RecordError> {
     let txid = reader.u64()?;
     let key = reader.key()?;
     let count = usize::from(reader.u8()?);
@@ -160,7 +241,7 @@ fn decode_commit(reader: &mut Reader<'_>, tag: u8) -> Result<CoordinatorRecord, 
     let participants = (0..count)
         .map(|_| reader.u64())
         .collect::<Result<Vec<_>, _>>()?;
-    let op = if tag == TAG_COMMIT_PUT {
+    let op = if tag == TAG_COMMIT_PUT || tag == TAG_STAGED_PUT {
         let len = reader.u32()? as usize;
         TxOp::Put {
             value: reader.text(len)?,
@@ -168,11 +249,20 @@ fn decode_commit(reader: &mut Reader<'_>, tag: u8) -> Result<CoordinatorRecord, 
     } else {
         TxOp::Del
     };
-    Ok(CoordinatorRecord::Commit {
-        txid,
-        key,
-        op,
-        participants,
+    Ok(if tag == TAG_STAGED_PUT || tag == TAG_STAGED_DEL {
+        CoordinatorRecord::Staged {
+            txid,
+            key,
+            op,
+            participants,
+        }
+    } else {
+        CoordinatorRecord::Commit {
+            txid,
+            key,
+            op,
+            participants,
+        }
     })
 }
 
@@ -195,6 +285,7 @@ mod tests {
             ".{0,40}".prop_map(|value| TxOp::Put { value }),
             Just(TxOp::Del)
         ];
+        let op_again = op.clone();
         prop_oneof![
             (any::<u32>(), any::<u32>()).prop_map(|(epoch, expected_servers)| {
                 CoordinatorRecord::Epoch {
@@ -216,6 +307,20 @@ mod tests {
                     participants
                 }),
             any::<u64>().prop_map(|txid| CoordinatorRecord::Finished { txid }),
+            (
+                any::<u64>(),
+                ".{0,20}",
+                op_again,
+                prop::collection::vec(any::<u64>(), 0..4)
+            )
+                .prop_map(|(txid, key, op, participants)| CoordinatorRecord::Staged {
+                    txid,
+                    key,
+                    op,
+                    participants
+                }),
+            (any::<u64>(), any::<bool>())
+                .prop_map(|(txid, commit)| CoordinatorRecord::Decided { txid, commit }),
         ]
     }
 

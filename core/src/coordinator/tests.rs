@@ -1,3 +1,4 @@
+use super::record::CoordinatorRecord;
 use super::*;
 use crate::proto::{ErrorReply, RequestId, ServerStatus, TxId, TxOp};
 use crate::ring::key_position;
@@ -16,6 +17,10 @@ struct Harness {
     hold_log: bool,
     /// The urgency of every log write, in order.
     urgencies: Vec<SyncUrgency>,
+    /// Writes the coordinator asked to hasten.
+    hastened: Vec<PersistToken>,
+    /// The last write asked for.
+    last_write: Option<PersistToken>,
 }
 
 const ALICE: ReplyTo = ReplyTo(100);
@@ -33,6 +38,8 @@ impl Harness {
             log: Vec::new(),
             hold_log: false,
             urgencies: Vec::new(),
+            hastened: Vec::new(),
+            last_write: None,
         }
     }
 
@@ -46,6 +53,33 @@ impl Harness {
         h.register_replies.clear();
         h.addrs.clear();
         h
+    }
+
+    /// A coordinator recovered from `log`, whose start-up outputs were taken.
+    fn recovered(log: &[u8]) -> Self {
+        let (coord, _) = Coordinator::recover(CoordinatorConfig::new(3), log).unwrap();
+        let mut h = Self::new(CoordinatorConfig::new(3));
+        h.coord = coord;
+        h.input(CoordinatorInput::Tick);
+        h
+    }
+
+    /// Reports every write so far durable.
+    fn sync_log(&mut self) {
+        if let Some(token) = self.last_write {
+            self.input(CoordinatorInput::Persisted { token });
+        }
+    }
+
+    /// The records written to the log so far.
+    fn records(&self) -> Vec<CoordinatorRecord> {
+        let mut records = Vec::new();
+        let scan = crate::storage::replay_log(&self.log, |record, _| {
+            records.push(record);
+            Ok::<(), String>(())
+        });
+        assert_eq!(scan.valid_len, self.log.len() as u64, "the log is whole");
+        records
     }
 
     fn input(&mut self, input: CoordinatorInput) {
@@ -73,8 +107,10 @@ impl Harness {
                     } => {
                         self.log.extend_from_slice(&bytes);
                         self.urgencies.push(urgency);
+                        self.last_write = Some(token);
                         durable = Some(token);
                     }
+                    CoordinatorOutput::Hasten { token } => self.hastened.push(token),
                 }
             }
             // The tests' disk syncs at once, unless a test holds it.
@@ -301,9 +337,9 @@ fn a_put_commits_on_two_ready_votes_and_reads_see_it_during_phase_two() {
     assert!(h.take_sent().is_empty());
     let writes = h.urgencies.len();
     assert_eq!(
-        h.urgencies.last(),
-        Some(&SyncUrgency::Now),
-        "the answer waited for the commit record"
+        h.urgencies[writes - 2..],
+        [SyncUrgency::Now, SyncUrgency::Deferrable],
+        "the staged record is synced at once; the commit decision only holds up phase 2"
     );
     h.server(a, None, ack(txid));
     h.server(b, None, ack(txid));
@@ -726,4 +762,262 @@ fn a_timeout_that_could_overflow_a_deadline_is_refused() {
     assert!(Coordinator::new(config).is_err());
     config.timeout_ms = crate::limits::MAX_TIMEOUT_MS;
     assert!(Coordinator::new(config).is_ok());
+}
+
+#[test]
+fn success_waits_for_both_votes_and_the_staged_record_which_sync_side_by_side() {
+    let mut h = Harness::with_ring();
+    h.hold_log = true;
+    h.client(ALICE, put("k", "v"));
+    let (a, b) = pair("k");
+    let sent = h.take_sent();
+    let txid = prepare_txid(&sent);
+    assert_eq!(
+        sent.len(),
+        2,
+        "the prepares go out before the record is durable"
+    );
+    assert!(
+        matches!(h.records().last(), Some(CoordinatorRecord::Staged { txid: t, participants, .. }) if *t == txid && *participants == vec![a, b]),
+        "{:?}",
+        h.records()
+    );
+    h.server(a, None, ready(txid));
+    h.server(b, None, ready(txid));
+    assert!(
+        h.replies().is_empty(),
+        "the staged record is not durable yet"
+    );
+    h.client(BOB, get("k"));
+    assert!(
+        h.replies().is_empty(),
+        "a GET before the commit is final reads a replica"
+    );
+    h.take_sent();
+    // The staged record and the decision reach the disk together here.
+    h.sync_log();
+    assert_eq!(h.replies(), vec![(ALICE, ClientResponse::Success)]);
+    assert_eq!(
+        h.take_sent(),
+        vec![
+            (a, ParticipantRequest::Commit { txid }),
+            (b, ParticipantRequest::Commit { txid })
+        ]
+    );
+    assert_eq!(
+        h.records().last(),
+        Some(&CoordinatorRecord::Decided { txid, commit: true })
+    );
+}
+
+#[test]
+fn phase_two_waits_for_the_commit_decision_and_a_waiting_update_hastens_it() {
+    let mut h = Harness::with_ring();
+    h.hold_log = true;
+    h.client(ALICE, put("k", "v1"));
+    let txid = prepare_txid(&h.take_sent());
+    let (a, b) = pair("k");
+    h.sync_log();
+    h.server(a, None, ready(txid));
+    h.server(b, None, ready(txid));
+    assert_eq!(
+        h.replies(),
+        vec![(ALICE, ClientResponse::Success)],
+        "the staged record was durable: the votes answer at once"
+    );
+    assert!(
+        h.take_sent().is_empty(),
+        "phase 2 waits for the decision record"
+    );
+    h.client(BOB, get("k"));
+    assert_eq!(
+        h.replies(),
+        vec![(
+            BOB,
+            ClientResponse::Value {
+                key: "k".into(),
+                value: "v1".into()
+            }
+        )],
+        "the commit is final: GETs show it"
+    );
+    assert!(h.hastened.is_empty(), "nothing waits for phase 2 yet");
+    h.client(BOB, put("k", "v2"));
+    assert_eq!(
+        h.hastened.len(),
+        1,
+        "an update of the key waits for phase 2"
+    );
+    h.sync_log();
+    assert_eq!(
+        h.take_sent(),
+        vec![
+            (a, ParticipantRequest::Commit { txid }),
+            (b, ParticipantRequest::Commit { txid })
+        ]
+    );
+}
+
+#[test]
+fn an_abort_is_answered_once_its_decision_is_durable() {
+    let mut h = Harness::with_ring();
+    h.hold_log = true;
+    h.client(ALICE, ClientRequest::Del { key: "k".into() });
+    let txid = prepare_txid(&h.take_sent());
+    let (a, b) = pair("k");
+    h.sync_log();
+    h.server(a, None, refuse(txid, ErrorCode::NotFound, "no such key"));
+    h.server(b, None, refuse(txid, ErrorCode::NotFound, "no such key"));
+    assert!(h.replies().is_empty(), "the abort is not durable yet");
+    assert_eq!(
+        h.records().last(),
+        Some(&CoordinatorRecord::Decided {
+            txid,
+            commit: false
+        })
+    );
+    assert_eq!(h.urgencies.last(), Some(&SyncUrgency::Now));
+    h.sync_log();
+    let replies = h.replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(code(&replies[0].1), ErrorCode::NotFound);
+}
+
+/// The log of a coordinator that staged a PUT of "k" and crashed before any vote.
+fn log_with_a_staged_put() -> (Vec<u8>, TxId) {
+    let mut h = Harness::with_ring();
+    h.hold_log = true;
+    h.client(ALICE, put("k", "v"));
+    let txid = prepare_txid(&h.take_sent());
+    (h.log.clone(), txid)
+}
+
+#[test]
+fn a_staged_transaction_commits_after_a_restart_if_every_replica_holds_it() {
+    let (log, txid) = log_with_a_staged_put();
+    let mut h = Harness::recovered(&log);
+    let (a, b) = pair("k");
+    let prepares: Vec<ServerId> = h
+        .take_sent()
+        .into_iter()
+        .filter(|(_, m)| matches!(m, ParticipantRequest::Prepare { txid: t, .. } if *t == txid))
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(prepares, vec![a, b], "phase 1 runs again");
+    // Neither value may be shown: the client may have heard Success, or not.
+    h.client(BOB, get("k"));
+    let replies = h.replies();
+    assert_eq!(code(&replies[0].1), ErrorCode::Unavailable, "{replies:?}");
+    // No deadline: a silent replica may hold a vote an answer was given on.
+    h.server(a, None, ready(txid));
+    h.advance(10 * 3000);
+    assert!(
+        h.take_sent()
+            .iter()
+            .all(|(s, m)| *s == b && matches!(m, ParticipantRequest::Prepare { .. })),
+        "only the prepare to the silent replica goes again"
+    );
+    h.server(b, None, ready(txid));
+    h.client(BOB, get("k"));
+    assert_eq!(
+        h.replies(),
+        vec![(
+            BOB,
+            ClientResponse::Value {
+                key: "k".into(),
+                value: "v".into()
+            }
+        )]
+    );
+    assert_eq!(
+        h.take_sent(),
+        vec![
+            (a, ParticipantRequest::Commit { txid }),
+            (b, ParticipantRequest::Commit { txid })
+        ]
+    );
+    assert!(h
+        .records()
+        .contains(&CoordinatorRecord::Decided { txid, commit: true }));
+}
+
+#[test]
+fn a_staged_transaction_a_replica_refuses_after_a_restart_aborts_at_once() {
+    let (log, txid) = log_with_a_staged_put();
+    let mut h = Harness::recovered(&log);
+    let (a, b) = pair("k");
+    h.take_sent();
+    h.server(b, None, refuse(txid, ErrorCode::Locked, "held by another"));
+    assert_eq!(
+        h.take_sent(),
+        vec![(a, ParticipantRequest::Abort { txid })],
+        "a refusal shows no Success was given: no wait for the other vote"
+    );
+    assert!(h.records().contains(&CoordinatorRecord::Decided {
+        txid,
+        commit: false
+    }));
+    h.server(a, None, ack(txid));
+    assert_eq!(h.coord.open_transactions(), 0);
+    h.client(BOB, get("k"));
+    assert!(
+        h.take_sent()
+            .iter()
+            .any(|(_, m)| matches!(m, ParticipantRequest::Get { .. })),
+        "the key reads from its replicas again"
+    );
+}
+
+#[test]
+fn a_compacted_log_keeps_a_staged_transaction_staged() {
+    let mut h = Harness::with_ring();
+    h.hold_log = true;
+    h.client(ALICE, put("k", "v"));
+    let txid = prepare_txid(&h.take_sent());
+    let staged: Vec<_> = h
+        .coord
+        .compaction_records()
+        .into_iter()
+        .filter(|r| matches!(r, CoordinatorRecord::Staged { txid: t, .. } if *t == txid))
+        .collect();
+    assert_eq!(staged.len(), 1);
+    let (a, b) = pair("k");
+    h.server(a, None, refuse(txid, ErrorCode::Locked, "held"));
+    h.server(b, None, ready(txid));
+    assert!(
+        h.coord.compaction_records().iter().all(|r| !matches!(
+            r,
+            CoordinatorRecord::Staged { .. } | CoordinatorRecord::Commit { .. }
+        )),
+        "an abort leaves nothing"
+    );
+}
+
+#[test]
+fn an_abort_answer_waiting_for_its_record_holds_an_update_slot() {
+    let mut config = CoordinatorConfig::new(3);
+    config.max_updates = 1;
+    let mut h = Harness::new(config);
+    for id in [10, 20, 30] {
+        h.register(id, &format!("127.0.0.1:{}", 4000 + id));
+    }
+    h.take_sent();
+    h.hold_log = true;
+    h.client(ALICE, ClientRequest::Del { key: "k".into() });
+    let txid = prepare_txid(&h.take_sent());
+    let (a, b) = pair("k");
+    h.server(a, None, refuse(txid, ErrorCode::NotFound, "no such key"));
+    h.server(b, None, refuse(txid, ErrorCode::NotFound, "no such key"));
+    assert_eq!(h.coord.open_transactions(), 0, "the transaction ended");
+    assert!(h.replies().is_empty(), "its answer waits for the abort record");
+    h.client(BOB, put("other", "v"));
+    let replies = h.replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(code(&replies[0].1), ErrorCode::Overloaded, "{replies:?}");
+    h.sync_log();
+    let replies = h.replies();
+    assert_eq!(code(&replies[0].1), ErrorCode::NotFound);
+    h.client(BOB, put("other", "v"));
+    assert!(h.replies().is_empty(), "the slot is free again");
+    assert!(!h.take_sent().is_empty());
 }

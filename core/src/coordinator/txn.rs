@@ -7,12 +7,13 @@ use std::collections::VecDeque;
 
 use crate::buggify::FaultSite;
 use crate::proto::{ClientResponse, ErrorCode, ErrorReply, ParticipantRequest, TxId, TxOp};
+use crate::storage::{Durability, PersistToken, SyncUrgency};
 use crate::twopc::{DriverEvent, Outcome};
 use crate::ReplyTo;
 
 use super::durable::Deferred;
-use super::record::CoordinatorRecord;
-use super::{Coordinator, Timer};
+use super::record::{encode_staged, CoordinatorRecord};
+use super::{Coordinator, CoordinatorOutput, Timer};
 
 /// How many replicas hold each key in strong mode: the owner and its successor.
 pub(super) const REPLICAS_PER_KEY: usize = 2;
@@ -54,31 +55,78 @@ impl QueuedUpdate {
 pub(super) struct Update {
     pub(super) key: String,
     pub(super) op: TxOp,
-    /// Who waits for the answer; nobody for a commit recovered from the log.
+    /// Who waits for the answer; nobody for a transaction recovered from the log.
     client: Option<ReplyTo>,
-    /// Whether its commit record is durable (and so its end worth recording).
+    /// The write of its `Staged` record: `Success` waits for it (and for the votes).
+    staged: PersistToken,
+    /// The decision, once its record was appended, and the write that holds it. A
+    /// compacted log keeps an undecided transaction staged, a committed one until its
+    /// end is recorded, and nothing of an aborted one.
+    pub(super) decided: Option<(bool, PersistToken)>,
+    /// Whether its commit decision is durable: phase 2 runs (and its end is worth
+    /// recording).
     committed: bool,
-    /// Whether its commit record was appended (durable or not): a compacted log must
-    /// keep it until its end is recorded.
-    pub(super) commit_logged: bool,
+    /// Whether its commit is final (decided, and its `Staged` record durable): GETs of
+    /// the key show its value from then on.
+    pub(super) visible: bool,
+    /// Staged before a restart and not decided: phase 1 runs again, with no deadline.
+    /// Its client may have heard `Success`, so GETs of the key cannot show the old value
+    /// meanwhile, nor the new one.
+    pub(super) resolving: bool,
 }
 
 impl Update {
     /// A commit found in the log at recovery.
     pub(super) fn recovered(key: String, op: TxOp) -> Self {
+        let durable = Durability::<Deferred>::recovered_token();
         Self {
             key,
             op,
             client: None,
+            staged: durable,
+            decided: Some((true, durable)),
             committed: true,
-            commit_logged: true,
+            visible: true,
+            resolving: false,
+        }
+    }
+
+    /// What the flags must say of each other, in every phase.
+    pub(super) fn check_invariants(&self, txid: TxId) {
+        let commit = matches!(self.decided, Some((true, _)));
+        assert!(!self.visible || commit, "{txid} shown without a commit");
+        assert!(!self.committed || self.visible, "{txid} in phase 2 before final");
+        assert!(
+            !self.resolving || (self.client.is_none() && self.decided.is_none()),
+            "{txid} resolving with a client or a decision"
+        );
+        assert!(
+            self.decided.is_none() || self.client.is_none() || (commit && !self.visible),
+            "{txid} decided with its client still unanswered"
+        );
+    }
+
+    /// A transaction found staged and undecided in the log at recovery.
+    pub(super) fn resolving(key: String, op: TxOp) -> Self {
+        Self {
+            key,
+            op,
+            client: None,
+            staged: Durability::<Deferred>::recovered_token(),
+            decided: None,
+            committed: false,
+            visible: false,
+            resolving: true,
         }
     }
 }
 
 impl Coordinator {
     pub(super) fn on_update(&mut self, client: ReplyTo, key: String, op: TxOp) {
-        let full = self.driver.len() + self.queued_updates >= self.config.max_updates;
+        // An abort's answer waits for its record after the transaction ended: it holds
+        // a place too, which bounds what waits for the log.
+        let busy = self.driver.len() + self.queued_updates + self.answers_waiting;
+        let full = busy >= self.config.max_updates;
         if full || self.buggify.fires(self.now, FaultSite::SpuriousOverloaded) {
             self.reply(client, ClientResponse::error(ErrorCode::Overloaded));
             return;
@@ -109,15 +157,21 @@ impl Coordinator {
 
     /// An update now waits for committed `txid` to end: its decision is sent again at
     /// once, which tells each replica still to acknowledge that someone waits (a
-    /// replica syncs a decision record lazily otherwise; docs/architecture.md).
+    /// replica syncs a decision record lazily otherwise; docs/architecture.md). If the
+    /// coordinator's own decision record is still lingering, it is synced at once.
     fn hasten_phase_two(&mut self, txid: TxId) {
-        if self
-            .driver
-            .payload(txid)
-            .is_some_and(|update| update.committed)
-        {
-            self.driver.resend_now(self.now, txid);
-            self.drain_driver();
+        let Some(update) = self.driver.payload(txid) else {
+            return;
+        };
+        match update.decided {
+            _ if update.committed => {
+                self.driver.resend_now(self.now, txid);
+                self.drain_driver();
+            }
+            Some((true, token)) => {
+                self.outputs.push_back(CoordinatorOutput::Hasten { token });
+            }
+            _ => {}
         }
     }
 
@@ -140,12 +194,18 @@ impl Coordinator {
         let state = self.keys.entry(key.clone()).or_default();
         assert!(state.active.is_none(), "two transactions on {key:?}");
         state.active = Some(txid);
+        // Parallel commit: the record goes to the log as the prepares go out, so that
+        // its sync and theirs overlap.
+        let staged = self.append_bytes(encode_staged(txid, &key, &op, &replicas), SyncUrgency::Now);
         let update = Update {
             key,
             op,
             client: Some(client),
+            staged,
+            decided: None,
             committed: false,
-            commit_logged: false,
+            visible: false,
+            resolving: false,
         };
         self.driver.begin(self.now, txid, replicas, update);
         self.drain_driver();
@@ -180,41 +240,44 @@ impl Coordinator {
         }
     }
 
-    /// Phase 1 ended: an abort is answered at once; a commit is written to the log
-    /// first, and answered once that record is durable.
+    /// Phase 1 ended: the decision goes to the log. A commit is answered once the
+    /// transaction's `Staged` record is durable too, and its phase 2 starts once the
+    /// decision is; an abort is answered once its record is durable, so that recovery
+    /// never commits what a client heard fail.
     fn on_decided(&mut self, txid: TxId, outcome: &Outcome) {
-        let Some(update) = self.driver.payload(txid) else {
+        let commit = outcome.is_commit();
+        let token = self.append(&CoordinatorRecord::Decided { txid, commit });
+        let Some(update) = self.driver.payload_mut(txid) else {
             panic!("decided transaction {txid} has no update");
         };
-        if !outcome.is_commit() {
-            if let Some(client) = update.client {
-                self.reply(client, outcome.client_answer());
-            }
+        assert!(update.decided.is_none(), "transaction {txid} decided twice");
+        update.decided = Some((commit, token));
+        update.resolving = false;
+        let staged = update.staged;
+        if commit {
+            self.defer(staged, Deferred::Visible(txid));
+            self.defer(token, Deferred::Committed(txid));
             return;
         }
-        let Some(participants) = self.driver.participants(txid) else {
-            panic!("decided transaction {txid} has no participants");
-        };
-        let record = CoordinatorRecord::Commit {
-            txid,
-            key: update.key.clone(),
-            op: update.op.clone(),
-            participants: participants.to_vec(),
-        };
-        let token = self.append(&record);
-        if let Some(update) = self.driver.payload_mut(txid) {
-            update.commit_logged = true;
+        if let Some(client) = update.client.take() {
+            self.answers_waiting += 1;
+            self.defer(token, Deferred::Answer(client, outcome.client_answer()));
         }
-        self.defer(token, Deferred::Committed(txid));
     }
 
-    /// The commit of `txid` is durable: update the cache, answer, start phase 2. Until
-    /// now GETs of the key read the old value, which every replica still holds.
-    pub(super) fn on_commit_durable(&mut self, txid: TxId) {
-        let Some(update) = self.driver.payload(txid) else {
+    /// The commit of `txid` is decided and its `Staged` record durable: it is final.
+    /// Update the cache and answer. Until now GETs of the key read the old value, which
+    /// every replica still holds.
+    pub(super) fn on_commit_visible(&mut self, txid: TxId) {
+        let Some(update) = self.driver.payload_mut(txid) else {
             panic!("committed transaction {txid} has no update");
         };
-        let (client, key) = (update.client, update.key.clone());
+        assert!(
+            matches!(update.decided, Some((true, _))),
+            "transaction {txid} shown before its commit"
+        );
+        update.visible = true;
+        let (client, key) = (update.client.take(), update.key.clone());
         match &update.op {
             TxOp::Put { value } => self.cache.put(&key, value.clone()),
             TxOp::Del => {
@@ -227,10 +290,19 @@ impl Coordinator {
         if let Some(client) = client {
             self.reply(client, ClientResponse::Success);
         }
+    }
+
+    /// The commit decision of `txid` is durable: phase 2 starts.
+    pub(super) fn on_commit_durable(&mut self, txid: TxId) {
+        let Some(update) = self.driver.payload_mut(txid) else {
+            panic!("committed transaction {txid} has no update");
+        };
+        assert!(
+            update.visible,
+            "phase 2 of {txid} before its commit was final"
+        );
+        update.committed = true;
         self.driver.handle_commit_durable(self.now, txid);
-        if let Some(update) = self.driver.payload_mut(txid) {
-            update.committed = true;
-        }
         self.drain_driver();
     }
 

@@ -110,6 +110,8 @@ struct Transaction<P> {
     tally: VoteTally,
     phase: Phase,
     attempts: Attempts,
+    /// Whether phase 1 ends at a deadline (every transaction but one resumed voting).
+    deadline: bool,
 }
 
 /// Why the driver waits.
@@ -187,10 +189,39 @@ impl<P> Driver<P> {
             tally,
             phase: Phase::Voting,
             attempts: self.config.resend.begin(),
+            deadline: true,
         };
         self.txs.insert(txid, tx);
         let deadline = now.saturating_add(self.config.phase1_timeout_ms);
         self.timers.set(DriverTimer::Phase1(txid), deadline);
+        self.restart_resends(txid);
+    }
+
+    /// Recovery: `txid` began before the role restarted and was not decided, but its
+    /// client may have been told it committed (parallel commit answers once every vote
+    /// is in and the role's record of the transaction is durable). Phase 1 runs again
+    /// with no deadline: a participant that cannot answer now may hold one of the
+    /// `ready` votes that answer was given on, so only every vote decides. A repeated
+    /// prepare is answered with the vote already given.
+    pub fn resume_voting(&mut self, now: Ts, txid: TxId, participants: Vec<NodeId>, payload: P) {
+        self.advance(now);
+        assert!(self.has_room(), "transaction resumed beyond the limit");
+        assert!(
+            !self.txs.contains_key(&txid),
+            "transaction {txid} resumed twice"
+        );
+        let tally = VoteTally::new(participants);
+        for &node in tally.participants() {
+            self.events.push_back(Pending::Prepare(node, txid));
+        }
+        let tx = Transaction {
+            payload,
+            tally,
+            phase: Phase::Voting,
+            attempts: self.config.resend.begin(),
+            deadline: false,
+        };
+        self.txs.insert(txid, tx);
         self.restart_resends(txid);
     }
 
@@ -206,7 +237,10 @@ impl<P> Driver<P> {
         let ready = vote == Vote::Ready;
         match &mut tx.phase {
             Phase::Voting => {
-                let refused = matches!(vote, Vote::Refuse(..)) && self.config.decide_on_refusal;
+                // A resumed transaction refused by one participant cannot have been
+                // answered `Success`: its abort need not wait for the others.
+                let refused = matches!(vote, Vote::Refuse(..))
+                    && (self.config.decide_on_refusal || !tx.deadline);
                 let counted = tx.tally.record(from, vote);
                 if counted && (tx.tally.complete() || refused) {
                     self.decide(txid);
@@ -385,6 +419,7 @@ impl<P> Driver<P> {
             tally,
             phase: Phase::Forcing,
             attempts: self.config.resend.begin(),
+            deadline: false,
         };
         self.txs.insert(txid, tx);
         self.start_commit(txid);
@@ -609,7 +644,11 @@ impl<P> Driver<P> {
             tx.tally.check_invariants();
             let voting = tx.phase == Phase::Voting;
             let phase1 = self.timers.deadline(&DriverTimer::Phase1(*txid)).is_some();
-            assert_eq!(voting, phase1, "transaction {txid}: phase-1 timer");
+            assert_eq!(
+                voting && tx.deadline,
+                phase1,
+                "transaction {txid}: phase-1 timer"
+            );
             let resend = self.timers.deadline(&DriverTimer::Resend(*txid)).is_some();
             assert_eq!(tx.phase.sends(), resend, "transaction {txid}: resend timer");
             if tx.phase == Phase::Forcing {

@@ -11,7 +11,8 @@ use ringkv_core::coordinator::{
     Coordinator, CoordinatorConfig, CoordinatorInput, CoordinatorOutput,
 };
 use ringkv_core::proto::{
-    ClientRequest, Envelope, ParticipantResponse, Register, RegisterResponse, WireMessage,
+    ClientRequest, ClientResponse, Envelope, ParticipantResponse, Register, RegisterResponse,
+    WireMessage,
 };
 use ringkv_core::replica::PersistToken;
 use ringkv_core::{ReplyTo, Role, Ts};
@@ -69,9 +70,9 @@ impl CoordinatorNode {
         };
         boot.disk.truncate_and_sync(report.valid_len as usize);
         out.note(format!(
-            "coordinator starts (incarnation {}): {} records, {} members, {} open commits, epoch {}, log {} of {} bytes valid, {:?}",
+            "coordinator starts (incarnation {}): {} records, {} members, {} open commits, {} staged, epoch {}, log {} of {} bytes valid, {:?}",
             boot.incarnation, report.records, report.members, report.open_commits,
-            report.epoch, report.valid_len, bytes.len(), report.stop
+            report.staged, report.epoch, report.valid_len, bytes.len(), report.stop
         ));
         if !report.anomalies.is_empty()
             || report.bad_record.is_some()
@@ -194,6 +195,10 @@ impl CoordinatorNode {
     ) {
         match output {
             CoordinatorOutput::ClientReply { to, msg } => {
+                // An answer that may follow a decision leaves: the moment the fault
+                // schedule may crash the coordinator at (its answer maybe delivered, the
+                // rest of the step's messages and its unsynced writes maybe lost).
+                out.decided |= matches!(&msg, ClientResponse::Success | ClientResponse::Error(_));
                 let answer = msg.clone();
                 let encode = |id| Envelope::with_id(id, msg).encode();
                 let Some(answered) = self.clients.answer(to.0, encode) else {
@@ -238,6 +243,7 @@ impl CoordinatorNode {
                 self.journal
                     .write_with(&self.disk, token.0, &bytes, urgency, now);
             }
+            CoordinatorOutput::Hasten { .. } => self.journal.hasten(),
         }
     }
 
