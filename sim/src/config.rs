@@ -51,8 +51,9 @@ pub struct CrashFaults {
     /// Chance that a sync, once started, is cut short by a crash of its node's machine:
     /// crashes then land exactly where a write is on its way to durability.
     pub in_sync: f64,
-    /// Chance that a peer node crashes in a step in which a commit it coordinates became
-    /// durable, while sending that step's messages (peer mode; 0 in strong mode).
+    /// Chance that a node crashes in a step in which a commit it coordinates became
+    /// final, while sending that step's messages: a peer node whose commit became
+    /// durable, or strong mode's coordinator answering `Success`.
     pub after_decision: f64,
 }
 
@@ -204,6 +205,11 @@ impl SimConfig {
             coordinator_cache = CacheConfig { sets: 1, ways: 1 };
         }
         let max_delay_ms = net.max_delay_ms;
+        let buggify = rng.random_bool(0.5);
+        let mut crashes = crashes;
+        // Crashes of the coordinator as it answers `Success`: what it answered on must
+        // be durable by then.
+        crashes.after_decision = chance(&mut rng, 0.3, 0.5);
         Self {
             seed,
             mode: Mode::Strong,
@@ -222,7 +228,7 @@ impl SimConfig {
             settle_ms: 3 * timeout_ms + 2_000,
             liveness_ms: 3 * timeout_ms + 4_000,
             client_timeout_ms: 3 * timeout_ms + 2 * max_delay_ms + 1_000,
-            buggify: rng.random_bool(0.5),
+            buggify,
             eventual: None,
             node_log_compact_bytes: None,
         }
@@ -262,6 +268,8 @@ impl SimConfig {
             detect_ms: rng.random_range(0..=1000),
         });
         config.node_log_compact_bytes = node_log_compact_bytes(&mut rng);
+        // Eventual nodes coordinate no commits.
+        config.crashes.after_decision = 0.0;
         config.mode = Mode::Eventual;
         config
     }
