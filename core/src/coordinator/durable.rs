@@ -214,6 +214,16 @@ impl Coordinator {
         coordinator.durability = Durability::new(scan.valid_len, deferred_limit(&config));
         let open_commits = folded.commits.len();
         let staged = folded.staged.len();
+        if open_commits + staged > config.max_updates {
+            // Each must run again, and none may be dropped: a commit dropped would be
+            // lost, a staged transaction dropped might have been answered `Success`.
+            return Err(ConfigError(format!(
+                "the log holds {} transactions under way, more than the {} updates this \
+                 coordinator runs at once",
+                open_commits + staged,
+                config.max_updates
+            )));
+        }
         let members = folded.members.len();
         coordinator.restore(folded.members, folded.commits, folded.staged);
         coordinator.begin_epoch(last_epoch);
@@ -440,6 +450,39 @@ mod tests {
         assert_eq!(report.members, 2, "the ring holds two");
         assert_eq!(report.open_commits, 1, "only the commit of a on 1 and 2");
         assert_eq!(report.anomalies.len(), 6, "{:?}", report.anomalies);
+    }
+
+    #[test]
+    fn a_log_with_more_transactions_under_way_than_max_updates_is_refused() {
+        let mut records = vec![
+            CoordinatorRecord::Epoch {
+                epoch: 1,
+                expected_servers: 2,
+            },
+            member(1),
+            member(2),
+            commit(10, "a", vec![1, 2]),
+        ];
+        records.push(CoordinatorRecord::Staged {
+            txid: 11,
+            key: "b".into(),
+            op: TxOp::Del,
+            participants: vec![2, 1],
+        });
+        let log = log_of(&records);
+        let mut config = CoordinatorConfig::new(2);
+        config.max_updates = 1;
+        let err = Coordinator::recover(config, &log)
+            .err()
+            .expect("two transactions do not fit in one slot");
+        assert!(
+            err.0
+                .contains("holds 2 transactions under way, more than the 1"),
+            "{err}"
+        );
+        config.max_updates = 2;
+        let (_, report) = Coordinator::recover(config, &log).expect("they fit in two");
+        assert_eq!((report.open_commits, report.staged), (1, 1));
     }
 
     #[test]

@@ -1009,7 +1009,10 @@ fn an_abort_answer_waiting_for_its_record_holds_an_update_slot() {
     h.server(a, None, refuse(txid, ErrorCode::NotFound, "no such key"));
     h.server(b, None, refuse(txid, ErrorCode::NotFound, "no such key"));
     assert_eq!(h.coord.open_transactions(), 0, "the transaction ended");
-    assert!(h.replies().is_empty(), "its answer waits for the abort record");
+    assert!(
+        h.replies().is_empty(),
+        "its answer waits for the abort record"
+    );
     h.client(BOB, put("other", "v"));
     let replies = h.replies();
     assert_eq!(replies.len(), 1);

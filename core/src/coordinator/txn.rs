@@ -95,7 +95,10 @@ impl Update {
     pub(super) fn check_invariants(&self, txid: TxId) {
         let commit = matches!(self.decided, Some((true, _)));
         assert!(!self.visible || commit, "{txid} shown without a commit");
-        assert!(!self.committed || self.visible, "{txid} in phase 2 before final");
+        assert!(
+            !self.committed || self.visible,
+            "{txid} in phase 2 before final"
+        );
         assert!(
             !self.resolving || (self.client.is_none() && self.decided.is_none()),
             "{txid} resolving with a client or a decision"
