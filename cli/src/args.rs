@@ -197,8 +197,9 @@ pub enum Command {
         long_about = "Measure the two costs no PUT can avoid on this machine: the latency of \
                       appending a small record and fdatasync-ing it in --dir (use the \
                       filesystem the data directories live on), and the round trip of a small \
-                      line over loopback TCP. A PUT needs at least two round trips and two \
-                      fsyncs one after the other, so the sum is its latency floor. Prints \
+                      line over loopback TCP. A PUT needs at least two round trips and one \
+                      fsync (the replicas' and the coordinator's records sync side by side), \
+                      so the sum is its latency floor. Prints \
                       percentiles in microseconds; --json prints one JSON line."
     )]
     Probe(ProbeArgs),

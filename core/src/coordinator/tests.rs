@@ -849,12 +849,15 @@ fn phase_two_waits_for_the_commit_decision_and_a_waiting_update_hastens_it() {
         "an update of the key waits for phase 2"
     );
     h.sync_log();
+    let commits = vec![
+        (a, ParticipantRequest::Commit { txid }),
+        (b, ParticipantRequest::Commit { txid }),
+    ];
+    let twice: Vec<_> = commits.iter().chain(&commits).cloned().collect();
     assert_eq!(
         h.take_sent(),
-        vec![
-            (a, ParticipantRequest::Commit { txid }),
-            (b, ParticipantRequest::Commit { txid })
-        ]
+        twice,
+        "the decision goes twice: the replicas learn that an update waits"
     );
 }
 

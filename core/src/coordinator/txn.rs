@@ -305,7 +305,18 @@ impl Coordinator {
             "phase 2 of {txid} before its commit was final"
         );
         update.committed = true;
+        let key = update.key.clone();
         self.driver.handle_commit_durable(self.now, txid);
+        // An update that queued while the decision was on its way to the disk waits for
+        // this phase 2: the decision goes a second time at once, which is how a replica
+        // learns to sync its decision record without lingering.
+        if self
+            .keys
+            .get(&key)
+            .is_some_and(|state| !state.queue.is_empty())
+        {
+            self.driver.resend_now(self.now, txid);
+        }
         self.drain_driver();
     }
 
