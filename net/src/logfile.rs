@@ -17,7 +17,7 @@ use ringkv_core::replica::{LogReader, PersistToken, ReplicaRecovery, StorageErro
 
 use crate::datadir::sync_dir;
 use crate::error::NetError;
-use crate::sync_thread::{PendingUrgency, SyncJob, SyncThread};
+use crate::sync_thread::{self, PendingUrgency, SyncJob, SyncThread};
 
 /// The log's file name in the data directory.
 pub(crate) const LOG_FILE: &str = "wal.log";
@@ -194,14 +194,9 @@ impl LogFile {
     /// An answer now waits for write `token`, appended as deferrable: a job lingering
     /// over it is synced at once, or, if it is not handed yet, its job will be urgent.
     pub(crate) fn hasten(&mut self, token: PersistToken) -> Result<(), NetError> {
-        let handed = match &mut self.sync_thread {
-            Some(thread) => thread.hurry(token)?,
-            None => false,
-        };
-        if !handed && self.unsynced.is_some() {
-            self.pending_sync.hasten();
-        }
-        Ok(())
+        let unsynced = self.unsynced.is_some();
+        let thread = self.sync_thread.as_mut();
+        sync_thread::hasten_write(thread, &mut self.pending_sync, unsynced, token)
     }
 
     /// Writes the appends held in memory to the file (not yet durable).

@@ -35,7 +35,7 @@ use ringkv_core::replica::{LogReader, PersistToken, StorageError, SyncUrgency, V
 use crate::datadir::sync_dir;
 use crate::error::NetError;
 use crate::logfile::{ChunkFold, RECOVERY_CHUNK_BYTES};
-use crate::sync_thread::{PendingUrgency, SyncJob, SyncThread};
+use crate::sync_thread::{self, PendingUrgency, SyncJob, SyncThread};
 
 /// The default size at which a segment is sealed.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -404,14 +404,9 @@ impl SegmentedLog {
     /// An answer now waits for write `token`, appended as deferrable: a job lingering
     /// over it is synced at once, or, if it is not handed yet, its job will be urgent.
     pub(crate) fn hasten(&mut self, token: PersistToken) -> Result<(), NetError> {
-        let handed = match &mut self.sync_thread {
-            Some(thread) => thread.hurry(token)?,
-            None => false,
-        };
-        if !handed && self.unsynced.is_some() {
-            self.pending.hasten();
-        }
-        Ok(())
+        let unsynced = self.unsynced.is_some();
+        let thread = self.sync_thread.as_mut();
+        sync_thread::hasten_write(thread, &mut self.pending, unsynced, token)
     }
 
     /// Writes the appends so far and hands their sync to the sync thread, if it can

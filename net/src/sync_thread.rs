@@ -38,6 +38,25 @@ pub(crate) const TEST_SYNC_DELAY_ENV: &str = "RINGKV_TEST_SYNC_DELAY_MS";
 /// most for the acknowledgements of the last.
 pub(crate) const DEFERRED_LINGER_US: u64 = 300;
 
+/// An answer now waits for write `token`, appended as deferrable: a job lingering over it
+/// is synced at once, or, if it is not handed yet (`unsynced`), its job will be urgent.
+/// Shared by the logs that sync through a [`SyncThread`].
+pub(crate) fn hasten_write(
+    thread: Option<&mut SyncThread>,
+    pending: &mut PendingUrgency,
+    unsynced: bool,
+    token: PersistToken,
+) -> Result<(), NetError> {
+    let handed = match thread {
+        Some(thread) => thread.hurry(token)?,
+        None => false,
+    };
+    if !handed && unsynced {
+        pending.hasten();
+    }
+    Ok(())
+}
+
 /// What the thread reports: the last write a sync covered, and how the sync went.
 type Done = (PersistToken, io::Result<()>);
 

@@ -174,6 +174,27 @@ impl<P> Driver<P> {
 
     /// Starts `txid` over `participants`: prepares go out, phase 1 has one timeout.
     pub fn begin(&mut self, now: Ts, txid: TxId, participants: Vec<NodeId>, payload: P) {
+        self.start_voting(now, txid, participants, payload, true);
+    }
+
+    /// Recovery: `txid` began before the role restarted and was not decided, but its
+    /// client may have been told it committed (parallel commit answers once every vote
+    /// is in and the role's record of the transaction is durable). Phase 1 runs again
+    /// with no deadline: a participant that cannot answer now may hold one of the
+    /// `ready` votes that answer was given on, so only every vote decides. A repeated
+    /// prepare is answered with the vote already given.
+    pub fn resume_voting(&mut self, now: Ts, txid: TxId, participants: Vec<NodeId>, payload: P) {
+        self.start_voting(now, txid, participants, payload, false);
+    }
+
+    fn start_voting(
+        &mut self,
+        now: Ts,
+        txid: TxId,
+        participants: Vec<NodeId>,
+        payload: P,
+        deadline: bool,
+    ) {
         self.advance(now);
         assert!(self.has_room(), "transaction begun beyond the limit");
         assert!(
@@ -189,39 +210,13 @@ impl<P> Driver<P> {
             tally,
             phase: Phase::Voting,
             attempts: self.config.resend.begin(),
-            deadline: true,
+            deadline,
         };
         self.txs.insert(txid, tx);
-        let deadline = now.saturating_add(self.config.phase1_timeout_ms);
-        self.timers.set(DriverTimer::Phase1(txid), deadline);
-        self.restart_resends(txid);
-    }
-
-    /// Recovery: `txid` began before the role restarted and was not decided, but its
-    /// client may have been told it committed (parallel commit answers once every vote
-    /// is in and the role's record of the transaction is durable). Phase 1 runs again
-    /// with no deadline: a participant that cannot answer now may hold one of the
-    /// `ready` votes that answer was given on, so only every vote decides. A repeated
-    /// prepare is answered with the vote already given.
-    pub fn resume_voting(&mut self, now: Ts, txid: TxId, participants: Vec<NodeId>, payload: P) {
-        self.advance(now);
-        assert!(self.has_room(), "transaction resumed beyond the limit");
-        assert!(
-            !self.txs.contains_key(&txid),
-            "transaction {txid} resumed twice"
-        );
-        let tally = VoteTally::new(participants);
-        for &node in tally.participants() {
-            self.events.push_back(Pending::Prepare(node, txid));
+        if deadline {
+            let at = now.saturating_add(self.config.phase1_timeout_ms);
+            self.timers.set(DriverTimer::Phase1(txid), at);
         }
-        let tx = Transaction {
-            payload,
-            tally,
-            phase: Phase::Voting,
-            attempts: self.config.resend.begin(),
-            deadline: false,
-        };
-        self.txs.insert(txid, tx);
         self.restart_resends(txid);
     }
 
