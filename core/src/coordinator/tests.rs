@@ -1027,3 +1027,21 @@ fn an_abort_answer_waiting_for_its_record_holds_an_update_slot() {
     assert!(h.replies().is_empty(), "the slot is free again");
     assert!(!h.take_sent().is_empty());
 }
+
+#[test]
+fn a_commit_decided_with_an_update_queued_is_hastened_at_once() {
+    let mut h = Harness::with_ring();
+    h.hold_log = true;
+    h.client(ALICE, put("k", "v1"));
+    let txid = prepare_txid(&h.take_sent());
+    h.client(BOB, put("k", "v2"));
+    assert!(h.hastened.is_empty(), "phase 1: nothing to hasten yet");
+    let (a, b) = pair("k");
+    h.server(a, None, ready(txid));
+    h.server(b, None, ready(txid));
+    assert_eq!(
+        h.hastened,
+        vec![h.last_write.unwrap()],
+        "the commit decision, just written, is synced without lingering"
+    );
+}

@@ -256,8 +256,16 @@ impl Coordinator {
         assert!(update.decided.is_none(), "transaction {txid} decided twice");
         update.decided = Some((commit, token));
         update.resolving = false;
-        let staged = update.staged;
+        let (staged, key) = (update.staged, update.key.clone());
         if commit {
+            // An update that queued during phase 1 waits for this phase 2 already.
+            if self
+                .keys
+                .get(&key)
+                .is_some_and(|state| !state.queue.is_empty())
+            {
+                self.outputs.push_back(CoordinatorOutput::Hasten { token });
+            }
             self.defer(staged, Deferred::Visible(txid));
             self.defer(token, Deferred::Committed(txid));
             return;
