@@ -207,9 +207,10 @@ impl SimConfig {
         let max_delay_ms = net.max_delay_ms;
         let buggify = rng.random_bool(0.5);
         let mut crashes = crashes;
-        // Crashes of the coordinator as it answers `Success`: what it answered on must
-        // be durable by then.
-        crashes.after_decision = chance(&mut rng, 0.3, 0.5);
+        // Crashes of the coordinator as it answers an update: what it answered on must
+        // be durable by then. In a third of the runs, and rarely enough per answer that
+        // the coordinator is up most of the time: while it is down nothing else runs.
+        crashes.after_decision = chance(&mut rng, 0.5, 0.2);
         Self {
             seed,
             mode: Mode::Strong,

@@ -264,35 +264,39 @@ impl Coordinator {
             let at = self.now + self.config.heartbeat_interval_ms;
             self.timers.set(Timer::Heartbeat, at);
         }
-        for (txid, (key, op, participants)) in commits {
-            if !participants.iter().all(|p| self.servers.contains_key(p)) {
-                // Cannot happen: members are written before any commit that uses them.
-                panic!("recovered commit {txid} names a server the log does not know");
-            }
-            let state = self.keys.entry(key.clone()).or_default();
-            assert!(state.active.is_none(), "two recovered commits of {key:?}");
-            state.active = Some(txid);
+        for (txid, logged) in commits {
+            self.resume(txid, logged, true);
+        }
+        for (txid, logged) in staged {
+            self.resume(txid, logged, false);
+        }
+        self.drain_driver();
+    }
+
+    /// Runs a recovered transaction again: phase 2 of a commit, or phase 1 of one
+    /// staged and not decided. A participant holding the ready vote an answer was given
+    /// on may be down now: a staged transaction waits for every vote, however long.
+    fn resume(&mut self, txid: TxId, (key, op, participants): Logged, committed: bool) {
+        if !participants.iter().all(|p| self.servers.contains_key(p)) {
+            // Cannot happen: members are written before any transaction that uses them,
+            // and recovery skips what names others.
+            panic!("recovered transaction {txid} names a server the log does not know");
+        }
+        let state = self.keys.entry(key.clone()).or_default();
+        assert!(
+            state.active.is_none(),
+            "two recovered transactions on {key:?}"
+        );
+        state.active = Some(txid);
+        if committed {
             let update = Update::recovered(key, op);
             self.driver
                 .resume_commit(self.now, txid, participants, update);
-        }
-        for (txid, (key, op, participants)) in staged {
-            if !participants.iter().all(|p| self.servers.contains_key(p)) {
-                panic!("staged transaction {txid} names a server the log does not know");
-            }
-            let state = self.keys.entry(key.clone()).or_default();
-            assert!(
-                state.active.is_none(),
-                "two recovered transactions on {key:?}"
-            );
-            state.active = Some(txid);
-            // A participant holding the ready vote an answer was given on may be down
-            // now: the transaction waits for every vote, however long.
+        } else {
             let update = Update::resolving(key, op);
             self.driver
                 .resume_voting(self.now, txid, participants, update);
         }
-        self.drain_driver();
     }
 
     /// Starts epoch `after + 1`: its record is written now, and its IDs are used once it
