@@ -22,7 +22,8 @@ use std::collections::{BTreeMap, VecDeque};
 use libfuzzer_sys::fuzz_target;
 use ringkv_core::cache::CacheConfig;
 use ringkv_core::log::{
-    decode_frames, encode_frame, StopReason, FRAME_HEADER_BYTES, MAX_PAYLOAD_BYTES,
+    decode_frames, encode_frame, StopReason, FRAME_HEADER_BYTES, LEGACY_FRAME_HEADER_BYTES,
+    MAX_PAYLOAD_BYTES,
 };
 use ringkv_core::replica::record::Record;
 use ringkv_core::replica::{LogReader, Replica, ReplicaConfig, StorageError};
@@ -134,6 +135,17 @@ fn read_u32_le(bytes: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?))
 }
 
+/// The flag of a stamped frame's length word.
+const STAMPED: u32 = 1 << 31;
+
+/// The header bytes the length word at the start of `bytes` announces.
+fn header_bytes(bytes: &[u8]) -> usize {
+    match read_u32_le(bytes) {
+        Some(word) if word & STAMPED != 0 => FRAME_HEADER_BYTES,
+        _ => LEGACY_FRAME_HEADER_BYTES,
+    }
+}
+
 /// `decode_frames` on arbitrary bytes, and `Record::decode` of every payload. Returns the
 /// records recovery replays (those before the first payload that is no record).
 fn check_frames(bytes: &[u8]) -> (Vec<Record>, Vec<usize>) {
@@ -149,7 +161,7 @@ fn check_frames(bytes: &[u8]) -> (Vec<Record>, Vec<usize>) {
     let mut replaying = true;
     for frame in &decoded.frames {
         assert_eq!(frame.offset, offset as u64, "frames are not contiguous");
-        let start = offset + FRAME_HEADER_BYTES;
+        let start = offset + header_bytes(&bytes[offset..]);
         assert_eq!(frame.payload_offset, start as u64);
         let end = start + frame.payload.len();
         assert!(end <= valid_len, "payload past valid_len");
@@ -158,7 +170,7 @@ fn check_frames(bytes: &[u8]) -> (Vec<Record>, Vec<usize>) {
             "payload is not where the offsets say"
         );
         assert_eq!(
-            read_u32_le(&bytes[offset..]),
+            read_u32_le(&bytes[offset..]).map(|word| word & !STAMPED),
             Some(frame.payload.len() as u32),
             "payload length differs from the header"
         );
@@ -186,21 +198,21 @@ fn check_frames(bytes: &[u8]) -> (Vec<Record>, Vec<usize>) {
         "valid_len is not the end of the last frame"
     );
     let rest = &bytes[valid_len..];
-    let header_len = read_u32_le(rest).map(|len| len as usize);
-    let fits = |len: usize| rest.len() - FRAME_HEADER_BYTES >= len;
+    let header = header_bytes(rest);
+    let zeros = rest.get(..LEGACY_FRAME_HEADER_BYTES) == Some(&[0; LEGACY_FRAME_HEADER_BYTES][..]);
+    let whole_header = rest.len() >= header && !zeros;
+    let header_len = read_u32_le(rest).map(|word| (word & !STAMPED) as usize);
+    let fits = |len: usize| rest.len() - header >= len;
     let stop_is_right = match decoded.stop {
         StopReason::End => rest.is_empty(),
-        StopReason::TornHeader => !rest.is_empty() && rest.len() < FRAME_HEADER_BYTES,
-        StopReason::OversizedLength => {
-            rest.len() >= FRAME_HEADER_BYTES && header_len > Some(MAX_PAYLOAD_BYTES)
-        }
+        StopReason::Zeros => zeros,
+        StopReason::TornHeader => !rest.is_empty() && !zeros && rest.len() < header,
+        StopReason::OversizedLength => whole_header && header_len > Some(MAX_PAYLOAD_BYTES),
         StopReason::TornPayload => {
-            rest.len() >= FRAME_HEADER_BYTES
-                && header_len.is_some_and(|len| len <= MAX_PAYLOAD_BYTES && !fits(len))
+            whole_header && header_len.is_some_and(|len| len <= MAX_PAYLOAD_BYTES && !fits(len))
         }
         StopReason::BadChecksum => {
-            rest.len() >= FRAME_HEADER_BYTES
-                && header_len.is_some_and(|len| len <= MAX_PAYLOAD_BYTES && fits(len))
+            whole_header && header_len.is_some_and(|len| len <= MAX_PAYLOAD_BYTES && fits(len))
         }
     };
     assert!(

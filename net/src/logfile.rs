@@ -443,7 +443,7 @@ pub(crate) fn refuse_damage_or_cut_tail(
     bad_record: Option<String>,
     allow_cut: bool,
 ) -> Result<(), NetError> {
-    let after = after_prefix(bytes, valid_len);
+    let after = after_prefix(bytes, 0, valid_len);
     refuse_damage(log, valid_len, after, bad_record, allow_cut)?;
     if valid_len < bytes.len() as u64 {
         tracing::warn!(
@@ -471,7 +471,7 @@ pub(crate) fn refuse_damage_in(
         (None, AfterPrefix::Unknown) => {
             "a bad record, with too much after it to tell a torn tail".to_owned()
         }
-        (None, AfterPrefix::TornTail) => return Ok(()),
+        (None, AfterPrefix::TornTail | AfterPrefix::Zeros) => return Ok(()),
     };
     if allow_cut {
         tracing::warn!(file = %file.display(), offset = valid_len, %what, "cutting a damaged log as asked");

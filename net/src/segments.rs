@@ -811,9 +811,9 @@ fn after_frames(
     let rest_len = len.saturating_sub(from);
     let scan_len = rest_len.min(AFTER_SCAN_BYTES as u64);
     let rest = read_range(file, from, scan_len as usize, path)?;
-    Ok(match after_prefix(&rest, 0) {
+    Ok(match after_prefix(&rest, decoded_to, 0) {
         AfterPrefix::ValidFrameAt(at) => AfterPrefix::ValidFrameAt(decoded_to + at),
-        AfterPrefix::TornTail if rest_len > scan_len => AfterPrefix::Unknown,
+        AfterPrefix::TornTail | AfterPrefix::Zeros if rest_len > scan_len => AfterPrefix::Unknown,
         other => other,
     })
 }

@@ -46,7 +46,7 @@ impl<R: LogReader> Replica<R> {
     ) -> Result<(Self, RecoveryReport), CacheConfigError> {
         let mut recovery = ReplicaRecovery::start(config, reader)?;
         recovery.feed(log, true);
-        let after = after_prefix(log, recovery.decoded_to());
+        let after = after_prefix(log, 0, recovery.decoded_to());
         Ok(recovery.finish(after))
     }
     fn replay(&mut self, record: Record, payload_offset: u64) -> Result<(), String> {

@@ -42,7 +42,7 @@ pub fn replay_log<R: LogRecord>(
 ) -> LogScan<R::Error> {
     let mut stream = LogStream::new();
     stream.feed(log, true, step);
-    let after = after_prefix(log, stream.decoded_to());
+    let after = after_prefix(log, 0, stream.decoded_to());
     stream.finish(after)
 }
 
@@ -170,7 +170,7 @@ impl<E> LogStream<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::encode_frame;
+    use crate::log::{encode_frame, frame_len};
 
     /// A record of one byte, 7: any other payload is no record.
     #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,7 +198,7 @@ mod tests {
     #[test]
     fn replay_stops_at_a_payload_that_is_no_record_and_the_valid_prefix_ends_there() {
         let log = log_of(&[&[7], &[7], &[8, 8], &[7]]);
-        let bad_at = 2 * 9;
+        let bad_at = 2 * frame_len(1) as u64;
         let mut replayed = 0;
         let scan = replay_log(&log, |_: Seven, _| {
             replayed += 1;
@@ -215,7 +215,7 @@ mod tests {
     #[test]
     fn a_bad_record_ends_the_valid_prefix_wherever_the_chunks_are_cut() {
         let log = log_of(&[&[7], &[7], &[7], &[8], &[7]]);
-        let bad_at = 3 * 9;
+        let bad_at = 3 * frame_len(1) as u64;
         for chunk_bytes in 1..=log.len() {
             // As a reader does: each chunk is what was left over plus the next bytes read.
             let mut stream = LogStream::new();
