@@ -213,9 +213,7 @@ fn recover(
         Coordinator::recover(config, &bytes).map_err(|err| NetError::Config(err.to_string()))?;
     let bad_record = report.bad_record.map(|(_, err)| err.to_string());
     refuse_damage(&log, report.valid_len, report.after, bad_record, allow_cut)?;
-    if report.valid_len < bytes.len() as u64 {
-        log.truncate(report.valid_len)?;
-    }
+    log.start_appending(report.valid_len, report.after)?;
     tracing::info!(
         records = report.records,
         members = report.members,
@@ -228,7 +226,7 @@ fn recover(
     if !report.anomalies.is_empty() || report.bad_record.is_some() {
         tracing::warn!(anomalies = ?report.anomalies, bad_record = ?report.bad_record, "coordinator log anomalies");
     }
-    Ok((core, CoordinatorLog::File(log), Some(dir)))
+    Ok((core, CoordinatorLog::File(Box::new(log)), Some(dir)))
 }
 
 /// The wall clock's seconds: the epoch of a coordinator without a log, so that its
@@ -245,7 +243,7 @@ fn epoch_from_wall_clock() -> u32 {
 /// time, each covering every write since the last (group commit); or nowhere, each
 /// write taken as durable at the end of its iteration.
 enum CoordinatorLog {
-    File(LogFile),
+    File(Box<LogFile>),
     Memory(Option<PersistToken>),
 }
 
@@ -684,7 +682,7 @@ fn collect(server: ServerId, events: &mut Vec<LinkEvent>, answers: &mut Vec<(Ser
 #[cfg(test)]
 mod tests {
     use ringkv_core::coordinator::record::CoordinatorRecord;
-    use ringkv_core::log::encode_frame;
+    use ringkv_core::log::{encode_frame, AfterPrefix};
     use ringkv_core::proto::TxOp;
 
     use super::*;
@@ -776,44 +774,71 @@ mod tests {
         assert_eq!(state(&core), state(&whole));
     }
 
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_frame(payload, &mut out);
+        out
+    }
+
+    fn payloads(bytes: &[u8]) -> Vec<Vec<u8>> {
+        let decoded = ringkv_core::log::decode_frames(bytes);
+        decoded.frames.iter().map(|f| f.payload.to_vec()).collect()
+    }
+
+    fn new_log(dir: &std::path::Path) -> LogFile {
+        let (mut log, _) = LogFile::open(dir).unwrap();
+        log.start_appending(0, AfterPrefix::Zeros).unwrap();
+        log
+    }
+
     #[test]
     fn a_replaced_log_covers_the_unsynced_appends_and_takes_new_ones() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut log, _) = LogFile::open(tmp.path()).unwrap();
-        log.append(PersistToken(1), b"old", SyncUrgency::Now)
+        let mut log = new_log(tmp.path());
+        log.append(PersistToken(1), &frame(b"old"), SyncUrgency::Now)
             .unwrap();
         assert_eq!(log.sync().unwrap(), Some(PersistToken(1)));
-        log.append(PersistToken(2), b"unsynced", SyncUrgency::Now)
+        log.append(PersistToken(2), &frame(b"unsynced"), SyncUrgency::Now)
             .unwrap();
-        assert_eq!(log.len_bytes(), 11);
+        assert_eq!(
+            log.len_bytes(),
+            (frame(b"old").len() + frame(b"unsynced").len()) as u64
+        );
         assert!(matches!(
-            log.replace(b"NEW").unwrap(),
+            log.replace(&frame(b"NEW")).unwrap(),
             Replaced::Done(Some(PersistToken(2)))
         ));
-        assert_eq!(log.len_bytes(), 3);
+        assert_eq!(log.len_bytes(), frame(b"NEW").len() as u64);
         assert_eq!(log.sync().unwrap(), None, "nothing left to sync");
-        log.append(PersistToken(3), b"XY", SyncUrgency::Now)
+        log.append(PersistToken(3), &frame(b"XY"), SyncUrgency::Now)
             .unwrap();
         assert_eq!(log.sync().unwrap(), Some(PersistToken(3)));
         drop(log);
         let (_, bytes) = LogFile::open(tmp.path()).unwrap();
-        assert_eq!(bytes, b"NEWXY");
+        assert_eq!(payloads(&bytes), vec![b"NEW".to_vec(), b"XY".to_vec()]);
     }
 
     #[test]
     fn a_replacement_that_cannot_be_written_leaves_the_log_going_on() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut log, _) = LogFile::open(tmp.path()).unwrap();
-        log.append(PersistToken(1), b"old", SyncUrgency::Now)
+        let mut log = new_log(tmp.path());
+        log.append(PersistToken(1), &frame(b"old"), SyncUrgency::Now)
             .unwrap();
         // Writing the replacement fails: its name is taken by a directory.
         std::fs::create_dir(tmp.path().join(REPLACEMENT_FILE)).unwrap();
-        assert!(matches!(log.replace(b"NEW").unwrap(), Replaced::Skipped(_)));
-        assert_eq!(log.len_bytes(), 3, "the appends are kept");
+        assert!(matches!(
+            log.replace(&frame(b"NEW")).unwrap(),
+            Replaced::Skipped(_)
+        ));
+        assert_eq!(
+            log.len_bytes(),
+            frame(b"old").len() as u64,
+            "the appends are kept"
+        );
         assert_eq!(log.sync().unwrap(), Some(PersistToken(1)));
         drop(log);
         std::fs::remove_dir(tmp.path().join(REPLACEMENT_FILE)).unwrap();
         let (_, bytes) = LogFile::open(tmp.path()).unwrap();
-        assert_eq!(bytes, b"old");
+        assert_eq!(payloads(&bytes), vec![b"old".to_vec()]);
     }
 }

@@ -22,6 +22,7 @@ mod error;
 mod event_loop;
 mod inbound;
 mod limits;
+mod log_writes;
 mod logfile;
 mod node;
 mod outbound;

@@ -17,6 +17,7 @@ use ringkv_core::replica::{LogReader, PersistToken, ReplicaRecovery, StorageErro
 
 use crate::datadir::sync_dir;
 use crate::error::NetError;
+use crate::log_writes::LogWrites;
 use crate::sync_thread::{self, PendingUrgency, SyncJob, SyncThread};
 
 /// The log's file name in the data directory.
@@ -62,12 +63,18 @@ impl<R: LogReader> ChunkFold for ReplicaRecovery<R> {
 /// Appends collect in memory; [`LogFile::sync`] writes them with one `write` and makes
 /// them durable with one `fdatasync`, and names the last append it covers, so every
 /// answer waiting on any of them can go out. (A write per append was one system call per
-/// record, four per PUT.) Reads see appends not yet written. An error is final: after a
+/// record, four per PUT.) Writes go into space allocated ahead, stamped with the durable
+/// end ([`LogWrites`]). Reads see appends not yet written. An error is final: after a
 /// failed fsync the kernel may have dropped the dirty pages, so nothing may be
 /// acknowledged.
 pub(crate) struct LogFile {
     path: PathBuf,
     file: File,
+    /// Where writes go, and the durable end they are stamped with.
+    writes: LogWrites,
+    /// Whether recovery said where the records end ([`LogFile::start_appending`]): the
+    /// file may hold zeros or a torn stretch after them.
+    appending: bool,
     /// Appends not yet written, shared with the readers.
     pending: Rc<RefCell<Pending>>,
     /// The last write appended and not yet synced.
@@ -106,8 +113,9 @@ impl LogFile {
         let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(true)
+            .truncate(false)
             .open(&path)
             .map_err(|err| NetError::io(format!("opening the log {}", path.display()), err))?;
         file.sync_all().map_err(|err| {
@@ -131,6 +139,8 @@ impl LogFile {
         Ok(Self {
             path,
             file,
+            writes: LogWrites::new(file_len, file_len),
+            appending: false,
             pending: Rc::new(RefCell::new(pending)),
             unsynced: None,
             pending_sync: PendingUrgency::default(),
@@ -140,9 +150,36 @@ impl LogFile {
         })
     }
 
-    /// Cuts a torn or corrupt tail off, durably, so that appends follow valid records.
-    pub(crate) fn truncate(&mut self, len: u64) -> Result<(), NetError> {
-        self.write_pending()?;
+    /// After recovery: the records end at `valid_len`, and `after` is what recovery
+    /// found past them (zeros allocated ahead, or a torn tail, or damage the operator
+    /// allowed cutting). Cuts the file there, durably, so that appends follow the last
+    /// valid record.
+    pub(crate) fn start_appending(
+        &mut self,
+        valid_len: u64,
+        after: AfterPrefix,
+    ) -> Result<(), NetError> {
+        assert!(!self.appending, "a log started twice");
+        assert!(
+            self.pending.borrow().bytes.is_empty(),
+            "appends before recovery"
+        );
+        let file_len = self.pending.borrow().file_len;
+        if valid_len < file_len {
+            if after != AfterPrefix::Zeros {
+                tracing::warn!(
+                    cut_bytes = file_len - valid_len,
+                    "the log's torn tail was cut off"
+                );
+            }
+            self.cut(valid_len)?;
+        }
+        self.appending = true;
+        Ok(())
+    }
+
+    /// Cuts the file to `len` bytes, durably.
+    fn cut(&mut self, len: u64) -> Result<(), NetError> {
         self.pending.borrow_mut().file_len = len;
         self.file
             .set_len(len)
@@ -152,7 +189,9 @@ impl LogFile {
                     format!("truncating the log {} to {len} bytes", self.path.display()),
                     err,
                 )
-            })
+            })?;
+        self.writes.file_cut(len);
+        Ok(())
     }
 
     /// A reader of the same file, for the replica to read values back. Every reader
@@ -185,6 +224,7 @@ impl LogFile {
         bytes: &[u8],
         urgency: SyncUrgency,
     ) -> Result<(), NetError> {
+        assert!(self.appending, "appends before start_appending");
         self.pending.borrow_mut().bytes.extend_from_slice(bytes);
         self.unsynced = Some(token);
         self.pending_sync.note(urgency);
@@ -205,11 +245,16 @@ impl LogFile {
         if pending.bytes.is_empty() {
             return Ok(());
         }
-        self.file.write_all(&pending.bytes).map_err(|err| {
-            NetError::io(format!("appending to the log {}", self.path.display()), err)
-        })?;
-        pending.file_len += pending.bytes.len() as u64;
-        pending.bytes.clear();
+        let Pending {
+            file_len, bytes, ..
+        } = &mut *pending;
+        self.writes
+            .write(&self.file, *file_len, bytes)
+            .map_err(|err| {
+                NetError::io(format!("appending to the log {}", self.path.display()), err)
+            })?;
+        *file_len += bytes.len() as u64;
+        bytes.clear();
         Ok(())
     }
 
@@ -246,6 +291,7 @@ impl LogFile {
             Some(true) => {}
         }
         self.write_pending()?;
+        self.writes.handed(token, self.pending.borrow().file_len);
         if let (Some(thread), Some(file)) = (&mut self.sync_thread, &self.sync_file) {
             let file = Arc::clone(file);
             thread.begin(SyncJob {
@@ -269,7 +315,8 @@ impl LogFile {
         let done = thread
             .finished()
             .map_err(|err| NetError::io(format!("syncing the log {}", self.path.display()), err))?;
-        if done.is_some() {
+        if let Some(token) = done {
+            self.writes.finished(token);
             self.syncs += 1;
         }
         Ok(done)
@@ -290,6 +337,7 @@ impl LogFile {
         self.file
             .sync_data()
             .map_err(|err| NetError::io(format!("syncing the log {}", self.path.display()), err))?;
+        self.writes.synced(self.pending.borrow().file_len);
         self.syncs += 1;
         self.unsynced = None;
         self.pending_sync.handed();
@@ -325,7 +373,7 @@ impl LogFile {
         (2..INSTALL_STEPS).try_for_each(|step| install_step(&dir, bytes, step))?;
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .open(&self.path)
             .map_err(|err| {
                 NetError::io(format!("reopening the log {}", self.path.display()), err)
@@ -351,6 +399,7 @@ impl LogFile {
         pending.read = read;
         pending.bytes.clear();
         pending.file_len = bytes.len() as u64;
+        self.writes.file_cut(pending.file_len);
         self.syncs += 1;
         self.pending_sync.handed();
         Ok(Replaced::Done(self.unsynced.take()))
@@ -434,8 +483,8 @@ pub(crate) fn refuse_damage(
 }
 
 /// After a node's recovery read `bytes` and kept `valid_len` of them: refuses a damaged
-/// log as [`refuse_damage`] does, and otherwise cuts the torn tail off the file, so that
-/// new records follow the last valid one.
+/// log as [`refuse_damage`] does, and otherwise starts appending after the last valid
+/// record ([`LogFile::start_appending`]).
 pub(crate) fn refuse_damage_or_cut_tail(
     log: &mut LogFile,
     bytes: &[u8],
@@ -445,14 +494,7 @@ pub(crate) fn refuse_damage_or_cut_tail(
 ) -> Result<(), NetError> {
     let after = after_prefix(bytes, 0, valid_len);
     refuse_damage(log, valid_len, after, bad_record, allow_cut)?;
-    if valid_len < bytes.len() as u64 {
-        tracing::warn!(
-            cut_bytes = bytes.len() as u64 - valid_len,
-            "the log's torn tail was cut off"
-        );
-        log.truncate(valid_len)?;
-    }
-    Ok(())
+    log.start_appending(valid_len, after)
 }
 
 /// [`refuse_damage`] for a log file named by its path (a segment).
@@ -550,20 +592,53 @@ impl LogReader for FileLogReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log_writes::PREALLOC_BYTES;
+    use ringkv_core::log::{decode_frames, encode_frame, frame_len, FRAME_HEADER_BYTES};
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_frame(payload, &mut out);
+        out
+    }
+
+    /// Opens the log in `dir` and starts appending where its records end, as a role's
+    /// recovery does; returns it with the payloads read and what followed them.
+    fn opened(dir: &Path) -> (LogFile, Vec<Vec<u8>>, AfterPrefix) {
+        let (mut log, bytes) = LogFile::open(dir).unwrap();
+        let decoded = decode_frames(&bytes);
+        let after = after_prefix(&bytes, 0, decoded.valid_len);
+        let payloads = decoded.frames.iter().map(|f| f.payload.to_vec()).collect();
+        log.start_appending(decoded.valid_len, after).unwrap();
+        (log, payloads, after)
+    }
+
+    fn on_disk(dir: &Path) -> Vec<Vec<u8>> {
+        let bytes = std::fs::read(dir.join(LOG_FILE)).unwrap();
+        let decoded = decode_frames(&bytes);
+        decoded.frames.iter().map(|f| f.payload.to_vec()).collect()
+    }
+
+    fn append(log: &mut LogFile, token: u64, payload: &[u8], urgency: SyncUrgency) {
+        log.append(PersistToken(token), &frame(payload), urgency)
+            .unwrap();
+    }
+
+    /// Where the payload of the `index`th of frames of `payload_bytes` bytes each starts.
+    fn payload_at(index: usize, payload_bytes: usize) -> u64 {
+        (index * frame_len(payload_bytes) + FRAME_HEADER_BYTES) as u64
+    }
 
     #[test]
     fn a_write_nothing_waits_for_starts_no_sync_and_rides_with_the_next() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut log, _) = LogFile::open(tmp.path()).unwrap();
+        let (mut log, _, _) = opened(tmp.path());
         let mut poll = mio::Poll::new().unwrap();
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
         log.start_sync_thread(waker).unwrap();
-        log.append(PersistToken(1), b"finished", SyncUrgency::Never)
-            .unwrap();
+        append(&mut log, 1, b"finished", SyncUrgency::Never);
         log.begin_sync().unwrap();
         assert!(!log.sync_busy(), "no sync for it alone");
-        log.append(PersistToken(2), b"commit", SyncUrgency::Now)
-            .unwrap();
+        append(&mut log, 2, b"commit", SyncUrgency::Now);
         log.begin_sync().unwrap();
         assert!(log.sync_busy());
         let mut events = mio::Events::with_capacity(4);
@@ -583,99 +658,174 @@ mod tests {
     #[test]
     fn several_appends_share_one_sync_that_names_the_last() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut log, bytes) = LogFile::open(tmp.path()).unwrap();
-        assert!(bytes.is_empty());
+        let (mut log, payloads, after) = opened(tmp.path());
+        assert!(payloads.is_empty());
+        assert_eq!(after, AfterPrefix::Zeros);
         assert_eq!(log.sync().unwrap(), None, "nothing to sync");
-        log.append(PersistToken(1), b"one", SyncUrgency::Now)
-            .unwrap();
-        log.append(PersistToken(2), b"two", SyncUrgency::Now)
-            .unwrap();
-        log.append(PersistToken(3), b"three", SyncUrgency::Now)
-            .unwrap();
+        append(&mut log, 1, b"one", SyncUrgency::Now);
+        append(&mut log, 2, b"two", SyncUrgency::Now);
+        append(&mut log, 3, b"six", SyncUrgency::Now);
         assert_eq!(log.sync().unwrap(), Some(PersistToken(3)));
         assert_eq!(log.syncs(), 1);
         assert_eq!(log.sync().unwrap(), None);
         assert_eq!(log.syncs(), 1);
-        log.append(PersistToken(4), b"four", SyncUrgency::Now)
-            .unwrap();
+        append(&mut log, 4, b"ten", SyncUrgency::Now);
         assert_eq!(log.sync().unwrap(), Some(PersistToken(4)));
         assert_eq!(log.syncs(), 2);
         let reader = log.reader().unwrap();
-        assert_eq!(reader.read_at(3, 3).unwrap(), b"two");
+        assert_eq!(reader.read_at(payload_at(1, 3), 3).unwrap(), b"two");
         assert!(
-            reader.read_at(100, 3).is_err(),
+            reader.read_at(payload_at(4, 3), 3).is_err(),
             "reads past the end fail, never panic"
         );
     }
 
     #[test]
-    fn appends_are_written_at_the_sync_and_readable_before() {
+    fn appends_are_written_into_space_allocated_ahead_at_the_sync_and_readable_before() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut log, _) = LogFile::open(tmp.path()).unwrap();
-        log.append(PersistToken(1), b"abc", SyncUrgency::Now)
-            .unwrap();
+        let (mut log, _, _) = opened(tmp.path());
+        append(&mut log, 1, b"abc", SyncUrgency::Now);
         log.sync().unwrap();
-        log.append(PersistToken(2), b"def", SyncUrgency::Now)
-            .unwrap();
-        let on_disk = std::fs::read(tmp.path().join(LOG_FILE)).unwrap();
-        assert_eq!(on_disk, b"abc", "an append waits for the sync");
-        let reader = log.reader().unwrap();
-        assert_eq!(reader.read_at(3, 3).unwrap(), b"def", "held in memory");
+        append(&mut log, 2, b"def", SyncUrgency::Now);
         assert_eq!(
-            reader.read_at(1, 4).unwrap(),
-            b"bcde",
-            "across the file's end"
+            on_disk(tmp.path()),
+            vec![b"abc".to_vec()],
+            "an append waits for the sync"
         );
-        assert!(reader.read_at(4, 3).is_err(), "past everything");
+        let file_len = std::fs::metadata(tmp.path().join(LOG_FILE)).unwrap().len();
+        assert_eq!(
+            file_len,
+            frame_len(3) as u64 + PREALLOC_BYTES,
+            "allocated ahead"
+        );
+        let reader = log.reader().unwrap();
+        assert_eq!(
+            reader.read_at(payload_at(1, 3), 3).unwrap(),
+            b"def",
+            "held in memory"
+        );
+        let across = reader
+            .read_at(payload_at(0, 3) + 1, 2 + FRAME_HEADER_BYTES + 1)
+            .unwrap();
+        let mut expected = b"bc".to_vec();
+        expected.extend_from_slice(&frame(b"def")[..FRAME_HEADER_BYTES + 1]);
+        assert_eq!(across, expected, "across the file's end");
+        assert!(
+            reader.read_at(payload_at(2, 3), 3).is_err(),
+            "past everything"
+        );
         assert!(reader.read_at(u64::MAX, 2).is_err(), "overflow");
         log.sync().unwrap();
-        let on_disk = std::fs::read(tmp.path().join(LOG_FILE)).unwrap();
-        assert_eq!(on_disk, b"abcdef");
-        assert_eq!(reader.read_at(3, 3).unwrap(), b"def", "from the file now");
+        assert_eq!(on_disk(tmp.path()), vec![b"abc".to_vec(), b"def".to_vec()]);
+        assert_eq!(
+            reader.read_at(payload_at(1, 3), 3).unwrap(),
+            b"def",
+            "from the file now"
+        );
+        let bytes = std::fs::read(tmp.path().join(LOG_FILE)).unwrap();
+        let stamps: Vec<_> = decode_frames(&bytes)
+            .frames
+            .iter()
+            .map(|f| f.durable_end)
+            .collect();
+        assert_eq!(stamps, vec![Some(0), Some(frame_len(3) as u64)]);
     }
 
     #[test]
     fn a_replaced_log_is_read_from_its_new_file() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut log, _) = LogFile::open(tmp.path()).unwrap();
+        let (mut log, _, _) = opened(tmp.path());
         let reader = log.reader().unwrap();
-        log.append(PersistToken(1), b"old bytes", SyncUrgency::Now)
-            .unwrap();
+        append(&mut log, 1, b"old bytes", SyncUrgency::Now);
         log.sync().unwrap();
-        log.append(PersistToken(2), b"unsynced", SyncUrgency::Now)
-            .unwrap();
+        append(&mut log, 2, b"unsynced", SyncUrgency::Now);
         assert!(matches!(
-            log.replace(b"NEW").unwrap(),
+            log.replace(&frame(b"NEW")).unwrap(),
             Replaced::Done(Some(PersistToken(2)))
         ));
-        assert_eq!(reader.read_at(0, 3).unwrap(), b"NEW");
-        assert!(reader.read_at(3, 1).is_err(), "the old bytes are gone");
-        log.append(PersistToken(3), b"XY", SyncUrgency::Now)
-            .unwrap();
+        assert_eq!(reader.read_at(payload_at(0, 3), 3).unwrap(), b"NEW");
+        assert!(
+            reader.read_at(payload_at(1, 3), 1).is_err(),
+            "the old bytes are gone"
+        );
+        append(&mut log, 3, b"XYZ", SyncUrgency::Now);
         assert_eq!(
-            reader.read_at(2, 3).unwrap(),
-            b"WXY",
-            "the file, then memory"
+            reader.read_at(payload_at(1, 3), 3).unwrap(),
+            b"XYZ",
+            "from memory"
         );
         log.sync().unwrap();
-        assert_eq!(reader.read_at(2, 3).unwrap(), b"WXY");
+        assert_eq!(reader.read_at(payload_at(1, 3), 3).unwrap(), b"XYZ");
+        assert_eq!(on_disk(tmp.path()), vec![b"NEW".to_vec(), b"XYZ".to_vec()]);
     }
 
     #[test]
-    fn reopening_returns_the_contents_and_truncation_sticks() {
+    fn reopening_returns_the_records_and_a_cut_sticks() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut log, _) = LogFile::open(tmp.path()).unwrap();
-        log.append(PersistToken(1), b"abcdef", SyncUrgency::Now)
-            .unwrap();
+        let (mut log, _, _) = opened(tmp.path());
+        append(&mut log, 1, b"abcdef", SyncUrgency::Now);
+        append(&mut log, 2, b"torn", SyncUrgency::Now);
         log.sync().unwrap();
         drop(log);
         let (mut log, bytes) = LogFile::open(tmp.path()).unwrap();
-        assert_eq!(bytes, b"abcdef");
-        log.truncate(4).unwrap();
-        log.append(PersistToken(1), b"XY", SyncUrgency::Now)
+        assert!(
+            bytes.len() as u64 > PREALLOC_BYTES,
+            "zeros allocated ahead are read too"
+        );
+        // Recovery keeps the first record alone, as if the second were torn.
+        log.start_appending(frame_len(6) as u64, AfterPrefix::TornTail)
             .unwrap();
+        append(&mut log, 1, b"XY", SyncUrgency::Now);
+        log.sync().unwrap();
         drop(log);
-        let (_, bytes) = LogFile::open(tmp.path()).unwrap();
-        assert_eq!(bytes, b"abcdXY");
+        let (_, payloads, after) = opened(tmp.path());
+        assert_eq!(payloads, vec![b"abcdef".to_vec(), b"XY".to_vec()]);
+        assert_eq!(after, AfterPrefix::Zeros);
+    }
+
+    #[test]
+    fn a_crash_that_lost_a_page_before_a_written_one_is_a_torn_tail() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut log, _, _) = opened(tmp.path());
+        append(&mut log, 1, b"synced", SyncUrgency::Now);
+        log.sync().unwrap();
+        append(&mut log, 2, b"lost", SyncUrgency::Now);
+        append(&mut log, 3, b"kept", SyncUrgency::Now);
+        // Written, never synced; then the machine loses the middle page.
+        drop(log);
+        let path = tmp.path().join(LOG_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let lost = frame_len(6)..frame_len(6) + frame_len(4);
+        bytes[lost].fill(0);
+        std::fs::write(&path, &bytes).unwrap();
+        let (mut log, payloads, after) = opened(tmp.path());
+        assert_eq!(payloads, vec![b"synced".to_vec()]);
+        assert_eq!(after, AfterPrefix::TornTail);
+        append(&mut log, 4, b"next", SyncUrgency::Now);
+        log.sync().unwrap();
+        assert_eq!(
+            on_disk(tmp.path()),
+            vec![b"synced".to_vec(), b"next".to_vec()]
+        );
+    }
+
+    #[test]
+    fn damage_to_a_synced_record_before_a_later_one_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut log, _, _) = opened(tmp.path());
+        append(&mut log, 1, b"first", SyncUrgency::Now);
+        log.sync().unwrap();
+        append(&mut log, 2, b"second", SyncUrgency::Now);
+        log.sync().unwrap();
+        drop(log);
+        let path = tmp.path().join(LOG_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[FRAME_HEADER_BYTES] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let (log, bytes) = LogFile::open(tmp.path()).unwrap();
+        let decoded = decode_frames(&bytes);
+        let after = after_prefix(&bytes, 0, decoded.valid_len);
+        assert_eq!(after, AfterPrefix::ValidFrameAt(frame_len(5) as u64));
+        assert!(refuse_damage(&log, decoded.valid_len, after, None, false).is_err());
     }
 }

@@ -287,7 +287,7 @@ fn log_recovery(id: u64, report: &RecoveryReport, took: std::time::Duration) {
         took_ms = took.as_millis() as u64,
         "log recovered"
     );
-    if report.stop != StopReason::End {
+    if !matches!(report.stop, StopReason::End | StopReason::Zeros) {
         tracing::warn!(id, stop = ?report.stop, "log decoding stopped early");
     }
     if let Some((offset, err)) = &report.bad_record {

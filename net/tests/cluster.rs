@@ -206,13 +206,17 @@ fn a_restarted_server_keeps_committed_data_and_its_directory_is_locked_while_run
     // Stop the first server and start it again with no ID: the directory remembers it.
     let old = cluster.servers.remove(0);
     old.stop().expect("a clean stop");
-    // A crash in the middle of a write leaves a torn frame at the end of the log.
+    // A crash in the middle of a write leaves a torn frame after the last record, in
+    // the space allocated ahead.
     let wal = dir.join("wal.log");
-    let clean_len = std::fs::metadata(&wal).expect("the log exists").len();
+    let bytes = std::fs::read(&wal).expect("the log exists");
+    let clean_len = ringkv_core::log::decode_frames(&bytes).valid_len;
     std::fs::OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(&wal)
-        .and_then(|mut file| std::io::Write::write_all(&mut file, &[0x40, 0, 0, 0, 1, 2, 3]))
+        .and_then(|file| {
+            std::os::unix::fs::FileExt::write_all_at(&file, &[0x40, 0, 0, 0, 1, 2, 3], clean_len)
+        })
         .expect("tear the log");
     let restarted = start_server(server_options(coordinator, &dir, None));
     assert_eq!(restarted.info.id, 1);

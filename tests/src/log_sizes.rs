@@ -1,9 +1,18 @@
 //! How the logs of a cluster's nodes grew and shrank over a run, for the tests of log
 //! compaction: a log shorter than at the last look was compacted.
 
+use std::path::Path;
+
 use crate::eventual::EvCluster;
 
-/// Each node's `wal.log` length, looked at after every write of a run.
+/// The bytes the records of the log file at `path` take (0 if there is none): the file
+/// itself is longer, by the zeros allocated ahead of the writes.
+pub fn records_len(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    ringkv_core::log::decode_frames(&bytes).valid_len
+}
+
+/// The length of each node's `wal.log` records, looked at after every write of a run.
 #[derive(Debug)]
 pub struct LogSizes {
     previous: Vec<u64>,
@@ -27,9 +36,7 @@ impl LogSizes {
     /// Looks at every node's log now.
     pub fn observe(&mut self, c: &EvCluster) {
         for i in 0..self.previous.len() {
-            let now = std::fs::metadata(c.data_dir(i).join("wal.log"))
-                .map(|m| m.len())
-                .unwrap_or(0);
+            let now = records_len(&c.data_dir(i).join("wal.log"));
             if now < self.previous[i] {
                 self.compactions[i] += 1;
                 self.left[i] = self.left[i].max(now);

@@ -13,6 +13,7 @@ use ringkv_core::Role;
 use crate::datadir::{read_number, write_number, DataDir};
 use crate::error::NetError;
 use crate::logfile::{refuse_damage_or_cut_tail, FileLogReader, LogFile};
+use ringkv_core::log::AfterPrefix;
 
 use super::shell::{Compacted, CoreInput, CoreOutput, DecodedLine, NodeCore};
 use super::wire::{sender_of, Inbound, PeerEncoder};
@@ -154,10 +155,11 @@ pub(crate) fn start_node(
         incarnation,
         recovery,
     };
-    if bytes.is_empty() {
-        // Nothing of an earlier life survives (a new node, or a lost disk): a fresh
-        // incarnation, so that no clock entry this node hands out can be one it handed
-        // out before (Riak's kv679).
+    if bytes.iter().all(|&b| b == 0) {
+        // Nothing of an earlier life survives (a new node, a lost disk, or a log of
+        // which no write became durable): a fresh incarnation, so that no clock entry
+        // this node hands out can be one it handed out before (Riak's kv679).
+        log.start_appending(0, AfterPrefix::Zeros)?;
         config.incarnation = fresh_incarnation(stored);
         write_number(dir.path(), INCARNATION_FILE, config.incarnation)?;
         tracing::info!(
