@@ -22,8 +22,8 @@ use std::collections::{BTreeMap, VecDeque};
 use libfuzzer_sys::fuzz_target;
 use ringkv_core::cache::CacheConfig;
 use ringkv_core::log::{
-    decode_frames, encode_frame, StopReason, FRAME_HEADER_BYTES, LEGACY_FRAME_HEADER_BYTES,
-    MAX_PAYLOAD_BYTES,
+    after_prefix, decode_frames, encode_frame, AfterPrefix, StopReason, FRAME_HEADER_BYTES,
+    LEGACY_FRAME_HEADER_BYTES, MAX_PAYLOAD_BYTES,
 };
 use ringkv_core::replica::record::Record;
 use ringkv_core::replica::{LogReader, Replica, ReplicaConfig, StorageError};
@@ -221,7 +221,39 @@ fn check_frames(bytes: &[u8]) -> (Vec<Record>, Vec<usize>) {
         decoded.stop,
         rest.len()
     );
+    check_after(bytes, valid_len);
     (records, record_ends)
+}
+
+/// `after_prefix` on what follows the valid frames: only zeros is a clean end, and a
+/// frame it names as proof of corruption is a whole, valid frame where it says, stamped
+/// past the bad offset or without a stamp.
+fn check_after(bytes: &[u8], valid_len: usize) {
+    match after_prefix(bytes, 0, valid_len as u64) {
+        AfterPrefix::Zeros => assert!(
+            bytes[valid_len..].iter().all(|&b| b == 0),
+            "zeros reported over bytes that are not"
+        ),
+        AfterPrefix::ValidFrameAt(at) => {
+            let at = usize::try_from(at).expect("offset fits usize");
+            assert!(
+                at > valid_len,
+                "a proof of corruption inside the valid prefix"
+            );
+            let found = decode_frames(&bytes[at..]);
+            let frame = found
+                .frames
+                .first()
+                .expect("no valid frame where one is named");
+            assert!(
+                frame
+                    .durable_end
+                    .is_none_or(|stamp| stamp > valid_len as u64),
+                "a frame of the torn stretch named as corruption"
+            );
+        }
+        AfterPrefix::TornTail | AfterPrefix::Unknown => {}
+    }
 }
 
 /// Recovers a replica from `bytes` and checks it against the model of `records`, the
