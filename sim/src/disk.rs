@@ -1,7 +1,8 @@
 //! A simulated disk: one append-only log file per node, with a page cache. A process crash
 //! leaves the page cache to the OS, so every unsynced write survives; a machine crash
-//! loses it, or keeps a random prefix whose last part may be torn. Reads of stored data
-//! may fail with a seeded chance, as an I/O error would.
+//! loses it, or keeps a random prefix whose last part may be torn. Writes carry the stamp
+//! the shells give them (where the log was durable as they were written). Reads of stored
+//! data may fail with a seeded chance, as an I/O error would.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -80,6 +81,11 @@ impl SimDisk {
         let mut state = self.0.borrow_mut();
         assert!(len <= state.bytes.len(), "sync beyond what was written");
         state.durable_len = state.durable_len.max(len);
+    }
+
+    /// How much of the file is durable: where the log ends as far as a sync has shown.
+    pub fn durable_len(&self) -> usize {
+        self.0.borrow().durable_len
     }
 
     /// The crash. A process crash keeps everything; a machine crash keeps the durable
@@ -208,7 +214,8 @@ impl Journal {
         self.write_with(disk, token, bytes, SyncUrgency::Now, 0);
     }
 
-    /// Appends the write named `token`, made at `now`, to `disk`.
+    /// Appends the write named `token` (whole frames), made at `now`, to `disk`, stamped
+    /// with where the log is durable as it is written.
     pub fn write_with(
         &mut self,
         disk: &SimDisk,
@@ -217,7 +224,11 @@ impl Journal {
         urgency: SyncUrgency,
         now: Ts,
     ) {
-        let len = disk.write(bytes);
+        // Stamped as the shells stamp every write into space allocated ahead: with where
+        // the log is durable now, never more (a sync under way has not yet shown its end).
+        let mut stamped = bytes.to_vec();
+        ringkv_core::log::stamp_frames(&mut stamped, disk.durable_len() as u64);
+        let len = disk.write(&stamped);
         self.unsynced.push_back((token, len));
         match urgency {
             SyncUrgency::Now => self.urgent = true,
@@ -332,6 +343,7 @@ impl LogCompaction {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringkv_core::log::{decode_frames, encode_frame, frame_len, StopReason, STAMP_INSTALLED};
 
     fn disk_with_unsynced_tail() -> SimDisk {
         let disk = SimDisk::new(0);
@@ -339,6 +351,21 @@ mod tests {
         disk.sync_to(7);
         disk.write(b"maybe lost");
         disk
+    }
+
+    /// One frame holding `payload`, as a role hands it to the journal.
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_frame(payload, &mut out);
+        out
+    }
+
+    /// The file without the zeros a crash may leave after it (space allocated ahead).
+    fn without_spare(mut bytes: Vec<u8>) -> Vec<u8> {
+        while bytes.last() == Some(&0) {
+            bytes.pop();
+        }
+        bytes
     }
 
     #[test]
@@ -360,22 +387,64 @@ mod tests {
     }
 
     #[test]
+    fn a_write_made_while_a_sync_is_under_way_carries_the_durable_end_before_it() {
+        let disk = SimDisk::new(0);
+        let mut journal = Journal::default();
+        let stamps = |disk: &SimDisk| -> Vec<Option<u64>> {
+            let bytes = disk.contents();
+            let decoded = decode_frames(&bytes);
+            assert_eq!(decoded.stop, StopReason::End);
+            decoded.frames.iter().map(|f| f.durable_end).collect()
+        };
+        let one = frame_len(3) as u64;
+        journal.write(&disk, 1, &frame(b"one"));
+        assert!(journal.start_sync());
+        journal.write(&disk, 2, &frame(b"two"));
+        assert_eq!(
+            stamps(&disk),
+            vec![Some(0), Some(0)],
+            "the sync has not ended"
+        );
+        assert_eq!(journal.finish_sync(&disk), Some(1));
+        assert_eq!(disk.durable_len() as u64, one);
+        journal.write(&disk, 3, &frame(b"six"));
+        assert!(journal.start_sync());
+        journal.write(&disk, 4, &frame(b"ten"));
+        assert_eq!(journal.finish_sync(&disk), Some(3));
+        journal.write(&disk, 5, &frame(b"end"));
+        let three = 3 * one;
+        assert_eq!(
+            stamps(&disk),
+            vec![Some(0), Some(0), Some(one), Some(one), Some(three)]
+        );
+        // An installed log keeps its frames' stamps: it is never torn.
+        let installed = frame(b"all");
+        journal.replace(&disk, &installed);
+        assert_eq!(stamps(&disk), vec![Some(STAMP_INSTALLED)]);
+        journal.write(&disk, 6, &frame(b"new"));
+        assert_eq!(
+            stamps(&disk),
+            vec![Some(STAMP_INSTALLED), Some(installed.len() as u64)]
+        );
+    }
+
+    #[test]
     fn a_deferrable_write_waits_for_an_urgent_one_or_the_delay() {
         let disk = SimDisk::new(0);
         let mut journal = Journal::default();
-        journal.write_with(&disk, 1, b"commit", SyncUrgency::Deferrable, 10);
+        journal.write_with(&disk, 1, &frame(b"commit"), SyncUrgency::Deferrable, 10);
         assert!(!journal.start_sync_if_due(10));
         assert_eq!(journal.deferred_due(), Some(10 + DEFERRED_SYNC_MS));
         assert!(journal.start_sync_if_due(10 + DEFERRED_SYNC_MS));
         assert_eq!(journal.deferred_due(), None, "a sync is under way");
         assert_eq!(journal.finish_sync(&disk), Some(1));
 
-        journal.write_with(&disk, 2, b"commit", SyncUrgency::Deferrable, 20);
-        journal.write_with(&disk, 3, b"prepare", SyncUrgency::Now, 20);
+        journal.write_with(&disk, 2, &frame(b"commit"), SyncUrgency::Deferrable, 20);
+        journal.write_with(&disk, 3, &frame(b"prepare"), SyncUrgency::Now, 20);
         assert_eq!(journal.deferred_due(), None, "due already");
         assert!(journal.start_sync_if_due(20), "the urgent write takes both");
         assert_eq!(journal.finish_sync(&disk), Some(3));
-        assert_eq!(disk.len(), 19);
+        assert_eq!(disk.durable_len(), 2 * frame_len(6) + frame_len(7));
     }
 
     #[test]
@@ -390,8 +459,7 @@ mod tests {
         let lost = (0..20).any(|_| {
             let disk = disk_with_unsynced_tail();
             disk.crash(CrashKind::Process, &mut rng, 0.0);
-            disk.crash(CrashKind::Machine, &mut rng, 0.0);
-            disk.len() < 17
+            disk.crash(CrashKind::Machine, &mut rng, 0.0) < 10
         });
         assert!(lost);
     }
@@ -417,10 +485,10 @@ mod tests {
     fn one_sync_covers_every_write_before_it_started() {
         let disk = SimDisk::new(0);
         let mut journal = Journal::default();
-        journal.write(&disk, 1, b"aa");
-        journal.write(&disk, 2, b"bb");
+        journal.write(&disk, 1, &frame(b"aa"));
+        journal.write(&disk, 2, &frame(b"bb"));
         assert!(journal.start_sync());
-        journal.write(&disk, 3, b"cc");
+        journal.write(&disk, 3, &frame(b"cc"));
         assert!(!journal.start_sync(), "one sync at a time");
         assert_eq!(journal.finish_sync(&disk), Some(2));
         assert!(
@@ -428,9 +496,14 @@ mod tests {
             "the write behind the first sync gets its own"
         );
         assert_eq!(journal.finish_sync(&disk), Some(3));
+        let written = disk.contents();
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         disk.crash(CrashKind::Machine, &mut rng, 1.0);
-        assert_eq!(disk.contents(), b"aabbcc", "everything synced survives");
+        assert_eq!(
+            without_spare(disk.contents()),
+            written,
+            "everything synced survives"
+        );
         assert_eq!(journal.finish_sync(&disk), None);
     }
 
@@ -438,17 +511,22 @@ mod tests {
     fn a_replaced_log_covers_the_unsynced_writes_and_survives_any_crash() {
         let disk = SimDisk::new(0);
         let mut journal = Journal::default();
-        journal.write(&disk, 1, b"one");
+        journal.write(&disk, 1, &frame(b"one"));
         assert!(journal.start_sync());
         assert!(journal.is_syncing());
         assert_eq!(journal.finish_sync(&disk), Some(1));
-        journal.write(&disk, 2, b"two");
-        journal.write(&disk, 3, b"three");
-        assert_eq!(journal.replace(&disk, b"compacted"), Some(3));
+        journal.write(&disk, 2, &frame(b"two"));
+        journal.write(&disk, 3, &frame(b"three"));
+        let compacted = frame(b"compacted");
+        assert_eq!(journal.replace(&disk, &compacted), Some(3));
         assert!(!journal.start_sync(), "nothing is left to sync");
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        disk.crash(CrashKind::Machine, &mut rng, 1.0);
-        assert_eq!(disk.contents(), b"compacted");
+        for _ in 0..20 {
+            disk.crash(CrashKind::Machine, &mut rng, 1.0);
+            assert_eq!(without_spare(disk.contents()), compacted);
+            // Recovery cuts the zeros after the last frame, as the roles do.
+            disk.truncate_and_sync(compacted.len());
+        }
     }
 
     #[test]
