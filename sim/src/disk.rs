@@ -1,8 +1,13 @@
-//! A simulated disk: one append-only log file per node, with a page cache. A process crash
-//! leaves the page cache to the OS, so every unsynced write survives; a machine crash
-//! loses it, or keeps a random prefix whose last part may be torn. Writes carry the stamp
-//! the shells give them (where the log was durable as they were written). Reads of stored
-//! data may fail with a seeded chance, as an I/O error would.
+//! A simulated disk: one log file per node, with a page cache. A process crash leaves the
+//! page cache to the OS, so every unsynced write survives. A machine crash keeps the
+//! synced bytes and loses some of the rest, in one of two ways drawn per crash: a random
+//! prefix of the unsynced bytes survives, its last part maybe torn (garbled); or, as in a
+//! file whose space was allocated ahead and is overwritten, any subset of the pages of the
+//! unsynced bytes survives and the others read as zeros. Either may leave zeros after the
+//! log: space allocated ahead and never written. Writes carry the stamp the shells give
+//! them (where the log was durable as they were written), which lets recovery tell such
+//! holes from corruption. Reads of stored data may fail with a seeded chance, as an I/O
+//! error would.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -18,9 +23,19 @@ use ringkv_core::Ts;
 pub enum CrashKind {
     /// Only the process died: the OS still holds and will write every unsynced byte.
     Process,
-    /// The machine died: unsynced bytes are lost, or a prefix of them reached the platter.
+    /// The machine died: unsynced bytes are lost, or some of them (a prefix, or some of
+    /// their pages) reached the platter.
     Machine,
 }
+
+/// The page sizes in which a machine crash keeps or loses the unsynced bytes of a file
+/// written into space allocated ahead: from a sector torn into pieces to a whole page of
+/// the page cache.
+const CRASH_PAGE_BYTES: [usize; 4] = [16, 64, 512, 4096];
+
+/// The most pages of zeros (space allocated ahead and never written) a machine crash
+/// leaves after the log.
+const SPARE_PAGES: usize = 4;
 
 /// The bytes of one node's log and its read faults.
 #[derive(Debug)]
@@ -39,6 +54,52 @@ struct DiskState {
     /// The data directory's incarnation file (eventual nodes): written and synced once
     /// when a node starts on an empty directory, lost only with the whole disk.
     incarnation: Option<u64>,
+}
+
+impl DiskState {
+    /// A machine crash of a file that grows with each write: a random prefix of the
+    /// unsynced bytes survives, its last part garbled with chance `tear`. Returns the
+    /// bytes kept.
+    fn keep_a_prefix(&mut self, rng: &mut ChaCha8Rng, tear: f64) -> usize {
+        let unsynced = self.bytes.len() - self.durable_len;
+        let kept = rng.random_range(0..=unsynced);
+        let new_len = self.durable_len + kept;
+        self.bytes.truncate(new_len);
+        if kept > 0 && rng.random_bool(tear) {
+            // The tear garbles the end of what was kept, within its last frame header's
+            // length: a crash tears the tail, and valid frames after a bad one would be
+            // corruption, which recovery refuses instead of cutting.
+            let from = new_len
+                .saturating_sub(ringkv_core::log::FRAME_HEADER_BYTES)
+                .max(self.durable_len);
+            let at = rng.random_range(from..new_len);
+            if let Some(byte) = self.bytes.get_mut(at) {
+                *byte ^= rng.random_range(1..=255u8);
+            }
+        }
+        kept
+    }
+
+    /// A machine crash of a file written into space allocated ahead: each page of `page`
+    /// bytes (aligned to file offsets) that holds unsynced bytes keeps them or reads as
+    /// zeros, with a chance to keep drawn once. Durable bytes sharing a page with
+    /// unsynced ones are kept. Returns the unsynced bytes kept.
+    fn keep_some_pages(&mut self, rng: &mut ChaCha8Rng, page: usize) -> usize {
+        let keep = rng.random_range(0.0..=1.0);
+        let len = self.bytes.len();
+        let mut kept = 0;
+        let mut start = self.durable_len;
+        while start < len {
+            let end = ((start / page + 1) * page).min(len);
+            if rng.random_bool(keep) {
+                kept += end - start;
+            } else {
+                self.bytes[start..end].fill(0);
+            }
+            start = end;
+        }
+        kept
+    }
 }
 
 /// A node's disk, shared between the world (writes, syncs, crashes) and the role running
@@ -88,30 +149,38 @@ impl SimDisk {
         self.0.borrow().durable_len
     }
 
-    /// The crash. A process crash keeps everything; a machine crash keeps the durable
-    /// bytes and a random prefix of the rest, whose last part may be torn (garbled) with
-    /// chance `tear`. Returns how many unsynced bytes survived.
+    /// The crash. A process crash keeps everything. A machine crash keeps the durable
+    /// bytes, never touched, and loses some of the rest, in one of two ways (even odds):
+    ///
+    /// - a random prefix of the unsynced bytes survives, whose last part may be torn
+    ///   (garbled) with chance `tear`, as when the file grows with each write;
+    /// - the file was written into space allocated ahead: the unsynced bytes are cut into
+    ///   pages of one size drawn per crash (16, 64, 512 or 4096 bytes, aligned to file
+    ///   offsets), and each page keeps its unsynced bytes or reads as zeros, with a chance
+    ///   to keep drawn per crash, so holes may lie before pages that arrived.
+    ///
+    /// Then zeros may follow (up to a few pages): space allocated ahead and not written.
+    /// Returns how many unsynced bytes survived (were not lost or zeroed).
     pub fn crash(&self, kind: CrashKind, rng: &mut ChaCha8Rng, tear: f64) -> usize {
         let mut state = self.0.borrow_mut();
-        let unsynced = state.bytes.len() - state.durable_len;
-        if kind == CrashKind::Process || unsynced == 0 {
-            return unsynced;
+        if kind == CrashKind::Process {
+            return state.bytes.len() - state.durable_len;
         }
-        let kept = rng.random_range(0..=unsynced);
-        let new_len = state.durable_len + kept;
-        state.bytes.truncate(new_len);
-        if kept > 0 && rng.random_bool(tear) {
-            // The tear garbles the end of what was kept, within its last frame header's
-            // length: a crash tears the tail, and valid frames after a bad one would be
-            // corruption, which recovery refuses instead of cutting.
-            let from = new_len
-                .saturating_sub(ringkv_core::log::FRAME_HEADER_BYTES)
-                .max(state.durable_len);
-            let at = rng.random_range(from..new_len);
-            if let Some(byte) = state.bytes.get_mut(at) {
-                *byte ^= rng.random_range(1..=255u8);
-            }
-        }
+        let page = CRASH_PAGE_BYTES[rng.random_range(0..CRASH_PAGE_BYTES.len())];
+        let (kept, spare) = if rng.random_bool(0.5) {
+            let kept = state.keep_a_prefix(rng, tear);
+            let spare = if rng.random_bool(0.5) {
+                0
+            } else {
+                rng.random_range(1..=SPARE_PAGES * page)
+            };
+            (kept, spare)
+        } else {
+            let kept = state.keep_some_pages(rng, page);
+            (kept, rng.random_range(0..=SPARE_PAGES * page))
+        };
+        let len = state.bytes.len();
+        state.bytes.resize(len + spare, 0);
         kept
     }
 
@@ -343,7 +412,9 @@ impl LogCompaction {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringkv_core::log::{decode_frames, encode_frame, frame_len, StopReason, STAMP_INSTALLED};
+    use ringkv_core::log::{
+        after_prefix, decode_frames, encode_frame, frame_len, StopReason, STAMP_INSTALLED,
+    };
 
     fn disk_with_unsynced_tail() -> SimDisk {
         let disk = SimDisk::new(0);
@@ -371,18 +442,134 @@ mod tests {
     #[test]
     fn a_machine_crash_keeps_what_was_synced_and_loses_some_of_the_rest() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let mut lengths = std::collections::BTreeSet::new();
-        for _ in 0..50 {
+        let mut kept_counts = std::collections::BTreeSet::new();
+        for _ in 0..100 {
             let disk = disk_with_unsynced_tail();
-            disk.crash(CrashKind::Machine, &mut rng, 1.0);
+            let kept = disk.crash(CrashKind::Machine, &mut rng, 1.0);
             assert_eq!(&disk.contents()[..7], b"durable");
-            assert!(disk.len() <= 17);
-            lengths.insert(disk.len());
+            assert!(kept <= 10);
+            kept_counts.insert(kept);
         }
-        assert!(lengths.len() > 3, "random prefixes kept: {lengths:?}");
+        assert!(kept_counts.len() > 3, "random parts kept: {kept_counts:?}");
         assert!(
-            lengths.contains(&7),
+            kept_counts.contains(&0),
             "sometimes all unsynced bytes are lost"
+        );
+    }
+
+    #[test]
+    fn a_crash_of_preallocated_space_leaves_holes_before_kept_pages_and_zeros_after() {
+        // Unsynced bytes none of which is zero, so what a crash zeroed shows.
+        let durable = 1000;
+        let written = 9000;
+        let original: Vec<u8> = (0..written).map(|i| (i % 251 + 1) as u8).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let (mut holes_before_kept, mut spare, mut all_lost, mut all_kept) = (0, 0, 0, 0);
+        for _ in 0..400 {
+            let disk = SimDisk::new(0);
+            disk.write(&original);
+            disk.sync_to(durable);
+            let kept = disk.crash(CrashKind::Machine, &mut rng, 0.0);
+            let after = disk.contents();
+            assert_eq!(
+                &after[..durable],
+                &original[..durable],
+                "durable bytes intact"
+            );
+            // Each unsynced byte is as written or zero, and only zeros follow them.
+            for (at, &byte) in after.iter().enumerate().skip(durable) {
+                assert!(byte == 0 || original.get(at) == Some(&byte), "byte {at}");
+            }
+            let survived = after[durable..].iter().filter(|&&b| b != 0).count();
+            assert_eq!(kept, survived);
+            let first_hole = after[durable..].iter().position(|&b| b == 0);
+            let last_kept = after[durable..].iter().rposition(|&b| b != 0);
+            if let (Some(hole), Some(kept_at)) = (first_hole, last_kept) {
+                holes_before_kept += usize::from(hole < kept_at);
+            }
+            spare += usize::from(after.len() > written);
+            all_lost += usize::from(kept == 0);
+            all_kept += usize::from(kept == written - durable);
+        }
+        assert!(
+            holes_before_kept > 50,
+            "holes before kept bytes: {holes_before_kept}"
+        );
+        assert!(spare > 100, "zeros after the log: {spare}");
+        assert!(
+            all_lost > 10 && all_kept > 10,
+            "{all_lost} lost all, {all_kept} kept all"
+        );
+    }
+
+    #[test]
+    fn no_crash_of_stamped_frames_reads_as_corruption() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut stamps_seen = std::collections::BTreeSet::new();
+        let mut cut_after_a_hole = 0;
+        for round in 0..600u64 {
+            let disk = SimDisk::new(round);
+            let mut journal = Journal::default();
+            let mut token = 0;
+            let mut write = |journal: &mut Journal, rng: &mut ChaCha8Rng| {
+                token += 1;
+                let len = rng.random_range(0..300);
+                let payload: Vec<u8> = (0..len).map(|_| rng.random_range(1..=255u8)).collect();
+                journal.write(&disk, token, &frame(&payload));
+            };
+            // Several syncs finished, and writes made between them and during them, so
+            // that the frames after the durable end carry different stamps.
+            for _ in 0..rng.random_range(0..4) {
+                for _ in 0..rng.random_range(1..4) {
+                    write(&mut journal, &mut rng);
+                }
+                journal.start_sync();
+                for _ in 0..rng.random_range(0..3) {
+                    write(&mut journal, &mut rng);
+                }
+                if rng.random_bool(0.7) {
+                    journal.finish_sync(&disk);
+                }
+            }
+            for _ in 0..rng.random_range(0..6) {
+                write(&mut journal, &mut rng);
+            }
+            let durable = disk.durable_len();
+            let before = disk.contents();
+            let stamps: std::collections::BTreeSet<_> = decode_frames(&before)
+                .frames
+                .iter()
+                .filter(|f| f.offset >= durable as u64)
+                .filter_map(|f| f.durable_end)
+                .collect();
+            stamps_seen.insert(stamps.len());
+            let tear = rng.random_range(0.0..1.0);
+            disk.crash(CrashKind::Machine, &mut rng, tear);
+            let after = disk.contents();
+            assert_eq!(&after[..durable], &before[..durable]);
+            let decoded = decode_frames(&after);
+            assert!(decoded.valid_len >= durable as u64, "round {round}");
+            let verdict = after_prefix(&after, 0, decoded.valid_len);
+            assert!(
+                !verdict.is_corruption(),
+                "round {round}: {verdict:?} at {}",
+                decoded.valid_len
+            );
+            // A valid frame past where decoding stopped: the stamps told the hole apart.
+            let valid_len = decoded.valid_len as usize;
+            let kept_after_stop = after[valid_len..]
+                .iter()
+                .zip(&before[valid_len.min(before.len())..])
+                .any(|(a, b)| a == b && *a != 0);
+            cut_after_a_hole += usize::from(decoded.stop == StopReason::Zeros && kept_after_stop);
+        }
+        assert!(
+            stamps_seen.iter().any(|&n| n >= 2),
+            "unsynced frames with several stamps: {stamps_seen:?}"
+        );
+        assert!(
+            cut_after_a_hole > 10,
+            "holes before kept bytes: {cut_after_a_hole}"
         );
     }
 
@@ -426,6 +613,27 @@ mod tests {
             stamps(&disk),
             vec![Some(STAMP_INSTALLED), Some(installed.len() as u64)]
         );
+    }
+
+    #[test]
+    fn a_log_of_zeros_alone_is_an_empty_log() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut only_zeros = 0;
+        for _ in 0..100 {
+            let disk = SimDisk::new(0);
+            let mut journal = Journal::default();
+            journal.write(&disk, 1, &frame(b"lost"));
+            disk.crash(CrashKind::Machine, &mut rng, 0.0);
+            let bytes = disk.contents();
+            if bytes.is_empty() || bytes.iter().any(|&b| b != 0) {
+                continue;
+            }
+            only_zeros += 1;
+            let decoded = decode_frames(&bytes);
+            assert_eq!((decoded.valid_len, decoded.stop), (0, StopReason::Zeros));
+            assert!(!after_prefix(&bytes, 0, 0).is_corruption());
+        }
+        assert!(only_zeros > 10, "logs of zeros alone: {only_zeros}");
     }
 
     #[test]
