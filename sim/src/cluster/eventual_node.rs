@@ -11,6 +11,7 @@ use ringkv_core::cache::CacheConfig;
 use ringkv_core::eventual::{
     self, Cluster as Members, Conflicts, KeyState, Node, NodeConfig, NodeInput, NodeOutput, Repair,
 };
+use ringkv_core::log::after_prefix;
 use ringkv_core::proto::{Envelope, EventualRequest, EventualResponse, NodeMessage};
 use ringkv_core::storage::PersistToken;
 use ringkv_core::{ReplyTo, Role, Ts};
@@ -87,9 +88,15 @@ impl EventualNode {
                     boot.incarnation, report.records, report.keys, report.hints,
                     report.valid_len, bytes.len(), report.stop
                 ));
-                if !report.anomalies.is_empty() || report.bad_record.is_some() {
+                // The shell judges what follows the valid prefix itself, as here: a valid
+                // frame after a bad one is corruption, which it refuses to cut.
+                let after = after_prefix(&bytes, 0, report.valid_len);
+                if !report.anomalies.is_empty()
+                    || report.bad_record.is_some()
+                    || after.is_corruption()
+                {
                     out.anomaly(format!(
-                        "node {id} recovery: {:?} {:?}",
+                        "node {id} recovery: {:?} {:?} {after:?}",
                         report.anomalies, report.bad_record
                     ));
                 }

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 
 use ringkv_core::buggify::BuggifyConfig;
 use ringkv_core::cache::CacheConfig;
+use ringkv_core::log::after_prefix;
 use ringkv_core::peer::{Peer, PeerConfig, PeerInput, PeerOutput};
 use ringkv_core::proto::peer::{PeerClientRequest, PeerMessage, PeerReply};
 use ringkv_core::proto::{Envelope, WireMessage};
@@ -81,9 +82,12 @@ impl PeerNode {
             boot.incarnation, report.records, report.committed_keys, report.in_doubt,
             report.open_commits, report.epoch, report.valid_len, bytes.len(), report.stop
         ));
-        if !report.anomalies.is_empty() || report.bad_record.is_some() {
+        // The shell judges what follows the valid prefix itself, as here: a valid frame
+        // after a bad one is corruption, which it refuses to cut.
+        let after = after_prefix(&bytes, 0, report.valid_len);
+        if !report.anomalies.is_empty() || report.bad_record.is_some() || after.is_corruption() {
             out.anomaly(format!(
-                "node {id} recovery: {:?} {:?}",
+                "node {id} recovery: {:?} {:?} {after:?}",
                 report.anomalies, report.bad_record
             ));
         }
