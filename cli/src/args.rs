@@ -195,7 +195,8 @@ pub enum Command {
     /// Measure this machine's floor under a PUT: fsync latency and loopback round trip.
     #[command(
         long_about = "Measure the two costs no PUT can avoid on this machine: the latency of \
-                      appending a small record and fdatasync-ing it in --dir (use the \
+                      writing a small record into space allocated ahead, as the logs do, and \
+                      fdatasync-ing it in --dir (use the \
                       filesystem the data directories live on), and the round trip of a small \
                       line over loopback TCP. A PUT needs at least two round trips and one \
                       fsync (the replicas' and the coordinator's records sync side by side), \

@@ -6,6 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::FileExt;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,7 +19,7 @@ use crate::out;
 
 /// The longest latency recorded, in microseconds (10 s).
 const MAX_US: u64 = 10_000_000;
-/// Bytes appended before each fsync: a typical small log record.
+/// Bytes written before each fsync: a typical small log record.
 const RECORD_BYTES: usize = 128;
 /// Bytes of each round-trip message: a typical small request line.
 const MESSAGE_BYTES: usize = 64;
@@ -51,7 +52,7 @@ pub fn run(args: &ProbeArgs) -> Exit {
         out::line_or_warn(&line.to_string());
     } else {
         out::line_or_warn(&format!(
-            "fsync ({RECORD_BYTES}-byte append + fdatasync in {}): {}",
+            "fsync ({RECORD_BYTES}-byte record into space written ahead + fdatasync in {}): {}",
             args.dir.display(),
             describe(&fsync)
         ));
@@ -95,19 +96,27 @@ fn describe(h: &Histogram<u64>) -> String {
     )
 }
 
-/// Appends a record and fdatasyncs, `samples` times, in a scratch file removed after.
+/// Writes a record and fdatasyncs, `samples` times, in a scratch file removed after. The
+/// records go into space written (and synced) ahead, as ringkv's logs write into space
+/// allocated ahead: an fdatasync that need not record a grown file size is what a log's
+/// sync costs.
 fn fsync_latency(dir: &Path, samples: u64) -> std::io::Result<Histogram<u64>> {
     let path: PathBuf = dir.join(format!(".ringkv-probe-{}", std::process::id()));
     let result = (|| {
         let mut file: File = OpenOptions::new()
             .create_new(true)
-            .append(true)
+            .write(true)
             .open(&path)?;
+        let record_bytes = RECORD_BYTES as u64;
+        let space = usize::try_from(samples.saturating_mul(record_bytes))
+            .map_err(std::io::Error::other)?;
+        file.write_all(&vec![0; space])?;
+        file.sync_all()?;
         let bytes = [b'r'; RECORD_BYTES];
         let mut h = histogram()?;
-        for _ in 0..samples {
+        for n in 0..samples {
             let started = Instant::now();
-            file.write_all(&bytes)?;
+            file.write_all_at(&bytes, n * record_bytes)?;
             file.sync_data()?;
             record(&mut h, started);
         }
