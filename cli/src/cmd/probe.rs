@@ -6,8 +6,8 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::FileExt;
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -108,8 +108,8 @@ fn fsync_latency(dir: &Path, samples: u64) -> std::io::Result<Histogram<u64>> {
             .write(true)
             .open(&path)?;
         let record_bytes = RECORD_BYTES as u64;
-        let space = usize::try_from(samples.saturating_mul(record_bytes))
-            .map_err(std::io::Error::other)?;
+        let space =
+            usize::try_from(samples.saturating_mul(record_bytes)).map_err(std::io::Error::other)?;
         file.write_all(&vec![0; space])?;
         file.sync_all()?;
         let bytes = [b'r'; RECORD_BYTES];
