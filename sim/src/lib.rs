@@ -27,4 +27,5 @@ pub mod workload;
 
 pub use run::{
     replay_command, replay_command_in, run_config, run_seed, run_seed_in, sweep_in, RunReport,
+    SweepTotals,
 };

@@ -7,7 +7,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use ringkv_sim::config::{Mode, SimConfig};
 use ringkv_sim::trace::Trace;
-use ringkv_sim::{replay_command_in, run_seed_in};
+use ringkv_sim::{replay_command_in, run_seed_in, SweepTotals};
 
 /// Runs ringkv's deterministic simulator.
 ///
@@ -83,20 +83,10 @@ fn sweep(mode: Mode, start: u64, count: u64) -> ExitCode {
     );
     let started = Instant::now();
     let mut failed: Vec<u64> = Vec::new();
-    let mut operations = 0u64;
-    let mut simulated_ms = 0u64;
-    let (mut crashes, mut machine_crashes, mut failed_reads, mut held) = (0, 0, 0, 0);
-    let (mut coordinator_crashes, mut compactions) = (0, 0);
+    let mut totals = SweepTotals::default();
     for seed in start..start + count {
         let report = run_seed_in(mode, seed, Trace::hashed());
-        operations += report.operations as u64;
-        simulated_ms += report.simulated_ms;
-        crashes += report.crashes;
-        machine_crashes += report.machine_crashes;
-        coordinator_crashes += report.coordinator_crashes;
-        failed_reads += report.failed_reads;
-        held += report.held_requests;
-        compactions += report.log_compactions;
+        totals.add(&report);
         if !report.passed() {
             bar.suspend(|| {
                 eprintln!("seed {seed} FAILED:");
@@ -117,13 +107,18 @@ fn sweep(mode: Mode, start: u64, count: u64) -> ExitCode {
         mode.as_str(),
         start + count,
         failed.len(),
-        operations as f64 / wall_s,
-        simulated_ms as f64 / 1000.0 / wall_s
+        totals.operations as f64 / wall_s,
+        totals.simulated_ms as f64 / 1000.0 / wall_s
     );
     println!(
-        "faults: {crashes} crashes ({machine_crashes} of a machine, {coordinator_crashes} of the \
-         coordinator), {failed_reads} failed reads; {held} pipelined requests held for program \
-         order; {compactions} node log compactions"
+        "faults: {} crashes ({} of a machine, {} of the coordinator), {} failed reads; {} \
+         pipelined requests held for program order; {} node log compactions",
+        totals.crashes,
+        totals.machine_crashes,
+        totals.coordinator_crashes,
+        totals.failed_reads,
+        totals.held_requests,
+        totals.log_compactions
     );
     if failed.is_empty() {
         ExitCode::SUCCESS

@@ -108,15 +108,62 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Runs seeds `range` of `mode`; on failure, every failing seed's report and the command
-/// that replays it, as one text (what the seed tests panic with).
-pub fn sweep_in(mode: Mode, range: std::ops::Range<u64>) -> Result<(), String> {
-    let failures: Vec<RunReport> = range
-        .map(|seed| run_seed_in(mode, seed, Trace::hashed()))
-        .filter(|report| !report.passed())
-        .collect();
+/// What the runs of a sweep met, summed: a sweep whose worlds met no fault proves little,
+/// so the sweep tests assert on these, and the command line prints them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SweepTotals {
+    /// Runs summed.
+    pub runs: u64,
+    /// Operations the clients invoked.
+    pub operations: u64,
+    /// Operations that never got an answer.
+    pub unanswered: u64,
+    /// Simulated time, in milliseconds.
+    pub simulated_ms: u64,
+    /// Node crashes.
+    pub crashes: u64,
+    /// Of those, crashes of a whole machine.
+    pub machine_crashes: u64,
+    /// Of those, crashes of the coordinator.
+    pub coordinator_crashes: u64,
+    /// Reads of stored data that failed.
+    pub failed_reads: u64,
+    /// Client requests held behind earlier ones of their connection.
+    pub held_requests: u64,
+    /// Node logs rewritten by compaction.
+    pub log_compactions: u64,
+}
+
+impl SweepTotals {
+    /// Adds one run's report.
+    pub fn add(&mut self, report: &RunReport) {
+        self.runs += 1;
+        self.operations += report.operations as u64;
+        self.unanswered += report.operations.saturating_sub(report.answered) as u64;
+        self.simulated_ms += report.simulated_ms;
+        self.crashes += report.crashes;
+        self.machine_crashes += report.machine_crashes;
+        self.coordinator_crashes += report.coordinator_crashes;
+        self.failed_reads += report.failed_reads;
+        self.held_requests += report.held_requests;
+        self.log_compactions += report.log_compactions;
+    }
+}
+
+/// Runs seeds `range` of `mode`; what the runs met, or on failure every failing seed's
+/// report and the command that replays it, as one text (what the seed tests panic with).
+pub fn sweep_in(mode: Mode, range: std::ops::Range<u64>) -> Result<SweepTotals, String> {
+    let mut totals = SweepTotals::default();
+    let mut failures: Vec<RunReport> = Vec::new();
+    for seed in range {
+        let report = run_seed_in(mode, seed, Trace::hashed());
+        totals.add(&report);
+        if !report.passed() {
+            failures.push(report);
+        }
+    }
     if failures.is_empty() {
-        return Ok(());
+        return Ok(totals);
     }
     let mut text = format!("{} {} seeds failed:\n", failures.len(), mode.as_str());
     for report in &failures {
