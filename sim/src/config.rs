@@ -112,12 +112,28 @@ pub struct SimConfig {
     /// what recovery needs (and twice what the last rewrite left), as the shells'
     /// `--log-compact-bytes`; `None`: never (and always in strong mode).
     pub node_log_compact_bytes: Option<usize>,
+    /// Strong mode's coordinator: the log length past which it rewrites its log to what
+    /// recovery needs (and twice what the last rewrite left), as the shell's
+    /// `--log-compact-bytes`; `None`: never.
+    pub coordinator_log_compact_bytes: Option<usize>,
 }
 
 /// Half the node worlds compact their logs, past a small threshold so that a run
 /// compacts many times, under every fault; drawn last from the mode's own stream, so
 /// that its other knobs stay as they were.
 fn node_log_compact_bytes(rng: &mut ChaCha8Rng) -> Option<usize> {
+    if rng.random_bool(0.5) {
+        Some([1024, 4096, 16384][rng.random_range(0..3usize)])
+    } else {
+        None
+    }
+}
+
+/// Half the strong worlds compact the coordinator's log past a small threshold, so that
+/// a run compacts many times, under every fault (crashes of the coordinator too); drawn
+/// from a stream of its own, so that the other knobs of every seed stay as they were.
+fn coordinator_log_compact_bytes(seed: u64) -> Option<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc0c0_1a57_0000_0005);
     if rng.random_bool(0.5) {
         Some([1024, 4096, 16384][rng.random_range(0..3usize)])
     } else {
@@ -232,6 +248,7 @@ impl SimConfig {
             buggify,
             eventual: None,
             node_log_compact_bytes: None,
+            coordinator_log_compact_bytes: coordinator_log_compact_bytes(seed),
         }
     }
 

@@ -450,6 +450,7 @@ fn strong_mode(config: &SimConfig, rng: &mut ChaCha8Rng) -> Shape {
         timeout_ms: config.timeout_ms,
         cache: config.coordinator_cache,
         buggify_until_ms: config.buggify_until_ms(),
+        log_compact_bytes: config.coordinator_log_compact_bytes,
     });
     cluster.add(NodeId::Coordinator, coordinator, rng.random());
     for &id in &config.server_ids {

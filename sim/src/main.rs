@@ -112,7 +112,7 @@ fn sweep(mode: Mode, start: u64, count: u64) -> ExitCode {
     );
     println!(
         "faults: {} crashes ({} of a machine, {} of the coordinator), {} failed reads; {} \
-         pipelined requests held for program order; {} node log compactions",
+         pipelined requests held for program order; {} log compactions",
         totals.crashes,
         totals.machine_crashes,
         totals.coordinator_crashes,

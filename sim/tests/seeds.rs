@@ -16,7 +16,8 @@ fn sweep(range: std::ops::Range<u64>) {
 }
 
 /// Over a quarter of the sweep, crashes of both kinds and of the coordinator happen,
-/// reads fail, pipelines wait, and operations both succeed and time out: a sweep where
+/// reads fail, pipelines wait, operations both succeed and time out, and the
+/// coordinator's log is compacted: a sweep where
 /// nothing goes wrong would prove little. (Counted over 250 seeds, each kind is met tens
 /// of times or more, so a change to the worlds that makes one rare shows here long before
 /// it vanishes.)
@@ -38,6 +39,10 @@ fn assert_the_faults_were_met(totals: &SweepTotals) {
     assert!(
         totals.unanswered > 0,
         "some operations must time out: {totals:?}"
+    );
+    assert!(
+        totals.log_compactions > 100,
+        "the coordinator's log must be compacted: {totals:?}"
     );
 }
 

@@ -11,8 +11,8 @@ use ringkv_core::coordinator::{
     Coordinator, CoordinatorConfig, CoordinatorInput, CoordinatorOutput,
 };
 use ringkv_core::proto::{
-    ClientRequest, ClientResponse, Envelope, ParticipantResponse, Register, RegisterResponse,
-    WireMessage,
+    ClientRequest, ClientResponse, Envelope, ParticipantRequest, ParticipantResponse, Register,
+    RegisterResponse, WireMessage,
 };
 use ringkv_core::replica::PersistToken;
 use ringkv_core::{ReplyTo, Role, Ts};
@@ -21,7 +21,7 @@ use super::client_port::ClientPort;
 use super::outbox::{Outbox, ServedStep};
 use super::Boot;
 use crate::check::ClusterSnapshot;
-use crate::disk::{Journal, SimDisk};
+use crate::disk::{Journal, LogCompaction, SimDisk};
 use crate::network::{Channel, Endpoint, Message, NodeId};
 
 /// How to start a coordinator.
@@ -35,6 +35,8 @@ pub struct CoordinatorSpec {
     pub cache: CacheConfig,
     /// Until when the core's fault sites may fire, in runs that turn them on.
     pub buggify_until_ms: Option<Ts>,
+    /// Past how many bytes it rewrites its log; never when `None`.
+    pub log_compact_bytes: Option<usize>,
 }
 
 /// A running coordinator.
@@ -43,6 +45,7 @@ pub struct CoordinatorNode {
     coordinator: Coordinator,
     disk: SimDisk,
     journal: Journal,
+    compaction: LogCompaction,
     /// The run of each server at its latest registered address.
     address_book: BTreeMap<u64, u32>,
     /// Where each registration answer goes.
@@ -88,6 +91,7 @@ impl CoordinatorNode {
             coordinator,
             disk: boot.disk.clone(),
             journal: Journal::default(),
+            compaction: LogCompaction::new(spec.log_compact_bytes),
             address_book: BTreeMap::new(),
             registrations: BTreeMap::new(),
             clients: ClientPort::default(),
@@ -173,17 +177,44 @@ impl CoordinatorNode {
     }
 
     /// Hands `input` to the core, then every request its answers released, as the shell
-    /// does in its next turn.
+    /// does in its next turn; then compacts the log if that is due.
     fn run(&mut self, now: Ts, input: CoordinatorInput, out: &mut Outbox) {
         let mut inputs = VecDeque::from([input]);
+        self.handle_all(now, &mut inputs, out);
+        if let Some(covered) = self.compact_if_due(out) {
+            inputs.push_back(CoordinatorInput::Persisted { token: covered });
+            self.handle_all(now, &mut inputs, out);
+        }
+        out.sync_started |= self.journal.start_sync_if_due(now);
+    }
+
+    fn handle_all(&mut self, now: Ts, inputs: &mut VecDeque<CoordinatorInput>, out: &mut Outbox) {
         while let Some(input) = inputs.pop_front() {
             self.coordinator.handle(now, input);
             self.coordinator.check_invariants();
             while let Some(output) = self.coordinator.poll_output() {
-                self.carry_out(now, output, &mut inputs, out);
+                self.carry_out(now, output, inputs, out);
             }
         }
-        out.sync_started |= self.journal.start_sync_if_due(now);
+    }
+
+    /// As the shell does between two syncs: once the log is due, it is rewritten to what
+    /// recovery needs (`Coordinator::compaction_log`), durably and at once, as the
+    /// shell's write, fsync and rename do. Returns the last write the new log covered
+    /// that no sync had, which is durable now, if the log was replaced with one pending.
+    fn compact_if_due(&mut self, out: &mut Outbox) -> Option<PersistToken> {
+        if self.journal.is_syncing() || !self.compaction.is_due(self.disk.len()) {
+            return None;
+        }
+        let bytes = self.coordinator.compaction_log();
+        let covered = self.journal.replace(&self.disk, &bytes);
+        self.compaction.done(bytes.len());
+        out.log_compactions += 1;
+        out.note(format!(
+            "coordinator log compacted to {} bytes, covering write {covered:?}",
+            bytes.len()
+        ));
+        covered.map(PersistToken)
     }
 
     fn carry_out(
@@ -223,6 +254,9 @@ impl CoordinatorNode {
                 out.send(self.message(server, Channel::RegisterResponse, line));
             }
             CoordinatorOutput::Send { server, msg } => {
+                // Phase 2 of a commit leaves: its decision is durable, and a crash now
+                // (some participants told, some not) leaves recovery to finish it.
+                out.decided |= matches!(msg.msg, ParticipantRequest::Commit { .. });
                 let Some(&incarnation) = self.address_book.get(&server) else {
                     return out.anomaly(format!("coordinator sent to unregistered {server}"));
                 };

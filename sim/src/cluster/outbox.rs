@@ -34,9 +34,9 @@ pub struct Outbox {
     pub notes: Vec<String>,
     /// Bugs noticed: undecodable lines, answers to nobody, refused registrations.
     pub anomalies: Vec<String>,
-    /// A commit the role coordinates became durable (a peer node) or was answered
-    /// (the coordinator) in this step: a moment the fault schedule may crash it at,
-    /// midway through sending.
+    /// A commit the role coordinates became durable (a peer node), or was answered or
+    /// sent its phase 2 (the coordinator) in this step: a moment the fault schedule may
+    /// crash it at, midway through sending.
     pub decided: bool,
 }
 
