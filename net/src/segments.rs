@@ -113,6 +113,17 @@ pub(crate) fn chain(dir: &Path) -> Result<Vec<SegFile>, NetError> {
             merged: merged_end.is_some(),
         });
     }
+    // A plain segment ends where the next file starts: a seal cuts the space allocated
+    // past its records without waiting for the cut to be durable, so after a crash the
+    // file may still reach past its successor's start, with zeros.
+    let mut starts: Vec<u64> = found.iter().map(|file| file.start).collect();
+    starts.sort_unstable();
+    for file in found.iter_mut().filter(|file| !file.merged) {
+        let next = starts.iter().find(|&&start| start > file.start);
+        if let Some(&next) = next {
+            file.covers_end = file.covers_end.min(next);
+        }
+    }
     // By start; of files with one start, the one that stands for the most first.
     found.sort_by(|a, b| a.start.cmp(&b.start).then(b.covers_end.cmp(&a.covers_end)));
     let mut kept: Vec<SegFile> = Vec::new();
@@ -486,20 +497,18 @@ impl SegmentedLog {
 
     /// Seals the active segment and begins a new one at the log's end. Every write of
     /// the old one is durable: no sync is under way, and each write is synced by the
-    /// job it is handed with. The old one loses the space allocated past its end first,
-    /// durably, so that a sealed segment holds records alone by the time the next one
-    /// exists (recovery reads zeros inside the log as damage).
+    /// job it is handed with. The old one gives back the space allocated past its end,
+    /// without a sync on the loop (on a slow disk one would stall it, as #7 found): if a
+    /// crash loses the cut, the sealed file reaches past the next one's start with
+    /// zeros, and [`chain`] ends it where the next begins.
     fn roll(&mut self) -> Result<(), NetError> {
         let mut shared = self.shared.borrow_mut();
         let start = shared.file_end;
         if let Some(old) = &self.active {
             let len = start - shared.active_start;
-            old.file
-                .set_len(len)
-                .and_then(|()| old.file.sync_all())
-                .map_err(|err| {
-                    NetError::io(format!("sealing the segment {}", old.path.display()), err)
-                })?;
+            old.file.set_len(len).map_err(|err| {
+                NetError::io(format!("sealing the segment {}", old.path.display()), err)
+            })?;
         }
         self.writes.new_file();
         let path = self.dir.join(plain_name(start));
@@ -913,6 +922,7 @@ mod tests {
     use ringkv_core::{ReplyTo, Role};
 
     use super::*;
+    use crate::log_writes::PREALLOC_BYTES;
 
     const SEGMENT_BYTES: u64 = 4096;
 
@@ -1201,5 +1211,62 @@ mod tests {
             .collect();
         assert_eq!(kept, [(0, 200), (200, 210)]);
         assert_eq!(files(tmp.path()), [merged_name(0, 200), plain_name(200)]);
+
+        // A sealed segment whose cut was lost in a crash reaches past the next one's
+        // start: it ends there, and covers nothing.
+        let tmp = tempfile::tempdir().unwrap();
+        for (name, len) in [
+            (plain_name(0), 5000),
+            (plain_name(100), 4000),
+            (plain_name(200), 10),
+        ] {
+            std::fs::write(tmp.path().join(name), vec![0; len]).unwrap();
+        }
+        let kept: Vec<(u64, u64)> = chain(tmp.path())
+            .unwrap()
+            .iter()
+            .map(|seg| (seg.start, seg.covers_end))
+            .collect();
+        assert_eq!(kept, [(0, 100), (100, 200), (200, 210)]);
+        assert_eq!(files(tmp.path()).len(), 3);
+    }
+
+    #[test]
+    fn sealed_segments_whose_allocated_space_was_not_cut_recover_the_same_state() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut node = Node::open(tmp.path(), false);
+        write(&mut node, 1..=120);
+        let state = node.state();
+        drop(node);
+        // As a crash that lost each seal's cut leaves them: space allocated ahead,
+        // zeros, past every sealed segment's records.
+        let names = files(tmp.path());
+        assert!(names.len() > 3, "several segments: {names:?}");
+        for name in &names[..names.len() - 1] {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(tmp.path().join(name))
+                .unwrap();
+            let len = file.metadata().unwrap().len();
+            file.set_len(len + PREALLOC_BYTES).unwrap();
+        }
+        let mut node = Node::open(tmp.path(), false);
+        assert_eq!(
+            node.state(),
+            state,
+            "every segment read to the next one's start"
+        );
+        assert_eq!(files(tmp.path()), names, "no segment taken for merged away");
+        // Appends go on, and a merge over the long files keeps the state too.
+        write(&mut node, 121..=200);
+        let state = node.state();
+        drop(node);
+        let mut node = Node::open(tmp.path(), true);
+        assert_eq!(node.state(), state);
+        write(&mut node, 201..=300);
+        node.settle();
+        let state = node.state();
+        drop(node);
+        assert_eq!(Node::open(tmp.path(), true).state(), state);
     }
 }
