@@ -25,6 +25,7 @@ use crate::error::NetError;
 use crate::event_loop::{earliest, EventLoop, Readiness};
 use crate::inbound::{decoded_line, Port, PortSpec};
 use crate::limits::NetLimits;
+use crate::log_writes::prealloc_bytes_for;
 use crate::logfile::{refuse_damage, remove_stray_replacement, LogFile, Replaced};
 use crate::outbound::{Link, LinkConfig, LinkEvent};
 use crate::resp::RespParser;
@@ -93,7 +94,11 @@ pub fn run_coordinator(
     opts.limits.validate().map_err(NetError::Config)?;
     let mut config = opts.config;
     config.seed = crate::seed::seed_from_os();
-    let (core, log, _dir) = recover(config, opts.data_dir.as_deref(), opts.truncate_corrupt_log)?;
+    let (core, mut log, _dir) =
+        recover(config, opts.data_dir.as_deref(), opts.truncate_corrupt_log)?;
+    if let CoordinatorLog::File(file) = &mut log {
+        file.allocate_ahead_by(prealloc_bytes_for(opts.log_compact_bytes));
+    }
     let mut ev = EventLoop::new(shutdown)?;
     let registry = ev.registry();
     let clients = Port::bind(

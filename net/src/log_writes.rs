@@ -20,6 +20,16 @@ use ringkv_core::replica::PersistToken;
 /// it, per this many bytes of records.
 pub(crate) const PREALLOC_BYTES: u64 = 4 * 1024 * 1024;
 
+/// The least a log compacted past a small threshold allocates at a time.
+pub(crate) const MIN_PREALLOC_BYTES: u64 = 64 * 1024;
+
+/// What a log compacted once it passes `compact_bytes` allocates at a time: a quarter of
+/// the threshold, within [`MIN_PREALLOC_BYTES`] and [`PREALLOC_BYTES`], so that a small
+/// threshold keeps the file small on disk too, not 4 MiB of zeros past a few records.
+pub(crate) fn prealloc_bytes_for(compact_bytes: u64) -> u64 {
+    (compact_bytes / 4).clamp(MIN_PREALLOC_BYTES, PREALLOC_BYTES)
+}
+
 /// One log file's writes: where its space is allocated to, and how far it is durable.
 #[derive(Debug)]
 pub(crate) struct LogWrites {
@@ -34,6 +44,8 @@ pub(crate) struct LogWrites {
     /// No space is allocated past this file offset (a segment's size): writes past it
     /// grow the file.
     allocation_limit: u64,
+    /// Bytes allocated at a time past the end of a write.
+    chunk_bytes: u64,
 }
 
 impl LogWrites {
@@ -45,7 +57,14 @@ impl LogWrites {
             handed: VecDeque::new(),
             cannot_allocate: false,
             allocation_limit: u64::MAX,
+            chunk_bytes: PREALLOC_BYTES,
         }
+    }
+
+    /// From now on, allocates `chunk_bytes` at a time past a write's end.
+    pub(crate) fn set_chunk(&mut self, chunk_bytes: u64) {
+        assert!(chunk_bytes > 0, "a log allocated ahead by nothing");
+        self.chunk_bytes = chunk_bytes;
     }
 
     /// The same, allocating no space past file offset `limit`.
@@ -80,7 +99,7 @@ impl LogWrites {
             return;
         }
         let want = end
-            .saturating_add(PREALLOC_BYTES)
+            .saturating_add(self.chunk_bytes)
             .min(self.allocation_limit);
         if want <= end {
             return;
@@ -224,6 +243,41 @@ mod tests {
         assert_eq!(
             after_prefix(&bytes, 0, decoded.valid_len),
             AfterPrefix::Zeros
+        );
+    }
+
+    #[test]
+    fn a_log_with_a_small_compaction_threshold_allocates_less_ahead() {
+        assert_eq!(prealloc_bytes_for(16 * 1024), MIN_PREALLOC_BYTES);
+        assert_eq!(prealloc_bytes_for(1024 * 1024), 256 * 1024);
+        assert_eq!(prealloc_bytes_for(64 * 1024 * 1024), PREALLOC_BYTES);
+        assert_eq!(prealloc_bytes_for(u64::MAX), PREALLOC_BYTES);
+        let tmp = tempfile::tempdir().unwrap();
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(tmp.path().join("log"))
+            .unwrap();
+        let mut writes = LogWrites::new(0, 0);
+        writes.set_chunk(MIN_PREALLOC_BYTES);
+        let mut first = frames(&[b"one"]);
+        writes.write(&file, 0, &mut first).unwrap();
+        let end = first.len() as u64;
+        assert_eq!(file.metadata().unwrap().len(), end + MIN_PREALLOC_BYTES);
+        // Writes within the space allocated do not grow the file; the first past it
+        // allocates one more chunk past its own end.
+        let big = vec![b'x'; 40 * 1024];
+        let mut second = frames(&[&big]);
+        writes.write(&file, end, &mut second).unwrap();
+        assert_eq!(file.metadata().unwrap().len(), end + MIN_PREALLOC_BYTES);
+        let at = end + second.len() as u64;
+        let mut third = frames(&[&big]);
+        writes.write(&file, at, &mut third).unwrap();
+        let third_end = at + third.len() as u64;
+        assert_eq!(
+            file.metadata().unwrap().len(),
+            third_end + MIN_PREALLOC_BYTES
         );
     }
 }

@@ -194,6 +194,13 @@ impl LogFile {
         Ok(())
     }
 
+    /// From now on, allocates `bytes` at a time past the end of the writes: less than
+    /// the default for a log compacted past a small threshold
+    /// ([`crate::log_writes::prealloc_bytes_for`]).
+    pub(crate) fn allocate_ahead_by(&mut self, bytes: u64) {
+        self.writes.set_chunk(bytes);
+    }
+
     /// A reader of the same file, for the replica to read values back. Every reader
     /// shares one read-only handle, which [`LogFile::replace`] moves to the new file.
     pub(crate) fn reader(&self) -> Result<FileLogReader, NetError> {

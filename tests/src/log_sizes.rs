@@ -5,6 +5,9 @@ use std::path::Path;
 
 use crate::eventual::EvCluster;
 
+/// What a log compacted past a small threshold allocates ahead at a time.
+pub const SMALL_PREALLOC_BYTES: u64 = 64 * 1024;
+
 /// The bytes the records of the log file at `path` take (0 if there is none): the file
 /// itself is longer, by the zeros allocated ahead of the writes.
 pub fn records_len(path: &Path) -> u64 {
@@ -20,6 +23,8 @@ pub struct LogSizes {
     compactions: Vec<usize>,
     /// The longest a log was right after a compaction.
     left: Vec<u64>,
+    /// The largest each log file was on disk, zeros allocated ahead included.
+    largest_file: Vec<u64>,
 }
 
 impl LogSizes {
@@ -30,13 +35,17 @@ impl LogSizes {
             largest: vec![0; nodes],
             compactions: vec![0; nodes],
             left: vec![0; nodes],
+            largest_file: vec![0; nodes],
         }
     }
 
     /// Looks at every node's log now.
     pub fn observe(&mut self, c: &EvCluster) {
         for i in 0..self.previous.len() {
-            let now = records_len(&c.data_dir(i).join("wal.log"));
+            let path = c.data_dir(i).join("wal.log");
+            let now = records_len(&path);
+            let file = std::fs::metadata(&path).map_or(0, |meta| meta.len());
+            self.largest_file[i] = self.largest_file[i].max(file);
             if now < self.previous[i] {
                 self.compactions[i] += 1;
                 self.left[i] = self.left[i].max(now);
@@ -66,6 +75,14 @@ impl LogSizes {
                 self.largest[i] < 2 * threshold_bytes,
                 "node {i}'s log grew to {} bytes past a threshold of {threshold_bytes}",
                 self.largest[i]
+            );
+            // A log with a small threshold allocates 64 KiB ahead at a time, not the
+            // 4 MiB of a log with the default one.
+            assert!(
+                self.largest_file[i] < 2 * threshold_bytes + 2 * SMALL_PREALLOC_BYTES,
+                "node {i}'s log file took {} bytes on disk past a threshold of \
+                 {threshold_bytes}",
+                self.largest_file[i]
             );
         }
     }

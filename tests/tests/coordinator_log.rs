@@ -26,9 +26,10 @@ fn a_compacted_coordinator_log_stays_small_and_recovers_every_write() {
         .join("coordinator")
         .join("wal.log");
     let size = || ringkv_e2e::log_sizes::records_len(&log);
+    let file_size = || std::fs::metadata(&log).map_or(0, |meta| meta.len());
     let mut client = c.client();
     let mut last = BTreeMap::new();
-    let (mut largest, mut shrank) = (0, false);
+    let (mut largest, mut shrank, mut largest_file) = (0, false, 0);
     for n in 0..400 {
         let key = format!("key{}", n % KEYS);
         let value = format!("value number {n} of the compaction test");
@@ -38,6 +39,7 @@ fn a_compacted_coordinator_log_stays_small_and_recovers_every_write() {
         let now = size();
         shrank |= now < largest;
         largest = largest.max(now);
+        largest_file = largest_file.max(file_size());
     }
     // 400 commits and their ends are far more than the threshold; without compaction
     // the log would hold all of them.
@@ -45,6 +47,11 @@ fn a_compacted_coordinator_log_stays_small_and_recovers_every_write() {
     assert!(
         largest < 4 * COMPACT_BYTES,
         "the log grew to {largest} bytes past a threshold of {COMPACT_BYTES}"
+    );
+    let small_prealloc = ringkv_e2e::log_sizes::SMALL_PREALLOC_BYTES;
+    assert!(
+        largest_file < 4 * COMPACT_BYTES + 2 * small_prealloc,
+        "the log file took {largest_file} bytes on disk past a threshold of {COMPACT_BYTES}"
     );
 
     c.restart_coordinator();

@@ -21,6 +21,7 @@ use crate::compaction::Compaction;
 use crate::datadir::DataDir;
 use crate::error::NetError;
 use crate::limits::NetLimits;
+use crate::log_writes::prealloc_bytes_for;
 
 use shell::{serve, wall_ms, Addrs, Started};
 
@@ -76,7 +77,8 @@ pub fn run_node(
     opts.limits.validate().map_err(NetError::Config)?;
     let id = opts.config.id;
     let dir = DataDir::open(&opts.data_dir, Some(id))?;
-    let (node, log, info) = eventual::start_node(&opts, &dir)?;
+    let (node, mut log, info) = eventual::start_node(&opts, &dir)?;
+    log.allocate_ahead_by(prealloc_bytes_for(opts.log_compact_bytes));
     let started = Started {
         cluster: node.config().cluster.clone(),
         core: eventual::EventualCore::new(node),
@@ -151,7 +153,8 @@ pub fn run_peer_node(
     let id = opts.config.id;
     let dir = DataDir::open(&opts.data_dir, Some(id))?;
     let started_ms = wall_ms();
-    let (node, log, recovery) = peer::start_peer(&opts, &dir, started_ms)?;
+    let (node, mut log, recovery) = peer::start_peer(&opts, &dir, started_ms)?;
+    log.allocate_ahead_by(prealloc_bytes_for(opts.log_compact_bytes));
     let cluster = Cluster {
         nodes: opts.config.nodes.iter().cloned().collect(),
     };
