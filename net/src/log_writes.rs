@@ -204,15 +204,19 @@ mod tests {
         out
     }
 
-    #[test]
-    fn writes_go_into_space_allocated_ahead_and_carry_the_durable_end() {
-        let tmp = tempfile::tempdir().unwrap();
-        let file = File::options()
+    fn new_log(dir: &std::path::Path) -> File {
+        File::options()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(tmp.path().join("log"))
-            .unwrap();
+            .open(dir.join("log"))
+            .unwrap()
+    }
+
+    #[test]
+    fn writes_go_into_space_allocated_ahead_and_carry_the_durable_end() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = new_log(tmp.path());
         let mut writes = LogWrites::new(0, 0);
         let mut first = frames(&[b"one", b"two"]);
         writes.write(&file, 0, &mut first).unwrap();
@@ -253,12 +257,7 @@ mod tests {
         assert_eq!(prealloc_bytes_for(64 * 1024 * 1024), PREALLOC_BYTES);
         assert_eq!(prealloc_bytes_for(u64::MAX), PREALLOC_BYTES);
         let tmp = tempfile::tempdir().unwrap();
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(tmp.path().join("log"))
-            .unwrap();
+        let file = new_log(tmp.path());
         let mut writes = LogWrites::new(0, 0);
         writes.set_chunk(MIN_PREALLOC_BYTES);
         let mut first = frames(&[b"one"]);

@@ -1187,6 +1187,19 @@ mod tests {
         }
     }
 
+    /// Writes files of zeros named and sized as given into `dir`, and returns what
+    /// [`chain`] keeps of them: each one's start and where its part of the log ends.
+    fn chain_of<const N: usize>(dir: &Path, made: [(String, usize); N]) -> Vec<(u64, u64)> {
+        for (name, len) in made {
+            std::fs::write(dir.join(name), vec![0; len]).unwrap();
+        }
+        chain(dir)
+            .unwrap()
+            .iter()
+            .map(|seg| (seg.start, seg.covers_end))
+            .collect()
+    }
+
     #[test]
     fn names_parse_and_a_merged_file_replaces_what_it_covers() {
         assert_eq!(parse_name("wal.log"), Some((0, None)));
@@ -1195,38 +1208,25 @@ mod tests {
         assert_eq!(parse_name("wal-x.log"), None);
         assert_eq!(parse_name("id"), None);
         let tmp = tempfile::tempdir().unwrap();
-        for (name, len) in [
+        let files_made = [
             (plain_name(0), 100),
             (plain_name(100), 100),
             (merged_name(0, 200), 30),
             (plain_name(200), 10),
             (MERGE_TMP.to_owned(), 5),
-        ] {
-            std::fs::write(tmp.path().join(name), vec![0; len]).unwrap();
-        }
-        let kept: Vec<(u64, u64)> = chain(tmp.path())
-            .unwrap()
-            .iter()
-            .map(|seg| (seg.start, seg.covers_end))
-            .collect();
-        assert_eq!(kept, [(0, 200), (200, 210)]);
+        ];
+        assert_eq!(chain_of(tmp.path(), files_made), [(0, 200), (200, 210)]);
         assert_eq!(files(tmp.path()), [merged_name(0, 200), plain_name(200)]);
 
         // A sealed segment whose cut was lost in a crash reaches past the next one's
         // start: it ends there, and covers nothing.
         let tmp = tempfile::tempdir().unwrap();
-        for (name, len) in [
+        let files_made = [
             (plain_name(0), 5000),
             (plain_name(100), 4000),
             (plain_name(200), 10),
-        ] {
-            std::fs::write(tmp.path().join(name), vec![0; len]).unwrap();
-        }
-        let kept: Vec<(u64, u64)> = chain(tmp.path())
-            .unwrap()
-            .iter()
-            .map(|seg| (seg.start, seg.covers_end))
-            .collect();
+        ];
+        let kept = chain_of(tmp.path(), files_made);
         assert_eq!(kept, [(0, 100), (100, 200), (200, 210)]);
         assert_eq!(files(tmp.path()).len(), 3);
     }

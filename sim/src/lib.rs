@@ -26,6 +26,6 @@ pub mod trace;
 pub mod workload;
 
 pub use run::{
-    replay_command, replay_command_in, run_config, run_seed, run_seed_in, sweep_in, RunReport,
-    SweepTotals,
+    replay_command, replay_command_in, run_config, run_seed, run_seed_in, sweep_in, FaultCounts,
+    RunReport, SweepTotals,
 };

@@ -56,7 +56,11 @@ fn replay(mode: Mode, seed: u64) -> ExitCode {
     let report = run_seed_in(mode, seed, Trace::printed(Box::new(std::io::stdout())));
     println!(
         "seed {seed}: {} operations ({} answered), {} crashes, {} simulated ms, trace hash {:016x}",
-        report.operations, report.answered, report.crashes, report.simulated_ms, report.trace_hash
+        report.operations,
+        report.answered,
+        report.faults.crashes,
+        report.simulated_ms,
+        report.trace_hash
     );
     if report.passed() {
         println!("seed {seed}: all checks passed");
@@ -113,12 +117,12 @@ fn sweep(mode: Mode, start: u64, count: u64) -> ExitCode {
     println!(
         "faults: {} crashes ({} of a machine, {} of the coordinator), {} failed reads; {} \
          pipelined requests held for program order; {} log compactions",
-        totals.crashes,
-        totals.machine_crashes,
-        totals.coordinator_crashes,
-        totals.failed_reads,
-        totals.held_requests,
-        totals.log_compactions
+        totals.faults.crashes,
+        totals.faults.machine_crashes,
+        totals.faults.coordinator_crashes,
+        totals.faults.failed_reads,
+        totals.faults.held_requests,
+        totals.faults.log_compactions
     );
     if failed.is_empty() {
         ExitCode::SUCCESS

@@ -29,6 +29,17 @@ pub struct RunReport {
     pub simulated_ms: u64,
     /// Events processed.
     pub events: u64,
+    /// The faults and unusual paths the run met.
+    pub faults: FaultCounts,
+    /// Every check that failed, each a readable report.
+    pub failures: Vec<String>,
+}
+
+/// What a run met of the faults and unusual paths the checks are there for: a run, or a
+/// sweep, that met none proves little, so the sweeps count them and their tests assert
+/// on them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
     /// Node crashes.
     pub crashes: u64,
     /// Of those, crashes of a whole machine (the others lost only the process).
@@ -39,10 +50,20 @@ pub struct RunReport {
     pub failed_reads: u64,
     /// Client requests held behind earlier ones of their connection.
     pub held_requests: u64,
-    /// Node logs rewritten by compaction.
+    /// Logs rewritten by compaction (a node's, or strong mode's coordinator's).
     pub log_compactions: u64,
-    /// Every check that failed, each a readable report.
-    pub failures: Vec<String>,
+}
+
+impl FaultCounts {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &FaultCounts) {
+        self.crashes += other.crashes;
+        self.machine_crashes += other.machine_crashes;
+        self.coordinator_crashes += other.coordinator_crashes;
+        self.failed_reads += other.failed_reads;
+        self.held_requests += other.held_requests;
+        self.log_compactions += other.log_compactions;
+    }
 }
 
 impl RunReport {
@@ -55,12 +76,7 @@ impl RunReport {
             answered: 0,
             simulated_ms: 0,
             events: 0,
-            crashes: 0,
-            machine_crashes: 0,
-            coordinator_crashes: 0,
-            failed_reads: 0,
-            held_requests: 0,
-            log_compactions: 0,
+            faults: FaultCounts::default(),
             failures: vec![format!("panic: {text}")],
         }
     }
@@ -120,18 +136,8 @@ pub struct SweepTotals {
     pub unanswered: u64,
     /// Simulated time, in milliseconds.
     pub simulated_ms: u64,
-    /// Node crashes.
-    pub crashes: u64,
-    /// Of those, crashes of a whole machine.
-    pub machine_crashes: u64,
-    /// Of those, crashes of the coordinator.
-    pub coordinator_crashes: u64,
-    /// Reads of stored data that failed.
-    pub failed_reads: u64,
-    /// Client requests held behind earlier ones of their connection.
-    pub held_requests: u64,
-    /// Node logs rewritten by compaction.
-    pub log_compactions: u64,
+    /// The faults the runs met, summed.
+    pub faults: FaultCounts,
 }
 
 impl SweepTotals {
@@ -141,12 +147,7 @@ impl SweepTotals {
         self.operations += report.operations as u64;
         self.unanswered += report.operations.saturating_sub(report.answered) as u64;
         self.simulated_ms += report.simulated_ms;
-        self.crashes += report.crashes;
-        self.machine_crashes += report.machine_crashes;
-        self.coordinator_crashes += report.coordinator_crashes;
-        self.failed_reads += report.failed_reads;
-        self.held_requests += report.held_requests;
-        self.log_compactions += report.log_compactions;
+        self.faults.add(&report.faults);
     }
 }
 
@@ -203,12 +204,14 @@ pub fn run_config(config: SimConfig, trace: Trace) -> RunReport {
         answered,
         simulated_ms: world.now,
         events: world.stats.events,
-        crashes: world.stats.crashes,
-        machine_crashes: world.stats.machine_crashes,
-        coordinator_crashes: world.stats.coordinator_crashes,
-        failed_reads: world.failed_reads(),
-        held_requests: world.stats.held_requests,
-        log_compactions: world.stats.log_compactions,
+        faults: FaultCounts {
+            crashes: world.stats.crashes,
+            machine_crashes: world.stats.machine_crashes,
+            coordinator_crashes: world.stats.coordinator_crashes,
+            failed_reads: world.failed_reads(),
+            held_requests: world.stats.held_requests,
+            log_compactions: world.stats.log_compactions,
+        },
         failures,
     }
 }

@@ -70,8 +70,8 @@ fn peer_worlds_vary_and_exercise_their_faults() {
     let reports: Vec<RunReport> = (0..20)
         .map(|s| run_seed_in(Mode::Peer, s, Trace::hashed()))
         .collect();
-    let crashes: u64 = reports.iter().map(|r| r.crashes).sum();
-    let machine: u64 = reports.iter().map(|r| r.machine_crashes).sum();
+    let crashes: u64 = reports.iter().map(|r| r.faults.crashes).sum();
+    let machine: u64 = reports.iter().map(|r| r.faults.machine_crashes).sum();
     let unanswered: usize = reports.iter().map(|r| r.operations - r.answered).sum();
     assert!(
         crashes > 10 && machine > 0,

@@ -17,23 +17,23 @@ fn sweep(range: std::ops::Range<u64>) {
 
 /// Over a quarter of the sweep, crashes of both kinds and of the coordinator happen,
 /// reads fail, pipelines wait, operations both succeed and time out, and the
-/// coordinator's log is compacted: a sweep where
-/// nothing goes wrong would prove little. (Counted over 250 seeds, each kind is met tens
-/// of times or more, so a change to the worlds that makes one rare shows here long before
-/// it vanishes.)
+/// coordinator's log is compacted: a sweep where nothing goes wrong would prove little.
+/// (Counted over 250 seeds, each kind is met tens of times or more, so a change to the
+/// worlds that makes one rare shows here long before it vanishes.)
 fn assert_the_faults_were_met(totals: &SweepTotals) {
+    let faults = &totals.faults;
     assert!(
-        totals.coordinator_crashes > 0,
+        faults.coordinator_crashes > 0,
         "the coordinator must crash too: {totals:?}"
     );
-    assert!(totals.crashes > 100, "crashes: {totals:?}");
+    assert!(faults.crashes > 100, "crashes: {totals:?}");
     assert!(
-        totals.machine_crashes > 0 && totals.machine_crashes < totals.crashes,
+        faults.machine_crashes > 0 && faults.machine_crashes < faults.crashes,
         "both process and machine crashes: {totals:?}"
     );
-    assert!(totals.failed_reads > 10, "some reads must fail: {totals:?}");
+    assert!(faults.failed_reads > 10, "some reads must fail: {totals:?}");
     assert!(
-        totals.held_requests > 0,
+        faults.held_requests > 0,
         "some pipelined requests must wait for earlier ones: {totals:?}"
     );
     assert!(
@@ -41,7 +41,7 @@ fn assert_the_faults_were_met(totals: &SweepTotals) {
         "some operations must time out: {totals:?}"
     );
     assert!(
-        totals.log_compactions > 100,
+        faults.log_compactions > 100,
         "the coordinator's log must be compacted: {totals:?}"
     );
 }
