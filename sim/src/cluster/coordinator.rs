@@ -43,6 +43,8 @@ pub struct CoordinatorSpec {
 pub struct CoordinatorNode {
     me: Endpoint,
     coordinator: Coordinator,
+    /// What it was started with, for the recoveries that check a compaction.
+    config: CoordinatorConfig,
     disk: SimDisk,
     journal: Journal,
     compaction: LogCompaction,
@@ -89,6 +91,7 @@ impl CoordinatorNode {
         let mut node = Self {
             me: Endpoint::at(NodeId::Coordinator, boot.incarnation),
             coordinator,
+            config,
             disk: boot.disk.clone(),
             journal: Journal::default(),
             compaction: LogCompaction::new(spec.log_compact_bytes),
@@ -207,6 +210,7 @@ impl CoordinatorNode {
             return None;
         }
         let bytes = self.coordinator.compaction_log();
+        self.check_compaction(&bytes, out);
         let covered = self.journal.replace(&self.disk, &bytes);
         self.compaction.done(bytes.len());
         out.log_compactions += 1;
@@ -278,6 +282,29 @@ impl CoordinatorNode {
                     .write_with(&self.disk, token.0, &bytes, urgency, now);
             }
             CoordinatorOutput::Hasten { .. } => self.journal.hasten(),
+        }
+    }
+
+    /// A compacted log must hold what recovery needs: a coordinator recovered from it
+    /// must be the one recovered from the whole log as written so far (every append is
+    /// in the page cache, and the compaction makes them all durable). Compared by what
+    /// recovery reports (members, open commits, staged transactions, epoch) and by the
+    /// records each would compact to (which name them).
+    fn check_compaction(&self, compacted: &[u8], out: &mut Outbox) {
+        let recovered = |bytes: &[u8]| {
+            Coordinator::recover(self.config, bytes)
+                .map(|(coordinator, report)| {
+                    let counts = (report.members, report.open_commits, report.staged);
+                    (counts, report.epoch, coordinator.compaction_records())
+                })
+                .map_err(|err| err.to_string())
+        };
+        let (whole, from_compacted) = (recovered(&self.disk.contents()), recovered(compacted));
+        if whole != from_compacted {
+            out.anomaly(format!(
+                "the coordinator's compacted log recovers to {from_compacted:?}, the whole \
+                 log to {whole:?}"
+            ));
         }
     }
 
