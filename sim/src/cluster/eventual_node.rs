@@ -18,9 +18,29 @@ use ringkv_core::{ReplyTo, Role, Ts};
 
 use super::client_port::ClientPort;
 use super::outbox::Outbox;
-use super::{compact_log_if_due, Boot, NodeLog};
+use super::{compact_log_if_due, Boot, LogBytes, NodeLog};
 use crate::disk::{Journal, LogCompaction, SimDisk};
 use crate::network::{Channel, Endpoint, Message, NodeId};
+
+/// What a node recovered from `log` holds that recovery must keep: every key's state,
+/// the hints for each node, the debts owed and whether it still catches up.
+type RecoveredView = (Vec<(String, Option<KeyState>)>, Vec<usize>, usize, bool);
+
+/// Recovers a node of `config` from `log`, read without faults, and says what it holds.
+fn view(config: &NodeConfig, log: &[u8]) -> Result<RecoveredView, String> {
+    let (node, _) = Node::recover(config.clone(), log, LogBytes(log.to_vec()))?;
+    let states = node
+        .keys()
+        .map(|key| (key.to_owned(), node.local_state(key)))
+        .collect();
+    let hints = config
+        .cluster
+        .nodes
+        .keys()
+        .map(|&id| node.hints_for(id))
+        .collect();
+    Ok((states, hints, node.owed_count(), node.catching_up()))
+}
 
 /// How to start an eventual node; every node of a world gets the same settings.
 #[derive(Clone, Debug)]
@@ -218,12 +238,20 @@ impl EventualNode {
             journal: &mut self.journal,
             disk: &self.disk,
         };
+        let config = self.node.config().clone();
         let build = |node: &Node<SimDisk>| node.compaction_log();
+        let check = |whole: &[u8], compacted: &[u8]| {
+            let (whole, compacted) = (view(&config, whole)?, view(&config, compacted)?);
+            match whole == compacted {
+                true => Ok(()),
+                false => Err(format!("{compacted:?}, the whole log {whole:?}")),
+            }
+        };
         let install = |node: &mut Node<SimDisk>, compacted, covered| {
             node.install_compaction(compacted, covered)
         };
         let core = (self.id, &mut self.node);
-        compact_log_if_due(log, core, out, build, |c| &c.bytes, install)
+        compact_log_if_due(log, core, out, build, |c| &c.bytes, check, install)
     }
 
     fn carry_out(&mut self, out: &mut Outbox) {

@@ -17,7 +17,7 @@ pub mod peer;
 use std::collections::BTreeMap;
 
 use rand_chacha::ChaCha8Rng;
-use ringkv_core::storage::PersistToken;
+use ringkv_core::storage::{LogReader, PersistToken, StorageError};
 use ringkv_core::Ts;
 
 pub use coordinator::{CoordinatorNode, CoordinatorSpec};
@@ -366,17 +366,34 @@ pub(crate) struct NodeLog<'a> {
     pub(crate) disk: &'a SimDisk,
 }
 
+/// A log's bytes held in memory and read without faults: what the compaction checks
+/// recover nodes from (the simulated disk may fail a read on purpose).
+pub(crate) struct LogBytes(pub(crate) Vec<u8>);
+
+impl LogReader for LogBytes {
+    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, StorageError> {
+        usize::try_from(offset)
+            .ok()
+            .and_then(|start| self.0.get(start..start.checked_add(len)?))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| StorageError(format!("{offset}+{len} is past the log")))
+    }
+}
+
 /// As the shells do between two syncs, for the eventual and the peer node alike: when the
 /// log is due and no sync is under way, `build` makes `core`'s compacted log (a failed
-/// read of a value skips it until the log doubles), the journal puts `bytes_of` it
-/// durably in the place of the whole log, and `install` hands it to the core with the
-/// last write it covered. True if the log was replaced.
+/// read of a value skips it until the log doubles), `check` compares a node recovered
+/// from `bytes_of` it with one recovered from the whole log (`check(whole, compacted)`;
+/// a difference is an anomaly), the journal puts it durably in the place of the whole
+/// log, and `install` hands it to the core with the last write it covered. True if the
+/// log was replaced.
 pub(crate) fn compact_log_if_due<N, C>(
     log: NodeLog<'_>,
     (node, core): (u64, &mut N),
     out: &mut Outbox,
     build: impl FnOnce(&N) -> Result<C, String>,
     bytes_of: impl Fn(&C) -> &[u8],
+    check: impl FnOnce(&[u8], &[u8]) -> Result<(), String>,
     install: impl FnOnce(&mut N, C, Option<PersistToken>),
 ) -> bool {
     if log.journal.is_syncing() || !log.compaction.is_due(log.disk.len()) {
@@ -391,6 +408,11 @@ pub(crate) fn compact_log_if_due<N, C>(
         }
     };
     let bytes = bytes_of(&compacted);
+    if let Err(text) = check(&log.disk.contents(), bytes) {
+        out.anomaly(format!(
+            "node {node}: a compacted log recovers otherwise: {text}"
+        ));
+    }
     let covered = log.journal.replace(log.disk, bytes);
     log.compaction.done(bytes.len());
     out.log_compactions += 1;

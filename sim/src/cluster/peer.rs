@@ -10,16 +10,33 @@ use ringkv_core::cache::CacheConfig;
 use ringkv_core::log::after_prefix;
 use ringkv_core::peer::{Peer, PeerConfig, PeerInput, PeerOutput};
 use ringkv_core::proto::peer::{PeerClientRequest, PeerMessage, PeerReply};
-use ringkv_core::proto::{Envelope, WireMessage};
+use ringkv_core::proto::{Envelope, TxId, WireMessage};
 use ringkv_core::storage::PersistToken;
 use ringkv_core::{ReplyTo, Role, Ts};
 
 use super::client_port::ClientPort;
 use super::outbox::{Outbox, ServedStep};
-use super::{compact_log_if_due, Boot, NodeLog};
+use super::{compact_log_if_due, Boot, LogBytes, NodeLog};
 use crate::check::{ClusterSnapshot, ServerSnapshot};
 use crate::disk::{Journal, LogCompaction, SimDisk};
 use crate::network::{Channel, Endpoint, Message, NodeId};
+
+/// What a peer node recovered from a log holds that recovery must keep: every committed
+/// value, the transactions in doubt, and the work it resumes (commits whose phase 2 runs
+/// again).
+type RecoveredView = (Vec<(String, Option<String>)>, Vec<TxId>, usize);
+
+/// Recovers a peer node of `config` from `log`, read without faults, and says what it
+/// holds.
+fn view(config: &PeerConfig, log: &[u8]) -> Result<RecoveredView, String> {
+    let recovered = Peer::recover(config.clone(), 0, log, LogBytes(log.to_vec()));
+    let (peer, _) = recovered.map_err(|err| format!("{err:?}"))?;
+    let values = peer
+        .committed_keys()
+        .map(|key| (key.to_owned(), peer.committed_value(key).ok().flatten()))
+        .collect();
+    Ok((values, peer.in_doubt().collect(), peer.open_work()))
+}
 
 /// How to start a peer node.
 #[derive(Clone, Debug)]
@@ -196,12 +213,20 @@ impl PeerNode {
             journal: &mut self.journal,
             disk: &self.disk,
         };
+        let config = self.peer.config().clone();
         let build = |peer: &Peer<SimDisk>| peer.compacted_log().map_err(|err| err.to_string());
+        let check = |whole: &[u8], compacted: &[u8]| {
+            let (whole, compacted) = (view(&config, whole)?, view(&config, compacted)?);
+            match whole == compacted {
+                true => Ok(()),
+                false => Err(format!("{compacted:?}, the whole log {whole:?}")),
+            }
+        };
         let install = |peer: &mut Peer<SimDisk>, compaction, covered| {
             peer.install_compaction(&compaction, covered)
         };
         let core = (self.id, &mut self.peer);
-        compact_log_if_due(log, core, out, build, |c| &c.bytes, install)
+        compact_log_if_due(log, core, out, build, |c| &c.bytes, check, install)
     }
 
     fn drain(&mut self, inputs: &mut VecDeque<PeerInput>, out: &mut Outbox) {
