@@ -380,20 +380,23 @@ impl LogReader for LogBytes {
     }
 }
 
-/// As the shells do between two syncs, for the eventual and the peer node alike: when the
-/// log is due and no sync is under way, `build` makes `core`'s compacted log (a failed
-/// read of a value skips it until the log doubles), `check` compares a node recovered
-/// from `bytes_of` it with one recovered from the whole log (`check(whole, compacted)`;
-/// a difference is an anomaly), the journal puts it durably in the place of the whole
-/// log, and `install` hands it to the core with the last write it covered. True if the
-/// log was replaced.
-pub(crate) fn compact_log_if_due<N, C>(
+/// As the shells do between two syncs, for every role with a log: when the log is due
+/// and no sync is under way, `build` makes `core`'s compacted log (a failed read of a
+/// value skips it until the log doubles), the journal puts `bytes_of` it durably in the
+/// place of the whole log, and `install` hands it to the core with the last write it
+/// covered. True if the log was replaced.
+///
+/// Each compaction is checked against recovery: `recover` makes what a role recovered
+/// from a log must keep, and that from the compacted log must equal that from the whole
+/// log as written so far (every append is in the page cache, and the compaction makes
+/// them all durable). A difference is an anomaly.
+pub(crate) fn compact_log_if_due<N, C, V: PartialEq + std::fmt::Debug>(
     log: NodeLog<'_>,
-    (node, core): (u64, &mut N),
+    (who, core): (NodeId, &mut N),
     out: &mut Outbox,
     build: impl FnOnce(&N) -> Result<C, String>,
     bytes_of: impl Fn(&C) -> &[u8],
-    check: impl FnOnce(&[u8], &[u8]) -> Result<(), String>,
+    recover: impl Fn(&[u8]) -> Result<V, String>,
     install: impl FnOnce(&mut N, C, Option<PersistToken>),
 ) -> bool {
     if log.journal.is_syncing() || !log.compaction.is_due(log.disk.len()) {
@@ -402,20 +405,23 @@ pub(crate) fn compact_log_if_due<N, C>(
     let compacted = match build(core) {
         Ok(compacted) => compacted,
         Err(err) => {
-            out.note(format!("node {node} log compaction failed: {err}"));
+            out.note(format!("{who:?} log compaction failed: {err}"));
             log.compaction.done(log.disk.len());
             return false;
         }
     };
     let bytes = bytes_of(&compacted);
-    if let Err(text) = check(&log.disk.contents(), bytes) {
+    let (whole, from_compacted) = (recover(&log.disk.contents()), recover(bytes));
+    if whole != from_compacted {
         out.anomaly(format!(
-            "node {node}: a compacted log recovers otherwise: {text}"
+            "{who:?}: the compacted log recovers to {from_compacted:?}, the whole log to \
+             {whole:?}"
         ));
     }
     let covered = log.journal.replace(log.disk, bytes);
     log.compaction.done(bytes.len());
     out.log_compactions += 1;
+    out.note(format!("{who:?} log compacted to {} bytes", bytes.len()));
     install(core, compacted, covered.map(PersistToken));
     true
 }

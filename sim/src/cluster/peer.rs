@@ -215,18 +215,12 @@ impl PeerNode {
         };
         let config = self.peer.config().clone();
         let build = |peer: &Peer<SimDisk>| peer.compacted_log().map_err(|err| err.to_string());
-        let check = |whole: &[u8], compacted: &[u8]| {
-            let (whole, compacted) = (view(&config, whole)?, view(&config, compacted)?);
-            match whole == compacted {
-                true => Ok(()),
-                false => Err(format!("{compacted:?}, the whole log {whole:?}")),
-            }
-        };
+        let recover = |log: &[u8]| view(&config, log);
         let install = |peer: &mut Peer<SimDisk>, compaction, covered| {
             peer.install_compaction(&compaction, covered)
         };
-        let core = (self.id, &mut self.peer);
-        compact_log_if_due(log, core, out, build, |c| &c.bytes, check, install)
+        let core = (NodeId::Node(self.id), &mut self.peer);
+        compact_log_if_due(log, core, out, build, |c| &c.bytes, recover, install)
     }
 
     fn drain(&mut self, inputs: &mut VecDeque<PeerInput>, out: &mut Outbox) {
