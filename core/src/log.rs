@@ -17,6 +17,14 @@
 //! whole carry [`STAMP_INSTALLED`], and logs of earlier versions hold frames with an
 //! eight-byte header and no stamp; both count as written after every byte before them.
 //!
+//! The stamp's top byte is `0xFF` ([`STAMP_MARK`]), a byte UTF-8 never holds. Looking for
+//! frames after a bad one means trying every offset, and a key or value is stored in the
+//! log as it is, so a value can hold what looks like a whole frame. Without the mark, a
+//! value crafted that way, in a record whose first page a crash lost, read as a frame
+//! written after the damage, and recovery refused to start. No frame with the mark lies
+//! inside a key or value; frames of earlier versions, which lack it, only count where an
+//! earlier version wrote the end of the valid prefix ([`PrefixEnd`]).
+//!
 //! A crash can leave a torn stretch at the end, and a disk can corrupt anything, so
 //! decoding never fails: it returns the longest valid prefix and says where and why it
 //! stopped, and recovery truncates the log there.
@@ -35,6 +43,11 @@ const STAMPED: u32 = 1 << 31;
 /// whole and synced before it was installed, or one not yet stamped by its shell. No
 /// damage before such a frame can be a torn tail.
 pub const STAMP_INSTALLED: u64 = u64::MAX;
+
+/// The bits set in the stamp of every frame this version writes: its top byte, `0xFF`,
+/// which no UTF-8 text holds, so no frame with it can lie inside a stored key or value.
+/// A durable end stays far below it (2^56 bytes).
+pub const STAMP_MARK: u64 = 0xFF << 56;
 
 /// The longest payload a frame may carry. Far above any record the server writes, so a
 /// larger length can only be corruption, and decoding stops rather than trusting it.
@@ -77,6 +90,11 @@ pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
 /// calls it on each write it makes into space allocated ahead; a stamp must never be
 /// past what is durable, or a crash's torn stretch would read as corruption.
 pub fn stamp_frames(frames: &mut [u8], durable_end: u64) {
+    assert!(
+        durable_end & STAMP_MARK == 0,
+        "a durable end of {durable_end} bytes reaches the stamp's mark"
+    );
+    let stamp = (durable_end | STAMP_MARK).to_le_bytes();
     let mut rest = frames;
     while !rest.is_empty() {
         let (header, after) = rest
@@ -88,7 +106,6 @@ pub fn stamp_frames(frames: &mut [u8], durable_end: u64) {
         let len = (word & !STAMPED) as usize;
         assert!(len <= after.len(), "stamping a torn frame");
         let (payload, next) = after.split_at_mut(len);
-        let stamp = durable_end.to_le_bytes();
         header[4..8].copy_from_slice(&frame_crc(len_word, stamp, payload).to_le_bytes());
         header[8..].copy_from_slice(&stamp);
         rest = next;
@@ -130,6 +147,9 @@ pub struct Frame<'a> {
     /// Where the log was durable when the frame was written; `None` for a frame of an
     /// earlier version's log, which has no stamp.
     pub durable_end: Option<u64>,
+    /// Whether the stamp carries [`STAMP_MARK`], as every frame this version writes
+    /// does; frames of earlier versions lack it.
+    pub marked: bool,
     /// The record itself.
     pub payload: &'a [u8],
 }
@@ -165,8 +185,21 @@ impl RawFrame<'_> {
         crc == self.stored_crc
     }
 
+    /// The stamp without its mark; [`STAMP_INSTALLED`] stays as it is.
     fn durable_end(&self) -> Option<u64> {
-        self.stamp.map(u64::from_le_bytes)
+        let stamp = u64::from_le_bytes(self.stamp?);
+        Some(match stamp {
+            STAMP_INSTALLED => STAMP_INSTALLED,
+            _ if self.is_marked() => stamp & !STAMP_MARK,
+            _ => stamp,
+        })
+    }
+
+    /// Whether the frame carries [`STAMP_MARK`]: one this version wrote, which no stored
+    /// key or value can hold.
+    fn is_marked(&self) -> bool {
+        self.stamp
+            .is_some_and(|stamp| u64::from_le_bytes(stamp) & STAMP_MARK == STAMP_MARK)
     }
 
     fn total_bytes(&self) -> usize {
@@ -229,6 +262,7 @@ pub fn decode_frames(bytes: &[u8]) -> DecodedLog<'_> {
             offset: offset_bytes as u64,
             payload_offset: (offset_bytes + raw.header_bytes) as u64,
             durable_end: raw.durable_end(),
+            marked: raw.is_marked(),
             payload: raw.payload,
         });
         offset_bytes += raw.total_bytes();
@@ -269,20 +303,91 @@ impl AfterPrefix {
     }
 }
 
-/// Judges what follows `valid_len`, the end of a log's valid prefix, so that recovery
-/// tells a clean end or a torn tail (cut it) from corruption (refuse). `bytes` hold the
-/// log from offset `base` on, so stamps compare with `base + valid_len`.
-pub fn after_prefix(bytes: &[u8], base: u64, valid_len: u64) -> AfterPrefix {
-    let Some(rest) = usize::try_from(valid_len)
+/// Which version wrote the last frame of a log's valid prefix. It says which frames found
+/// after the prefix can be real ones rather than bytes inside a record's payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefixEnd {
+    /// A frame with [`STAMP_MARK`]: what follows was written by this version, every
+    /// frame of it with the mark, so a frame without it found there lies inside a
+    /// payload.
+    Marked,
+    /// A frame of an earlier version, without the mark, or no frame at all (the file's
+    /// first bytes may be an earlier version's). Unless the bad bytes right after it
+    /// show this version wrote them ([`after_prefix_from`]), every valid frame found
+    /// after it counts, so an earlier version's damaged frame is never cut as torn.
+    Unmarked,
+}
+
+impl PrefixEnd {
+    /// The prefix end that `last`, the prefix's last frame, makes.
+    pub fn after(last: Option<&Frame<'_>>) -> Self {
+        match last {
+            Some(frame) if frame.marked => PrefixEnd::Marked,
+            _ => PrefixEnd::Unmarked,
+        }
+    }
+
+    /// The prefix end of `prefix`, whole frames already found valid: the headers are
+    /// walked, not checked again. Bytes that are no run of whole frames give
+    /// [`PrefixEnd::Unmarked`], under which every valid frame found later counts.
+    fn of(prefix: &[u8]) -> Self {
+        let mut last = PrefixEnd::Unmarked;
+        let mut rest = prefix;
+        while !rest.is_empty() {
+            let Ok(raw) = parse_frame(rest) else {
+                return PrefixEnd::Unmarked;
+            };
+            last = if raw.is_marked() {
+                PrefixEnd::Marked
+            } else {
+                PrefixEnd::Unmarked
+            };
+            rest = rest.get(raw.total_bytes()..).unwrap_or_default();
+        }
+        last
+    }
+}
+
+impl DecodedLog<'_> {
+    /// Which version wrote the last frame of the valid prefix.
+    pub fn prefix_end(&self) -> PrefixEnd {
+        PrefixEnd::after(self.frames.last())
+    }
+}
+
+/// Judges what follows `valid_len`, the end of the valid prefix of `log` (the whole log,
+/// from its first byte), so that recovery tells a clean end or a torn tail (cut it) from
+/// corruption (refuse). Offsets in the answer are the log's.
+pub fn after_prefix(log: &[u8], valid_len: u64) -> AfterPrefix {
+    let Some((prefix, rest)) = usize::try_from(valid_len)
         .ok()
-        .and_then(|at| bytes.get(at..))
+        .and_then(|at| log.split_at_checked(at))
     else {
         return AfterPrefix::Unknown;
     };
     if rest.iter().all(|&b| b == 0) {
         return AfterPrefix::Zeros;
     }
-    let bad_at = base.saturating_add(valid_len);
+    match after_prefix_from(rest, valid_len, PrefixEnd::of(prefix)) {
+        AfterPrefix::ValidFrameAt(at) => AfterPrefix::ValidFrameAt(valid_len + at),
+        other => other,
+    }
+}
+
+/// [`after_prefix`] for `rest`, the bytes of a log from `at` on, where its valid prefix
+/// ends; `prefix_end` says who wrote the prefix's last frame. Offsets in the answer are
+/// of `rest`, so stamps compare with `at`.
+///
+/// Frames without the mark count only where an earlier version may have written the
+/// bytes after the prefix: after an unmarked frame (or none), and only if the bad bytes
+/// do not show otherwise. A header of zeros there is a hole in space allocated ahead,
+/// which only this version writes into (an earlier version appended, and a crash of an
+/// append leaves zeros only in its torn tail); a header with the mark is this version's.
+pub fn after_prefix_from(rest: &[u8], at: u64, prefix_end: PrefixEnd) -> AfterPrefix {
+    if rest.iter().all(|&b| b == 0) {
+        return AfterPrefix::Zeros;
+    }
+    let only_marked = prefix_end == PrefixEnd::Marked || written_by_this_version(rest);
     let mut budget = MAX_SCAN_BYTES;
     let mut offset = 1usize;
     while let Some(candidate) = rest
@@ -304,6 +409,12 @@ pub fn after_prefix(bytes: &[u8], base: u64, valid_len: u64) -> AfterPrefix {
                 continue;
             }
         };
+        if only_marked && !raw.is_marked() {
+            // Written by no one: this version marks every frame, so these bytes lie
+            // inside a payload, perhaps a value made to look like a frame.
+            offset += 1;
+            continue;
+        }
         let Some(left) = budget.checked_sub(raw.payload.len()) else {
             return AfterPrefix::Unknown;
         };
@@ -315,11 +426,27 @@ pub fn after_prefix(bytes: &[u8], base: u64, valid_len: u64) -> AfterPrefix {
         match raw.durable_end() {
             // Written while the bad bytes were not yet durable: the same torn stretch,
             // and what it covers cannot be judged apart from it.
-            Some(stamp) if stamp <= bad_at => offset += raw.total_bytes(),
-            _ => return AfterPrefix::ValidFrameAt(valid_len + offset as u64),
+            Some(stamp) if stamp <= at => offset += raw.total_bytes(),
+            _ => return AfterPrefix::ValidFrameAt(offset as u64),
         }
     }
     AfterPrefix::TornTail
+}
+
+/// Whether the bad frame at the start of `bad` shows it was written by this version: a
+/// header of zeros (a hole in space allocated ahead) or one with [`STAMP_MARK`]. Its
+/// checksum is not asked: the frame is known bad.
+fn written_by_this_version(bad: &[u8]) -> bool {
+    let header = bad.get(..LEGACY_FRAME_HEADER_BYTES).unwrap_or(bad);
+    if header.iter().all(|&b| b == 0) {
+        return true;
+    }
+    let stamped = bad
+        .first_chunk::<4>()
+        .is_some_and(|word| u32::from_le_bytes(*word) & STAMPED != 0);
+    // The stamp's top byte, the last of the header.
+    let marked = bad.get(FRAME_HEADER_BYTES - 1) == Some(&0xFF);
+    stamped && marked
 }
 
 #[cfg(test)]
@@ -338,14 +465,14 @@ mod tests {
         let decoded = decode_frames(&middle);
         assert_eq!(decoded.valid_len, ends[0] as u64);
         assert_eq!(
-            after_prefix(&middle, 0, decoded.valid_len),
+            after_prefix(&middle, decoded.valid_len),
             AfterPrefix::ValidFrameAt(ends[1] as u64)
         );
         // A flip in the last frame, or a cut anywhere, leaves only a torn tail.
         let mut last = log.clone();
         last[ends[1] + FRAME_HEADER_BYTES] ^= 1;
         assert_eq!(
-            after_prefix(&last, 0, decode_frames(&last).valid_len),
+            after_prefix(&last, decode_frames(&last).valid_len),
             AfterPrefix::TornTail
         );
         for cut in 0..log.len() {
@@ -356,12 +483,12 @@ mod tests {
                 AfterPrefix::TornTail
             };
             assert_eq!(
-                after_prefix(torn, 0, decode_frames(torn).valid_len),
+                after_prefix(torn, decode_frames(torn).valid_len),
                 expected,
                 "cut at {cut}"
             );
         }
-        assert_eq!(after_prefix(&[0; 100], 0, 0), AfterPrefix::Zeros);
+        assert_eq!(after_prefix(&[0; 100], 0), AfterPrefix::Zeros);
     }
 
     #[test]
@@ -379,7 +506,7 @@ mod tests {
         let decoded = decode_frames(&torn);
         assert_eq!(decoded.valid_len, synced);
         assert_eq!(decoded.stop, StopReason::Zeros);
-        assert_eq!(after_prefix(&torn, 0, synced), AfterPrefix::TornTail);
+        assert_eq!(after_prefix(&torn, synced), AfterPrefix::TornTail);
         // The same hole, but the frame after it was written once the lost one was
         // durable: corruption.
         let mut corrupt = log.clone();
@@ -387,17 +514,17 @@ mod tests {
         stamp_frames(&mut corrupt[second..second + frame_len(7)], second as u64);
         corrupt[hole..second].fill(0);
         assert_eq!(
-            after_prefix(&corrupt, 0, synced),
+            after_prefix(&corrupt, synced),
             AfterPrefix::ValidFrameAt(second as u64)
         );
         // Stamps compare in the log's offsets, whatever part of it the bytes hold.
         let from = synced as usize;
         assert_eq!(
-            after_prefix(&torn[from..], synced, 0),
+            after_prefix_from(&torn[from..], synced, PrefixEnd::Marked),
             AfterPrefix::TornTail
         );
         assert_eq!(
-            after_prefix(&corrupt[from..], synced, 0),
+            after_prefix_from(&corrupt[from..], synced, PrefixEnd::Marked),
             AfterPrefix::ValidFrameAt((second - from) as u64)
         );
     }
@@ -422,7 +549,7 @@ mod tests {
         // A legacy frame after a bad one is corruption, as it always was.
         let mut bad = log.clone();
         bad[LEGACY_FRAME_HEADER_BYTES] ^= 1;
-        assert_eq!(after_prefix(&bad, 0, 0), AfterPrefix::ValidFrameAt(11));
+        assert_eq!(after_prefix(&bad, 0), AfterPrefix::ValidFrameAt(11));
         assert_eq!(legacy_len, 21);
     }
 
@@ -434,6 +561,100 @@ mod tests {
         let decoded = decode_frames(&log);
         assert_prefix(&decoded, &payloads, 3);
         assert!(decoded.frames.iter().all(|f| f.durable_end == Some(12345)));
+        assert!(decoded.frames.iter().all(|f| f.marked));
+        // The mark is a byte no UTF-8 text holds, so no stored key or value holds it.
+        for frame in &decoded.frames {
+            let header = &log[frame.offset as usize..frame.payload_offset as usize];
+            assert!(std::str::from_utf8(header).is_err());
+        }
+        assert_eq!(decoded.prefix_end(), PrefixEnd::Marked);
+    }
+
+    #[test]
+    #[should_panic(expected = "reaches the stamp's mark")]
+    fn stamping_a_durable_end_that_reaches_the_mark_panics() {
+        let mut log = encode_all(&[b"abc".to_vec()]);
+        stamp_frames(&mut log, STAMP_MARK);
+    }
+
+    /// Bytes that look like a whole frame without the mark, as an earlier version wrote
+    /// them, stamped (if at all) past any durable end: what a crafted value can hold.
+    fn lookalike(payload: &[u8], stamped: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let len = payload.len() as u32;
+        if stamped {
+            let len_word = (len | STAMPED).to_le_bytes();
+            let stamp = (1u64 << 40).to_le_bytes();
+            out.extend_from_slice(&len_word);
+            out.extend_from_slice(&frame_crc(len_word, stamp, payload).to_le_bytes());
+            out.extend_from_slice(&stamp);
+        } else {
+            let len_word = len.to_le_bytes();
+            out.extend_from_slice(&len_word);
+            out.extend_from_slice(&legacy_frame_crc(len_word, payload).to_le_bytes());
+        }
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn a_value_made_to_look_like_a_frame_is_not_taken_for_one() {
+        // Synced: one frame. Then one record whose value holds two lookalike frames,
+        // written while only the first was durable; a crash lost its first bytes.
+        let mut log = encode_all(&[b"synced".to_vec()]);
+        stamp_frames(&mut log, 0);
+        let synced = log.len();
+        let mut value = vec![b'v'; 40];
+        value.extend(lookalike(b"legacy lookalike", false));
+        value.extend(lookalike(b"stamped lookalike", true));
+        let mut unsynced = encode_all(&[value]);
+        stamp_frames(&mut unsynced, synced as u64);
+        log.extend_from_slice(&unsynced);
+        log[synced..synced + 32].fill(0);
+        let decoded = decode_frames(&log);
+        assert_eq!(decoded.valid_len, synced as u64);
+        assert_eq!(decoded.prefix_end(), PrefixEnd::Marked);
+        assert_eq!(after_prefix(&log, synced as u64), AfterPrefix::TornTail);
+        // The same in a log's first batch: the hole at its start is this version's.
+        let first_batch = &log[synced..];
+        assert_eq!(decode_frames(first_batch).valid_len, 0);
+        assert_eq!(after_prefix(first_batch, 0), AfterPrefix::TornTail);
+        // After an earlier version's frame, with bad bytes that could be its own,
+        // lookalikes count, as that version's frames do: the first is found.
+        let mut rest = log[synced..].to_vec();
+        rest[..32].fill(0xab);
+        assert_eq!(
+            after_prefix_from(&rest, synced as u64, PrefixEnd::Unmarked),
+            AfterPrefix::ValidFrameAt(16 + 40)
+        );
+        // Bad bytes of this version's (a header with the mark) say what follows is too.
+        rest[..FRAME_HEADER_BYTES].copy_from_slice(&unsynced[..FRAME_HEADER_BYTES]);
+        assert_eq!(
+            after_prefix_from(&rest, synced as u64, PrefixEnd::Unmarked),
+            AfterPrefix::TornTail
+        );
+    }
+
+    #[test]
+    fn an_earlier_versions_frame_after_damage_counts_only_after_its_own_prefix() {
+        let legacy: Vec<u8> = [&b"old"[..], b"er", b"est"]
+            .iter()
+            .flat_map(|p| lookalike(p, false))
+            .collect();
+        // Damage to the second of three frames of an earlier version: the third counts.
+        let mut damaged = legacy.clone();
+        damaged[11 + 8] ^= 1;
+        let decoded = decode_frames(&damaged);
+        assert_eq!(decoded.valid_len, 11);
+        assert_eq!(decoded.prefix_end(), PrefixEnd::Unmarked);
+        assert_eq!(after_prefix(&damaged, 11), AfterPrefix::ValidFrameAt(21));
+        // The same frames after a frame this version wrote lie inside a payload.
+        let mut log = encode_all(&[b"new".to_vec()]);
+        let new_len = log.len();
+        log.extend_from_slice(&[0xab; 8]);
+        log.extend_from_slice(&legacy);
+        assert_eq!(decode_frames(&log).valid_len, new_len as u64);
+        assert_eq!(after_prefix(&log, new_len as u64), AfterPrefix::TornTail);
     }
 
     #[test]
@@ -486,7 +707,7 @@ mod tests {
         stamp_frames(&mut out, 0x0102);
         assert_eq!(out.len(), frame_len(3));
         assert_eq!(&out[..4], &[3, 0, 0, 0x80]);
-        let stamp = [2, 1, 0, 0, 0, 0, 0, 0];
+        let stamp = [2, 1, 0, 0, 0, 0, 0, 0xff];
         let crc = crc32c::crc32c_append(crc32c::crc32c(&[3, 0, 0, 0x80]), &stamp);
         let crc = crc32c::crc32c_append(crc, b"abc");
         assert_eq!(&out[4..8], &crc.to_le_bytes());
@@ -524,7 +745,7 @@ mod tests {
         assert_prefix(&decoded, &payloads, 2);
         assert_eq!(decoded.valid_len, written_len as u64);
         assert_eq!(decoded.stop, StopReason::Zeros);
-        assert_eq!(after_prefix(&log, 0, decoded.valid_len), AfterPrefix::Zeros);
+        assert_eq!(after_prefix(&log, decoded.valid_len), AfterPrefix::Zeros);
     }
 
     #[test]
@@ -587,6 +808,23 @@ mod tests {
             proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 1..6),
             0..6,
         )
+    }
+
+    /// Batches whose payloads may hold lookalike frames, as crafted values can.
+    fn batches_with_lookalikes_strategy() -> impl Strategy<Value = Vec<Vec<Vec<u8>>>> {
+        let payload = (
+            proptest::collection::vec(any::<u8>(), 0..100),
+            proptest::option::of((proptest::collection::vec(any::<u8>(), 0..60), any::<bool>())),
+            proptest::collection::vec(any::<u8>(), 0..100),
+        )
+            .prop_map(|(mut before, inner, after)| {
+                if let Some((inner, stamped)) = inner {
+                    before.extend(lookalike(&inner, stamped));
+                }
+                before.extend(after);
+                before
+            });
+        proptest::collection::vec(proptest::collection::vec(payload, 1..6), 0..6)
     }
 
     /// The log the batches make when each is written after the one before it is
@@ -667,7 +905,7 @@ mod tests {
         #[test]
         fn a_crash_that_keeps_any_pages_of_the_unsynced_writes_is_a_torn_tail(
             synced in batches_strategy(),
-            unsynced in batches_strategy(),
+            unsynced in batches_with_lookalikes_strategy(),
             page_bytes in prop::sample::select(vec![16usize, 64, 512, 4096]),
             kept in proptest::collection::vec(any::<bool>(), 64),
             spare_bytes in 0usize..5000,
@@ -691,7 +929,7 @@ mod tests {
             }
             let decoded = decode_frames(&log);
             prop_assert!(decoded.valid_len >= durable as u64);
-            let after = after_prefix(&log, 0, decoded.valid_len);
+            let after = after_prefix(&log, decoded.valid_len);
             prop_assert!(!after.is_corruption(), "{after:?} at {}", decoded.valid_len);
         }
 
@@ -720,7 +958,7 @@ mod tests {
             }
             let decoded = decode_frames(&log);
             prop_assume!(decoded.valid_len < synced as u64);
-            let after = after_prefix(&log, 0, decoded.valid_len);
+            let after = after_prefix(&log, decoded.valid_len);
             prop_assert!(after.is_corruption(), "{after:?} at {}", decoded.valid_len);
         }
 

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, VecDeque};
 use libfuzzer_sys::fuzz_target;
 use ringkv_core::cache::CacheConfig;
 use ringkv_core::log::{
-    after_prefix, decode_frames, encode_frame, AfterPrefix, StopReason, FRAME_HEADER_BYTES,
+    after_prefix, decode_frames, encode_frame, AfterPrefix, PrefixEnd, StopReason, FRAME_HEADER_BYTES,
     LEGACY_FRAME_HEADER_BYTES, MAX_PAYLOAD_BYTES,
 };
 use ringkv_core::replica::record::Record;
@@ -227,9 +227,10 @@ fn check_frames(bytes: &[u8]) -> (Vec<Record>, Vec<usize>) {
 
 /// `after_prefix` on what follows the valid frames: only zeros is a clean end, and a
 /// frame it names as proof of corruption is a whole, valid frame where it says, stamped
-/// past the bad offset or without a stamp.
+/// past the bad offset or without a stamp, and without the mark only where an earlier
+/// version may have written it.
 fn check_after(bytes: &[u8], valid_len: usize) {
-    match after_prefix(bytes, 0, valid_len as u64) {
+    match after_prefix(bytes, valid_len as u64) {
         AfterPrefix::Zeros => assert!(
             bytes[valid_len..].iter().all(|&b| b == 0),
             "zeros reported over bytes that are not"
@@ -250,6 +251,13 @@ fn check_after(bytes: &[u8], valid_len: usize) {
                     .durable_end
                     .is_none_or(|stamp| stamp > valid_len as u64),
                 "a frame of the torn stretch named as corruption"
+            );
+            // A frame without the mark is proof only after an earlier version's frame
+            // (or none): after a frame of this version's it lies inside a payload.
+            assert!(
+                frame.marked
+                    || decode_frames(&bytes[..valid_len]).prefix_end() == PrefixEnd::Unmarked,
+                "a frame without the mark named as corruption after a marked prefix"
             );
         }
         AfterPrefix::TornTail | AfterPrefix::Unknown => {}

@@ -244,10 +244,7 @@ mod tests {
             vec![Some(0), Some(0), Some(0), Some(first_end)],
             "each frame stamped with the durable end at its write"
         );
-        assert_eq!(
-            after_prefix(&bytes, 0, decoded.valid_len),
-            AfterPrefix::Zeros
-        );
+        assert_eq!(after_prefix(&bytes, decoded.valid_len), AfterPrefix::Zeros);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use mio::Waker;
 
-use ringkv_core::log::{after_prefix, AfterPrefix};
+use ringkv_core::log::{after_prefix, AfterPrefix, PrefixEnd};
 use ringkv_core::replica::{LogReader, PersistToken, ReplicaRecovery, StorageError, SyncUrgency};
 
 use crate::datadir::sync_dir;
@@ -38,6 +38,8 @@ pub(crate) trait ChunkFold {
     fn decoded_to(&self) -> u64;
     /// The log goes on at `offset`, past a gap a merged segment leaves.
     fn skip_to(&mut self, offset: u64);
+    /// Which version wrote the last frame decoded.
+    fn prefix_end(&self) -> PrefixEnd;
 }
 
 impl<R: LogReader> ChunkFold for ReplicaRecovery<R> {
@@ -55,6 +57,10 @@ impl<R: LogReader> ChunkFold for ReplicaRecovery<R> {
 
     fn skip_to(&mut self, offset: u64) {
         ReplicaRecovery::skip_to(self, offset);
+    }
+
+    fn prefix_end(&self) -> PrefixEnd {
+        ReplicaRecovery::prefix_end(self)
     }
 }
 
@@ -499,7 +505,7 @@ pub(crate) fn refuse_damage_or_cut_tail(
     bad_record: Option<String>,
     allow_cut: bool,
 ) -> Result<(), NetError> {
-    let after = after_prefix(bytes, 0, valid_len);
+    let after = after_prefix(bytes, valid_len);
     refuse_damage(log, valid_len, after, bad_record, allow_cut)?;
     log.start_appending(valid_len, after)
 }
@@ -613,7 +619,7 @@ mod tests {
     fn opened(dir: &Path) -> (LogFile, Vec<Vec<u8>>, AfterPrefix) {
         let (mut log, bytes) = LogFile::open(dir).unwrap();
         let decoded = decode_frames(&bytes);
-        let after = after_prefix(&bytes, 0, decoded.valid_len);
+        let after = after_prefix(&bytes, decoded.valid_len);
         let payloads = decoded.frames.iter().map(|f| f.payload.to_vec()).collect();
         log.start_appending(decoded.valid_len, after).unwrap();
         (log, payloads, after)
@@ -831,7 +837,7 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let (log, bytes) = LogFile::open(tmp.path()).unwrap();
         let decoded = decode_frames(&bytes);
-        let after = after_prefix(&bytes, 0, decoded.valid_len);
+        let after = after_prefix(&bytes, decoded.valid_len);
         assert_eq!(after, AfterPrefix::ValidFrameAt(frame_len(5) as u64));
         assert!(refuse_damage(&log, decoded.valid_len, after, None, false).is_err());
     }

@@ -28,7 +28,7 @@ use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
 
 use mio::Waker;
-use ringkv_core::log::{after_prefix, AfterPrefix, FRAME_HEADER_BYTES, MAX_PAYLOAD_BYTES};
+use ringkv_core::log::{after_prefix_from, AfterPrefix, FRAME_HEADER_BYTES, MAX_PAYLOAD_BYTES};
 use ringkv_core::replica::compaction::{write_compacted, Carried, CompactionPlan, Moved};
 use ringkv_core::replica::{LogReader, PersistToken, StorageError, SyncUrgency, ValueLoc};
 
@@ -300,7 +300,7 @@ impl SegmentedLog {
                 }
                 let after = match segments.get(i + 1) {
                     Some(&(next, _)) => AfterPrefix::ValidFrameAt(next),
-                    None => after_frames(&seg.file, start, seg.len, fold.decoded_to(), &seg.path)?,
+                    None => after_frames(&seg.file, start, seg.len, &*fold, &seg.path)?,
                 };
                 ended = Some((i, after));
                 break;
@@ -837,23 +837,28 @@ fn feed_file(
     Ok(if fold.is_done() { 0 } else { held.len() })
 }
 
-/// What follows the valid frames in the last segment, from `decoded_to` on.
+/// What follows the valid frames in the last segment, from where `fold` decoded to.
 fn after_frames(
     file: &File,
     start: u64,
     len: u64,
-    decoded_to: u64,
+    fold: &impl ChunkFold,
     path: &Path,
 ) -> Result<AfterPrefix, NetError> {
+    let decoded_to = fold.decoded_to();
     let from = decoded_to.saturating_sub(start);
     let rest_len = len.saturating_sub(from);
     let scan_len = rest_len.min(AFTER_SCAN_BYTES as u64);
     let rest = read_range(file, from, scan_len as usize, path)?;
-    Ok(match after_prefix(&rest, decoded_to, 0) {
-        AfterPrefix::ValidFrameAt(at) => AfterPrefix::ValidFrameAt(decoded_to + at),
-        AfterPrefix::TornTail | AfterPrefix::Zeros if rest_len > scan_len => AfterPrefix::Unknown,
-        other => other,
-    })
+    Ok(
+        match after_prefix_from(&rest, decoded_to, fold.prefix_end()) {
+            AfterPrefix::ValidFrameAt(at) => AfterPrefix::ValidFrameAt(decoded_to + at),
+            AfterPrefix::TornTail | AfterPrefix::Zeros if rest_len > scan_len => {
+                AfterPrefix::Unknown
+            }
+            other => other,
+        },
+    )
 }
 
 /// Reads values back for the replica, from the segment that holds them.
@@ -1097,7 +1102,8 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        names.sort();
+        // In the log's order: the first segment's name, `wal.log`, sorts last by bytes.
+        names.sort_by_key(|name| (parse_name(name).map(|(start, _)| start), name.clone()));
         names
     }
 
@@ -1229,6 +1235,38 @@ mod tests {
         let kept = chain_of(tmp.path(), files_made);
         assert_eq!(kept, [(0, 100), (100, 200), (200, 210)]);
         assert_eq!(files(tmp.path()).len(), 3);
+    }
+
+    #[test]
+    fn a_value_that_looks_like_a_frame_in_a_torn_last_batch_is_cut_as_torn() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut node = Node::open(tmp.path(), false);
+        write(&mut node, 1..=40);
+        let state = node.state();
+        drop(node);
+        let names = files(tmp.path());
+        assert!(names.len() > 1, "several segments: {names:?}");
+        let last = tmp.path().join(names.last().unwrap());
+        let end = ringkv_core::log::decode_frames(&std::fs::read(&last).unwrap()).valid_len;
+        // An unsynced batch: a record whose value holds what looks like a frame of an
+        // earlier version (which carries no mark). The crash lost the record's first bytes.
+        let inner = b"a frame in a value";
+        let len_word = (inner.len() as u32).to_le_bytes();
+        let mut value = b"v".repeat(64);
+        value.extend_from_slice(&len_word);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&len_word), inner);
+        value.extend_from_slice(&crc.to_le_bytes());
+        value.extend_from_slice(inner);
+        let mut batch = Vec::new();
+        ringkv_core::log::encode_frame(&value, &mut batch);
+        ringkv_core::log::stamp_frames(&mut batch, 0);
+        batch[..32].fill(0);
+        let file = OpenOptions::new().write(true).open(&last).unwrap();
+        file.write_all_at(&batch, end).unwrap();
+        drop(file);
+        // Node::open asserts the bytes after the frames are a torn tail, not corruption.
+        let node = Node::open(tmp.path(), false);
+        assert_eq!(node.state(), state);
     }
 
     #[test]

@@ -549,7 +549,7 @@ mod tests {
             assert_eq!(&after[..durable], &before[..durable]);
             let decoded = decode_frames(&after);
             assert!(decoded.valid_len >= durable as u64, "round {round}");
-            let verdict = after_prefix(&after, 0, decoded.valid_len);
+            let verdict = after_prefix(&after, decoded.valid_len);
             assert!(
                 !verdict.is_corruption(),
                 "round {round}: {verdict:?} at {}",
@@ -631,7 +631,7 @@ mod tests {
             only_zeros += 1;
             let decoded = decode_frames(&bytes);
             assert_eq!((decoded.valid_len, decoded.stop), (0, StopReason::Zeros));
-            assert!(!after_prefix(&bytes, 0, 0).is_corruption());
+            assert!(!after_prefix(&bytes, 0).is_corruption());
         }
         assert!(only_zeros > 10, "logs of zeros alone: {only_zeros}");
     }

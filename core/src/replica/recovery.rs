@@ -2,7 +2,7 @@
 //! the shared [`LogStream`], whole or chunk by chunk.
 
 use crate::cache::CacheConfigError;
-use crate::log::{after_prefix, AfterPrefix, StopReason};
+use crate::log::{after_prefix, AfterPrefix, PrefixEnd, StopReason};
 use crate::role::Role;
 use crate::storage::{Durability, LogStream};
 
@@ -46,7 +46,7 @@ impl<R: LogReader> Replica<R> {
     ) -> Result<(Self, RecoveryReport), CacheConfigError> {
         let mut recovery = ReplicaRecovery::start(config, reader)?;
         recovery.feed(log, true);
-        let after = after_prefix(log, 0, recovery.decoded_to());
+        let after = after_prefix(log, recovery.decoded_to());
         Ok(recovery.finish(after))
     }
     fn replay(&mut self, record: Record, payload_offset: u64) -> Result<(), String> {
@@ -127,6 +127,11 @@ impl<R: LogReader> ReplicaRecovery<R> {
     /// Where the next chunk starts; once done, where the bytes after the frames begin.
     pub fn decoded_to(&self) -> u64 {
         self.stream.decoded_to()
+    }
+
+    /// Which version wrote the last frame decoded ([`LogStream::prefix_end`]).
+    pub fn prefix_end(&self) -> PrefixEnd {
+        self.stream.prefix_end()
     }
 
     /// The rebuilt replica and the report, given what follows the decoded frames.

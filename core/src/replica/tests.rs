@@ -523,7 +523,7 @@ fn recover_in_chunks(bytes: &[u8], chunk: usize) -> (Replica<MemLog>, RecoveryRe
         held.drain(..used);
         assert!(held.len() <= chunk + crate::log::MAX_PAYLOAD_BYTES);
     }
-    let after = crate::log::after_prefix(bytes, 0, recovery.decoded_to());
+    let after = crate::log::after_prefix(bytes, recovery.decoded_to());
     recovery.finish(after)
 }
 

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::log::{after_prefix, decode_frames, AfterPrefix, StopReason};
+use crate::log::{after_prefix, decode_frames, AfterPrefix, PrefixEnd, StopReason};
 
 /// A role's log record, decoded from one frame's payload.
 pub trait LogRecord: Sized {
@@ -42,7 +42,7 @@ pub fn replay_log<R: LogRecord>(
 ) -> LogScan<R::Error> {
     let mut stream = LogStream::new();
     stream.feed(log, true, step);
-    let after = after_prefix(log, 0, stream.decoded_to());
+    let after = after_prefix(log, stream.decoded_to());
     stream.finish(after)
 }
 
@@ -60,6 +60,8 @@ pub struct LogStream<E> {
     /// Where the next chunk starts: the end of the frames decoded so far, which goes on
     /// past a bad record (so that the stop reason is the whole log's).
     decoded_to: u64,
+    /// Which version wrote the last frame decoded, for judging what follows the frames.
+    prefix_end: PrefixEnd,
     done: bool,
 }
 
@@ -82,6 +84,7 @@ impl<E> LogStream<E> {
                 anomalies: Vec::new(),
             },
             decoded_to: 0,
+            prefix_end: PrefixEnd::after(None),
             done: false,
         }
     }
@@ -122,6 +125,9 @@ impl<E> LogStream<E> {
             }
         }
         self.decoded_to = base + decoded.valid_len;
+        if !decoded.frames.is_empty() {
+            self.prefix_end = decoded.prefix_end();
+        }
         if self.scan.bad_record.is_none() {
             self.scan.valid_len = self.decoded_to;
         }
@@ -158,6 +164,12 @@ impl<E> LogStream<E> {
     /// begins: the caller judges those bytes ([`crate::log::after_prefix`]).
     pub fn decoded_to(&self) -> u64 {
         self.decoded_to
+    }
+
+    /// Which version wrote the last frame decoded (past a gap, the last before it):
+    /// what [`crate::log::after_prefix_from`] needs to judge the bytes after the frames.
+    pub fn prefix_end(&self) -> PrefixEnd {
+        self.prefix_end
     }
 
     /// The fold's result, given what lies after the decoded frames.

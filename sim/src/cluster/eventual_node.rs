@@ -110,7 +110,7 @@ impl EventualNode {
                 ));
                 // The shell judges what follows the valid prefix itself, as here: a valid
                 // frame after a bad one is corruption, which it refuses to cut.
-                let after = after_prefix(&bytes, 0, report.valid_len);
+                let after = after_prefix(&bytes, report.valid_len);
                 if !report.anomalies.is_empty()
                     || report.bad_record.is_some()
                     || after.is_corruption()
