@@ -116,6 +116,9 @@ pub struct SimConfig {
     /// recovery needs (and twice what the last rewrite left), as the shell's
     /// `--log-compact-bytes`; `None`: never.
     pub coordinator_log_compact_bytes: Option<usize>,
+    /// One write in this many carries a value made to look like a log frame
+    /// ([`crate::lookalike`]); `None`: none does.
+    pub lookalike_one_in: Option<u32>,
 }
 
 /// Half the node worlds compact their logs, past a small threshold so that a run
@@ -136,6 +139,18 @@ fn coordinator_log_compact_bytes(seed: u64) -> Option<usize> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc0c0_1a57_0000_0005);
     if rng.random_bool(0.5) {
         Some([1024, 4096, 16384][rng.random_range(0..3usize)])
+    } else {
+        None
+    }
+}
+
+/// Half the worlds of every mode write some values made to look like log frames, one
+/// write in two or in eight, so that machine crashes leave them in torn stretches; drawn
+/// from a stream of its own, so that the other knobs of every seed stay as they were.
+fn lookalike_one_in(seed: u64) -> Option<u32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x100c_a11c_0000_0006);
+    if rng.random_bool(0.5) {
+        Some([2, 8][rng.random_range(0..2usize)])
     } else {
         None
     }
@@ -249,6 +264,7 @@ impl SimConfig {
             eventual: None,
             node_log_compact_bytes: None,
             coordinator_log_compact_bytes: coordinator_log_compact_bytes(seed),
+            lookalike_one_in: lookalike_one_in(seed),
         }
     }
 

@@ -107,7 +107,12 @@ impl World {
                 (shape, Some(world))
             }
         };
-        let workload = Workload::new(config.clients, config.keys.clone(), shape.entries);
+        let workload = Workload::new(
+            config.clients,
+            config.keys.clone(),
+            shape.entries,
+            config.lookalike_one_in,
+        );
         let mut world = Self {
             now: 0,
             rng,

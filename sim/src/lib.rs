@@ -20,6 +20,7 @@ pub mod driver;
 pub mod eventual;
 pub mod faults;
 pub mod history;
+pub mod lookalike;
 pub mod network;
 pub mod run;
 pub mod trace;

@@ -14,6 +14,7 @@ use ringkv_core::Ts;
 
 use crate::cluster::ServedStep;
 use crate::history::{Command, History, Outcome, Served, ServedLog};
+use crate::lookalike;
 use crate::network::{Channel, Endpoint, Message, NodeId};
 
 /// One client and its connection.
@@ -32,6 +33,8 @@ pub struct Workload {
     keys: Vec<String>,
     /// The nodes clients connect to: client `c` to entry `c` modulo their number.
     entries: Vec<NodeId>,
+    /// One write in this many holds a log frame lookalike; `None`: none does.
+    lookalike_one_in: Option<u32>,
     /// The history of every operation.
     pub history: History,
     /// What the serving side saw of each operation.
@@ -48,16 +51,23 @@ pub struct Next {
 }
 
 impl Workload {
-    /// `clients` clients using `keys`, spread over the nodes of `entries`.
+    /// `clients` clients using `keys`, spread over the nodes of `entries`; one write in
+    /// `lookalike_one_in` holds a log frame lookalike.
     ///
     /// # Panics
     /// If `entries` is empty: clients need a node to talk to.
-    pub fn new(clients: u32, keys: Vec<String>, entries: Vec<NodeId>) -> Self {
+    pub fn new(
+        clients: u32,
+        keys: Vec<String>,
+        entries: Vec<NodeId>,
+        lookalike_one_in: Option<u32>,
+    ) -> Self {
         assert!(!entries.is_empty(), "clients need a node to talk to");
         Self {
             clients: (0..clients).map(|_| Client::default()).collect(),
             keys,
             entries,
+            lookalike_one_in,
             history: History::new(),
             served: ServedLog::new(),
         }
@@ -74,9 +84,11 @@ impl Workload {
         } else if roll < 85 {
             let me = &mut self.clients[client as usize];
             me.writes += 1;
-            Command::Put {
-                value: format!("c{client}w{}", me.writes),
+            let mut value = format!("c{client}w{}", me.writes);
+            if lookalike::chosen(rng, self.lookalike_one_in) {
+                value = lookalike::lookalike_text(&value);
             }
+            Command::Put { value }
         } else {
             Command::Del
         };

@@ -97,7 +97,12 @@ pub(crate) fn eventual_mode(config: &SimConfig, rng: &mut ChaCha8Rng) -> (Shape,
         .collect();
     let nodes = config.server_ids.clone();
     let world = EventualWorld {
-        workload: EvWorkload::new(config.clients, config.keys.clone(), nodes),
+        workload: EvWorkload::new(
+            config.clients,
+            config.keys.clone(),
+            nodes,
+            config.lookalike_one_in,
+        ),
         knobs: knobs.clone(),
         disks_lost_at: Vec::new(),
         to_isolate: None,

@@ -16,6 +16,7 @@ use ringkv_core::proto::{
 use ringkv_core::Ts;
 use serde_json::Value;
 
+use crate::lookalike;
 use crate::network::{Channel, Endpoint, Message, NodeId};
 
 /// What a client asked for.
@@ -137,6 +138,8 @@ pub struct EvWorkload {
     nodes: Vec<u64>,
     /// A node that half the operations go through, at `one`, until a time.
     favored: Option<(u64, Ts)>,
+    /// One added element in this many holds a log frame lookalike; `None`: none does.
+    lookalike_one_in: Option<u32>,
     /// Every operation.
     pub history: EvHistory,
 }
@@ -153,14 +156,21 @@ const LEVELS: [Consistency; 6] = [
 
 impl EvWorkload {
     /// `clients` clients on `keys`, coordinating through any of `nodes`. Client number
-    /// `clients` is the checker's own, which reads every key at `all` at the end.
-    pub fn new(clients: u32, keys: Vec<String>, nodes: Vec<u64>) -> Self {
+    /// `clients` is the checker's own, which reads every key at `all` at the end. One
+    /// added element in `lookalike_one_in` holds a log frame lookalike.
+    pub fn new(
+        clients: u32,
+        keys: Vec<String>,
+        nodes: Vec<u64>,
+        lookalike_one_in: Option<u32>,
+    ) -> Self {
         assert!(!nodes.is_empty(), "clients need a node to talk to");
         Self {
             clients: (0..=clients).map(|_| EvClient::default()).collect(),
             keys,
             nodes,
             favored: None,
+            lookalike_one_in,
             history: Vec::new(),
         }
     }
@@ -196,7 +206,12 @@ impl EvWorkload {
                     EvCommand::Delete { read, blind }
                 } else {
                     me.elements += 1;
-                    let element = format!("c{client}e{}", me.elements);
+                    let mut element = format!("c{client}e{}", me.elements);
+                    // Only where deletes keep the set small: every later value of a
+                    // set key carries each element written to it.
+                    if churn && lookalike::chosen(rng, self.lookalike_one_in) {
+                        element = lookalike::lookalike_text(&element);
+                    }
                     let value = set_after(&self.history[read].outcome, &element);
                     EvCommand::Add {
                         element,
