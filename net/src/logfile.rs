@@ -528,6 +528,12 @@ pub(crate) fn refuse_damage_in(
         }
         (None, AfterPrefix::TornTail | AfterPrefix::Zeros) => return Ok(()),
     };
+    refuse(file, valid_len, what, allow_cut)
+}
+
+/// Refuses a log damaged at `valid_len` as `what` says, unless the operator allowed
+/// cutting it there.
+fn refuse(file: &Path, valid_len: u64, what: String, allow_cut: bool) -> Result<(), NetError> {
     if allow_cut {
         tracing::warn!(file = %file.display(), offset = valid_len, %what, "cutting a damaged log as asked");
         return Ok(());
@@ -537,6 +543,22 @@ pub(crate) fn refuse_damage_in(
         offset: valid_len,
         what,
     })
+}
+
+/// Refuses a segmented log whose records end at `valid_len`, in `file`, before the next
+/// segment starts at `next`: the bytes between are gone, with records after them. Unless
+/// the operator allowed cutting there, which loses every record from `valid_len` on.
+pub(crate) fn refuse_missing(
+    file: &Path,
+    valid_len: u64,
+    next: u64,
+    allow_cut: bool,
+) -> Result<(), NetError> {
+    let what = format!(
+        "the log's bytes up to byte {next}, where the next segment starts, are missing: a \
+         segment cut short or removed"
+    );
+    refuse(file, valid_len, what, allow_cut)
 }
 
 impl Drop for LogFile {

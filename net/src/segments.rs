@@ -219,6 +219,9 @@ pub(crate) struct Replayed {
     pub(crate) after: AfterPrefix,
     /// The segment the valid frames end in, for messages.
     pub(crate) file: PathBuf,
+    /// Where the segment after the valid frames starts, when bytes before it are
+    /// missing: a sealed segment cut short, or one gone.
+    pub(crate) missing_before: Option<u64>,
 }
 
 impl SegmentedLog {
@@ -280,15 +283,22 @@ impl SegmentedLog {
     }
 
     /// Feeds every segment to `fold`, in chunks, skipping the gaps merged files leave,
-    /// until the log ends or a bad frame ends its valid part.
+    /// until the log ends, a bad frame ends its valid part, or bytes are missing.
     pub(crate) fn replay_into(&self, fold: &mut impl ChunkFold) -> Result<Replayed, NetError> {
         let shared = self.shared.borrow();
         let segments: Vec<(u64, &Sealed)> =
             shared.sealed.iter().map(|(&s, seg)| (s, seg)).collect();
         let mut ended: Option<(usize, AfterPrefix)> = None;
+        let mut missing_before = None;
         for (i, &(start, seg)) in segments.iter().enumerate() {
             if start > fold.decoded_to() {
-                fold.skip_to(start);
+                // A merged file's range reaches its successor (skipped to below), and a
+                // sealed segment holds records up to the next one's start, durable
+                // before the seal: bytes before `start` were lost, so records are.
+                fold.feed(&[], true);
+                missing_before = Some(start);
+                ended = Some((i.saturating_sub(1), AfterPrefix::ValidFrameAt(start)));
+                break;
             }
             let held = feed_file(fold, &seg.file, seg.len, &seg.path)?;
             if fold.is_done() || held > 0 {
@@ -320,7 +330,11 @@ impl SegmentedLog {
         let file = segments
             .get(index)
             .map_or_else(|| self.dir.join(plain_name(0)), |(_, seg)| seg.path.clone());
-        Ok(Replayed { after, file })
+        Ok(Replayed {
+            after,
+            file,
+            missing_before,
+        })
     }
 
     /// After recovery: cuts the log at `valid_len` (the segment it ends in is cut there
@@ -1235,6 +1249,56 @@ mod tests {
         let kept = chain_of(tmp.path(), files_made);
         assert_eq!(kept, [(0, 100), (100, 200), (200, 210)]);
         assert_eq!(files(tmp.path()).len(), 3);
+    }
+
+    /// The verdict of recovery over the log in `dir`, and where bytes went missing.
+    fn replayed(dir: &Path) -> (u64, AfterPrefix, Option<u64>) {
+        let log = SegmentedLog::open(dir, SEGMENT_BYTES).unwrap();
+        let mut recovery = ReplicaRecovery::start(ReplicaConfig::default(), log.reader()).unwrap();
+        let replayed = log.replay_into(&mut recovery).unwrap();
+        let (_, report) = recovery.finish(replayed.after);
+        (report.valid_len, replayed.after, replayed.missing_before)
+    }
+
+    #[test]
+    fn a_sealed_segment_cut_short_or_gone_is_damage_not_a_gap_to_skip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut node = Node::open(tmp.path(), false);
+        write(&mut node, 1..=60);
+        drop(node);
+        let names = files(tmp.path());
+        assert!(names.len() >= 3, "several segments: {names:?}");
+        let (whole, after, missing) = replayed(tmp.path());
+        assert!(!after.is_corruption() && missing.is_none());
+        let start_of = |name: &str| parse_name(name).unwrap().0;
+        // The second segment cut short at a frame's end: its records from there on are
+        // gone, and the log's valid part ends there.
+        let second = tmp.path().join(&names[1]);
+        let bytes = std::fs::read(&second).unwrap();
+        let frames = ringkv_core::log::decode_frames(&bytes).frames;
+        let keep = frames[frames.len() / 2].offset;
+        let cut_at = start_of(&names[1]) + keep;
+        OpenOptions::new()
+            .write(true)
+            .open(&second)
+            .unwrap()
+            .set_len(keep)
+            .unwrap();
+        let (valid_len, after, missing) = replayed(tmp.path());
+        assert_eq!(valid_len, cut_at);
+        assert!(after.is_corruption(), "{after:?}");
+        assert_eq!(missing, Some(start_of(&names[2])));
+        assert!(valid_len < whole);
+        // The first segment gone: nothing of the log is valid.
+        std::fs::remove_file(tmp.path().join(&names[0])).unwrap();
+        let (valid_len, after, missing) = replayed(tmp.path());
+        assert_eq!((valid_len, missing), (0, Some(start_of(&names[1]))));
+        assert!(after.is_corruption(), "{after:?}");
+        // The refusal names the missing bytes; cutting, as the operator may ask, keeps
+        // nothing after them.
+        let err = crate::logfile::refuse_missing(&second, 0, 7, false).unwrap_err();
+        assert!(err.to_string().contains("up to byte 7"), "{err}");
+        assert!(crate::logfile::refuse_missing(&second, 0, 7, true).is_ok());
     }
 
     #[test]

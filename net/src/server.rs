@@ -23,7 +23,7 @@ use crate::error::NetError;
 use crate::event_loop::{earliest, EventLoop, Readiness};
 use crate::inbound::{decoded_line, Port, PortSpec};
 use crate::limits::NetLimits;
-use crate::logfile::refuse_damage_in;
+use crate::logfile::{refuse_damage_in, refuse_missing};
 use crate::outbound::{Link, LinkConfig, LinkEvent};
 use crate::segments::{plan_bytes, SegmentReader, SegmentedLog};
 use crate::tokens::{kind_of, Kind, TokenSource};
@@ -196,6 +196,14 @@ fn recover(
         .map_err(|err| NetError::Config(format!("replica cache: {err}")))?;
     let replayed = log.replay_into(&mut recovery)?;
     let (replica, report) = recovery.finish(replayed.after);
+    if let Some(next) = replayed.missing_before {
+        refuse_missing(
+            &replayed.file,
+            report.valid_len,
+            next,
+            opts.truncate_corrupt_log,
+        )?;
+    }
     let bad_record = report.bad_record.map(|(_, err)| err.to_string());
     refuse_damage_in(
         &replayed.file,
