@@ -353,9 +353,10 @@ pub struct ServerArgs {
     /// the listen IP (default: the listen IP, or 127.0.0.1 if that is 0.0.0.0 or ::).
     #[arg(long)]
     pub advertise_host: Option<String>,
-    /// Cut a log that is damaged before its end (a valid record after a bad one, or a
-    /// record this version cannot read) instead of refusing to start. Every record from
-    /// the damage on is lost: restore from a copy if you have one.
+    /// Cut a log that is damaged before its end (a valid record after a bad one, a
+    /// record this version cannot read, or a segment cut short or missing) instead of
+    /// refusing to start. Every record from the damage on is lost: restore from a copy
+    /// if you have one.
     #[arg(long)]
     pub truncate_corrupt_log: bool,
     /// The longest request line accepted, in bytes (line end not counted).
