@@ -57,6 +57,16 @@ fn a_peer_seed_replays_to_the_same_trace() {
     );
 }
 
+/// Eight clients on one key, every node coordinating: updates whose next retry fell past
+/// their deadline gave up at once, with time left, and after the faults stopped more
+/// updates were answered `aborted` than succeeded. An update now tries once more before
+/// its deadline.
+#[test]
+fn peer_seed_4347_updates_use_their_whole_timeout_under_contention() {
+    let report = run_seed_in(Mode::Peer, 4347, Trace::hashed());
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+}
+
 #[test]
 fn peer_worlds_vary_and_exercise_their_faults() {
     let configs: Vec<SimConfig> = (0..200)

@@ -265,7 +265,10 @@ impl<R: LogReader> Peer<R> {
             let attempt_ms = self.now.saturating_sub(update.attempt_began).max(1);
             let grown = attempt_ms.saturating_mul(u64::from(update.collisions.min(16)));
             let wait_ms = self.rng.between(retry.wait_ms_min, cap.max(grown));
-            retry_at = Some(self.now + wait_ms).filter(|&at| at < update.deadline);
+            // A wait past the deadline is cut short to leave one attempt's time before
+            // it: giving up early leaves the key to newer updates.
+            let last_chance = update.deadline.saturating_sub(attempt_ms);
+            retry_at = Some((self.now + wait_ms).min(last_chance)).filter(|&at| at > self.now);
         }
         match retry_at {
             Some(at) => self.timers.set(Timer::Retry(id), at),
