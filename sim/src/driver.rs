@@ -431,6 +431,15 @@ impl World {
         self.cluster.disks().map(|d| d.failed_reads()).sum()
     }
 
+    /// Values written that hold a log frame lookalike, by either mode's clients.
+    pub fn lookalike_values(&self) -> u64 {
+        let eventual = self
+            .eventual
+            .as_ref()
+            .map_or(0, |e| e.workload.lookalike_values);
+        self.workload.lookalike_values + eventual
+    }
+
     /// The cluster as it is now, for the final checks, and any value that could not be
     /// read back from a node's disk.
     pub(crate) fn snapshot(&self) -> (ClusterSnapshot, Vec<String>) {

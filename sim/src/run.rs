@@ -52,6 +52,8 @@ pub struct FaultCounts {
     pub held_requests: u64,
     /// Logs rewritten by compaction (a node's, or strong mode's coordinator's).
     pub log_compactions: u64,
+    /// Values written that hold the bytes of a log frame (`crate::lookalike`).
+    pub lookalike_values: u64,
 }
 
 impl FaultCounts {
@@ -63,6 +65,7 @@ impl FaultCounts {
         self.failed_reads += other.failed_reads;
         self.held_requests += other.held_requests;
         self.log_compactions += other.log_compactions;
+        self.lookalike_values += other.lookalike_values;
     }
 }
 
@@ -211,6 +214,7 @@ pub fn run_config(config: SimConfig, trace: Trace) -> RunReport {
             failed_reads: world.failed_reads(),
             held_requests: world.stats.held_requests,
             log_compactions: world.stats.log_compactions,
+            lookalike_values: world.lookalike_values(),
         },
         failures,
     }

@@ -35,6 +35,8 @@ pub struct Workload {
     entries: Vec<NodeId>,
     /// One write in this many holds a log frame lookalike; `None`: none does.
     lookalike_one_in: Option<u32>,
+    /// Values written that hold a log frame lookalike.
+    pub lookalike_values: u64,
     /// The history of every operation.
     pub history: History,
     /// What the serving side saw of each operation.
@@ -68,6 +70,7 @@ impl Workload {
             keys,
             entries,
             lookalike_one_in,
+            lookalike_values: 0,
             history: History::new(),
             served: ServedLog::new(),
         }
@@ -87,6 +90,7 @@ impl Workload {
             let mut value = format!("c{client}w{}", me.writes);
             if lookalike::chosen(rng, self.lookalike_one_in) {
                 value = lookalike::lookalike_text(&value);
+                self.lookalike_values += 1;
             }
             Command::Put { value }
         } else {

@@ -86,12 +86,15 @@ fn eventual_worlds_are_drawn_across_their_knobs() {
 #[test]
 fn eventual_runs_meet_siblings_deletes_timeouts_and_lost_disks() {
     // A sweep where no read saw siblings, no delete or add was acknowledged, nothing
-    // timed out and no disk was lost would prove little.
+    // timed out, no disk was lost and no value looked like a log frame would prove
+    // little.
     let (mut siblings, mut deletes, mut adds, mut timeouts, mut lost) = (0, 0, 0, 0, 0);
+    let mut lookalikes = 0;
     for seed in 0..24 {
         let config = SimConfig::eventual_from_seed(seed);
         let mut world = World::new(config.clone(), Trace::hashed());
         world.run_until(config.end_at_ms());
+        lookalikes += world.lookalike_values();
         let (history, disks_lost_at) = world.eventual_history().expect("eventual");
         lost += disks_lost_at.len();
         for op in history {
@@ -111,4 +114,8 @@ fn eventual_runs_meet_siblings_deletes_timeouts_and_lost_disks() {
     assert!(adds > 100, "acknowledged adds: {adds}");
     assert!(timeouts > 0, "timeouts");
     assert!(lost > 0, "lost disks");
+    assert!(
+        lookalikes > 10,
+        "values that look like log frames: {lookalikes}"
+    );
 }

@@ -88,6 +88,11 @@ fn peer_worlds_vary_and_exercise_their_faults() {
         "crashes: {crashes}, {machine} of a machine"
     );
     assert!(unanswered > 0, "some operations time out during the faults");
+    let lookalikes: u64 = reports.iter().map(|r| r.faults.lookalike_values).sum();
+    assert!(
+        lookalikes > 10,
+        "values that look like log frames: {lookalikes}"
+    );
 }
 
 /// Eight clients spread over seven nodes, all updating one key for 20 s with no fault:

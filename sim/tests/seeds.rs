@@ -44,6 +44,10 @@ fn assert_the_faults_were_met(totals: &SweepTotals) {
         faults.log_compactions > 100,
         "the coordinator's log must be compacted: {totals:?}"
     );
+    assert!(
+        faults.lookalike_values > 100,
+        "some values must look like log frames: {totals:?}"
+    );
 }
 
 // Four sweeps of 250 seeds, so that the test harness runs them side by side.

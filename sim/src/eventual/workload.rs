@@ -140,6 +140,8 @@ pub struct EvWorkload {
     favored: Option<(u64, Ts)>,
     /// One added element in this many holds a log frame lookalike; `None`: none does.
     lookalike_one_in: Option<u32>,
+    /// Elements added that hold a log frame lookalike.
+    pub lookalike_values: u64,
     /// Every operation.
     pub history: EvHistory,
 }
@@ -171,6 +173,7 @@ impl EvWorkload {
             nodes,
             favored: None,
             lookalike_one_in,
+            lookalike_values: 0,
             history: Vec::new(),
         }
     }
@@ -211,6 +214,7 @@ impl EvWorkload {
                     // set key carries each element written to it.
                     if churn && lookalike::chosen(rng, self.lookalike_one_in) {
                         element = lookalike::lookalike_text(&element);
+                        self.lookalike_values += 1;
                     }
                     let value = set_after(&self.history[read].outcome, &element);
                     EvCommand::Add {
