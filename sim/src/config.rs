@@ -121,15 +121,21 @@ pub struct SimConfig {
     pub lookalike_one_in: Option<u32>,
 }
 
+/// One of `choices` in half the worlds, `None` in the others: a knob that some worlds
+/// turn on, so that the others keep running as they did without it.
+fn in_half_the_worlds<T: Copy>(rng: &mut ChaCha8Rng, choices: &[T]) -> Option<T> {
+    if rng.random_bool(0.5) {
+        choices.get(rng.random_range(0..choices.len())).copied()
+    } else {
+        None
+    }
+}
+
 /// Half the node worlds compact their logs, past a small threshold so that a run
 /// compacts many times, under every fault; drawn last from the mode's own stream, so
 /// that its other knobs stay as they were.
 fn node_log_compact_bytes(rng: &mut ChaCha8Rng) -> Option<usize> {
-    if rng.random_bool(0.5) {
-        Some([1024, 4096, 16384][rng.random_range(0..3usize)])
-    } else {
-        None
-    }
+    in_half_the_worlds(rng, &[1024, 4096, 16384])
 }
 
 /// Half the strong worlds compact the coordinator's log past a small threshold, so that
@@ -137,11 +143,7 @@ fn node_log_compact_bytes(rng: &mut ChaCha8Rng) -> Option<usize> {
 /// from a stream of its own, so that the other knobs of every seed stay as they were.
 fn coordinator_log_compact_bytes(seed: u64) -> Option<usize> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc0c0_1a57_0000_0005);
-    if rng.random_bool(0.5) {
-        Some([1024, 4096, 16384][rng.random_range(0..3usize)])
-    } else {
-        None
-    }
+    in_half_the_worlds(&mut rng, &[1024, 4096, 16384])
 }
 
 /// Half the worlds of every mode write some values made to look like log frames, one
@@ -149,11 +151,7 @@ fn coordinator_log_compact_bytes(seed: u64) -> Option<usize> {
 /// from a stream of its own, so that the other knobs of every seed stay as they were.
 fn lookalike_one_in(seed: u64) -> Option<u32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x100c_a11c_0000_0006);
-    if rng.random_bool(0.5) {
-        Some([2, 8][rng.random_range(0..2usize)])
-    } else {
-        None
-    }
+    in_half_the_worlds(&mut rng, &[2, 8])
 }
 
 /// Which kind of cluster a run builds: the runner's `--mode`.
