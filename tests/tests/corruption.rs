@@ -95,6 +95,7 @@ fn a_segment_gone_from_the_middle_of_a_log_stops_the_start_until_the_operator_sa
     // The first segment after wal.log goes, as an operator's mistake or a lost file would
     // take it: the records in it are gone, and records follow.
     std::fs::remove_file(dir.join(&segments[0])).expect("the segment is removed");
+    let files_before = files_in(&dir);
     let refused = Command::new(ringkv_bin())
         .args([
             "server",
@@ -119,11 +120,27 @@ fn a_segment_gone_from_the_middle_of_a_log_stops_the_start_until_the_operator_sa
         stderr.contains("are missing") && stderr.contains(&format!("up to byte {next}")),
         "the error says which bytes are missing: {stderr}"
     );
-    assert!(
-        dir.join(&segments[1]).exists(),
+    assert_eq!(
+        files_in(&dir),
+        files_before,
         "a refused start changes nothing"
     );
     // With the operator's word, the server starts on the records before the gap.
     c.start_server_with(0, &["--truncate-corrupt-log", "--segment-bytes", "4096"]);
     c.wait_for_ring(IDS.len());
+}
+
+/// Every file of `dir` with its bytes, in name order.
+fn files_in(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .expect("the data directory")
+        .map(|e| e.expect("an entry"))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, std::fs::read(e.path()).expect("the file reads"))
+        })
+        .collect();
+    files.sort();
+    files
 }
