@@ -194,7 +194,9 @@ impl Coordinator {
             self.forget_key_if_idle(&key);
             return;
         };
-        let state = self.keys.entry(key.clone()).or_default();
+        let Some(state) = self.keys.get_mut(&key) else {
+            panic!("update of {key:?} started without its key's state");
+        };
         assert!(state.active.is_none(), "two transactions on {key:?}");
         state.active = Some(txid);
         // Parallel commit: the record goes to the log as the prepares go out, so that
@@ -256,12 +258,12 @@ impl Coordinator {
         assert!(update.decided.is_none(), "transaction {txid} decided twice");
         update.decided = Some((commit, token));
         update.resolving = false;
-        let (staged, key) = (update.staged, update.key.clone());
+        let staged = update.staged;
         if commit {
             // An update that queued during phase 1 waits for this phase 2 already.
             if self
                 .keys
-                .get(&key)
+                .get(&update.key)
                 .is_some_and(|state| !state.queue.is_empty())
             {
                 self.outputs.push_back(CoordinatorOutput::Hasten { token });
@@ -288,14 +290,14 @@ impl Coordinator {
             "transaction {txid} shown before its commit"
         );
         update.visible = true;
-        let (client, key) = (update.client.take(), update.key.clone());
+        let client = update.client.take();
         match &update.op {
-            TxOp::Put { value } => self.cache.put(&key, value.clone()),
+            TxOp::Put { value } => self.cache.put(&update.key, value.clone()),
             TxOp::Del => {
-                self.cache.remove(&key);
+                self.cache.remove(&update.key);
             }
         }
-        if let Some(state) = self.keys.get_mut(&key) {
+        if let Some(state) = self.keys.get_mut(&update.key) {
             state.generation += 1;
         }
         if let Some(client) = client {
@@ -313,16 +315,15 @@ impl Coordinator {
             "phase 2 of {txid} before its commit was final"
         );
         update.committed = true;
-        let key = update.key.clone();
-        self.driver.handle_commit_durable(self.now, txid);
         // An update that queued while the decision was on its way to the disk waits for
         // this phase 2: the decision goes a second time at once, which is how a replica
         // learns to sync its decision record without lingering.
-        if self
+        let waited_for = self
             .keys
-            .get(&key)
-            .is_some_and(|state| !state.queue.is_empty())
-        {
+            .get(&update.key)
+            .is_some_and(|state| !state.queue.is_empty());
+        self.driver.handle_commit_durable(self.now, txid);
+        if waited_for {
             self.driver.resend_now(self.now, txid);
         }
         self.drain_driver();
