@@ -56,6 +56,22 @@ fn values_survive_escapes_unicode_and_nul() {
 }
 
 #[test]
+fn values_with_one_letter_escapes_come_back_through_a_replica() {
+    let mut c = cluster();
+    // Only escapes of one letter (no `\u`): every hop reads them on its quick path, the
+    // KV servers' prepares included, and a GET after the coordinator's restart (an empty
+    // cache) reads the value back from a replica's answer line.
+    let value = "a \"quoted\" \\ back\\slash/\nnew\tline\r\u{8}\u{c} é";
+    let key = "esc\"ape\\";
+    assert_eq!(c.client().request(&put(key, value))["message"], "Success");
+    c.restart_coordinator();
+    c.wait_for_ring(IDS.len());
+    let answer = c.client().request(&get(key));
+    assert_eq!(answer["value"], value, "{answer}");
+    assert_eq!(answer["key"], key, "{answer}");
+}
+
+#[test]
 fn every_data_error_is_answered_with_its_code_and_the_id() {
     let c = cluster();
     let mut client = c.client();
