@@ -1,14 +1,15 @@
 //! A quick reader for the lines nearly every message is: one flat JSON object whose
-//! values are strings without escapes, integers, booleans or null.
+//! values are strings (with one-letter escapes at most), integers, booleans or null.
 //!
 //! serde_json spends a few thousand instructions on such a line (a visitor call per
 //! token, a UTF-8 check and an escape scan per string); a write crosses this code nine
 //! times. This reader takes the common shape in one pass, string values with the
 //! one-letter escapes (`\"`, `\\`, `\n`, ...) included, and gives up (`None`) on
 //! anything else: `\u` escapes, escapes in field names, control characters, fractions,
-//! exponents, integers out of range, `-0`, nested values or any syntax fault. The caller then reads the line through
-//! serde_json, so every answer to an unusual or faulty line, error text included, stays
-//! serde_json's; what this reader accepts it reads exactly as serde_json would.
+//! exponents, integers out of range, `-0`, nested values or any syntax fault. The caller
+//! then reads the line through serde_json, so every answer to an unusual or faulty line,
+//! error text included, stays serde_json's; what this reader accepts it reads exactly as
+//! serde_json would.
 
 use std::borrow::Cow;
 
