@@ -1,10 +1,11 @@
 //! The RESP parser of the coordinator's RESP port (`ringkv_net::resp::RespParser`).
 //!
 //! Each input is used twice:
-//! 1. as raw bytes: fed whole, and cut at two points hashed from the input, the events
-//!    must agree; at most one verdict (`TooLarge`, `Invalid`) comes, and nothing after
-//!    it; every command has at least one argument; the parser never holds more than the
-//!    frame limit and one push (plus the two bytes a line end may take);
+//! 1. as raw bytes: fed whole, cut at two points hashed from the input, and a byte at a
+//!    time, the events must agree; at most one verdict (`TooLarge`, `Invalid`) comes,
+//!    and nothing after it; every command has at least one argument; fed a byte at a
+//!    time, the parser never holds more than the frame limit (plus the two bytes a line
+//!    end may take) from before the byte it was just given;
 //! 2. as commands: the bytes are cut into arguments (a 0xFF byte ends an argument, 0xFE a
 //!    command), encoded as multibulks, and must come back exactly, however they are cut,
 //!    unless a command is over the limit, which must then be `TooLarge`.
@@ -42,10 +43,19 @@ fn cuts_of(bytes: &[u8]) -> [usize; 2] {
 }
 
 fn check_raw(bytes: &[u8]) {
-    let (whole, held) = run(bytes, &[]);
+    let (whole, _) = run(bytes, &[]);
     let (cut, _) = run(bytes, &cuts_of(bytes));
     assert_eq!(whole, cut, "events depend on how the stream is cut");
-    assert!(held <= LIMIT + 2, "held {held} bytes beyond the last push");
+    // Fed a byte at a time, what the parser holds from before each push is measured at
+    // every byte: past the limit and a line end it must have answered `TooLarge`. (Fed
+    // whole, nothing is held from before the one push, so only this run can tell.)
+    let every_byte: Vec<usize> = (1..bytes.len()).collect();
+    let (trickled, held) = run(bytes, &every_byte);
+    assert_eq!(whole, trickled, "events depend on how the stream is cut");
+    assert!(
+        held <= LIMIT + 2,
+        "held {held} bytes from before the last push"
+    );
     let verdicts = whole
         .iter()
         .filter(|event| !matches!(event, RespEvent::Command(_)))
