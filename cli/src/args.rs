@@ -552,6 +552,16 @@ pub struct StatusArgs {
     pub output: OutputArgs,
 }
 
+/// `ringkv bench --value-chars`: what a PUT's value is made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ValueChars {
+    /// The letters a to z, repeated: a value's JSON string is its bytes.
+    Letters,
+    /// Printable ASCII (space to tilde) drawn from a fixed seed: about one byte in 47 is a
+    /// quote or a backslash, which JSON escapes.
+    Printable,
+}
+
 /// `ringkv bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -573,6 +583,11 @@ pub struct BenchArgs {
     /// Bytes of each PUT's value.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=MAX_VALUE_BYTES as u64))]
     pub value_bytes: u64,
+    /// What each PUT's value is made of. `letters` have nothing to escape; `printable`
+    /// values are random printable ASCII, quotes and backslashes included, as
+    /// redis-benchmark's are, so the JSON port's escaping is measured too.
+    #[arg(long, value_enum, default_value_t = ValueChars::Letters)]
+    pub value_chars: ValueChars,
     /// Percentage of GETs; the rest are PUTs.
     #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub get_percent: u8,

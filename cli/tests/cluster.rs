@@ -141,6 +141,8 @@ fn bench_reports_every_operation_as_json() {
         "--keys",
         "50",
         "--preload",
+        "--value-chars",
+        "printable",
         "--json",
         "--pids",
         &pids,
@@ -149,7 +151,16 @@ fn bench_reports_every_operation_as_json() {
     let report: serde_json::Value = serde_json::from_str(stdout(&preloaded).trim()).unwrap();
     assert_eq!(report["ops"], 500);
     assert_eq!(report["get"]["misses"], 0, "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
     assert_eq!(report["cpu"]["pids"], serde_json::json!(all), "{report}");
+    // The printable values went through the JSON port escaped and came back whole.
+    let get = run(&["get", "k0", "--addr", &cluster.client_addr, "--json"]);
+    assert_eq!(code(get.status), 0, "{}", stderr(&get));
+    let answer: serde_json::Value = serde_json::from_str(stdout(&get).trim()).unwrap();
+    let value = answer["value"].as_str().unwrap();
+    assert_eq!(value.len(), 100, "{value}");
+    assert!(value.bytes().all(|b| (b' '..=b'~').contains(&b)), "{value}");
+    assert!(value.contains('"') || value.contains('\\'), "{value}");
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use indicatif::{ProgressBar, ProgressStyle};
 use ringkv_core::proto::ClientRequest;
 
-use crate::args::BenchArgs;
+use crate::args::{BenchArgs, ValueChars};
 use crate::exit::Exit;
 use crate::out;
 use crate::signals::{self, StopFlag};
@@ -133,16 +133,23 @@ fn report(args: &BenchArgs, plan: &Plan, measured: &Measured) -> Exit {
 }
 
 fn plan(args: &BenchArgs) -> Result<Plan, String> {
-    let in_flight_bytes = args.value_bytes.saturating_mul(args.pipeline);
+    let value_bytes =
+        usize::try_from(args.value_bytes).map_err(|_| "--value-bytes is too large")?;
+    let value = make_value(args.value_chars, value_bytes);
+    // On the wire a value is a JSON string: escapes make it longer than its bytes.
+    let wire_bytes = serde_json::to_string(&value)
+        .map_err(|err| format!("encoding a value: {err}"))?
+        .len()
+        .saturating_sub(2) as u64;
+    let in_flight_bytes = wire_bytes.saturating_mul(args.pipeline);
     if in_flight_bytes > MAX_VALUE_BYTES_IN_FLIGHT {
         return Err(format!(
-            "--pipeline {} with --value-bytes {} puts {in_flight_bytes} bytes of values in \
-             flight per connection; keep it at most {MAX_VALUE_BYTES_IN_FLIGHT}",
+            "--pipeline {} with --value-bytes {} ({wire_bytes} bytes escaped) puts \
+             {in_flight_bytes} bytes of values in flight per connection; keep it at most \
+             {MAX_VALUE_BYTES_IN_FLIGHT}",
             args.pipeline, args.value_bytes
         ));
     }
-    let value_bytes =
-        usize::try_from(args.value_bytes).map_err(|_| "--value-bytes is too large")?;
     let pipeline = usize::try_from(args.pipeline).map_err(|_| "--pipeline is too large")?;
     Ok(Plan {
         addr: args.client.addr.clone(),
@@ -150,18 +157,30 @@ fn plan(args: &BenchArgs) -> Result<Plan, String> {
         pipeline,
         keys: args.keys,
         get_percent: u64::from(args.get_percent),
-        // Letters only: the value's length on the wire is its length in bytes.
-        value: (b'a'..=b'z')
-            .cycle()
-            .take(value_bytes)
-            .map(char::from)
-            .collect(),
+        value,
         limit: match args.ops {
             Some(ops) => Limit::Ops(ops),
             None => Limit::Duration(Duration::from_secs(args.duration_s)),
         },
         pids: cluster_pids(args),
     })
+}
+
+/// The seed of `--value-chars printable`: every run writes the same value.
+const PRINTABLE_VALUE_SEED: u64 = 0x7661_6C75_6573;
+
+/// A PUT's value of `bytes` bytes made of `chars`, the same on every run.
+fn make_value(chars: ValueChars, bytes: usize) -> String {
+    match chars {
+        ValueChars::Letters => (b'a'..=b'z').cycle().take(bytes).map(char::from).collect(),
+        ValueChars::Printable => {
+            let mut rng = SplitMix64::new(PRINTABLE_VALUE_SEED);
+            // The 95 characters from space to tilde.
+            (0..bytes)
+                .map(|_| char::from(b' ' + rng.below(95) as u8))
+                .collect()
+        }
+    }
 }
 
 /// The PIDs given with --pids, or else the processes listening on --addr's port.
@@ -306,5 +325,53 @@ fn update_progress(bar: &ProgressBar, limit: Limit, started: Instant, done: u64)
             bar.set_position(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX));
             bar.set_message(format!("{done} ops, {rate:.0} ops/s"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::{Cli, Command};
+    use clap::Parser;
+
+    fn bench_args(flags: &[&str]) -> BenchArgs {
+        let argv = ["ringkv", "bench", "--addr", "127.0.0.1:1", "--pids", "1"];
+        let cli = Cli::try_parse_from(argv.iter().chain(flags)).expect("valid flags");
+        let Command::Bench(args) = cli.command else {
+            panic!("not bench")
+        };
+        args
+    }
+
+    #[test]
+    fn letter_values_have_nothing_to_escape() {
+        let value = make_value(ValueChars::Letters, 100);
+        assert_eq!(value.len(), 100);
+        assert!(value.bytes().all(|b| b.is_ascii_lowercase()), "{value}");
+        assert!(value.starts_with("abcdefghijklmnopqrstuvwxyzabc"));
+    }
+
+    #[test]
+    fn printable_values_hold_quotes_and_backslashes_and_repeat() {
+        let value = make_value(ValueChars::Printable, 1000);
+        assert_eq!(value.len(), 1000);
+        assert!(value.bytes().all(|b| (b' '..=b'~').contains(&b)), "{value}");
+        assert!(value.contains('"') && value.contains('\\'), "{value}");
+        assert_eq!(value, make_value(ValueChars::Printable, 1000));
+        let escaped = serde_json::to_string(&value).unwrap();
+        assert!(escaped.len() > value.len() + 2, "JSON escapes some of it");
+    }
+
+    #[test]
+    fn the_in_flight_limit_counts_a_value_as_escaped() {
+        // 256 KiB values, 32 in flight: 8 MiB, the limit, as letters; over it, escaped.
+        let flags = ["--value-bytes", "262144", "--pipeline", "32"];
+        let letters = plan(&bench_args(&flags)).map(|plan| plan.value.len());
+        assert_eq!(letters, Ok(262_144));
+        let printable = [&flags[..], &["--value-chars", "printable"]].concat();
+        let refused = plan(&bench_args(&printable))
+            .err()
+            .expect("over the limit escaped");
+        assert!(refused.contains("bytes escaped"), "{refused}");
     }
 }
