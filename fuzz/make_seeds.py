@@ -140,6 +140,12 @@ def abort(txid):
     return frame(b"\x04" + struct.pack("<Q", txid))
 
 
+def carried(key, value):
+    # What compaction writes: a committed value carried over (tag 5).
+    raw = value.encode()
+    return frame(b"\x05" + _key(key) + struct.pack("<I", len(raw)) + raw)
+
+
 def _many_keys():
     # More committed keys than the default cache (16 sets x 8 ways) holds, so reading
     # some of them back goes through the LogReader.
@@ -178,6 +184,9 @@ LOG = {
     "unknown_record_tag": _BASE + frame(b"\x09hello") + put(3, "c", "after"),
     "trailing_record_bytes": _BASE + frame(commit(3)[8:] + b"\x00"),
     "truncated_record": _BASE + frame(b"\x01\x05\x00"),
+    "compacted": carried("a", "1") + carried("b", "two") + put(3, "a", "new") + commit(3)
+    + put(4, "b", "in doubt"),
+    "carried_under_a_lock": put(1, "a", "x") + carried("a", "y") + commit(1) + carried("a", "z"),
     "not_utf8_value": _BASE + frame(b"\x01" + struct.pack("<Q", 3) + _key("c") + struct.pack("<I", 2) + b"\xff\xfe"),
 }
 

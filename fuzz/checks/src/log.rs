@@ -382,7 +382,7 @@ impl Program<'_> {
     }
 
     fn record(&mut self) -> Record {
-        match self.byte() % 4 {
+        match self.byte() % 5 {
             0 => Record::PreparePut {
                 txid: self.txid(),
                 key: self.key(),
@@ -393,7 +393,12 @@ impl Program<'_> {
                 key: self.key(),
             },
             2 => Record::Commit { txid: self.txid() },
-            _ => Record::Abort { txid: self.txid() },
+            3 => Record::Abort { txid: self.txid() },
+            // What compaction writes: a committed value carried over.
+            _ => Record::Value {
+                key: self.key(),
+                value: self.value(),
+            },
         }
     }
 }

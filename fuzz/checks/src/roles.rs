@@ -11,11 +11,14 @@
 //! values read back), and a node recovered from the compacted log must hold the same
 //! keys and values (and, for a peer node, the same transactions in doubt).
 
+use ringkv_core::coordinator::record::CoordinatorRecord;
 use ringkv_core::coordinator::{Coordinator, CoordinatorConfig};
+use ringkv_core::eventual::record::Record as EventualRecord;
 use ringkv_core::eventual::{parse_cluster, KeyState, Node, NodeConfig};
 use ringkv_core::log::{decode_frames, encode_frame};
+use ringkv_core::peer::record::PeerRecord;
 use ringkv_core::peer::{Peer, PeerConfig};
-use ringkv_core::storage::{LogReader, StorageError};
+use ringkv_core::storage::{LogReader, LogRecord, StorageError};
 
 /// The log's bytes, for the roles that read values back.
 #[derive(Clone, Copy)]
@@ -34,34 +37,66 @@ impl LogReader for MemLog<'_> {
     }
 }
 
-/// Where the valid prefix must end, given where recovery says a bad record starts.
-fn check_valid_len(log: &[u8], valid_len: u64, bad_record_at: Option<u64>, role: &str) {
-    let framed = decode_frames(log).valid_len;
-    match bad_record_at {
-        Some(at) => {
-            assert_eq!(
-                valid_len, at,
-                "{role}: the valid prefix ends at the bad record"
-            );
-            assert!(at < framed, "{role}: a bad record past the frames");
-            assert!(
-                decode_frames(log).frames.iter().any(|f| f.offset == at),
-                "{role}: a bad record that is no frame's start"
-            );
-        }
-        None => assert_eq!(valid_len, framed, "{role}: the valid prefix is the frames"),
+/// Where the first frame whose payload the role's own decoder `R` refuses starts, and how
+/// many records come before it.
+fn first_bad_record<R: LogRecord>(log: &[u8]) -> (Option<u64>, usize) {
+    let frames = decode_frames(log).frames;
+    match frames
+        .iter()
+        .position(|frame| R::decode(frame.payload).is_err())
+    {
+        Some(index) => (frames.get(index).map(|frame| frame.offset), index),
+        None => (None, frames.len()),
     }
+}
+
+/// What a role's recovery reports of its log's valid prefix.
+struct Prefix {
+    valid_len: u64,
+    records: usize,
+    bad_record_at: Option<u64>,
+}
+
+/// The bad record recovery reports is the first payload that is no record of `R`, every
+/// record before it was replayed, and the valid prefix ends there (else where the frames
+/// end): recovery neither cuts a log at a good record nor reads past a bad one.
+fn check_prefix<R: LogRecord>(log: &[u8], reported: Prefix, role: &str) {
+    let (first_bad, good) = first_bad_record::<R>(log);
+    assert_eq!(
+        reported.bad_record_at, first_bad,
+        "{role}: the bad record is the first payload its decoder refuses"
+    );
+    assert_eq!(
+        reported.records, good,
+        "{role}: every record before it is replayed"
+    );
+    let framed = decode_frames(log).valid_len;
+    let expected = first_bad.unwrap_or(framed);
+    assert_eq!(
+        reported.valid_len, expected,
+        "{role}: where the valid prefix ends"
+    );
 }
 
 fn recover_coordinator(log: &[u8]) {
     match Coordinator::recover(CoordinatorConfig::new(2), log) {
-        Ok((_, report)) => check_valid_len(
-            log,
-            report.valid_len,
-            report.bad_record.as_ref().map(|(at, _)| *at),
-            "coordinator",
+        Ok((_, report)) => {
+            let bad_record_at = report.bad_record.as_ref().map(|(at, _)| *at);
+            let (valid_len, records) = (report.valid_len, report.records);
+            let prefix = Prefix {
+                valid_len,
+                records,
+                bad_record_at,
+            };
+            check_prefix::<CoordinatorRecord>(log, prefix, "coordinator");
+        }
+        // The three refusals recovery documents; anything else is a bug.
+        Err(err) => assert!(
+            err.0.contains("belongs to a ring of")
+                || err.0.contains("no transaction IDs are left")
+                || err.0.contains("transactions under way, more than"),
+            "coordinator: an unexpected refusal: {err:?}"
         ),
-        Err(err) => assert!(!err.0.is_empty()),
     }
 }
 
@@ -74,12 +109,22 @@ fn recover_eventual(log: &[u8]) {
         Err(err) => panic!("the eventual node refused its settings: {err}"),
     };
     let bad_record_at = report.bad_record.as_ref().map(|(at, _)| *at);
-    check_valid_len(log, report.valid_len, bad_record_at, "eventual node");
+    let (valid_len, records) = (report.valid_len, report.records);
+    let prefix = Prefix {
+        valid_len,
+        records,
+        bad_record_at,
+    };
+    check_prefix::<EventualRecord>(log, prefix, "eventual node");
     let Ok(compacted) = node.compaction_log() else {
         return;
     };
-    let (again, _) = Node::recover(config, &compacted.bytes, MemLog(&compacted.bytes))
+    let (again, report) = Node::recover(config, &compacted.bytes, MemLog(&compacted.bytes))
         .expect("a compacted log recovers");
+    assert!(
+        report.bad_record.is_none() && report.anomalies.is_empty(),
+        "eventual node: a compacted log recovers cleanly: {report:?}"
+    );
     let states = |node: &Node<MemLog>| -> Vec<(String, Option<KeyState>)> {
         let keys: Vec<String> = node.keys().map(str::to_owned).collect();
         keys.into_iter()
@@ -108,17 +153,27 @@ fn recover_peer(log: &[u8]) {
         Err(err) => panic!("the peer node refused its settings: {err:?}"),
     };
     let bad_record_at = report.bad_record.as_ref().map(|(at, _)| *at);
-    check_valid_len(log, report.valid_len, bad_record_at, "peer node");
+    let (valid_len, records) = (report.valid_len, report.records);
+    let prefix = Prefix {
+        valid_len,
+        records,
+        bad_record_at,
+    };
+    check_prefix::<PeerRecord>(log, prefix, "peer node");
     let Ok(compacted) = peer.compacted_log() else {
         return;
     };
     let recovered = Peer::recover(config, 0, &compacted.bytes, MemLog(&compacted.bytes));
-    let Ok((again, _)) = recovered else {
+    let Ok((again, report)) = recovered else {
         panic!(
             "a compacted peer log does not recover: {recovered:?}",
             recovered = recovered.err()
         );
     };
+    assert!(
+        report.bad_record.is_none(),
+        "peer node: a compacted log recovers cleanly: {report:?}"
+    );
     let values = |peer: &Peer<MemLog>| -> Vec<(String, Option<String>)> {
         let keys: Vec<String> = peer.committed_keys().map(str::to_owned).collect();
         keys.into_iter()
