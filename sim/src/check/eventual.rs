@@ -1,7 +1,8 @@
 //! The verdicts of eventual-mode runs (PROTOCOL.md section 2), each a pure function of
 //! the clients' history and the cluster's final state:
-//! - [`check_convergence`]: once the faults stopped and the run went quiet, every replica
-//!   of every key holds the same state, no other node holds the key, and nothing is still
+//! - [`check_convergence`]: once the faults stopped and the run went quiet, every node
+//!   places every key where the ring does, every replica of every key holds the same
+//!   state, no other node holds the key, and nothing is still
 //!   owed (hints, writes owed by a first replica, a node still catching up), and no
 //!   node ever met a dot handed out twice;
 //! - [`check_set`]: Jepsen's set test: every acknowledged add is in the final set (the
@@ -12,6 +13,8 @@
 //! - [`check_eventual_liveness`]: once the cluster settled after the faults, every request
 //!   at a level N can meet succeeds;
 //! - [`check_siblings`]: no more siblings than concurrent writers;
+//! - [`check_origins`]: no value from nowhere: every value shown was written by an add
+//!   that may have been applied, invoked before the read showing it was answered;
 //! - [`check_read_after_write`] and [`check_monotonic_reads`]: reads that overlap an
 //!   acknowledged write, or an earlier read, return it or a successor;
 //! - [`check_lww_final`]: under last write wins, the final value is the write with the
@@ -28,10 +31,12 @@ use crate::eventual::workload::{
 };
 
 mod lww;
+mod origins;
 mod recency;
 mod siblings;
 
 pub use lww::check_lww_final;
+pub use origins::check_origins;
 pub use recency::{check_monotonic_reads, check_read_after_write};
 pub use siblings::check_siblings;
 
@@ -55,16 +60,21 @@ pub struct EvNodeSnapshot {
 pub struct EvSnapshot {
     /// Every node, `None` if it does not run.
     pub nodes: BTreeMap<u64, Option<EvNodeSnapshot>>,
-    /// Each workload key's replicas (its preference list).
+    /// Each workload key's replicas (its preference list), as the checker places it from
+    /// the ring (`check::cluster::replica_set`), not as the nodes do.
     pub replicas: BTreeMap<String, Vec<u64>>,
+    /// Each running node's own preference list for each workload key: every one must
+    /// equal `replicas`, or the nodes store keys where the protocol does not.
+    pub placed_by: BTreeMap<u64, BTreeMap<String, Vec<u64>>>,
 }
 
 /// A key's final state as the clients would read it: its versions' values (`None` for a
 /// deletion among siblings); empty when the key holds nothing or only deletions.
 pub type FinalValues = BTreeMap<String, Vec<Option<String>>>;
 
-/// Every replica of every key holds the same state and nothing else holds it; nothing is
-/// still owed. Returns the agreed values of each key.
+/// Every node places each key on the replicas the ring gives; every replica of every key
+/// holds the same state and nothing else holds it; nothing is still owed. Returns the
+/// agreed values of each key.
 pub fn check_convergence(snapshot: &EvSnapshot) -> Result<FinalValues, Vec<String>> {
     let mut problems = Vec::new();
     for (&id, node) in &snapshot.nodes {
@@ -84,6 +94,16 @@ pub fn check_convergence(snapshot: &EvSnapshot) -> Result<FinalValues, Vec<Strin
         if node.reused_dots > 0 {
             let reused = node.reused_dots;
             problems.push(format!("node {id} met {reused} dots handed out twice"));
+        }
+    }
+    for (&id, placed) in &snapshot.placed_by {
+        for (key, replicas) in placed {
+            let expected = snapshot.replicas.get(key);
+            if expected != Some(replicas) {
+                problems.push(format!(
+                    "{key}: node {id} places it on {replicas:?}, the ring on {expected:?}"
+                ));
+            }
         }
     }
     let mut finals = FinalValues::new();

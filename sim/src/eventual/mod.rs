@@ -28,12 +28,14 @@ use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use ringkv_core::eventual::Repair;
 use ringkv_core::proto::Consistency;
+use ringkv_core::ring::Ring;
 use ringkv_core::Ts;
 
+use crate::check::cluster::replica_set;
 use crate::check::eventual::{
     check_convergence, check_eventual_liveness, check_lww_final, check_monotonic_reads,
-    check_read_after_write, check_set, check_siblings, check_superseded, EvNodeSnapshot,
-    EvSnapshot,
+    check_origins, check_read_after_write, check_set, check_siblings, check_superseded,
+    EvNodeSnapshot, EvSnapshot,
 };
 use crate::cluster::{eventual_node, Cluster, EventualSpec, Outbox, Role, RoleSpec};
 use crate::config::{EventualKnobs, SimConfig};
@@ -353,6 +355,13 @@ impl World {
     /// The end state of every node, for the checks.
     fn eventual_snapshot(&self) -> EvSnapshot {
         let mut snapshot = EvSnapshot::default();
+        if let Some(ev) = &self.eventual {
+            let ring: Ring = self.config.server_ids.iter().copied().collect();
+            for key in &self.config.keys {
+                let replicas = replica_set(&ring, key, ev.knobs.replication);
+                snapshot.replicas.insert(key.clone(), replicas);
+            }
+        }
         for id in self.cluster.ids() {
             let NodeId::Node(ring_id) = id else { continue };
             let node = match self.cluster.role(id) {
@@ -369,11 +378,12 @@ impl World {
                 .iter()
                 .map(|&t| (t, core.hints_for(t)))
                 .collect();
-            if snapshot.replicas.is_empty() {
-                for key in &self.config.keys {
-                    snapshot.replicas.insert(key.clone(), core.replicas_of(key));
-                }
-            }
+            let placed = self
+                .config
+                .keys
+                .iter()
+                .map(|key| (key.clone(), core.replicas_of(key)));
+            snapshot.placed_by.insert(ring_id, placed.collect());
             let node = EvNodeSnapshot {
                 states: node.states(),
                 hints,
@@ -428,6 +438,9 @@ impl World {
                 return failures;
             }
         };
+        if let Err(problems) = check_origins(history, &finals) {
+            failures.extend(problems.into_iter().map(|p| format!("origin: {p}")));
+        }
         let siblings = !lww;
         if let Err(problems) = check_set(history, &finals, siblings, n, lost) {
             failures.extend(problems.into_iter().map(|p| format!("set: {p}")));

@@ -148,17 +148,59 @@ fn siblings_rejects_blind_writes_through_one_replica_in_turn_shown_together() {
 #[test]
 fn siblings_rejects_more_versions_than_writes_that_may_have_been_applied() {
     let mut history = context_history();
-    history.push(read(5, found(&["a b", "c", "z"], String::new(), vec![])));
+    // Two values and a tombstone (a delete's version): three versions.
+    let mut three = found(&["a b", "c"], String::new(), vec![]);
+    if let EvOutcome::Found { values, .. } = &mut three {
+        values.push(None);
+    }
+    history.push(read(5, three));
     check_siblings(&history, &FinalValues::new(), &replicas(), &[]).unwrap();
     // An add answered `unavailable` was never tried: two writes cannot make three.
-    history[4].outcome = EvOutcome::Failed("unavailable".to_owned());
+    history[1].outcome = EvOutcome::Failed("unavailable".to_owned());
     let problems = check_siblings(&history, &FinalValues::new(), &replicas(), &[]).unwrap_err();
     assert!(
         problems[0].contains("more than the 2 writes"),
         "{problems:?}"
     );
-    history[4].outcome = EvOutcome::Timeout;
+    history[1].outcome = EvOutcome::Timeout;
     check_siblings(&history, &FinalValues::new(), &replicas(), &[]).unwrap();
+}
+
+#[test]
+fn origins_rejects_a_value_no_applied_earlier_add_wrote() {
+    let mut history = context_history();
+    history.push(read(5, found(&["a b", "c"], String::new(), vec![])));
+    check_origins(&history, &finals_of(&["a b", "c"])).unwrap();
+    // A value no client wrote, in a read or in the final state.
+    let mut forged = history.clone();
+    forged[5] = read(5, found(&["a b", "z"], String::new(), vec![]));
+    let problems = check_origins(&forged, &FinalValues::new()).unwrap_err();
+    assert!(
+        problems[0].contains("\"z\", which no client wrote"),
+        "{problems:?}"
+    );
+    let problems = check_origins(&history, &finals_of(&["z"])).unwrap_err();
+    assert!(problems[0].contains("the final state"), "{problems:?}");
+    // The value of an add that was never tried.
+    let mut never = history.clone();
+    never[4].outcome = EvOutcome::Failed("unavailable".to_owned());
+    let problems = check_origins(&never, &FinalValues::new()).unwrap_err();
+    assert!(
+        problems[0].contains("operation 4, which was never applied"),
+        "{problems:?}"
+    );
+    // The value of an add invoked after the read was answered.
+    let mut late = history.clone();
+    late[4].invoke_ms = late[5].complete_ms.unwrap() + 1;
+    let problems = check_origins(&late, &FinalValues::new()).unwrap_err();
+    assert!(
+        problems[0].contains("invoked after the read was answered"),
+        "{problems:?}"
+    );
+    // An add that timed out may have been applied.
+    let mut unsure = history.clone();
+    unsure[4].outcome = EvOutcome::Timeout;
+    check_origins(&unsure, &FinalValues::new()).unwrap();
 }
 
 /// A write acknowledged at `level` with context {1: 2}, then a read at `read_level`
@@ -272,6 +314,7 @@ fn lww_snapshot(state: Option<(u64, u64, Payload)>) -> EvSnapshot {
     EvSnapshot {
         nodes: BTreeMap::from([(1, node.clone()), (2, node)]),
         replicas: BTreeMap::from([("k0".to_owned(), vec![1, 2])]),
+        placed_by: BTreeMap::new(),
     }
 }
 

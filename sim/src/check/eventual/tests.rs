@@ -37,6 +37,7 @@ fn snapshot(one: &[(&str, KeyState)], two: &[(&str, KeyState)]) -> EvSnapshot {
     EvSnapshot {
         nodes: BTreeMap::from([(1, node(one)), (2, node(two)), (3, node(&[]))]),
         replicas: BTreeMap::from([("k0".to_owned(), vec![1, 2])]),
+        placed_by: BTreeMap::new(),
     }
 }
 
@@ -68,6 +69,19 @@ fn convergence_rejects_differing_replicas_strays_and_leftover_work() {
     snap.nodes.insert(3, node(&[("k0", siblings(&["a"]))]));
     let problems = check_convergence(&snap).unwrap_err();
     assert!(problems[0].contains("no replica"), "{problems:?}");
+
+    // A node that stores k0 somewhere the ring does not put it.
+    let mut snap = snapshot(&[], &[]);
+    let placed = BTreeMap::from([("k0".to_owned(), vec![1, 3])]);
+    snap.placed_by.insert(2, placed);
+    let problems = check_convergence(&snap).unwrap_err();
+    assert!(
+        problems[0].contains("node 2 places it on [1, 3]"),
+        "{problems:?}"
+    );
+    snap.placed_by
+        .insert(2, BTreeMap::from([("k0".to_owned(), vec![1, 2])]));
+    check_convergence(&snap).unwrap();
 
     for spoil in 0..5 {
         let mut snap = snapshot(&[], &[]);
