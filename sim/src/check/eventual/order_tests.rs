@@ -155,15 +155,39 @@ fn siblings_rejects_more_versions_than_writes_that_may_have_been_applied() {
     }
     history.push(read(5, three));
     check_siblings(&history, &FinalValues::new(), &replicas(), &[]).unwrap();
-    // An add answered `unavailable` was never tried: two writes cannot make three.
+    // An add answered `unavailable` was never tried: two writes cannot make three (nor
+    // none read 2's one).
     history[1].outcome = EvOutcome::Failed("unavailable".to_owned());
     let problems = check_siblings(&history, &FinalValues::new(), &replicas(), &[]).unwrap_err();
+    assert_eq!(problems.len(), 2, "{problems:?}");
     assert!(
-        problems[0].contains("more than the 2 writes"),
+        problems[0].contains("read 2") && problems[0].contains("the 0 writes"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].contains("read 5") && problems[1].contains("the 2 writes"),
         "{problems:?}"
     );
     history[1].outcome = EvOutcome::Timeout;
     check_siblings(&history, &FinalValues::new(), &replicas(), &[]).unwrap();
+    // Writes invoked after the read was answered cannot have made its versions.
+    history.truncate(5);
+    history.push(add(5, "e", 0, false, written(String::new(), Value::Null)));
+    let mut early = found(&["a b", "c"], String::new(), vec![]);
+    if let EvOutcome::Found { values, .. } = &mut early {
+        values.push(None);
+    }
+    // Read 6 is answered before add 5, and before add 4 as well.
+    let mut read6 = read(6, early);
+    read6.invoke_ms = history[4].invoke_ms - 5;
+    read6.complete_ms = Some(history[4].invoke_ms - 1);
+    history.push(read6);
+    let problems = check_siblings(&history, &FinalValues::new(), &replicas(), &[]).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("read 6") && problems[0].contains("the 2 writes"),
+        "{problems:?}"
+    );
 }
 
 #[test]

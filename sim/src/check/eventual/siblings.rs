@@ -17,7 +17,8 @@ use crate::eventual::workload::{EvCommand, EvHistory, EvOp, EvOutcome};
 type Superseded = Vec<BTreeSet<usize>>;
 
 /// Every read and the final state show only versions that no shown version superseded,
-/// and never more versions than writes of the key that may have been applied.
+/// and never more versions than writes of the key that may have been applied (for a
+/// read, invoked before it was answered).
 pub fn check_siblings(
     history: &EvHistory,
     finals: &FinalValues,
@@ -26,16 +27,27 @@ pub fn check_siblings(
 ) -> Result<(), Vec<String>> {
     let writer = writers(history);
     let superseded = superseded(history, &writer, replicas, disks_lost_at);
-    let mut writes: BTreeMap<&str, usize> = BTreeMap::new();
+    // When each write of each key that may have been applied was invoked, in order: a
+    // read answered at T can show versions of those invoked by T only.
+    let mut writes: BTreeMap<&str, Vec<Ts>> = BTreeMap::new();
     for op in history {
         if op.command != EvCommand::Read && possibly_applied(op) {
-            *writes.entry(op.key.as_str()).or_default() += 1;
+            writes
+                .entry(op.key.as_str())
+                .or_default()
+                .push(op.invoke_ms);
         }
     }
-    let judge = |key: &str, values: &[Option<String>], what: &str, problems: &mut Vec<String>| {
+    writes
+        .values_mut()
+        .for_each(|invoked| invoked.sort_unstable());
+    let judge = |key: &str, values: &[Option<String>], what: &str, answered: Option<Ts>| {
         let shown = Shown { key, values, what };
-        let writes = writes.get(key).copied().unwrap_or(0);
-        shown.judge(history, &writer, &superseded, writes, problems);
+        let invoked = writes.get(key).map(Vec::as_slice).unwrap_or_default();
+        let writes = answered.map_or(invoked.len(), |at| invoked.partition_point(|&t| t <= at));
+        let mut problems = Vec::new();
+        shown.judge(history, &writer, &superseded, writes, &mut problems);
+        problems
     };
     let mut problems = Vec::new();
     for op in history {
@@ -44,11 +56,11 @@ pub fn check_siblings(
                 "read {} ({:?} through node {})",
                 op.index, op.level, op.node
             );
-            judge(&op.key, values, &what, &mut problems);
+            problems.extend(judge(&op.key, values, &what, op.complete_ms));
         }
     }
     for (key, values) in finals {
-        judge(key, values, "the final state", &mut problems);
+        problems.extend(judge(key, values, "the final state", None));
     }
     if problems.is_empty() {
         Ok(())
@@ -163,7 +175,7 @@ impl Shown<'_> {
         }
         if self.values.len() > writes {
             problems.push(format!(
-                "{key}: {what} shows {} versions, more than the {writes} writes that may have been applied",
+                "{key}: {what} shows {} versions, more than the {writes} writes that may have been applied by then",
                 self.values.len()
             ));
         }
