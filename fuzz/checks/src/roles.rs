@@ -57,6 +57,18 @@ struct Prefix {
     bad_record_at: Option<u64>,
 }
 
+impl Prefix {
+    /// From a recovery report's fields, whatever the role's record error type.
+    fn of<E>(valid_len: u64, records: usize, bad_record: &Option<(u64, E)>) -> Self {
+        let bad_record_at = bad_record.as_ref().map(|(at, _)| *at);
+        Self {
+            valid_len,
+            records,
+            bad_record_at,
+        }
+    }
+}
+
 /// The bad record recovery reports is the first payload that is no record of `R`, every
 /// record before it was replayed, and the valid prefix ends there (else where the frames
 /// end): recovery neither cuts a log at a good record nor reads past a bad one.
@@ -81,13 +93,7 @@ fn check_prefix<R: LogRecord>(log: &[u8], reported: Prefix, role: &str) {
 fn recover_coordinator(log: &[u8]) {
     match Coordinator::recover(CoordinatorConfig::new(2), log) {
         Ok((_, report)) => {
-            let bad_record_at = report.bad_record.as_ref().map(|(at, _)| *at);
-            let (valid_len, records) = (report.valid_len, report.records);
-            let prefix = Prefix {
-                valid_len,
-                records,
-                bad_record_at,
-            };
+            let prefix = Prefix::of(report.valid_len, report.records, &report.bad_record);
             check_prefix::<CoordinatorRecord>(log, prefix, "coordinator");
         }
         // The three refusals recovery documents; anything else is a bug.
@@ -108,13 +114,7 @@ fn recover_eventual(log: &[u8]) {
         Ok(recovered) => recovered,
         Err(err) => panic!("the eventual node refused its settings: {err}"),
     };
-    let bad_record_at = report.bad_record.as_ref().map(|(at, _)| *at);
-    let (valid_len, records) = (report.valid_len, report.records);
-    let prefix = Prefix {
-        valid_len,
-        records,
-        bad_record_at,
-    };
+    let prefix = Prefix::of(report.valid_len, report.records, &report.bad_record);
     check_prefix::<EventualRecord>(log, prefix, "eventual node");
     let Ok(compacted) = node.compaction_log() else {
         return;
@@ -152,13 +152,7 @@ fn recover_peer(log: &[u8]) {
         Err(err) if err.0.contains("no transaction IDs left") => return,
         Err(err) => panic!("the peer node refused its settings: {err:?}"),
     };
-    let bad_record_at = report.bad_record.as_ref().map(|(at, _)| *at);
-    let (valid_len, records) = (report.valid_len, report.records);
-    let prefix = Prefix {
-        valid_len,
-        records,
-        bad_record_at,
-    };
+    let prefix = Prefix::of(report.valid_len, report.records, &report.bad_record);
     check_prefix::<PeerRecord>(log, prefix, "peer node");
     let Ok(compacted) = peer.compacted_log() else {
         return;

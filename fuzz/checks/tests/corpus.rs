@@ -142,10 +142,10 @@ fn resp_seeds_and_their_mutations_pass() {
 }
 
 #[test]
-fn roles_regressions_log_seeds_and_their_mutations_pass() {
+fn roles_seeds_regressions_log_seeds_and_their_mutations_pass() {
     replay(
         "roles",
-        &["regressions/roles", "corpus/log"],
+        &["corpus/roles", "regressions/roles", "corpus/log"],
         ringkv_fuzz_checks::roles::check,
     );
 }
