@@ -191,7 +191,17 @@ impl Cluster {
     /// SIGKILLs the coordinator and starts a new one on the same ports; the servers must
     /// notice and register again.
     pub fn restart_coordinator(&mut self) {
+        self.kill_coordinator();
+        self.start_coordinator_again();
+    }
+
+    /// SIGKILLs the coordinator; [`Cluster::start_coordinator_again`] brings it back.
+    pub fn kill_coordinator(&mut self) {
         self.coordinator.kill();
+    }
+
+    /// Starts a coordinator on the same ports and flags as the one killed.
+    pub fn start_coordinator_again(&mut self) {
         self.coordinator = start_coordinator(
             &self.client_addr.to_string(),
             &self.server_addr.to_string(),
