@@ -577,9 +577,11 @@ mod tests {
             events.contains(&LinkEvent::Disconnected)
         });
         let retry_at_ms = link.next_deadline_ms().unwrap();
+        // The failure came at or after 0 ms, and the first wait is 10 to 15 ms.
+        let seen_ms = start.elapsed().as_millis() as u64;
         assert!(
-            retry_at_ms > 0,
-            "a failed link waits before connecting again"
+            (10..=seen_ms + 15).contains(&retry_at_ms),
+            "a failed link waits its backoff before connecting again: {retry_at_ms} ms"
         );
         assert_eq!(
             link.queue.len(),

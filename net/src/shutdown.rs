@@ -100,14 +100,25 @@ mod tests {
 
     #[test]
     fn trigger_wakes_attached_loops_and_detaches_on_drop() {
-        let poll = mio::Poll::new().unwrap();
+        let mut poll = mio::Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
         let shutdown = Shutdown::new();
         let guard = shutdown.attach(waker);
         assert_eq!(shutdown.wakers().list.len(), 1);
         assert!(!shutdown.is_triggered());
+        let mut events = mio::Events::with_capacity(4);
+        let zero = Some(std::time::Duration::ZERO);
+        poll.poll(&mut events, zero).unwrap();
+        assert!(events.is_empty(), "no wake before the trigger");
         shutdown.clone().trigger();
         assert!(shutdown.is_triggered());
+        poll.poll(&mut events, zero).unwrap();
+        let woken: Vec<mio::Token> = events.iter().map(|event| event.token()).collect();
+        assert_eq!(
+            woken,
+            [mio::Token(0)],
+            "the trigger wakes the attached loop"
+        );
         drop(guard);
         assert!(shutdown.wakers().list.is_empty());
     }

@@ -138,5 +138,26 @@ fn a_client_that_never_reads_cannot_hold_up_the_others() {
     assert_serving(&mut c);
     let sent = greedy.join().unwrap();
     assert!(sent > 0);
+    // Answered in full, the GETs sent would be `sent` times 200 KB (up to 4 GB): the
+    // coordinator holds a bounded part of them (its send buffer per connection is 16
+    // MiB), or its memory would show it.
+    let rss_kib = resident_kib(c.coordinator.pid());
+    assert!(
+        rss_kib < 256 * 1024,
+        "the coordinator holds {rss_kib} KiB after {sent} unread GETs of 200 KB"
+    );
     assert_serving(&mut c);
+}
+
+/// A process's resident memory, from /proc/PID/status.
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("a running process");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .expect("VmRSS");
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS in kB")
 }
