@@ -1111,6 +1111,30 @@ mod tests {
         }
     }
 
+    /// What `write` over `txids` commits, worked out from its rules alone (not read back
+    /// through the log): each key's last committed value, by key. `committed` says which
+    /// transactions were committed in the end.
+    fn expected_values(
+        txids: std::ops::RangeInclusive<u64>,
+        committed: impl Fn(u64) -> bool,
+    ) -> Vec<(String, String)> {
+        let mut values = std::collections::BTreeMap::new();
+        for txid in txids.filter(|&txid| committed(txid)) {
+            let key = format!("key{}", txid % 20);
+            if txid % 17 == 0 {
+                values.remove(&key);
+            } else {
+                values.insert(key, format!("{txid}:{}", "v".repeat(150)));
+            }
+        }
+        values.into_iter().collect()
+    }
+
+    fn sorted(mut values: Vec<(String, String)>) -> Vec<(String, String)> {
+        values.sort();
+        values
+    }
+
     fn files(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
@@ -1137,6 +1161,11 @@ mod tests {
         let state = node.state();
         assert!(state.0.len() > 15, "{state:?}");
         assert_eq!(state.1, [599, 600], "598 was aborted");
+        let first = expected_values(1..=600, |txid| txid % 23 != 0 && txid + 3 <= 600);
+        assert!(
+            sorted(state.0.clone()) == first,
+            "the merged segments hold what was written"
+        );
         let written: u64 = 600 * 200;
         let on_disk = disk_bytes(tmp.path());
         assert!(
@@ -1156,6 +1185,12 @@ mod tests {
         write(&mut node, 601..=800);
         node.settle();
         let state = node.state();
+        let committed = |txid: u64| txid % 23 != 0 && (txid <= 600 || txid + 3 <= 800);
+        let second = expected_values(1..=800, committed);
+        assert!(
+            sorted(state.0.clone()) == second,
+            "and what was written after the restart"
+        );
         drop(node);
         assert_eq!(Node::open(tmp.path(), true).state(), state);
     }
