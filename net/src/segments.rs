@@ -1161,7 +1161,7 @@ mod tests {
         let state = node.state();
         assert!(state.0.len() > 15, "{state:?}");
         assert_eq!(state.1, [599, 600], "598 was aborted");
-        let first = expected_values(1..=600, |txid| txid % 23 != 0 && txid + 3 <= 600);
+        let first = expected_values(1..=600, |txid| !txid.is_multiple_of(23) && txid + 3 <= 600);
         assert!(
             sorted(state.0.clone()) == first,
             "the merged segments hold what was written"
@@ -1185,7 +1185,7 @@ mod tests {
         write(&mut node, 601..=800);
         node.settle();
         let state = node.state();
-        let committed = |txid: u64| txid % 23 != 0 && (txid <= 600 || txid + 3 <= 800);
+        let committed = |txid: u64| !txid.is_multiple_of(23) && (txid <= 600 || txid + 3 <= 800);
         let second = expected_values(1..=800, committed);
         assert!(
             sorted(state.0.clone()) == second,
