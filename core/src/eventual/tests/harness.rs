@@ -223,6 +223,16 @@ impl World {
         self.input(id, NodeInput::Persisted { token });
     }
 
+    /// Makes all of node `id`'s writes reach its disk without telling the node (the
+    /// machine crashes right after the sync, before the node hears it finished).
+    pub fn sync_unreported(&mut self, id: NodeId) {
+        let slot = self.slots.get_mut(&id).expect("node");
+        if let Some(&(_, len)) = slot.unsynced.last() {
+            slot.unsynced.clear();
+            slot.synced = len;
+        }
+    }
+
     /// Syncs only the first of node `id`'s unsynced writes (a machine crash then keeps
     /// that prefix of the log) and reports it durable.
     pub fn sync_first(&mut self, id: NodeId) {

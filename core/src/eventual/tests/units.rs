@@ -1057,27 +1057,33 @@ fn the_first_replica_keeps_its_debt_until_the_coordinators_hints_are_durable() {
     assert_eq!(local_values(&w, missed, &key), ["v"]);
 }
 
-#[test]
-fn a_write_kept_by_its_first_replica_after_a_crash_is_owed_to_the_others() {
+/// A world of four nodes (hints only, N = 3) where the first replica of `k` is about to
+/// take a write from a coordinator that holds no copy, its log syncs held back: the
+/// world, the coordinator and the first replica.
+fn world_with_a_first_replica_held_back() -> (World, u64, u64) {
     let ids = [10, 20, 30, 40];
     let mut w = World::new(&ids, |c| {
         c.repair = Repair::Hints;
         c.replication = 3;
     });
-    let key = "k".to_owned();
     let coordinator = ids
         .into_iter()
-        .find(|id| !w.node(10).replicas_of(&key).contains(id))
+        .find(|id| !w.node(10).replicas_of("k").contains(id))
         .expect("a node that does not hold the key");
-    let first = w.node(coordinator).replicas_of(&key)[0];
+    let first = w.node(coordinator).replicas_of("k")[0];
     // Every node caught up with the others at start.
     w.advance(10);
     assert!(ids.iter().all(|&id| !w.node(id).catching_up()));
-    // The first replica's machine crashes while its records of the write are written:
-    // only the first of them reached the disk, and the coordinator never heard back.
     w.slots.get_mut(&first).expect("node").auto_sync = false;
-    let put = w.put(coordinator, &key, "v", Quorum, None);
-    w.sync_first(first);
+    (w, coordinator, first)
+}
+
+/// The first replica crashes once `keep` made what it keeps durable; the put times out
+/// at the coordinator; then it restarts, and the hints run. Returns each replica's values.
+fn crash_the_first_replica_mid_write(keep: fn(&mut World, u64)) -> Vec<Vec<String>> {
+    let (mut w, coordinator, first) = world_with_a_first_replica_held_back();
+    let put = w.put(coordinator, "k", "v", Quorum, None);
+    keep(&mut w, first);
     w.crash(first);
     w.announce(first, false);
     w.slots.get_mut(&first).expect("node").auto_sync = true;
@@ -1086,15 +1092,28 @@ fn a_write_kept_by_its_first_replica_after_a_crash_is_owed_to_the_others() {
     w.restart(first);
     w.announce(first, true);
     w.advance(3 * 3000);
-    // With hints alone, a write the first replica kept reaches every replica, or the
-    // write is nowhere.
-    let held: Vec<Vec<String>> = w
-        .node(coordinator)
-        .replicas_of(&key)
+    w.node(coordinator)
+        .replicas_of("k")
         .into_iter()
-        .map(|id| local_values(&w, id, &key))
-        .collect();
-    assert!(held.iter().all(|h| h == &held[0]), "{held:?}");
+        .map(|id| local_values(&w, id, "k"))
+        .collect()
+}
+
+#[test]
+fn a_write_kept_by_its_first_replica_after_a_crash_is_owed_to_the_others() {
+    // Both of the first replica's records of the write (what it owes, then the state)
+    // reached its disk, but the machine crashed before the node heard so: nobody else
+    // has the write, and the coordinator holds no hint of it.
+    let held = crash_the_first_replica_mid_write(World::sync_unreported);
+    assert_eq!(held, vec![vec!["v".to_owned()]; 3], "the debt ships it to every replica");
+}
+
+#[test]
+fn a_debt_whose_write_was_lost_in_a_crash_is_settled_with_nothing_shipped() {
+    // Only the first record (what it owes) reached the disk, not the state: the write
+    // is nowhere, and the debt must not make one up.
+    let held = crash_the_first_replica_mid_write(World::sync_first);
+    assert_eq!(held, vec![Vec::<String>::new(); 3]);
 }
 
 #[test]
