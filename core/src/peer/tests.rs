@@ -254,7 +254,16 @@ fn colliding_coordinators_roll_back_retry_and_all_succeed() {
     for put in &puts {
         assert_eq!(w.answer(*put), Some(ClientResponse::Success), "{put:?}");
     }
+    // They did collide: a replica refused a locked key, and more transactions than the
+    // three updates were prepared (the retries).
+    assert!(w.locked_refusals > 0, "the first attempts collided");
+    assert!(w.prepared_txids.len() > IDS.len(), "{:?}", w.prepared_txids);
     let last = w.local(10, "k");
+    let written: Vec<String> = IDS.iter().map(|id| format!("v{id}")).collect();
+    assert!(
+        matches!(&last, ClientResponse::Value { value, .. } if written.contains(value)),
+        "the key holds one of the three values: {last:?}"
+    );
     for id in IDS {
         assert_eq!(w.local(id, "k"), last, "replicas agree");
         assert_eq!(w.in_doubt(id), 0, "no key left locked");

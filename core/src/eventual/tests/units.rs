@@ -1105,7 +1105,11 @@ fn a_write_kept_by_its_first_replica_after_a_crash_is_owed_to_the_others() {
     // reached its disk, but the machine crashed before the node heard so: nobody else
     // has the write, and the coordinator holds no hint of it.
     let held = crash_the_first_replica_mid_write(World::sync_unreported);
-    assert_eq!(held, vec![vec!["v".to_owned()]; 3], "the debt ships it to every replica");
+    assert_eq!(
+        held,
+        vec![vec!["v".to_owned()]; 3],
+        "the debt ships it to every replica"
+    );
 }
 
 #[test]
