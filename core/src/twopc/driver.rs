@@ -893,11 +893,21 @@ mod tests {
             assert_eq!(events(&mut d), vec![decision(2, true)]);
         }
         let now = d.now;
+        // The wait has grown to its cap (400 ms) by now.
+        let grown = d.poll_timeout().unwrap();
+        assert!(grown >= now + 400, "{grown} after {now}");
         d.resend_now(now, 7);
         assert_eq!(
             events(&mut d),
             vec![decision(2, true)],
             "only node 2, at once"
+        );
+        // And the waits start over: the next resend comes after the first wait again
+        // (100 ms, jittered up to 150), not after the grown one.
+        let restarted = d.poll_timeout().unwrap();
+        assert!(
+            (now + 100..=now + 150).contains(&restarted),
+            "{restarted} after {now}"
         );
         d.resend_now(now, 99);
         assert!(
