@@ -253,9 +253,18 @@ mod tests {
 
     #[test]
     fn replicas_for_key_uses_key_position() {
-        let ring: Ring = [1 << 62, 1 << 63, 3 << 62].into_iter().collect();
+        let ids: [u64; 3] = [1 << 62, 2 << 62, 3 << 62];
+        let ring: Ring = ids.into_iter().collect();
         for key in ["", "a", "hello", "user:42"] {
-            assert_eq!(ring.replicas_for_key(key), ring.replicas(key_position(key)));
+            // Worked out by hand from the (pinned) position: the first ID at or past it,
+            // wrapping, then the next one.
+            let at = key_position(key);
+            let first = ids.iter().position(|&id| id >= at).unwrap_or(0);
+            let expected = ReplicaPair {
+                primary: ids[first],
+                secondary: ids[(first + 1) % ids.len()],
+            };
+            assert_eq!(ring.replicas_for_key(key), Some(expected), "{key:?} at {at}");
         }
     }
 
