@@ -264,7 +264,11 @@ mod tests {
                 primary: ids[first],
                 secondary: ids[(first + 1) % ids.len()],
             };
-            assert_eq!(ring.replicas_for_key(key), Some(expected), "{key:?} at {at}");
+            assert_eq!(
+                ring.replicas_for_key(key),
+                Some(expected),
+                "{key:?} at {at}"
+            );
         }
     }
 
