@@ -688,13 +688,27 @@ impl SegmentedLog {
 
 impl Drop for SegmentedLog {
     /// Appends still in memory reach the file (not durably); nothing was acknowledged
-    /// on them.
+    /// on them. They go where the segment's written bytes end, stamped as every write
+    /// is: the file's own cursor never moves (writes are positioned), so a plain write
+    /// would land over the segment's first records.
     fn drop(&mut self) {
         let Some(active) = &self.active else {
             return;
         };
-        let shared = self.shared.borrow();
-        if let Err(err) = (&*active.file).write_all(&shared.bytes) {
+        let mut shared = self.shared.borrow_mut();
+        let Shared {
+            active_start,
+            file_end,
+            bytes,
+            ..
+        } = &mut *shared;
+        if bytes.is_empty() {
+            return;
+        }
+        if let Err(err) = self
+            .writes
+            .write(&active.file, *file_end - *active_start, bytes)
+        {
             tracing::warn!(%err, "writing the last appends of the log failed");
         }
     }
@@ -1193,6 +1207,29 @@ mod tests {
         );
         drop(node);
         assert_eq!(Node::open(tmp.path(), true).state(), state);
+    }
+
+    #[test]
+    fn appends_still_in_memory_at_a_clean_stop_land_after_the_log_not_over_its_start() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut node = Node::open(tmp.path(), false);
+        write(&mut node, 1..=5);
+        let (values, mut in_doubt) = node.state();
+        // A last prepare appended but not yet handed to the sync thread, as when the
+        // process stops right after it arrived.
+        let late = ReplicaInput::Request {
+            from: ReplyTo(1),
+            msg: put(6, "late", "v"),
+            to: None,
+        };
+        node.replica.handle(0, late);
+        node.drain();
+        drop(node);
+        // The log reopens whole: the late record was written after the others (never
+        // acknowledged, it is in doubt), not over the start of the segment.
+        let node = Node::open(tmp.path(), false);
+        in_doubt.push(6);
+        assert_eq!(node.state(), (values, in_doubt));
     }
 
     /// Stops a merge after `step`, as a crash there would, and checks that the log
