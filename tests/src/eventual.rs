@@ -28,11 +28,39 @@ pub struct EvCluster {
     tmp: tempfile::TempDir,
 }
 
-/// Free loopback ports: bound to port 0, then released for the nodes to take.
+/// Free loopback ports: bound, then released for the nodes to take. They are drawn
+/// below the kernel's ephemeral range where it leaves room: a port from that range (what
+/// port 0 gives) may be taken in between as the local port of any outgoing connection on
+/// the machine, and the node then fails to bind ("Address already in use").
 fn reserve_ports(count: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
-        .collect();
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(0);
+    let mut listeners: Vec<TcpListener> = Vec::new();
+    if ephemeral_low > 12_000 {
+        // Ports from 10,000 up to the range, in an order drawn per process and call.
+        let span = u64::from(ephemeral_low - 10_000);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::from(d.subsec_nanos()));
+        let mut x = u64::from(std::process::id()) << 32 ^ nanos;
+        for _ in 0..1_000 {
+            if listeners.len() == count {
+                break;
+            }
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let port = 10_000 + ((x >> 33) % span) as u16;
+            if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+                listeners.push(listener);
+            }
+        }
+    }
+    while listeners.len() < count {
+        listeners.push(TcpListener::bind("127.0.0.1:0").expect("a free port"));
+    }
     listeners
         .iter()
         .map(|l| l.local_addr().expect("bound"))
