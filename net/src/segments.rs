@@ -441,6 +441,25 @@ impl SegmentedLog {
         sync_thread::hasten_write(thread, &mut self.pending, unsynced, token)
     }
 
+    /// Writes the appends still in memory where the active segment's written bytes end
+    /// (positioned and stamped: the file's cursor is never used), and returns the log's
+    /// written end after them.
+    fn write_pending(&mut self, file: &File) -> io::Result<u64> {
+        let mut shared = self.shared.borrow_mut();
+        let Shared {
+            active_start,
+            file_end,
+            bytes,
+            ..
+        } = &mut *shared;
+        if !bytes.is_empty() {
+            self.writes.write(file, *file_end - *active_start, bytes)?;
+            *file_end += bytes.len() as u64;
+            bytes.clear();
+        }
+        Ok(*file_end)
+    }
+
     /// Writes the appends so far and hands their sync to the sync thread, if it can
     /// take them (else they wait for the next call; an urgent job may join a lingering
     /// one). When the segment is full and its every write durable, the appends go to a
@@ -477,23 +496,10 @@ impl SegmentedLog {
             .expect("appends before start_appending");
         let path = active.path.clone();
         let file = Arc::clone(&active.file);
-        {
-            let mut shared = self.shared.borrow_mut();
-            let Shared {
-                active_start,
-                file_end,
-                bytes,
-                ..
-            } = &mut *shared;
-            self.writes
-                .write(&file, *file_end - *active_start, bytes)
-                .map_err(|err| {
-                    NetError::io(format!("appending to the log {}", path.display()), err)
-                })?;
-            *file_end += bytes.len() as u64;
-            bytes.clear();
-            self.writes.handed(token, *file_end);
-        }
+        let end = self
+            .write_pending(&file)
+            .map_err(|err| NetError::io(format!("appending to the log {}", path.display()), err))?;
+        self.writes.handed(token, end);
         let dir = self.new_file.then(|| self.dir.clone());
         self.new_file = false;
         if let Some(thread) = &mut self.sync_thread {
@@ -692,23 +698,10 @@ impl Drop for SegmentedLog {
     /// is: the file's own cursor never moves (writes are positioned), so a plain write
     /// would land over the segment's first records.
     fn drop(&mut self) {
-        let Some(active) = &self.active else {
+        let Some(file) = self.active.as_ref().map(|active| Arc::clone(&active.file)) else {
             return;
         };
-        let mut shared = self.shared.borrow_mut();
-        let Shared {
-            active_start,
-            file_end,
-            bytes,
-            ..
-        } = &mut *shared;
-        if bytes.is_empty() {
-            return;
-        }
-        if let Err(err) = self
-            .writes
-            .write(&active.file, *file_end - *active_start, bytes)
-        {
+        if let Err(err) = self.write_pending(&file) {
             tracing::warn!(%err, "writing the last appends of the log failed");
         }
     }

@@ -19,12 +19,7 @@ fn a_compacted_coordinator_log_stays_small_and_recovers_every_write() {
         &IDS,
         &["--timeout-ms", "1000", "--log-compact-bytes", &compact],
     );
-    let log = c
-        .data_dir(0)
-        .parent()
-        .expect("the cluster's directory")
-        .join("coordinator")
-        .join("wal.log");
+    let log = coordinator_log(&c);
     let size = || ringkv_e2e::log_sizes::records_len(&log);
     let file_size = || std::fs::metadata(&log).map_or(0, |meta| meta.len());
     let mut client = c.client();
@@ -57,6 +52,15 @@ fn a_compacted_coordinator_log_stays_small_and_recovers_every_write() {
     c.restart_coordinator();
     c.wait_for_ring(IDS.len());
     check_values_and_locks(&c, &last);
+}
+
+/// The coordinator's log file, beside the servers' data directories.
+fn coordinator_log(c: &Cluster) -> std::path::PathBuf {
+    c.data_dir(0)
+        .parent()
+        .expect("the cluster's directory")
+        .join("coordinator")
+        .join("wal.log")
 }
 
 /// Every key reads `last` through the coordinator and on both replicas, then takes a new
@@ -131,12 +135,7 @@ fn a_coordinator_killed_while_compacting_often_loses_no_acknowledged_write() {
     let addr = c.client_addr;
     let writer_stop = stop.clone();
     let writer = std::thread::spawn(move || write_until(addr, &writer_stop));
-    let log = c
-        .data_dir(0)
-        .parent()
-        .expect("the cluster's directory")
-        .join("coordinator")
-        .join("wal.log");
+    let log = coordinator_log(&c);
     let mut watch = LogWatch::default();
     for pause_ms in [500, 350] {
         watch.sleep(&log, pause_ms);
