@@ -1,6 +1,6 @@
 //! A harness for node end-to-end tests (eventual mode, and peer mode through
 //! [`crate::peer`]): `ringkv node` processes on loopback, with a cluster file of ports
-//! reserved by binding port 0 first.
+//! reserved by binding them first (see `reserve_ports`).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
