@@ -116,6 +116,10 @@ pub struct SimConfig {
     /// recovery needs (and twice what the last rewrite left), as the shell's
     /// `--log-compact-bytes`; `None`: never.
     pub coordinator_log_compact_bytes: Option<usize>,
+    /// Strong mode's KV servers: the size at which a server seals its active log
+    /// segment (and merges the sealed ones, as the shell's `--segment-bytes`); `None`:
+    /// one file that is never sealed.
+    pub server_segment_bytes: Option<usize>,
     /// One write in this many carries a value made to look like a log frame
     /// ([`crate::lookalike`]); `None`: none does.
     pub lookalike_one_in: Option<u32>,
@@ -144,6 +148,14 @@ fn node_log_compact_bytes(rng: &mut ChaCha8Rng) -> Option<usize> {
 fn coordinator_log_compact_bytes(seed: u64) -> Option<usize> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc0c0_1a57_0000_0005);
     in_half_the_worlds(&mut rng, &[1024, 4096, 16384])
+}
+
+/// Half the strong worlds seal their KV servers' log segments at a small size, so that
+/// a run seals and merges many times, under every fault; drawn from a stream of its
+/// own, so that the other knobs of every seed stay as they were.
+fn server_segment_bytes(seed: u64) -> Option<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5e65_0000_0000_0007);
+    in_half_the_worlds(&mut rng, &[512, 2048, 8192])
 }
 
 /// Half the worlds of every mode write some values made to look like log frames, one
@@ -262,6 +274,7 @@ impl SimConfig {
             eventual: None,
             node_log_compact_bytes: None,
             coordinator_log_compact_bytes: coordinator_log_compact_bytes(seed),
+            server_segment_bytes: server_segment_bytes(seed),
             lookalike_one_in: lookalike_one_in(seed),
         }
     }

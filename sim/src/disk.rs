@@ -1,4 +1,4 @@
-//! A simulated disk: one log file per node, with a page cache. A process crash leaves the
+//! A simulated disk: one log per node, with a page cache. A process crash leaves the
 //! page cache to the OS, so every unsynced write survives. A machine crash keeps the
 //! synced bytes and loses some of the rest, in one of two ways drawn per crash: a random
 //! prefix of the unsynced bytes survives, its last part maybe torn (garbled); or, as in a
@@ -8,6 +8,12 @@
 //! them (where the log was durable as they were written), which lets recovery tell such
 //! holes from corruption. Reads of stored data may fail with a seeded chance, as an I/O
 //! error would.
+//!
+//! A log is one file, or, for a KV server, segment files as its shell keeps them: the
+//! active file takes the appends, and sealed files (durable, never written again) hold
+//! the log before it, some of them merged (a rewritten range of the log, shorter than
+//! the range it stands for). Offsets in this interface are the log's; crashes touch the
+//! active file only.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -37,10 +43,26 @@ const CRASH_PAGE_BYTES: [usize; 4] = [16, 64, 512, 4096];
 /// leaves after the log.
 const SPARE_PAGES: usize = 4;
 
+/// A sealed segment file of a KV server's log: durable, never written again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedFile {
+    /// The log offset its first byte holds.
+    pub start: usize,
+    /// Its bytes: whole frames.
+    pub bytes: Vec<u8>,
+    /// Where the part of the log it stands for ends: where its bytes end for a plain
+    /// segment, further for a merged one (replay skips to it).
+    pub covers_end: usize,
+}
+
 /// The bytes of one node's log and its read faults.
 #[derive(Debug)]
 struct DiskState {
-    /// Everything written, synced or not (what reads see).
+    /// The sealed files, in the log's order; always empty for roles that do not seal.
+    sealed: Vec<SealedFile>,
+    /// The log offset of the active file's first byte.
+    active_start: usize,
+    /// Everything written to the active file, synced or not (what reads see).
     bytes: Vec<u8>,
     /// How much of `bytes` is durable.
     durable_len: usize,
@@ -111,6 +133,8 @@ impl SimDisk {
     /// An empty disk whose read faults are drawn from `seed`.
     pub fn new(seed: u64) -> Self {
         Self(Rc::new(RefCell::new(DiskState {
+            sealed: Vec::new(),
+            active_start: 0,
             bytes: Vec::new(),
             durable_len: 0,
             read_failure: 0.0,
@@ -130,23 +154,27 @@ impl SimDisk {
         self.0.borrow().failed_reads
     }
 
-    /// Appends bytes to the page cache; returns the length written so far.
+    /// Appends bytes to the page cache; returns the log's length written so far.
     pub fn write(&self, bytes: &[u8]) -> usize {
         let mut state = self.0.borrow_mut();
         state.bytes.extend_from_slice(bytes);
-        state.bytes.len()
+        state.active_start + state.bytes.len()
     }
 
-    /// Makes the first `len` bytes durable (a sync that covered them completed).
+    /// Makes the log durable up to `len` (a sync that covered it completed).
     pub fn sync_to(&self, len: usize) {
         let mut state = self.0.borrow_mut();
-        assert!(len <= state.bytes.len(), "sync beyond what was written");
-        state.durable_len = state.durable_len.max(len);
+        let in_file = len
+            .checked_sub(state.active_start)
+            .expect("a sync of a sealed file");
+        assert!(in_file <= state.bytes.len(), "sync beyond what was written");
+        state.durable_len = state.durable_len.max(in_file);
     }
 
-    /// How much of the file is durable: where the log ends as far as a sync has shown.
+    /// Where the log ends as far as a sync has shown.
     pub fn durable_len(&self) -> usize {
-        self.0.borrow().durable_len
+        let state = self.0.borrow();
+        state.active_start + state.durable_len
     }
 
     /// The crash. A process crash keeps everything. A machine crash keeps the durable
@@ -184,9 +212,88 @@ impl SimDisk {
         kept
     }
 
-    /// The whole file as it is now (what a restarting node reads).
+    /// The active file as it is now (what a restarting node reads): the whole log,
+    /// unless segments were sealed ([`SimDisk::sealed`]).
     pub fn contents(&self) -> Vec<u8> {
         self.0.borrow().bytes.clone()
+    }
+
+    /// A disk holding the same files whose reads never fail: what the checks read.
+    pub fn copy_without_faults(&self) -> SimDisk {
+        let state = self.0.borrow();
+        Self(Rc::new(RefCell::new(DiskState {
+            sealed: state.sealed.clone(),
+            active_start: state.active_start,
+            bytes: state.bytes.clone(),
+            durable_len: state.durable_len,
+            read_failure: 0.0,
+            rng: ChaCha8Rng::seed_from_u64(0),
+            failed_reads: 0,
+            incarnation: state.incarnation,
+        })))
+    }
+
+    /// The sealed files, in the log's order.
+    pub fn sealed(&self) -> Vec<SealedFile> {
+        self.0.borrow().sealed.clone()
+    }
+
+    /// The log offset where the active file starts.
+    pub fn active_start(&self) -> usize {
+        self.0.borrow().active_start
+    }
+
+    /// Seals the active file, every byte of which is durable, and starts a new one at
+    /// the log's end, as a KV server's shell rolls its segments. Returns where the new
+    /// one starts.
+    pub fn seal(&self) -> usize {
+        let mut state = self.0.borrow_mut();
+        assert_eq!(
+            state.durable_len,
+            state.bytes.len(),
+            "a segment sealed with writes not durable"
+        );
+        let start = state.active_start;
+        let bytes = std::mem::take(&mut state.bytes);
+        let covers_end = start + bytes.len();
+        state.sealed.push(SealedFile {
+            start,
+            bytes,
+            covers_end,
+        });
+        state.active_start = covers_end;
+        state.durable_len = 0;
+        covers_end
+    }
+
+    /// Puts `bytes`, the merge of the log's range `start..end`, durably in the place of
+    /// the sealed files there, as the shell installs a merge: a crash finds them or it.
+    pub fn install_merge(&self, start: usize, end: usize, bytes: Vec<u8>) {
+        let mut state = self.0.borrow_mut();
+        assert!(
+            start + bytes.len() <= end && end <= state.active_start,
+            "a merge of {start}..{end} in {} bytes, the active file at {}",
+            bytes.len(),
+            state.active_start
+        );
+        let replaced = |file: &SealedFile| (start..end).contains(&file.start);
+        let at = state
+            .sealed
+            .iter()
+            .position(replaced)
+            .expect("a merge replaces sealed files");
+        assert_eq!(state.sealed[at].start, start, "a merge starts at a file");
+        state.sealed.retain(|file| !replaced(file));
+        assert!(
+            state.sealed.get(at).is_none_or(|next| next.start == end),
+            "a merge ends where a file starts"
+        );
+        let merged = SealedFile {
+            start,
+            bytes,
+            covers_end: end,
+        };
+        state.sealed.insert(at, merged);
     }
 
     /// Puts `bytes` durably in the place of the whole file, as the shells install a
@@ -194,15 +301,19 @@ impl SimDisk {
     /// synced): a crash finds the old file or the new one, never a mix.
     pub fn replace_all(&self, bytes: &[u8]) {
         let mut state = self.0.borrow_mut();
+        assert!(state.sealed.is_empty(), "a segmented log replaced whole");
         state.bytes = bytes.to_vec();
         state.durable_len = state.bytes.len();
     }
 
-    /// Cuts the file to `len` bytes and makes it durable (recovery dropped a torn tail and
+    /// Cuts the log at `len` and makes it durable (recovery dropped a torn tail and
     /// synced what it replayed, so that it never acts on bytes a later crash could lose).
     pub fn truncate_and_sync(&self, len: usize) {
         let mut state = self.0.borrow_mut();
-        state.bytes.truncate(len);
+        let in_file = len
+            .checked_sub(state.active_start)
+            .expect("a cut inside a sealed file");
+        state.bytes.truncate(in_file);
         state.durable_len = state.bytes.len();
     }
 
@@ -221,14 +332,17 @@ impl SimDisk {
     /// gone, as after a failed drive, so the node's next run starts from nothing.
     pub fn wipe(&self) {
         let mut state = self.0.borrow_mut();
+        state.sealed.clear();
+        state.active_start = 0;
         state.bytes.clear();
         state.durable_len = 0;
         state.incarnation = None;
     }
 
-    /// Bytes written so far.
+    /// The log's length written so far.
     pub fn len(&self) -> usize {
-        self.0.borrow().bytes.len()
+        let state = self.0.borrow();
+        state.active_start + state.bytes.len()
     }
 
     /// Whether nothing was written.
@@ -247,9 +361,16 @@ impl LogReader for SimDisk {
                 "simulated I/O error at {offset}+{len}"
             )));
         }
-        let start = usize::try_from(offset).map_err(|_| StorageError("offset too large".into()))?;
-        state
-            .bytes
+        let at = usize::try_from(offset).map_err(|_| StorageError("offset too large".into()))?;
+        let (file_start, bytes) = if at >= state.active_start {
+            (state.active_start, &state.bytes)
+        } else {
+            let file = state.sealed.iter().rev().find(|file| file.start <= at);
+            let file = file.ok_or_else(|| StorageError(format!("no file holds {offset}")))?;
+            (file.start, &file.bytes)
+        };
+        let start = at - file_start;
+        bytes
             .get(start..start.saturating_add(len))
             .map(<[u8]>::to_vec)
             .ok_or_else(|| StorageError(format!("read past the end at {offset}+{len}")))
@@ -354,6 +475,11 @@ impl Journal {
     /// for their sync thread.
     pub fn is_syncing(&self) -> bool {
         self.syncing.is_some()
+    }
+
+    /// Whether every write is durable: no sync under way and nothing waiting for one.
+    pub fn is_idle(&self) -> bool {
+        self.syncing.is_none() && self.unsynced.is_empty()
     }
 
     /// Replaces the whole log on `disk` by `bytes` (a compacted log, which holds the
@@ -735,6 +861,73 @@ mod tests {
             // Recovery cuts the zeros after the last frame, as the roles do.
             disk.truncate_and_sync(compacted.len());
         }
+    }
+
+    #[test]
+    fn sealed_files_are_read_at_the_logs_offsets_and_outlive_any_crash() {
+        let disk = SimDisk::new(0);
+        let mut journal = Journal::default();
+        let (one, two, three) = (frame(b"first-file"), frame(b"second"), frame(b"third"));
+        let (a, b) = (one.len(), one.len() + two.len());
+        journal.write(&disk, 1, &one);
+        assert!(journal.start_sync());
+        journal.finish_sync(&disk);
+        assert!(journal.is_idle());
+        assert_eq!(disk.seal(), a);
+        journal.write(&disk, 2, &two);
+        assert!(!journal.is_idle());
+        assert_eq!(
+            (disk.len(), disk.durable_len(), disk.active_start()),
+            (b, a, a)
+        );
+        let tail = |bytes: &[u8], n: usize| bytes[bytes.len() - n..].to_vec();
+        assert_eq!(disk.read_at((a - 4) as u64, 4).unwrap(), b"file");
+        assert_eq!(disk.read_at((b - 6) as u64, 6).unwrap(), b"second");
+        assert!(
+            disk.read_at((a - 2) as u64, 4).is_err(),
+            "a read across two files"
+        );
+        assert!(journal.start_sync());
+        journal.finish_sync(&disk);
+        assert_eq!(disk.seal(), b);
+        journal.write(&disk, 3, &three);
+        // A merge of both sealed files into fewer bytes: the rest of its range is a
+        // hole, and the active file keeps its offsets.
+        let merged = frame(b"merged");
+        disk.install_merge(0, b, merged.clone());
+        let sealed = disk.sealed();
+        assert_eq!(sealed.len(), 1);
+        assert_eq!((sealed[0].start, sealed[0].covers_end), (0, b));
+        let at = (merged.len() - 4) as u64;
+        assert_eq!(disk.read_at(at, 4).unwrap(), tail(&merged, 4));
+        assert!(
+            disk.read_at(merged.len() as u64 + 1, 2).is_err(),
+            "the hole"
+        );
+        assert_eq!(
+            disk.read_at((b + three.len() - 5) as u64, 5).unwrap(),
+            b"third"
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for _ in 0..50 {
+            disk.crash(CrashKind::Machine, &mut rng, 1.0);
+            assert_eq!(disk.sealed(), sealed, "sealed files are durable");
+            assert!(disk.len() >= b, "the active file starts where it did");
+            disk.truncate_and_sync(b);
+            assert_eq!(disk.len(), b);
+            journal = Journal::default();
+            journal.write(&disk, 3, &three);
+        }
+        disk.wipe();
+        assert!(disk.sealed().is_empty() && disk.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "a segment sealed with writes not durable")]
+    fn a_segment_with_unsynced_writes_is_never_sealed() {
+        let disk = SimDisk::new(0);
+        disk.write(b"unsynced");
+        disk.seal();
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub struct WorldStats {
     pub held_requests: u64,
     /// Node logs rewritten by compaction.
     pub log_compactions: u64,
+    /// KV servers' sealed segments merged.
+    pub segment_merges: u64,
     /// Events processed.
     pub events: u64,
 }
@@ -251,6 +253,7 @@ impl World {
         }
         self.stats.held_requests += out.held_requests;
         self.stats.log_compactions += out.log_compactions;
+        self.stats.segment_merges += out.segment_merges;
         for step in out.served {
             let stamp = self.stamp();
             if let Err(text) = self.workload.served(stamp, step) {
@@ -471,6 +474,7 @@ fn strong_mode(config: &SimConfig, rng: &mut ChaCha8Rng) -> Shape {
         let server = RoleSpec::KvServer(KvServerSpec {
             cache: config.server_cache,
             buggify_until_ms: config.buggify_until_ms(),
+            segment_bytes: config.server_segment_bytes,
         });
         cluster.add(NodeId::Node(id), server, rng.random());
     }

@@ -116,14 +116,15 @@ fn sweep(mode: Mode, start: u64, count: u64) -> ExitCode {
     );
     println!(
         "faults: {} crashes ({} of a machine, {} of the coordinator), {} failed reads; {} \
-         pipelined requests held for program order; {} log compactions; {} values that \
-         look like log frames",
+         pipelined requests held for program order; {} log compactions; {} segment merges; \
+         {} values that look like log frames",
         totals.faults.crashes,
         totals.faults.machine_crashes,
         totals.faults.coordinator_crashes,
         totals.faults.failed_reads,
         totals.faults.held_requests,
         totals.faults.log_compactions,
+        totals.faults.segment_merges,
         totals.faults.lookalike_values
     );
     if failed.is_empty() {

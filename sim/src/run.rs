@@ -52,6 +52,8 @@ pub struct FaultCounts {
     pub held_requests: u64,
     /// Logs rewritten by compaction (a node's, or strong mode's coordinator's).
     pub log_compactions: u64,
+    /// Merges of a KV server's sealed segments installed.
+    pub segment_merges: u64,
     /// Values written that hold the bytes of a log frame (`crate::lookalike`).
     pub lookalike_values: u64,
 }
@@ -65,6 +67,7 @@ impl FaultCounts {
         self.failed_reads += other.failed_reads;
         self.held_requests += other.held_requests;
         self.log_compactions += other.log_compactions;
+        self.segment_merges += other.segment_merges;
         self.lookalike_values += other.lookalike_values;
     }
 }
@@ -214,6 +217,7 @@ pub fn run_config(config: SimConfig, trace: Trace) -> RunReport {
             failed_reads: world.failed_reads(),
             held_requests: world.stats.held_requests,
             log_compactions: world.stats.log_compactions,
+            segment_merges: world.stats.segment_merges,
             lookalike_values: world.lookalike_values(),
         },
         failures,

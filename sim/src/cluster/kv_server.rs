@@ -13,6 +13,7 @@ use ringkv_core::replica::{PersistToken, Replica, ReplicaConfig, ReplicaInput, R
 use ringkv_core::{ReplyTo, Role, Ts};
 
 use super::coordinator::sim_addr;
+use super::kv_segments::{self, Segments};
 use super::outbox::Outbox;
 use super::Boot;
 use crate::check::{ClusterSnapshot, ServerSnapshot};
@@ -26,6 +27,9 @@ pub struct KvServerSpec {
     pub cache: CacheConfig,
     /// Until when the core's fault sites may fire, in runs that turn them on.
     pub buggify_until_ms: Option<Ts>,
+    /// The size at which the active log segment is sealed, and the sealed ones merged;
+    /// `None`: the log is one file, never sealed.
+    pub segment_bytes: Option<usize>,
 }
 
 /// A running KV server.
@@ -35,6 +39,8 @@ pub struct KvServerNode {
     disk: SimDisk,
     journal: Journal,
     replica: Replica<SimDisk>,
+    /// Seals and merges, when the log is kept in segments.
+    segments: Option<Segments>,
     registrar: Registrar,
     /// Who asked each request the replica holds, and the id it carried.
     requests: BTreeMap<ReplyTo, (Endpoint, Option<RequestId>)>,
@@ -48,7 +54,6 @@ impl KvServerNode {
         let NodeId::Node(id) = boot.id else {
             panic!("a KV server needs a ring ID, not {:?}", boot.id);
         };
-        let bytes = boot.disk.contents();
         let config = ReplicaConfig {
             id: Some(id),
             cache: spec.cache,
@@ -58,9 +63,9 @@ impl KvServerNode {
             }),
             ..ReplicaConfig::default()
         };
-        let (replica, report) = match Replica::recover(config, &bytes, boot.disk.clone()) {
+        let (replica, report) = match kv_segments::recover(config, &boot.disk) {
             Ok(recovered) => recovered,
-            Err(err) => panic!("simulator built a bad replica config: {err}"),
+            Err(err) => panic!("the simulator's KV server log broke its model: {err}"),
         };
         boot.disk.truncate_and_sync(report.valid_len as usize);
         let addr = sim_addr(id, boot.incarnation);
@@ -72,7 +77,7 @@ impl KvServerNode {
         out.note(format!(
             "server {id} starts (incarnation {}): {} records, {} keys, {} in doubt, log {} of {} bytes valid, {:?}",
             boot.incarnation, report.records, report.committed_keys, report.in_doubt,
-            report.valid_len, bytes.len(), report.stop
+            report.valid_len, boot.disk.len(), report.stop
         ));
         if !report.anomalies.is_empty()
             || report.bad_record.is_some()
@@ -89,6 +94,9 @@ impl KvServerNode {
             disk: boot.disk.clone(),
             journal: Journal::default(),
             replica,
+            segments: spec
+                .segment_bytes
+                .map(|bytes| Segments::new(bytes, boot.seed.rotate_left(17))),
             registrar,
             requests: BTreeMap::new(),
             next_handle: 0,
@@ -128,6 +136,9 @@ impl KvServerNode {
 
     /// Time passed: the registrar may refresh.
     pub fn tick(&mut self, now: Ts, out: &mut Outbox) {
+        if let Some(segments) = &mut self.segments {
+            segments.install_if_due(now, &self.disk, &mut self.replica, out);
+        }
         self.registrar.handle(now, RegistrationInput::Tick);
         self.drain(now, out);
     }
@@ -147,6 +158,7 @@ impl KvServerNode {
             self.registrar.poll_timeout(),
             self.replica.poll_timeout(),
             self.journal.deferred_due(),
+            self.segments.as_ref().and_then(Segments::poll_timeout),
         ]
         .into_iter()
         .flatten()
@@ -192,6 +204,10 @@ impl KvServerNode {
             }
         }
         out.sync_started |= self.journal.start_sync_if_due(now);
+        if let Some(segments) = &mut self.segments {
+            let log = (&self.journal, &self.disk);
+            segments.after_turn(now, log, &self.replica, out);
+        }
     }
 
     fn message(&self, to: Endpoint, channel: Channel, line: Vec<u8>) -> Message {

@@ -10,6 +10,7 @@
 pub mod client_port;
 pub mod coordinator;
 pub mod eventual_node;
+mod kv_segments;
 pub mod kv_server;
 pub mod outbox;
 pub mod peer;

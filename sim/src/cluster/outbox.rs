@@ -28,6 +28,8 @@ pub struct Outbox {
     pub held_requests: u64,
     /// The node rewrote its log in this step, for the counters.
     pub log_compactions: u64,
+    /// A KV server installed a merge of its sealed segments in this step.
+    pub segment_merges: u64,
     /// Client requests handed to the core and answered by it, in the order it happened.
     pub served: Vec<ServedStep>,
     /// Things worth a line in the trace.
