@@ -12,6 +12,7 @@ use serde_json::Value;
 
 pub mod eventual;
 pub mod log_sizes;
+pub mod nemesis;
 pub mod peer;
 pub mod resp;
 

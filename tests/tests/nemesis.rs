@@ -1,0 +1,169 @@
+//! Real processes under a nemesis, judged by the simulator's linearizability checker:
+//! clients on a few keys while processes are SIGKILLed and restarted on their data (KV
+//! servers and the coordinator in strong mode; any node in peer mode, the ones
+//! coordinating included). Every history the clients saw must be linearizable, and once
+//! the kills stop every client's requests succeed again. The simulator shows this over
+//! thousands of seeded worlds; this shows that the shells, sockets, files and fsyncs
+//! keep what the core promises.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ringkv_core::rng::DetRng;
+use ringkv_e2e::nemesis::{run_client, ClientPlan, Recorder};
+use ringkv_e2e::peer::start_peer;
+use ringkv_e2e::Cluster;
+use ringkv_sim::check::{check_linearizable, LinearizabilityConfig};
+use ringkv_sim::history::{History, Outcome};
+
+const IDS: [u64; 3] = [1 << 20, 1 << 62, 3 << 62];
+const CLIENTS: u32 = 4;
+/// How long processes are killed and restarted.
+const NEMESIS: Duration = Duration::from_secs(8);
+/// How long the clients go on once the kills stop, at least.
+const CALM: Duration = Duration::from_secs(1);
+/// How long every client may take to succeed again once the kills stop.
+const CALM_LIMIT: Duration = Duration::from_secs(20);
+
+fn keys() -> Vec<String> {
+    (0..4).map(|k| format!("nk{k}")).collect()
+}
+
+fn start_clients(
+    seed: u64,
+    targets: &[std::net::SocketAddr],
+    recorder: &Arc<Recorder>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<JoinHandle<u64>> {
+    (0..CLIENTS)
+        .map(|id| {
+            let plan = ClientPlan {
+                id,
+                seed: seed ^ u64::from(id) << 32,
+                keys: keys(),
+                targets: targets.to_vec(),
+                pause_ms: (2, 12),
+            };
+            let (recorder, stop) = (Arc::clone(recorder), Arc::clone(stop));
+            std::thread::spawn(move || run_client(plan, &recorder, &stop))
+        })
+        .collect()
+}
+
+/// Whether client `id` got an answer meaning success (a value, `not_found`, `Success`)
+/// to a request it sent at `from_us` or later.
+fn succeeded_since(history: &History, id: u32, from_us: u64) -> bool {
+    history.operations().iter().any(|op| {
+        op.client == id
+            && op.invoke_ms >= from_us
+            && matches!(
+                op.outcome,
+                Outcome::Done | Outcome::Found(_) | Outcome::NotFound
+            )
+    })
+}
+
+/// Once the kills stop, waits until every client has succeeded again (at most
+/// [`CALM_LIMIT`]), stops them and checks the history: linearizable, and with enough
+/// operations and kills to mean something.
+fn judge(
+    seed: u64,
+    kills: u32,
+    clients: Vec<JoinHandle<u64>>,
+    recorder: &Recorder,
+    stop: &AtomicBool,
+) {
+    let calm_from_us = recorder.now_us();
+    let deadline = Instant::now() + CALM_LIMIT;
+    std::thread::sleep(CALM);
+    loop {
+        let history = recorder.history();
+        if (0..CLIENTS).all(|id| succeeded_since(&history, id, calm_from_us)) {
+            break;
+        }
+        let stuck: Vec<u32> = (0..CLIENTS)
+            .filter(|&id| !succeeded_since(&history, id, calm_from_us))
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: clients {stuck:?} never succeeded in {CALM_LIMIT:?} after the kills"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        let answers = client
+            .join()
+            .expect("a client saw only answers the protocol allows");
+        assert!(answers > 20, "seed {seed}: a client got {answers} answers");
+    }
+    let history = recorder.history();
+    let config = LinearizabilityConfig::default();
+    let stats = check_linearizable(&history, &config)
+        .unwrap_or_else(|err| panic!("seed {seed}, {kills} kills: {err}"));
+    let ops = history.operations();
+    let done = ops.iter().filter(|op| op.outcome == Outcome::Done).count();
+    let unknown = ops.iter().filter(|op| op.complete_ms.is_none()).count();
+    assert!(kills >= 6, "seed {seed}: only {kills} kills");
+    assert!(stats.operations > 500, "seed {seed}: {stats:?}");
+    assert!(done > 100, "seed {seed}: {done} updates succeeded");
+    eprintln!(
+        "seed {seed}: {kills} kills, {} operations ({done} updates done, {unknown} unknown), \
+         {} checker steps",
+        ops.len(),
+        stats.steps
+    );
+}
+
+#[test]
+fn a_strong_cluster_stays_linearizable_while_servers_and_the_coordinator_are_killed() {
+    let seed = 0x5eed_0001;
+    let mut c = Cluster::start(&IDS, &["--timeout-ms", "500"]);
+    let recorder = Recorder::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = start_clients(seed, &[c.client_addr], &recorder, &stop);
+    let mut rng = DetRng::new(seed);
+    let mut kills = 0;
+    let nemesis_until_us = recorder.now_us() + NEMESIS.as_micros() as u64;
+    while recorder.now_us() < nemesis_until_us {
+        std::thread::sleep(Duration::from_millis(rng.between(200, 600)));
+        let down_ms = rng.between(50, 500);
+        if rng.percent(25) {
+            c.kill_coordinator();
+            std::thread::sleep(Duration::from_millis(down_ms));
+            c.start_coordinator_again();
+        } else {
+            let i = rng.between(0, IDS.len() as u64 - 1) as usize;
+            c.kill_server(i);
+            std::thread::sleep(Duration::from_millis(down_ms));
+            c.start_server(i);
+        }
+        kills += 1;
+    }
+    c.wait_for_ring(IDS.len());
+    judge(seed, kills, clients, &recorder, &stop);
+}
+
+#[test]
+fn a_peer_cluster_stays_linearizable_while_any_node_is_killed() {
+    let seed = 0x5eed_0002;
+    let mut c = start_peer(3, None, &["--timeout-ms", "500"]);
+    let recorder = Recorder::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = start_clients(seed, &c.addrs.clone(), &recorder, &stop);
+    let mut rng = DetRng::new(seed);
+    let mut kills = 0;
+    let nemesis_until_us = recorder.now_us() + NEMESIS.as_micros() as u64;
+    while recorder.now_us() < nemesis_until_us {
+        std::thread::sleep(Duration::from_millis(rng.between(200, 600)));
+        let i = rng.between(0, 2) as usize;
+        c.kill_node(i);
+        std::thread::sleep(Duration::from_millis(rng.between(50, 500)));
+        c.start_node(i);
+        kills += 1;
+    }
+    c.wait_all_up();
+    judge(seed, kills, clients, &recorder, &stop);
+}
