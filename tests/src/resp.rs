@@ -66,6 +66,27 @@ impl RespClient {
         }
     }
 
+    /// Connects, or `None` if nothing listens (a process being restarted).
+    pub fn try_connect(addr: SocketAddr) -> Option<RespClient> {
+        let stream = TcpStream::connect(addr).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .ok()?;
+        let writer = stream.try_clone().ok()?;
+        Some(RespClient {
+            reader: BufReader::new(stream),
+            writer,
+        })
+    }
+
+    /// Sends one command and reads its reply, or `None` if the connection broke first
+    /// (the command's outcome is then unknown).
+    pub fn try_call(&mut self, args: &[&str]) -> Option<Reply> {
+        let args: Vec<&[u8]> = args.iter().map(|arg| arg.as_bytes()).collect();
+        self.writer.write_all(&encode_command(&args)).ok()?;
+        self.try_recv()
+    }
+
     /// Sends raw bytes.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).expect("the RESP port reads");

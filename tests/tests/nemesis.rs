@@ -1,7 +1,7 @@
 //! Real processes under a nemesis, judged by the simulator's linearizability checker:
 //! clients on a few keys while processes are SIGKILLed and restarted on their data (KV
-//! servers and the coordinator in strong mode; any node in peer mode, the ones
-//! coordinating included). Every history the clients saw must be linearizable, and once
+//! servers and the coordinator in strong mode, half the clients on its RESP port; any
+//! node in peer mode, the ones coordinating included). Every history the clients saw must be linearizable, and once
 //! the kills stop every client's requests succeed again. The simulator shows this over
 //! thousands of seeded worlds; this shows that the shells, sockets, files and fsyncs
 //! keep what the core promises.
@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ringkv_core::rng::DetRng;
-use ringkv_e2e::nemesis::{run_client, ClientPlan, Recorder};
+use ringkv_e2e::nemesis::{run_client, ClientPlan, Port, Recorder};
 use ringkv_e2e::peer::start_peer;
 use ringkv_e2e::Cluster;
 use ringkv_sim::check::{check_linearizable, LinearizabilityConfig};
@@ -31,19 +31,22 @@ fn keys() -> Vec<String> {
     (0..4).map(|k| format!("nk{k}")).collect()
 }
 
+/// Starts the clients: client `id` speaks to `port_of(id)`'s targets.
 fn start_clients(
     seed: u64,
-    targets: &[std::net::SocketAddr],
+    port_of: impl Fn(u32) -> (Port, Vec<std::net::SocketAddr>),
     recorder: &Arc<Recorder>,
     stop: &Arc<AtomicBool>,
 ) -> Vec<JoinHandle<u64>> {
     (0..CLIENTS)
         .map(|id| {
+            let (port, targets) = port_of(id);
             let plan = ClientPlan {
                 id,
-                seed: seed ^ u64::from(id) << 32,
+                seed: seed ^ (u64::from(id) << 32),
                 keys: keys(),
-                targets: targets.to_vec(),
+                targets,
+                port,
                 pause_ms: (2, 12),
             };
             let (recorder, stop) = (Arc::clone(recorder), Arc::clone(stop));
@@ -118,12 +121,25 @@ fn judge(
 }
 
 #[test]
-fn a_strong_cluster_stays_linearizable_while_servers_and_the_coordinator_are_killed() {
+fn a_strong_cluster_stays_linearizable_through_both_ports_while_its_processes_are_killed() {
     let seed = 0x5eed_0001;
-    let mut c = Cluster::start(&IDS, &["--timeout-ms", "500"]);
+    // The RESP port at a fixed address, so that a restarted coordinator takes it again.
+    let resp_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .to_string();
+    let flags = ["--timeout-ms", "500", "--resp-addr", &resp_addr];
+    let mut c = Cluster::start(&IDS, &flags);
+    let resp = c.coordinator.addr("resp");
     let recorder = Recorder::new();
     let stop = Arc::new(AtomicBool::new(false));
-    let clients = start_clients(seed, &[c.client_addr], &recorder, &stop);
+    // Half the clients through the JSON port, half through the RESP port.
+    let json = c.client_addr;
+    let port_of = |id: u32| match id % 2 {
+        0 => (Port::Json, vec![json]),
+        _ => (Port::Resp, vec![resp]),
+    };
+    let clients = start_clients(seed, port_of, &recorder, &stop);
     let mut rng = DetRng::new(seed);
     let mut kills = 0;
     let nemesis_until_us = recorder.now_us() + NEMESIS.as_micros() as u64;
@@ -152,7 +168,8 @@ fn a_peer_cluster_stays_linearizable_while_any_node_is_killed() {
     let mut c = start_peer(3, None, &["--timeout-ms", "500"]);
     let recorder = Recorder::new();
     let stop = Arc::new(AtomicBool::new(false));
-    let clients = start_clients(seed, &c.addrs.clone(), &recorder, &stop);
+    let addrs = c.addrs.clone();
+    let clients = start_clients(seed, |_| (Port::Json, addrs.clone()), &recorder, &stop);
     let mut rng = DetRng::new(seed);
     let mut kills = 0;
     let nemesis_until_us = recorder.now_us() + NEMESIS.as_micros() as u64;
