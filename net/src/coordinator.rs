@@ -28,7 +28,7 @@ use crate::limits::NetLimits;
 use crate::log_writes::prealloc_bytes_for;
 use crate::logfile::{refuse_damage, remove_stray_replacement, LogFile, Replaced};
 use crate::outbound::{Link, LinkConfig, LinkEvent};
-use crate::resp::RespParser;
+use crate::resp::{RespListen, RespParser};
 use crate::tokens::{kind_of, Kind, TokenSource};
 
 /// The first wait before connecting again to a server that failed; doubles up to the max.
@@ -48,7 +48,7 @@ pub struct CoordinatorOptions {
     /// The registration port KV servers connect to (9090 by default in the CLI).
     pub server_addr: SocketAddr,
     /// The RESP2 port for Redis clients; `None` leaves it closed.
-    pub resp_addr: Option<SocketAddr>,
+    pub resp_addr: Option<RespListen>,
     /// The protocol's settings. Without a data directory, `epoch_floor` is replaced by
     /// the wall clock's seconds, so that transaction IDs still differ across restarts.
     pub config: CoordinatorConfig,
@@ -116,12 +116,12 @@ pub fn run_coordinator(
         opts.limits.clone(),
     )?;
     let resp = match opts.resp_addr {
-        Some(addr) => Some(Port::bind(
-            addr,
+        Some(listen) => Some(crate::resp::bind_port(
+            listen,
             Kind::PortC,
             registry,
-            crate::resp::spec(),
-            opts.limits.clone(),
+            crate::resp::spec,
+            &opts.limits,
         )?),
         None => None,
     };

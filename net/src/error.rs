@@ -49,6 +49,11 @@ impl NetError {
             source,
         }
     }
+
+    /// Whether the address to bind was taken by another socket.
+    pub(crate) fn is_addr_in_use(&self) -> bool {
+        matches!(self, NetError::Io { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse)
+    }
 }
 
 impl fmt::Display for NetError {

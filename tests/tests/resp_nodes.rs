@@ -271,11 +271,18 @@ fn limits_and_garbage_on_a_node_port_are_answered_and_the_node_goes_on() {
     }
 }
 
-/// `ringkv local --mode MODE` with its RESP port on a free port: the first node serves
-/// Redis clients, and a write through it reaches another node's JSON port.
-fn local_serves_resp(mode: &str) {
+/// `ringkv local --mode MODE` with its RESP port on a free port, or (`taken`) asked for
+/// a port another socket holds, which it then leaves for a free one and says so: the
+/// first node serves Redis clients, and a write through it reaches another node's JSON
+/// port.
+fn local_serves_resp(mode: &str, taken: bool) {
     let tmp = tempfile::tempdir().expect("a temporary directory");
     let data = tmp.path().join("data");
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let asked = match taken {
+        true => holder.local_addr().expect("bound").to_string(),
+        false => "127.0.0.1:0".to_owned(),
+    };
     let args = [
         "local",
         "--mode",
@@ -284,7 +291,7 @@ fn local_serves_resp(mode: &str) {
         "3",
         "--no-console",
         "--resp-addr",
-        "127.0.0.1:0",
+        &asked,
         "--data-dir",
         data.to_str().expect("a UTF-8 path"),
     ];
@@ -299,8 +306,16 @@ fn local_serves_resp(mode: &str) {
     let addr = resp_line
         .split_whitespace()
         .nth(4)
-        .and_then(|a| a.trim_end_matches(':').parse().ok())
+        .and_then(|a| a.trim_end_matches(':').parse::<std::net::SocketAddr>().ok())
         .expect("an address in the RESP line");
+    if taken {
+        let port = holder.local_addr().expect("bound").port();
+        assert!(
+            resp_line.contains(&format!("(port {port} was taken)")),
+            "{resp_line}"
+        );
+        assert_ne!(addr.port(), port, "{resp_line}");
+    }
     let listen: Vec<std::net::SocketAddr> = local
         .lines
         .iter()
@@ -328,8 +343,8 @@ fn local_serves_resp(mode: &str) {
 
 #[test]
 fn local_eventual_and_peer_clusters_open_resp_on_their_first_node() {
-    local_serves_resp("eventual");
-    local_serves_resp("peer");
+    local_serves_resp("eventual", false);
+    local_serves_resp("peer", true);
 }
 
 /// Runs an installed Redis tool, or says why the test is skipped.

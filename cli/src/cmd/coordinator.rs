@@ -2,6 +2,7 @@
 
 use ringkv_core::cache::CacheConfig;
 use ringkv_core::coordinator::CoordinatorConfig;
+use ringkv_net::resp::RespListen;
 use ringkv_net::{run_coordinator, CoordinatorOptions, HeldRequestBudget, NetLimits};
 
 use crate::addr::resolve_listen;
@@ -50,7 +51,7 @@ fn options(args: &CoordinatorArgs) -> Result<CoordinatorOptions, String> {
         resp_addr: args
             .resp_addr
             .as_deref()
-            .map(|addr| resolve_listen("--resp-addr", addr))
+            .map(|addr| resolve_listen("--resp-addr", addr).map(RespListen::exactly))
             .transpose()?,
         config,
         data_dir: args.data_dir.clone(),

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use ringkv_core::eventual::{parse_cluster, Cluster, Conflicts, NodeConfig, Repair};
 use ringkv_core::peer::PeerConfig;
+use ringkv_net::resp::RespListen;
 use ringkv_net::{run_node, run_peer_node, NetLimits, NodeOptions, PeerNodeOptions};
 
 use crate::addr::resolve_listen;
@@ -40,10 +41,10 @@ fn ready_lines(listen: SocketAddr, resp: Option<SocketAddr>, id: u64) -> String 
 }
 
 /// `--resp-addr`, resolved; `None` when not given.
-fn resp_listen(args: &NodeArgs) -> Result<Option<SocketAddr>, String> {
+fn resp_listen(args: &NodeArgs) -> Result<Option<RespListen>, String> {
     args.resp_addr
         .as_deref()
-        .map(|addr| resolve_listen("--resp-addr", addr))
+        .map(|addr| resolve_listen("--resp-addr", addr).map(RespListen::exactly))
         .transpose()
 }
 

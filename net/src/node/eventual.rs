@@ -151,7 +151,7 @@ pub(crate) fn start_node(
     let info = |incarnation, recovery| NodeInfo {
         id: opts.config.id,
         listen: opts.listen,
-        resp: opts.resp_listen,
+        resp: opts.resp_listen.map(|listen| listen.addr),
         incarnation,
         recovery,
     };

@@ -23,7 +23,9 @@ use crate::error::NetError;
 use crate::limits::NetLimits;
 use crate::log_writes::prealloc_bytes_for;
 
-use shell::{serve, wall_ms, Addrs, Started};
+use shell::{serve, wall_ms, Asked, Started};
+
+use crate::resp::RespListen;
 
 /// Where and how a node runs.
 #[derive(Clone, Debug)]
@@ -36,7 +38,7 @@ pub struct NodeOptions {
     /// Where to listen: the node's own line of the cluster file, resolved.
     pub listen: SocketAddr,
     /// Where to speak RESP2 to Redis clients; `None` for no RESP port.
-    pub resp_listen: Option<SocketAddr>,
+    pub resp_listen: Option<RespListen>,
     /// The port's limits (also the bound on bytes queued to each other node).
     pub limits: NetLimits,
     /// Whether to cut a log damaged before its end (losing every record from the damage
@@ -87,11 +89,11 @@ pub fn run_node(
         started_ms: 0,
         compaction: Compaction::new(opts.log_compact_bytes),
     };
-    let addrs = Addrs {
+    let asked = Asked {
         listen: opts.listen,
         resp: opts.resp_listen,
     };
-    serve(started, addrs, &opts.limits, shutdown, |bound| {
+    serve(started, asked, &opts.limits, shutdown, |bound| {
         let info = NodeInfo {
             listen: bound.listen,
             resp: bound.resp,
@@ -113,7 +115,7 @@ pub struct PeerNodeOptions {
     /// Where to listen: the node's own line of the cluster file, resolved.
     pub listen: SocketAddr,
     /// Where to speak RESP2 to Redis clients; `None` for no RESP port.
-    pub resp_listen: Option<SocketAddr>,
+    pub resp_listen: Option<RespListen>,
     /// The port's limits (also the bound on bytes queued to each other node).
     pub limits: NetLimits,
     /// Whether to cut a log damaged before its end (losing every record from the damage
@@ -166,11 +168,11 @@ pub fn run_peer_node(
         started_ms,
         compaction: Compaction::new(opts.log_compact_bytes),
     };
-    let addrs = Addrs {
+    let asked = Asked {
         listen: opts.listen,
         resp: opts.resp_listen,
     };
-    serve(started, addrs, &opts.limits, shutdown, |bound| {
+    serve(started, asked, &opts.limits, shutdown, |bound| {
         let info = PeerNodeInfo {
             id,
             listen: bound.listen,

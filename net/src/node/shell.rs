@@ -21,7 +21,7 @@ use crate::event_loop::{earliest, EventLoop, Readiness};
 use crate::inbound::{decoded_line, Decoded, Port, PortSpec};
 use crate::limits::NetLimits;
 use crate::logfile::{LogFile, Replaced};
-use crate::resp::{node_spec, RespAnswer, RespParser, RespRequest};
+use crate::resp::{node_spec, RespAnswer, RespListen, RespParser, RespRequest};
 use crate::tokens::{kind_of, Kind};
 
 use super::detector::{Change, Detector};
@@ -153,20 +153,16 @@ fn port_spec<C: NodeCore>() -> PortSpec<Inbound<C::Request, C::Message>> {
 
 /// The RESP2 port, if an address was given for it.
 fn bind_resp<C: NodeCore>(
-    addr: Option<SocketAddr>,
+    listen: Option<RespListen>,
     registry: &Registry,
     limits: &NetLimits,
 ) -> Result<Option<Port<C::Request, RespParser>>, NetError> {
-    addr.map(|addr| {
-        Port::bind(
-            addr,
-            Kind::PortC,
-            registry,
-            node_spec::<C::Request>(),
-            limits.clone(),
-        )
-    })
-    .transpose()
+    listen
+        .map(|listen| {
+            let spec = node_spec::<C::Request>;
+            crate::resp::bind_port(listen, Kind::PortC, registry, spec, limits)
+        })
+        .transpose()
 }
 
 /// A started core and what the loop needs around it.
@@ -185,6 +181,15 @@ pub(crate) struct Started<C> {
     pub(crate) compaction: Compaction,
 }
 
+/// Where a node is asked to listen.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Asked {
+    /// The node port: its own line of the cluster file.
+    pub(crate) listen: SocketAddr,
+    /// The RESP2 port, if one is asked for.
+    pub(crate) resp: Option<RespListen>,
+}
+
 /// Where a node's ports listen: the node port, and the RESP2 port if asked for.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Addrs {
@@ -198,7 +203,7 @@ pub(crate) struct Addrs {
 /// addresses bound. A failed write or fsync of the log stops the node with an error.
 pub(crate) fn serve<C: NodeCore>(
     started: Started<C>,
-    addrs: Addrs,
+    asked: Asked,
     limits: &NetLimits,
     shutdown: crate::Shutdown,
     on_ready: impl FnOnce(Addrs),
@@ -216,13 +221,13 @@ pub(crate) fn serve<C: NodeCore>(
     // traffic never wait for the disk.
     log.start_sync_thread(ev.waker())?;
     let port = Port::bind(
-        addrs.listen,
+        asked.listen,
         Kind::PortA,
         ev.registry(),
         port_spec::<C>(),
         limits.clone(),
     )?;
-    let resp = bind_resp::<C>(addrs.resp, ev.registry(), limits)?;
+    let resp = bind_resp::<C>(asked.resp, ev.registry(), limits)?;
     on_ready(Addrs {
         listen: port.local_addr()?,
         resp: resp.as_ref().map(Port::local_addr).transpose()?,

@@ -19,9 +19,63 @@ pub use node::RESP_CONSISTENCY;
 pub(crate) use node::{node_spec, RespAnswer, RespRequest};
 pub use parse::{split_inline, RespEvent, RespParser};
 
+use std::net::SocketAddr;
+
+use mio::Registry;
 use ringkv_core::proto::{ClientRequest, ClientResponse, RequestId};
 
-use crate::inbound::{FrameEvent, Framer, Join, PortSpec};
+use crate::error::NetError;
+use crate::inbound::{FrameEvent, Framer, Join, Port, PortSpec};
+use crate::limits::NetLimits;
+use crate::tokens::Kind;
+
+/// Where a RESP2 port listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RespListen {
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// When `addr` is taken, take a free port on the same IP instead of failing:
+    /// `ringkv local` asks for Redis's own port, which a Redis on the machine (or
+    /// another `ringkv local` starting at the same moment) may hold.
+    pub or_free_port: bool,
+}
+
+impl RespListen {
+    /// Exactly `addr`: binding fails if it is taken.
+    pub fn exactly(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            or_free_port: false,
+        }
+    }
+
+    /// `addr`, or a free port on its IP if that one is taken.
+    pub fn preferring(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            or_free_port: true,
+        }
+    }
+}
+
+/// Binds the RESP2 port where `listen` says; the fallback is decided by the bind itself,
+/// so that no other process can take the port between a check and the bind.
+pub(crate) fn bind_port<R, F: Framer>(
+    listen: RespListen,
+    kind: Kind,
+    registry: &Registry,
+    spec: impl Fn() -> PortSpec<R, F>,
+    limits: &NetLimits,
+) -> Result<Port<R, F>, NetError> {
+    match Port::bind(listen.addr, kind, registry, spec(), limits.clone()) {
+        Err(err) if listen.or_free_port && err.is_addr_in_use() => {
+            tracing::info!(wanted = %listen.addr, "RESP port taken; using a free one");
+            let free = SocketAddr::new(listen.addr.ip(), 0);
+            Port::bind(free, kind, registry, spec(), limits.clone())
+        }
+        bound => bound,
+    }
+}
 
 /// The first reply handle of the RESP port: above every handle the JSON client port will
 /// ever use (2^62 requests), so that the coordinator's answers find their port.

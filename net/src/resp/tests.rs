@@ -360,3 +360,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_taken_resp_address_fails_the_bind_or_gives_a_free_port_as_asked() {
+    use super::{bind_port, spec, RespListen};
+    use crate::limits::NetLimits;
+    use crate::tokens::Kind;
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let poll = mio::Poll::new().unwrap();
+    let limits = NetLimits::default();
+    let bind = |listen| bind_port(listen, Kind::PortC, poll.registry(), spec, &limits);
+    let refused = bind(RespListen::exactly(addr))
+        .err()
+        .expect("the port is taken");
+    assert!(refused.is_addr_in_use(), "{refused}");
+    let elsewhere = bind(RespListen::preferring(addr)).unwrap();
+    let bound = elsewhere.local_addr().unwrap();
+    assert_eq!(bound.ip(), addr.ip());
+    assert_ne!(bound.port(), addr.port());
+    drop(taken);
+    let asked = bind(RespListen::preferring(addr)).unwrap();
+    assert_eq!(
+        asked.local_addr().unwrap(),
+        addr,
+        "a free address is taken as asked"
+    );
+}

@@ -55,7 +55,7 @@ pub fn start_coordinator(expected: usize, limits: NetLimits) -> Running<Coordina
     let opts = CoordinatorOptions {
         client_addr: loopback(),
         server_addr: loopback(),
-        resp_addr: Some(loopback()),
+        resp_addr: Some(ringkv_net::resp::RespListen::exactly(loopback())),
         config: CoordinatorConfig::new(expected),
         data_dir: None,
         limits,

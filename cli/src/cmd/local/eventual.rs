@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use ringkv_core::eventual::{Conflicts, NodeConfig, Repair};
+use ringkv_net::resp::RespListen;
 use ringkv_net::{run_node, NetLimits, NodeOptions};
 
 use super::nodes::{cluster_of, listen_of, run_nodes, spawn_node, NodesPlan};
@@ -53,7 +54,7 @@ fn plan(args: &LocalArgs) -> Result<Plan, String> {
 }
 
 impl NodesPlan for Plan {
-    fn spawn(&self, roles: &mut Roles, resp: SocketAddr) -> Result<usize, Stopped> {
+    fn spawn(&self, roles: &mut Roles, resp: RespListen) -> Result<usize, Stopped> {
         for (index, config) in self.configs.iter().enumerate() {
             let listen_text = config
                 .cluster

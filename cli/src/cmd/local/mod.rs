@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use ringkv_core::coordinator::CoordinatorConfig;
 use ringkv_core::proto::{ClientRequest, ClientResponse, ServerStatus};
 use ringkv_core::replica::ReplicaConfig;
+use ringkv_net::resp::RespListen;
 use ringkv_net::{
     run_coordinator, run_server, CoordinatorAddrs, CoordinatorOptions, NetLimits, ServerOptions,
     Shutdown,
@@ -84,8 +85,7 @@ pub fn run(args: &LocalArgs) -> Exit {
         data_dir: args.data_dir.clone(),
         client_addr,
         server_addr,
-        resp_addr: free_if_taken(resp_addr),
-        resp_port_asked: resp_addr.port(),
+        resp_addr,
         timeout_ms: args.timeout_ms,
     };
     let outcome = start(&plan, &mut roles, &events).map(|cluster| {
@@ -113,38 +113,18 @@ struct Plan {
     data_dir: PathBuf,
     client_addr: SocketAddr,
     server_addr: SocketAddr,
+    /// The RESP port asked for (a free one is opened if it is taken).
     resp_addr: SocketAddr,
-    /// The RESP port the flag named, to say so when it was taken.
-    resp_port_asked: u16,
     timeout_ms: u64,
 }
 
-/// The RESP port to ask for: `wanted`, or a free port on its host when something (a
-/// Redis, usually) already listens there, so that `ringkv local` starts either way.
-pub(super) fn free_if_taken(wanted: SocketAddr) -> SocketAddr {
-    if wanted.port() == 0 {
-        return wanted;
-    }
-    match std::net::TcpListener::bind(wanted) {
-        Ok(_probe) => wanted,
-        Err(err) => {
-            tracing::info!(%wanted, %err, "RESP port taken; using a free one");
-            SocketAddr::new(wanted.ip(), 0)
-        }
-    }
-}
-
-/// How Redis clients reach the RESP2 port `bound` (asked for at `asked`, opened at
-/// `chosen`, a free port when `asked` was taken); empty without one.
-pub(super) fn resp_line(
-    bound: Option<SocketAddr>,
-    asked: SocketAddr,
-    chosen: SocketAddr,
-) -> String {
+/// How Redis clients reach the RESP2 port `bound` (asked for at `asked`; a free port
+/// when that one was taken, by a Redis usually); empty without one.
+pub(super) fn resp_line(bound: Option<SocketAddr>, asked: SocketAddr) -> String {
     let Some(resp) = bound.map(dialable) else {
         return String::new();
     };
-    let note = if chosen.port() == 0 && asked.port() != 0 {
+    let note = if asked.port() != 0 && resp.port() != asked.port() {
         format!(" (port {} was taken)", asked.port())
     } else {
         String::new()
@@ -184,7 +164,7 @@ fn start(plan: &Plan, roles: &mut Roles, events: &Receiver<Event>) -> Result<Clu
     let mut options = CoordinatorOptions {
         client_addr: plan.client_addr,
         server_addr: plan.server_addr,
-        resp_addr: Some(plan.resp_addr),
+        resp_addr: Some(RespListen::preferring(plan.resp_addr)),
         config: CoordinatorConfig::new(plan.servers),
         data_dir: Some(plan.data_dir.join("coordinator")),
         truncate_corrupt_log: false,
@@ -346,11 +326,7 @@ fn print_cluster(plan: &Plan, cluster: &Cluster) {
         None => "the coordinator did not answer statusreq\n".into(),
     };
     let client = cluster.client_dial();
-    let resp = resp_line(
-        cluster.coordinator.resp,
-        SocketAddr::new(plan.resp_addr.ip(), plan.resp_port_asked),
-        plan.resp_addr,
-    );
+    let resp = resp_line(cluster.coordinator.resp, plan.resp_addr);
     out::line_or_warn(&format!(
         "ringkv local: a coordinator and {} KV servers, data in {}\n\n{table}\n\
          clients connect to {client} (servers register at {})\n{resp}\

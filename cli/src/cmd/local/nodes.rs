@@ -9,10 +9,11 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use ringkv_core::eventual::{parse_cluster, Cluster};
+use ringkv_net::resp::RespListen;
 use ringkv_net::{NetError, Shutdown};
 
 use super::roles::{local_server_id, Event, Roles};
-use super::{free_if_taken, handle_other, resp_line, serve, Stopped};
+use super::{handle_other, resp_line, serve, Stopped};
 use crate::addr::resolve_listen;
 use crate::args::LocalArgs;
 use crate::exit::Exit;
@@ -26,7 +27,7 @@ const START_WAIT_MS: u64 = 30_000;
 pub(super) trait NodesPlan {
     /// Starts every node on a thread of `roles`, each sending [`Event::NodeReady`] once
     /// it listens, the first with a RESP2 port on `resp`; how many were started.
-    fn spawn(&self, roles: &mut Roles, resp: SocketAddr) -> Result<usize, Stopped>;
+    fn spawn(&self, roles: &mut Roles, resp: RespListen) -> Result<usize, Stopped>;
     /// What to print once every node listens at `addrs` (in node order).
     fn describe(&self, addrs: &[SocketAddr]) -> String;
 }
@@ -87,10 +88,9 @@ pub(super) fn run_nodes<P: NodesPlan>(args: &LocalArgs, plan: Result<P, String>)
         .and_then(|plan| resp_asked.map(|asked| (plan, asked)))
         .map_err(Stopped::Failed)
         .and_then(|(plan, asked)| {
-            let chosen = free_if_taken(asked);
-            let count = plan.spawn(&mut roles, chosen)?;
+            let count = plan.spawn(&mut roles, RespListen::preferring(asked))?;
             let (addrs, resp) = wait_listening(count, &events)?;
-            Ok((plan, addrs, resp_line(resp, asked, chosen)))
+            Ok((plan, addrs, resp_line(resp, asked)))
         })
         .map(|(plan, addrs, resp)| {
             out::line_or_warn(&format!("{}\n{resp}", plan.describe(&addrs)));

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use ringkv_core::peer::PeerConfig;
+use ringkv_net::resp::RespListen;
 use ringkv_net::{run_peer_node, NetLimits, PeerNodeOptions};
 
 use super::nodes::{cluster_of, listen_of, run_nodes, spawn_node, NodesPlan};
@@ -59,7 +60,7 @@ fn plan(args: &LocalArgs) -> Result<Plan, String> {
 }
 
 impl NodesPlan for Plan {
-    fn spawn(&self, roles: &mut Roles, resp: SocketAddr) -> Result<usize, Stopped> {
+    fn spawn(&self, roles: &mut Roles, resp: RespListen) -> Result<usize, Stopped> {
         for (index, config) in self.configs.iter().enumerate() {
             let own = config
                 .nodes
