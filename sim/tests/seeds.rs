@@ -16,8 +16,9 @@ fn sweep(range: std::ops::Range<u64>) {
 }
 
 /// Over a quarter of the sweep, crashes of both kinds and of the coordinator happen,
-/// reads fail, pipelines wait, operations both succeed and time out, and the
-/// coordinator's log is compacted: a sweep where nothing goes wrong would prove little.
+/// reads fail, pipelines wait, operations both succeed and time out, the coordinator's
+/// log is compacted and the servers' segments merged: a sweep where nothing goes wrong
+/// would prove little.
 /// (Counted over 250 seeds, each kind is met tens of times or more, so a change to the
 /// worlds that makes one rare shows here long before it vanishes.)
 fn assert_the_faults_were_met(totals: &SweepTotals) {
@@ -47,6 +48,10 @@ fn assert_the_faults_were_met(totals: &SweepTotals) {
     assert!(
         faults.lookalike_values > 100,
         "some values must look like log frames: {totals:?}"
+    );
+    assert!(
+        faults.segment_merges > 100,
+        "the KV servers' sealed segments must be merged: {totals:?}"
     );
 }
 
