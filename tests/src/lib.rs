@@ -101,6 +101,26 @@ impl Proc {
         self.child.id()
     }
 
+    /// Sends `signal` (`STOP` to pause the process, `CONT` to resume it).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// Pauses the process (SIGSTOP) for `pause`, then resumes it: to its peers it is a
+    /// node that stopped answering and came back with everything it held, as after a
+    /// long garbage-collection pause or a partition that healed.
+    pub fn pause_for(&self, pause: Duration) {
+        self.signal("STOP");
+        std::thread::sleep(pause);
+        self.signal("CONT");
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

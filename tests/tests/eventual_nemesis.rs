@@ -1,8 +1,8 @@
 //! Eventual mode under a nemesis, on real processes: three `ringkv node --mode
 //! eventual` processes (N = 3, siblings, hints and read repair) while clients run
 //! read-modify-write cycles at `quorum` (and some blind writes) through any node, and a
-//! node (or two at once) is SIGKILLed and restarted on its data every few hundred
-//! milliseconds. Each
+//! node (or two at once) is SIGKILLed and restarted on its data, or one is paused
+//! (SIGSTOP) past the timeouts and resumed, every few hundred milliseconds. Each
 //! write's context came from a read whose versions the test saw, so it knows what each
 //! write superseded (PROTOCOL.md section 2: exactly the versions of the answer that gave
 //! the context); a blind write supersedes what its first replica held, which the test
@@ -300,12 +300,20 @@ fn eventual_nodes_keep_acknowledged_writes_and_converge_while_any_node_is_killed
         })
         .collect();
     let mut rng = DetRng::new(0xe7e7);
-    let mut kills = 0;
+    let (mut kills, mut pauses, mut round) = (0, 0, 0);
     while run.started.elapsed() < NEMESIS {
         std::thread::sleep(Duration::from_millis(rng.between(200, 600)));
+        let first = rng.between(0, 2) as usize;
+        round += 1;
+        if round % 3 == 0 {
+            // Paused past the timeouts: the others hint its writes and go on.
+            let pause = Duration::from_millis(rng.between(100, 1500));
+            c.proc(first).expect("up").pause_for(pause);
+            pauses += 1;
+            continue;
+        }
         // One node, or (two rounds in five) two at once: a write acknowledged by two
         // replicas may then have lost both for a while, so each must keep it itself.
-        let first = rng.between(0, 2) as usize;
         let down = match rng.percent(40) {
             true => vec![first, (first + 1) % 3],
             false => vec![first],
@@ -339,7 +347,7 @@ fn eventual_nodes_keep_acknowledged_writes_and_converge_while_any_node_is_killed
     for (key, versions) in &final_states {
         causality.check(key, versions, u64::MAX, &format!("the converged {key}"));
     }
-    assert!(kills >= 6, "only {kills} kills");
+    assert!(kills >= 6 && pauses >= 2, "{kills} kills, {pauses} pauses");
     assert!(acked > 200, "{acked} writes acknowledged");
     assert!(
         checked_reads > 1000,
@@ -347,7 +355,7 @@ fn eventual_nodes_keep_acknowledged_writes_and_converge_while_any_node_is_killed
     );
     let siblings = log.reads.iter().filter(|r| r.versions.len() > 1).count();
     eprintln!(
-        "{kills} kills, {} reads ({siblings} with siblings), {} writes ({} acknowledged), \
+        "{kills} kills, {pauses} pauses, {} reads ({siblings} with siblings), {} writes ({} acknowledged), \
          {checked_reads} read-after-write pairs",
         log.reads.len(),
         log.writes.len(),

@@ -1,8 +1,9 @@
 //! Real processes under a nemesis, judged by the simulator's linearizability checker:
-//! clients on a few keys while processes are SIGKILLed and restarted on their data (KV
-//! servers and the coordinator in strong mode, half the clients on its RESP port; any
-//! node in peer mode, the ones coordinating included). Every history the clients saw must be linearizable, and once
-//! the kills stop every client's requests succeed again. The simulator shows this over
+//! clients on a few keys while processes are SIGKILLed and restarted on their data, or
+//! paused (SIGSTOP) past the timeouts and resumed: KV servers and the coordinator in
+//! strong mode (half the clients on its RESP port), any node in peer mode, the ones
+//! coordinating included. Every history the clients saw must be linearizable, and once
+//! the faults stop every client's requests succeed again. The simulator shows this over
 //! thousands of seeded worlds; this shows that the shells, sockets, files and fsyncs
 //! keep what the core promises.
 
@@ -26,6 +27,28 @@ const NEMESIS: Duration = Duration::from_secs(8);
 const CALM: Duration = Duration::from_secs(1);
 /// How long every client may take to succeed again once the kills stop.
 const CALM_LIMIT: Duration = Duration::from_secs(20);
+
+/// What the nemesis did.
+#[derive(Clone, Copy, Debug, Default)]
+struct Faults {
+    kills: u32,
+    pauses: u32,
+}
+
+impl Faults {
+    fn record(&mut self, pause: bool) {
+        match pause {
+            true => self.pauses += 1,
+            false => self.kills += 1,
+        }
+    }
+}
+
+/// How long a paused process stays stopped (SIGSTOP): past the 500 ms timeouts, so
+/// that the others give up on it and it comes back to find them moved on.
+fn pause_of(rng: &mut DetRng) -> Duration {
+    Duration::from_millis(rng.between(100, 1500))
+}
 
 fn keys() -> Vec<String> {
     (0..4).map(|k| format!("nk{k}")).collect()
@@ -73,7 +96,7 @@ fn succeeded_since(history: &History, id: u32, from_us: u64) -> bool {
 /// operations and kills to mean something.
 fn judge(
     seed: u64,
-    kills: u32,
+    faults: Faults,
     clients: Vec<JoinHandle<u64>>,
     recorder: &Recorder,
     stop: &AtomicBool,
@@ -105,15 +128,18 @@ fn judge(
     let history = recorder.history();
     let config = LinearizabilityConfig::default();
     let stats = check_linearizable(&history, &config)
-        .unwrap_or_else(|err| panic!("seed {seed}, {kills} kills: {err}"));
+        .unwrap_or_else(|err| panic!("seed {seed}, {faults:?}: {err}"));
     let ops = history.operations();
     let done = ops.iter().filter(|op| op.outcome == Outcome::Done).count();
     let unknown = ops.iter().filter(|op| op.complete_ms.is_none()).count();
-    assert!(kills >= 6, "seed {seed}: only {kills} kills");
+    assert!(
+        faults.kills >= 4 && faults.pauses >= 2,
+        "seed {seed}: {faults:?}"
+    );
     assert!(stats.operations > 500, "seed {seed}: {stats:?}");
     assert!(done > 100, "seed {seed}: {done} updates succeeded");
     eprintln!(
-        "seed {seed}: {kills} kills, {} operations ({done} updates done, {unknown} unknown), \
+        "seed {seed}: {faults:?}, {} operations ({done} updates done, {unknown} unknown), \
          {} checker steps",
         ops.len(),
         stats.steps
@@ -141,25 +167,36 @@ fn a_strong_cluster_stays_linearizable_through_both_ports_while_its_processes_ar
     };
     let clients = start_clients(seed, port_of, &recorder, &stop);
     let mut rng = DetRng::new(seed);
-    let mut kills = 0;
+    let mut faults = Faults::default();
     let nemesis_until_us = recorder.now_us() + NEMESIS.as_micros() as u64;
+    let mut round = 0;
     while recorder.now_us() < nemesis_until_us {
         std::thread::sleep(Duration::from_millis(rng.between(200, 600)));
-        let down_ms = rng.between(50, 500);
-        if rng.percent(25) {
-            c.kill_coordinator();
-            std::thread::sleep(Duration::from_millis(down_ms));
-            c.start_coordinator_again();
-        } else {
-            let i = rng.between(0, IDS.len() as u64 - 1) as usize;
-            c.kill_server(i);
-            std::thread::sleep(Duration::from_millis(down_ms));
-            c.start_server(i);
+        let down = Duration::from_millis(rng.between(50, 500));
+        let i = rng.between(0, IDS.len() as u64 - 1) as usize;
+        // Every kind of fault, in turn.
+        match round % 5 {
+            0 | 3 => {
+                c.kill_server(i);
+                std::thread::sleep(down);
+                c.start_server(i);
+            }
+            1 => c.servers[i]
+                .as_ref()
+                .expect("up")
+                .pause_for(pause_of(&mut rng)),
+            2 => {
+                c.kill_coordinator();
+                std::thread::sleep(down);
+                c.start_coordinator_again();
+            }
+            _ => c.coordinator.pause_for(pause_of(&mut rng)),
         }
-        kills += 1;
+        faults.record(matches!(round % 5, 1 | 4));
+        round += 1;
     }
     c.wait_for_ring(IDS.len());
-    judge(seed, kills, clients, &recorder, &stop);
+    judge(seed, faults, clients, &recorder, &stop);
 }
 
 #[test]
@@ -171,16 +208,23 @@ fn a_peer_cluster_stays_linearizable_while_any_node_is_killed() {
     let addrs = c.addrs.clone();
     let clients = start_clients(seed, |_| (Port::Json, addrs.clone()), &recorder, &stop);
     let mut rng = DetRng::new(seed);
-    let mut kills = 0;
+    let mut faults = Faults::default();
     let nemesis_until_us = recorder.now_us() + NEMESIS.as_micros() as u64;
+    let mut round = 0;
     while recorder.now_us() < nemesis_until_us {
         std::thread::sleep(Duration::from_millis(rng.between(200, 600)));
         let i = rng.between(0, 2) as usize;
-        c.kill_node(i);
-        std::thread::sleep(Duration::from_millis(rng.between(50, 500)));
-        c.start_node(i);
-        kills += 1;
+        let pause = round % 3 == 2;
+        round += 1;
+        if pause {
+            c.proc(i).expect("up").pause_for(pause_of(&mut rng));
+        } else {
+            c.kill_node(i);
+            std::thread::sleep(Duration::from_millis(rng.between(50, 500)));
+            c.start_node(i);
+        }
+        faults.record(pause);
     }
     c.wait_all_up();
-    judge(seed, kills, clients, &recorder, &stop);
+    judge(seed, faults, clients, &recorder, &stop);
 }
