@@ -202,3 +202,21 @@ fn outcome_of(command: &Command, answer: &Value) -> Result<Outcome, String> {
         (Some(_), _) => unexpected(),
     }
 }
+
+/// The seed of a nemesis run: `default`, or `RINGKV_NEMESIS_SEED` to explore another
+/// schedule of faults and client choices (the timing stays the machine's).
+pub fn seed_or(default: u64) -> u64 {
+    std::env::var("RINGKV_NEMESIS_SEED")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(default)
+}
+
+/// How long the faults go on: 8 s, or `RINGKV_NEMESIS_SECS` for a longer exploration.
+pub fn faults_for() -> Duration {
+    let secs = std::env::var("RINGKV_NEMESIS_SECS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(8);
+    Duration::from_secs(secs)
+}

@@ -28,12 +28,12 @@ use std::time::{Duration, Instant};
 
 use ringkv_core::rng::DetRng;
 use ringkv_e2e::eventual::{ev_get, ev_local, ev_put, EvCluster};
+use ringkv_e2e::nemesis::{faults_for, seed_or};
 use ringkv_e2e::{error_code, Client};
 use serde_json::Value;
 
 const CLIENTS: u64 = 4;
 const KEYS: u64 = 3;
-const NEMESIS: Duration = Duration::from_secs(8);
 
 /// A version clock: actor to counter, a missing actor counting 0.
 type Clock = BTreeMap<String, u64>;
@@ -101,6 +101,7 @@ struct Log {
 }
 
 struct Run {
+    seed: u64,
     started: Instant,
     log: Mutex<Log>,
 }
@@ -114,7 +115,7 @@ impl Run {
 /// Read-modify-write cycles through random nodes until `stop`; one write in six is
 /// blind (no context).
 fn client(id: u64, addrs: Vec<SocketAddr>, run: Arc<Run>, stop: Arc<AtomicBool>) {
-    let mut rng = DetRng::new(0xe7e7 ^ (id << 32));
+    let mut rng = DetRng::new(run.seed ^ (id << 32));
     let mut connection: Option<Client> = None;
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -288,7 +289,9 @@ impl<'a> Causality<'a> {
 #[test]
 fn eventual_nodes_keep_acknowledged_writes_and_converge_while_any_node_is_killed() {
     let mut c = EvCluster::start(3, 3, &["--timeout-ms", "500"]);
+    let seed = seed_or(0xe7e7);
     let run = Arc::new(Run {
+        seed,
         started: Instant::now(),
         log: Mutex::new(Log::default()),
     });
@@ -299,9 +302,9 @@ fn eventual_nodes_keep_acknowledged_writes_and_converge_while_any_node_is_killed
             std::thread::spawn(move || client(id, addrs, run, stop))
         })
         .collect();
-    let mut rng = DetRng::new(0xe7e7);
+    let mut rng = DetRng::new(seed);
     let (mut kills, mut pauses, mut round) = (0, 0, 0);
-    while run.started.elapsed() < NEMESIS {
+    while run.started.elapsed() < faults_for() {
         std::thread::sleep(Duration::from_millis(rng.between(200, 600)));
         let first = rng.between(0, 2) as usize;
         round += 1;
@@ -341,11 +344,15 @@ fn eventual_nodes_keep_acknowledged_writes_and_converge_while_any_node_is_killed
     let acked = log.writes.iter().filter(|w| w.acked.is_some()).count();
     let mut checked_reads = 0;
     for read in &log.reads {
-        let what = format!("a read of {} at {} us", read.key, read.invoked_us);
+        let what = format!(
+            "seed {seed}: a read of {} at {} us",
+            read.key, read.invoked_us
+        );
         checked_reads += causality.check(&read.key, &read.versions, read.invoked_us, &what);
     }
     for (key, versions) in &final_states {
-        causality.check(key, versions, u64::MAX, &format!("the converged {key}"));
+        let what = format!("seed {seed}: the converged {key}");
+        causality.check(key, versions, u64::MAX, &what);
     }
     assert!(kills >= 6 && pauses >= 2, "{kills} kills, {pauses} pauses");
     assert!(acked > 200, "{acked} writes acknowledged");
@@ -355,7 +362,7 @@ fn eventual_nodes_keep_acknowledged_writes_and_converge_while_any_node_is_killed
     );
     let siblings = log.reads.iter().filter(|r| r.versions.len() > 1).count();
     eprintln!(
-        "{kills} kills, {pauses} pauses, {} reads ({siblings} with siblings), {} writes ({} acknowledged), \
+        "seed {seed}: {kills} kills, {pauses} pauses, {} reads ({siblings} with siblings), {} writes ({} acknowledged), \
          {checked_reads} read-after-write pairs",
         log.reads.len(),
         log.writes.len(),

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ringkv_core::rng::DetRng;
-use ringkv_e2e::nemesis::{run_client, ClientPlan, Port, Recorder};
+use ringkv_e2e::nemesis::{faults_for, run_client, seed_or, ClientPlan, Port, Recorder};
 use ringkv_e2e::peer::start_peer;
 use ringkv_e2e::Cluster;
 use ringkv_sim::check::{check_linearizable, LinearizabilityConfig};
@@ -21,8 +21,6 @@ use ringkv_sim::history::{History, Outcome};
 
 const IDS: [u64; 3] = [1 << 20, 1 << 62, 3 << 62];
 const CLIENTS: u32 = 4;
-/// How long processes are killed and restarted.
-const NEMESIS: Duration = Duration::from_secs(8);
 /// How long the clients go on once the kills stop, at least.
 const CALM: Duration = Duration::from_secs(1);
 /// How long every client may take to succeed again once the kills stop.
@@ -148,7 +146,7 @@ fn judge(
 
 #[test]
 fn a_strong_cluster_stays_linearizable_through_both_ports_while_its_processes_are_killed() {
-    let seed = 0x5eed_0001;
+    let seed = seed_or(0x5eed_0001);
     // The RESP port at a fixed address, so that a restarted coordinator takes it again.
     let resp_addr = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
@@ -168,7 +166,7 @@ fn a_strong_cluster_stays_linearizable_through_both_ports_while_its_processes_ar
     let clients = start_clients(seed, port_of, &recorder, &stop);
     let mut rng = DetRng::new(seed);
     let mut faults = Faults::default();
-    let nemesis_until_us = recorder.now_us() + NEMESIS.as_micros() as u64;
+    let nemesis_until_us = recorder.now_us() + faults_for().as_micros() as u64;
     let mut round = 0;
     while recorder.now_us() < nemesis_until_us {
         std::thread::sleep(Duration::from_millis(rng.between(200, 600)));
@@ -201,7 +199,7 @@ fn a_strong_cluster_stays_linearizable_through_both_ports_while_its_processes_ar
 
 #[test]
 fn a_peer_cluster_stays_linearizable_while_any_node_is_killed() {
-    let seed = 0x5eed_0002;
+    let seed = seed_or(0x5eed_0002);
     let mut c = start_peer(3, None, &["--timeout-ms", "500"]);
     let recorder = Recorder::new();
     let stop = Arc::new(AtomicBool::new(false));
@@ -209,7 +207,7 @@ fn a_peer_cluster_stays_linearizable_while_any_node_is_killed() {
     let clients = start_clients(seed, |_| (Port::Json, addrs.clone()), &recorder, &stop);
     let mut rng = DetRng::new(seed);
     let mut faults = Faults::default();
-    let nemesis_until_us = recorder.now_us() + NEMESIS.as_micros() as u64;
+    let nemesis_until_us = recorder.now_us() + faults_for().as_micros() as u64;
     let mut round = 0;
     while recorder.now_us() < nemesis_until_us {
         std::thread::sleep(Duration::from_millis(rng.between(200, 600)));
