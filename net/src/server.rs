@@ -80,17 +80,7 @@ pub fn run_server(
     shutdown: crate::Shutdown,
     on_ready: impl FnOnce(&ServerInfo),
 ) -> Result<(), NetError> {
-    opts.limits.validate().map_err(NetError::Config)?;
-    if opts.coordinator.trim().is_empty() {
-        return Err(NetError::Config("the coordinator address is empty".into()));
-    }
-    if opts
-        .advertise_host
-        .as_deref()
-        .is_some_and(|host| host.trim().is_empty())
-    {
-        return Err(NetError::Config("the advertised host is empty".into()));
-    }
+    check_options(&opts)?;
     let dir = DataDir::open(&opts.data_dir, opts.id)?;
     let started = std::time::Instant::now();
     let (replica, mut log, report) = recover(&opts, &dir)?;
@@ -115,60 +105,22 @@ pub fn run_server(
     tracing::info!(id = info.id, %listen, %advertised, coordinator = %opts.coordinator, "server listening");
     on_ready(&info);
 
-    let registrar = Registrar::new(
-        ev.now_ms(),
-        Register {
-            id: info.id,
-            addr: advertised,
-        },
-        RegistrationConfig {
-            seed: crate::seed::seed_from_os(),
-            ..RegistrationConfig::default()
-        },
-    );
-    let mut tokens = TokenSource::new(Kind::Link);
-    let coordinator = Link::new(
-        "coordinator".into(),
-        opts.coordinator.clone(),
-        tokens.next(),
-        LinkConfig {
-            max_queued_bytes: REGISTER_QUEUE_BYTES,
-            max_queued_msgs: 1,
-            max_frame_bytes: opts.limits.max_frame_bytes,
-            // The registrar paces its own retries.
-            backoff: None,
-            silent_after_ms: None,
-        },
-    );
+    let register = Register {
+        id: info.id,
+        addr: advertised,
+    };
     let mut shell = Shell {
         replica,
         log,
         port,
-        registrar,
-        coordinator,
+        registrar: registrar(ev.now_ms(), register),
+        coordinator: coordinator_link(&opts),
         link_events: Vec::new(),
         appends: 0,
         unregistered_since_ms: Some(0),
         coordinator_addr: opts.coordinator.clone(),
     };
-    let mut ready = Vec::new();
-    let result = loop {
-        if ev.stopping() {
-            break Ok(());
-        }
-        let deadline = earliest([
-            shell.registrar.poll_timeout(),
-            shell.port.next_deadline_ms(),
-            shell.coordinator.next_deadline_ms(),
-        ]);
-        let busy = shell.port.has_ready()
-            || shell.coordinator.wants_pump()
-            || !shell.link_events.is_empty();
-        let now_ms = ev.wait(deadline, busy, &mut ready)?;
-        if let Err(err) = shell.turn(now_ms, ev.registry(), &ready) {
-            break Err(err);
-        }
-    };
+    let result = shell.serve(&mut ev);
     match &result {
         Ok(()) => tracing::info!(
             id = info.id,
@@ -179,6 +131,51 @@ pub fn run_server(
         Err(err) => tracing::error!(id = info.id, %err, "server stopped"),
     }
     result
+}
+
+/// Refuses options no server can run with: bad limits, an empty coordinator address or
+/// advertised host.
+fn check_options(opts: &ServerOptions) -> Result<(), NetError> {
+    opts.limits.validate().map_err(NetError::Config)?;
+    if opts.coordinator.trim().is_empty() {
+        return Err(NetError::Config("the coordinator address is empty".into()));
+    }
+    let empty_host = opts
+        .advertise_host
+        .as_deref()
+        .is_some_and(|host| host.trim().is_empty());
+    if empty_host {
+        return Err(NetError::Config("the advertised host is empty".into()));
+    }
+    Ok(())
+}
+
+/// Keeps the coordinator told where this run listens, with retries jittered from the
+/// OS's randomness (so that servers restarted together do not retry in step).
+fn registrar(now_ms: u64, register: Register) -> Registrar {
+    let config = RegistrationConfig {
+        seed: crate::seed::seed_from_os(),
+        ..RegistrationConfig::default()
+    };
+    Registrar::new(now_ms, register, config)
+}
+
+/// The link registrations go out on: one message queued at most (the registrar resends
+/// the latest), and no backoff of its own (the registrar paces its retries).
+fn coordinator_link(opts: &ServerOptions) -> Link {
+    let mut tokens = TokenSource::new(Kind::Link);
+    Link::new(
+        "coordinator".into(),
+        opts.coordinator.clone(),
+        tokens.next(),
+        LinkConfig {
+            max_queued_bytes: REGISTER_QUEUE_BYTES,
+            max_queued_msgs: 1,
+            max_frame_bytes: opts.limits.max_frame_bytes,
+            backoff: None,
+            silent_after_ms: None,
+        },
+    )
 }
 
 /// Rebuilds the replica from the log's segments, streamed, and refuses a log damaged
@@ -327,6 +324,26 @@ struct Shell {
 }
 
 impl Shell {
+    /// Turns the loop until the shell is stopped or a turn fails.
+    fn serve(&mut self, ev: &mut EventLoop) -> Result<(), NetError> {
+        let mut ready = Vec::new();
+        loop {
+            if ev.stopping() {
+                return Ok(());
+            }
+            let deadline = earliest([
+                self.registrar.poll_timeout(),
+                self.port.next_deadline_ms(),
+                self.coordinator.next_deadline_ms(),
+            ]);
+            let busy = self.port.has_ready()
+                || self.coordinator.wants_pump()
+                || !self.link_events.is_empty();
+            let now_ms = ev.wait(deadline, busy, &mut ready)?;
+            self.turn(now_ms, ev.registry(), &ready)?;
+        }
+    }
+
     /// One loop iteration's work after the wait. Ends with the group commit: the answers
     /// that waited for a sync the sync thread finished go out, and every log write since
     /// the last sync is handed to it as one (if it is free; else they wait for it).
