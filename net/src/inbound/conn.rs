@@ -254,38 +254,51 @@ impl<F: Framer> Conn<F> {
                 break;
             }
             reads += 1;
-            match self.stream.read(scratch) {
-                Ok(0) => {
-                    self.peer_eof = true;
-                    self.maybe_readable = false;
-                    self.reading = Reading::Eof;
-                }
-                Ok(n) => {
-                    self.last_activity_ms = now_ms;
-                    self.framer.push(scratch.get(..n).unwrap_or_default());
-                    // A read that did not fill the buffer emptied the socket: bytes that
-                    // come later raise a new edge, so asking again would only return
-                    // EAGAIN, one system call per request. An EOF that already came
-                    // raises none, so then the loop reads on until it shows.
-                    if n < scratch.len() && !self.peer_closing {
-                        self.maybe_readable = false;
-                    }
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    self.maybe_readable = false;
-                }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(Closed::Error(err)),
-            }
+            self.read_once(now_ms, scratch)?;
         }
+        self.track_partial_frame(now_ms, line_completed);
+        Ok(())
+    }
+
+    /// One read of the socket into the framer.
+    fn read_once(&mut self, now_ms: u64, scratch: &mut [u8]) -> Result<(), Closed> {
+        match self.stream.read(scratch) {
+            Ok(0) => {
+                self.peer_eof = true;
+                self.maybe_readable = false;
+                self.reading = Reading::Eof;
+            }
+            Ok(n) => {
+                self.last_activity_ms = now_ms;
+                self.framer.push(scratch.get(..n).unwrap_or_default());
+                // A read that did not fill the buffer emptied the socket: bytes that
+                // come later raise a new edge, so asking again would only return
+                // EAGAIN, one system call per request. An EOF that already came
+                // raises none, so then the loop reads on until it shows.
+                if n < scratch.len() && !self.peer_closing {
+                    self.maybe_readable = false;
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                self.maybe_readable = false;
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(Closed::Error(err)),
+        }
+        Ok(())
+    }
+
+    /// Since when a frame has been started and not finished (the partial-line timeout
+    /// counts from then): restarted when a frame completed this turn, cleared when no
+    /// bytes wait.
+    fn track_partial_frame(&mut self, now_ms: u64, frame_completed: bool) {
         if self.reading == Reading::Open && self.framer.buffered_bytes() > 0 {
-            if line_completed || self.partial_since_ms.is_none() {
+            if frame_completed || self.partial_since_ms.is_none() {
                 self.partial_since_ms = Some(now_ms);
             }
         } else {
             self.partial_since_ms = None;
         }
-        Ok(())
     }
 
     /// After the last answer: reads and drops whatever the peer still sends, until its EOF.
