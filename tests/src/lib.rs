@@ -180,6 +180,8 @@ pub struct Cluster {
     pub server_addr: SocketAddr,
     /// The coordinator's flags beyond its addresses and server count.
     coordinator_flags: Vec<String>,
+    /// Flags every server is started with, restarts included.
+    server_flags: Vec<String>,
     dir: tempfile::TempDir,
 }
 
@@ -187,6 +189,12 @@ impl Cluster {
     /// Starts a coordinator expecting `ids.len()` servers, with extra flags and a data
     /// directory of its own, and the servers, and waits until the ring is complete.
     pub fn start(ids: &[u64], coordinator_flags: &[&str]) -> Cluster {
+        Cluster::start_with(ids, coordinator_flags, &[])
+    }
+
+    /// [`Cluster::start`], every server (and every restart of one) also given
+    /// `server_flags`.
+    pub fn start_with(ids: &[u64], coordinator_flags: &[&str], server_flags: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let coordinator_dir = dir.path().join("coordinator");
         let mut flags: Vec<String> = coordinator_flags.iter().map(|f| f.to_string()).collect();
@@ -200,6 +208,7 @@ impl Cluster {
             servers: ids.iter().map(|_| None).collect(),
             ids: ids.to_vec(),
             coordinator_flags: flags,
+            server_flags: server_flags.iter().map(|f| f.to_string()).collect(),
             dir,
         };
         for i in 0..ids.len() {
@@ -272,6 +281,7 @@ impl Cluster {
             "--listen",
             listen,
         ];
+        args.extend(self.server_flags.iter().map(String::as_str));
         args.extend_from_slice(extra);
         let proc = Proc::start(&args, has(&["listen"]));
         self.servers[i] = Some(proc);

@@ -152,8 +152,17 @@ fn a_strong_cluster_stays_linearizable_through_both_ports_while_its_processes_ar
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
         .to_string();
-    let flags = ["--timeout-ms", "500", "--resp-addr", &resp_addr];
-    let mut c = Cluster::start(&IDS, &flags);
+    // Small logs, so that the coordinator's log is compacted and the servers' segments
+    // are sealed and merged many times under the faults.
+    let flags = [
+        "--timeout-ms",
+        "500",
+        "--resp-addr",
+        &resp_addr,
+        "--log-compact-bytes",
+        "4096",
+    ];
+    let mut c = Cluster::start_with(&IDS, &flags, &["--segment-bytes", "4096"]);
     let resp = c.coordinator.addr("resp");
     let recorder = Recorder::new();
     let stop = Arc::new(AtomicBool::new(false));
@@ -195,6 +204,14 @@ fn a_strong_cluster_stays_linearizable_through_both_ports_while_its_processes_ar
     }
     c.wait_for_ring(IDS.len());
     judge(seed, faults, clients, &recorder, &stop);
+    // The servers' segments were merged under the faults (a merged file is named by
+    // the range it replaced: `wal-START-END.log`).
+    let merged = (0..IDS.len())
+        .flat_map(|i| std::fs::read_dir(c.data_dir(i)).expect("a data directory"))
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("wal-") && name.matches('-').count() == 2)
+        .count();
+    assert!(merged > 0, "seed {seed}: no server merged its segments");
 }
 
 #[test]
