@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use ringkv_core::rng::DetRng;
 use ringkv_e2e::eventual::{ev_get, ev_local, ev_put, EvCluster};
+use ringkv_e2e::log_sizes::records_len;
 use ringkv_e2e::nemesis::{faults_for, seed_or};
 use ringkv_e2e::{error_code, Client};
 use serde_json::Value;
@@ -297,7 +298,12 @@ impl<'a> Causality<'a> {
 
 #[test]
 fn eventual_nodes_keep_acknowledged_writes_and_converge_while_any_node_is_killed() {
-    let mut c = EvCluster::start(3, 3, &["--timeout-ms", "500"]);
+    // A small log threshold, so that the nodes compact their logs under the faults.
+    let mut c = EvCluster::start(
+        3,
+        3,
+        &["--timeout-ms", "500", "--log-compact-bytes", "4096"],
+    );
     let seed = seed_or(0xe7e7);
     let run = Arc::new(Run {
         seed,
@@ -348,6 +354,13 @@ fn eventual_nodes_keep_acknowledged_writes_and_converge_while_any_node_is_killed
             .expect("a client saw only answers the protocol allows");
     }
     let final_states = converged(&c);
+    for i in 0..3 {
+        let len = records_len(&c.data_dir(i).join("wal.log"));
+        assert!(
+            len < 64 * 1024,
+            "seed {seed}: node {i}'s log holds {len} bytes"
+        );
+    }
     let log = run.log.lock().unwrap();
     let causality = Causality::new(&log.writes);
     let acked = log.writes.iter().filter(|w| w.acked.is_some()).count();

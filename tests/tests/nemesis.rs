@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ringkv_core::rng::DetRng;
+use ringkv_e2e::log_sizes::records_len;
 use ringkv_e2e::nemesis::{faults_for, run_client, seed_or, ClientPlan, Port, Recorder};
 use ringkv_e2e::peer::start_peer;
 use ringkv_e2e::Cluster;
@@ -217,7 +218,12 @@ fn a_strong_cluster_stays_linearizable_through_both_ports_while_its_processes_ar
 #[test]
 fn a_peer_cluster_stays_linearizable_while_any_node_is_killed() {
     let seed = seed_or(0x5eed_0002);
-    let mut c = start_peer(3, None, &["--timeout-ms", "500"]);
+    // A small log threshold, so that the nodes compact their logs under the faults.
+    let mut c = start_peer(
+        3,
+        None,
+        &["--timeout-ms", "500", "--log-compact-bytes", "4096"],
+    );
     let recorder = Recorder::new();
     let stop = Arc::new(AtomicBool::new(false));
     let addrs = c.addrs.clone();
@@ -254,4 +260,17 @@ fn a_peer_cluster_stays_linearizable_while_any_node_is_killed() {
     }
     c.wait_all_up();
     judge(seed, faults, clients, &recorder, &stop);
+    assert_logs_compacted(seed, |i| c.data_dir(i).join("wal.log"));
+}
+
+/// Every node's log holds far less than a run writes to it (thousands of records of
+/// about a hundred bytes): it was compacted, under the faults.
+fn assert_logs_compacted(seed: u64, log_of: impl Fn(usize) -> std::path::PathBuf) {
+    for i in 0..3 {
+        let len = records_len(&log_of(i));
+        assert!(
+            len < 64 * 1024,
+            "seed {seed}: node {i}'s log holds {len} bytes"
+        );
+    }
 }
