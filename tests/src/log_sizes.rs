@@ -55,6 +55,11 @@ impl LogSizes {
         }
     }
 
+    /// How many times each node's log was seen shorter than at the look before.
+    pub fn compactions(&self) -> &[usize] {
+        &self.compactions
+    }
+
     /// Every node's log was compacted at least twice, left under `left_bytes` each time,
     /// and never reached twice `threshold_bytes`.
     pub fn assert_compacted(&self, threshold_bytes: u64, left_bytes: u64) {
