@@ -426,8 +426,9 @@ pub struct NodeArgs {
     /// The size of the node's log, in bytes (at least 4096), at which it is rewritten to
     /// what recovery needs. Eventual mode: every key's current state, the hints and
     /// debts still held, and the counters' floor. Peer mode: the epoch, the decisions
-    /// remembered, every committed value, the transactions in doubt and the commits not
-    /// finished. It is rewritten again only once it doubles what the last rewrite left.
+    /// remembered (the last 65,536 commits, about 2 MB once that many were made), every
+    /// committed value, the transactions in doubt and the commits not finished. It is
+    /// rewritten again only once it doubles what the last rewrite left.
     /// The file also holds space allocated ahead of its writes: a quarter of this size,
     /// at least 64 KiB and at most 4 MiB.
     #[arg(long, default_value_t = ringkv_net::DEFAULT_LOG_COMPACT_BYTES, value_parser = clap::value_parser!(u64).range(4096..))]
