@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use ringkv_core::rng::DetRng;
 use ringkv_e2e::log_sizes::LogSizes;
 use ringkv_e2e::nemesis::{faults_for, run_client, seed_or, ClientPlan, Port, Recorder};
-use ringkv_e2e::peer::start_peer;
-use ringkv_e2e::Cluster;
+use ringkv_e2e::peer::{start_peer, wait_agree};
+use ringkv_e2e::{get, Client, Cluster};
 use ringkv_sim::check::{check_linearizable, LinearizabilityConfig};
 use ringkv_sim::history::{History, Outcome};
 
@@ -213,6 +213,26 @@ fn a_strong_cluster_stays_linearizable_through_both_ports_while_its_processes_ar
         .filter(|name| name.starts_with("wal-") && name.matches('-').count() == 2)
         .count();
     assert!(merged > 0, "seed {seed}: no server merged its segments");
+    // Phase 2 reached both replicas of every key in the end: each replica's own copy
+    // (a direct getreq) is what a GET through the coordinator reads.
+    for key in keys() {
+        let through = c.client().request(&get(&key));
+        let [primary, secondary] = c.replicas_of(&key);
+        for server in [primary, secondary] {
+            let deadline = Instant::now() + CALM_LIMIT;
+            loop {
+                let own = Client::connect(c.server_listen(server)).request(&get(&key));
+                if own.get("value") == through.get("value") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "seed {seed}: server {server} holds {own} for {key}, the coordinator reads {through}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
 }
 
 #[test]
@@ -269,4 +289,9 @@ fn a_peer_cluster_stays_linearizable_while_any_node_is_killed() {
         compactions.iter().all(|&n| n > 0),
         "seed {seed}: compactions {compactions:?}"
     );
+    // Every node's own copy of every key agrees in the end (phase 2, and the in-doubt
+    // queries after the restarts, reached them all).
+    for key in keys() {
+        wait_agree(&c, &[0, 1, 2], &key, |_| true);
+    }
 }
