@@ -100,31 +100,7 @@ pub fn run_coordinator(
         file.allocate_ahead_by(prealloc_bytes_for(opts.log_compact_bytes));
     }
     let mut ev = EventLoop::new(shutdown)?;
-    let registry = ev.registry();
-    let clients = Port::bind(
-        opts.client_addr,
-        Kind::PortA,
-        registry,
-        client_spec(),
-        opts.limits.clone(),
-    )?;
-    let registrations = Port::bind(
-        opts.server_addr,
-        Kind::PortB,
-        registry,
-        register_spec(),
-        opts.limits.clone(),
-    )?;
-    let resp = match opts.resp_addr {
-        Some(listen) => Some(crate::resp::bind_port(
-            listen,
-            Kind::PortC,
-            registry,
-            crate::resp::spec,
-            &opts.limits,
-        )?),
-        None => None,
-    };
+    let (clients, registrations, resp) = bind_ports(&opts, ev.registry())?;
     let addrs = CoordinatorAddrs {
         client: clients.local_addr()?,
         server: registrations.local_addr()?,
@@ -146,24 +122,62 @@ pub fn run_coordinator(
         clients,
         resp,
         registrations,
-        servers: ServerLinks::new(LinkConfig {
-            max_queued_bytes: opts.limits.max_outbound_bytes_per_connection,
-            max_queued_msgs: SERVER_QUEUE_MSGS,
-            max_frame_bytes: opts.limits.max_frame_bytes,
-            backoff: Some(Backoff {
-                wait_ms_min: SERVER_BACKOFF_MIN_MS,
-                wait_ms_max: SERVER_BACKOFF_MAX_MS,
-            }),
-            // A server silent past the down time on one connection gets a new one, so
-            // resends stop going into a flow that was lost.
-            silent_after_ms: Some(config.down_after_ms),
-        }),
+        servers: ServerLinks::new(server_link_config(&opts.limits, config.down_after_ms)),
     };
     shell.first_sync(ev.now_ms(), ev.registry())?;
     if let CoordinatorLog::File(file) = &mut shell.log {
         file.start_sync_thread(ev.waker())?;
     }
     shell.run(&mut ev)
+}
+
+/// The coordinator's ports: clients' JSON lines, the servers' registrations, and the
+/// RESP2 port if asked for.
+type Ports = (
+    Port<ClientRequest>,
+    Port<Register>,
+    Option<Port<ClientRequest, RespParser>>,
+);
+
+fn bind_ports(opts: &CoordinatorOptions, registry: &Registry) -> Result<Ports, NetError> {
+    let limits = &opts.limits;
+    let clients = Port::bind(
+        opts.client_addr,
+        Kind::PortA,
+        registry,
+        client_spec(),
+        limits.clone(),
+    )?;
+    let registrations = Port::bind(
+        opts.server_addr,
+        Kind::PortB,
+        registry,
+        register_spec(),
+        limits.clone(),
+    )?;
+    let resp = opts
+        .resp_addr
+        .map(|listen| {
+            crate::resp::bind_port(listen, Kind::PortC, registry, crate::resp::spec, limits)
+        })
+        .transpose()?;
+    Ok((clients, registrations, resp))
+}
+
+/// The links to the KV servers: queues as large as a client connection's, retries with
+/// a backoff, and a new connection for a server silent past the down time, so that
+/// resends stop going into a flow that was lost.
+fn server_link_config(limits: &NetLimits, down_after_ms: u64) -> LinkConfig {
+    LinkConfig {
+        max_queued_bytes: limits.max_outbound_bytes_per_connection,
+        max_queued_msgs: SERVER_QUEUE_MSGS,
+        max_frame_bytes: limits.max_frame_bytes,
+        backoff: Some(Backoff {
+            wait_ms_min: SERVER_BACKOFF_MIN_MS,
+            wait_ms_max: SERVER_BACKOFF_MAX_MS,
+        }),
+        silent_after_ms: Some(down_after_ms),
+    }
 }
 
 impl Shell {
