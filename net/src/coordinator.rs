@@ -139,6 +139,7 @@ type Ports = (
     Option<Port<ClientRequest, RespParser>>,
 );
 
+/// Binds the coordinator's ports where `opts` says.
 fn bind_ports(opts: &CoordinatorOptions, registry: &Registry) -> Result<Ports, NetError> {
     let limits = &opts.limits;
     let clients = Port::bind(
@@ -157,9 +158,7 @@ fn bind_ports(opts: &CoordinatorOptions, registry: &Registry) -> Result<Ports, N
     )?;
     let resp = opts
         .resp_addr
-        .map(|listen| {
-            crate::resp::bind_port(listen, Kind::PortC, registry, crate::resp::spec, limits)
-        })
+        .map(|listen| crate::resp::bind_port(listen, registry, crate::resp::spec, limits))
         .transpose()?;
     Ok((clients, registrations, resp))
 }

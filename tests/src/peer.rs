@@ -93,11 +93,5 @@ pub fn retry_until(
 
 /// Sends `signal` (`STOP`, `CONT`) to node `i`'s process.
 pub fn signal_node(c: &EvCluster, i: usize, signal: &str) {
-    let pid = c.proc(i).expect("the node runs").pid();
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -{signal} {pid}");
+    c.proc(i).expect("the node runs").signal(signal);
 }

@@ -22,10 +22,9 @@ use crate::datadir::DataDir;
 use crate::error::NetError;
 use crate::limits::NetLimits;
 use crate::log_writes::prealloc_bytes_for;
+use crate::resp::RespListen;
 
 use shell::{serve, wall_ms, Asked, Started};
-
-use crate::resp::RespListen;
 
 /// Where and how a node runs.
 #[derive(Clone, Debug)]

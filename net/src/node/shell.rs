@@ -160,7 +160,7 @@ fn bind_resp<C: NodeCore>(
     listen
         .map(|listen| {
             let spec = node_spec::<C::Request>;
-            crate::resp::bind_port(listen, Kind::PortC, registry, spec, limits)
+            crate::resp::bind_port(listen, registry, spec, limits)
         })
         .transpose()
 }

@@ -62,16 +62,15 @@ impl RespListen {
 /// so that no other process can take the port between a check and the bind.
 pub(crate) fn bind_port<R, F: Framer>(
     listen: RespListen,
-    kind: Kind,
     registry: &Registry,
     spec: impl Fn() -> PortSpec<R, F>,
     limits: &NetLimits,
 ) -> Result<Port<R, F>, NetError> {
-    match Port::bind(listen.addr, kind, registry, spec(), limits.clone()) {
+    let bind = |addr| Port::bind(addr, Kind::PortC, registry, spec(), limits.clone());
+    match bind(listen.addr) {
         Err(err) if listen.or_free_port && err.is_addr_in_use() => {
             tracing::info!(wanted = %listen.addr, "RESP port taken; using a free one");
-            let free = SocketAddr::new(listen.addr.ip(), 0);
-            Port::bind(free, kind, registry, spec(), limits.clone())
+            bind(SocketAddr::new(listen.addr.ip(), 0))
         }
         bound => bound,
     }

@@ -365,13 +365,12 @@ proptest! {
 fn a_taken_resp_address_fails_the_bind_or_gives_a_free_port_as_asked() {
     use super::{bind_port, spec, RespListen};
     use crate::limits::NetLimits;
-    use crate::tokens::Kind;
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
     let poll = mio::Poll::new().unwrap();
     let limits = NetLimits::default();
-    let bind = |listen| bind_port(listen, Kind::PortC, poll.registry(), spec, &limits);
+    let bind = |listen| bind_port(listen, poll.registry(), spec, &limits);
     let refused = bind(RespListen::exactly(addr))
         .err()
         .expect("the port is taken");

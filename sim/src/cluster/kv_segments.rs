@@ -192,7 +192,8 @@ fn recovered_state(disk: &SimDisk) -> Recovered {
     let mut values = BTreeMap::new();
     for key in replica.committed_keys() {
         let value = replica.committed_value(key).map_err(|err| err.0)?;
-        values.insert(key.to_owned(), value.unwrap_or_default());
+        let value = value.ok_or_else(|| format!("{key:?} is listed without a value"))?;
+        values.insert(key.to_owned(), value);
     }
     Ok((values, replica.in_doubt().collect()))
 }
