@@ -30,6 +30,7 @@ impl Coordinator {
     fn check_keys(&self) {
         let mut queued = 0;
         let mut active = 0;
+        let mut absorbed = 0;
         for (key, state) in &self.keys {
             assert!(!state.is_idle(), "idle key {key:?} kept");
             queued += state.queue.len();
@@ -43,14 +44,24 @@ impl Coordinator {
                 );
                 if let Some(update) = update {
                     update.check_invariants(txid);
+                    absorbed += update.absorbed.len();
+                    assert!(update.absorbed.len() <= self.config.max_queued_per_key);
                 }
             }
             let reads = self.reads.values().filter(|r| r.key() == key).count();
             assert_eq!(reads, state.reads, "reads of {key:?} miscounted");
         }
         assert_eq!(queued, self.queued_updates, "queued updates miscounted");
+        assert_eq!(
+            absorbed, self.absorbed_waiting,
+            "absorbed updates miscounted"
+        );
         assert_eq!(active, self.driver.len(), "a transaction without its key");
-        assert!(self.driver.len() + self.queued_updates <= self.config.max_updates);
+        assert!(
+            self.driver.len() + self.queued_updates + self.absorbed_waiting
+                <= self.config.max_updates,
+            "updates over the limit"
+        );
         assert!(
             self.answers_waiting <= self.config.max_updates,
             "answers waiting for their records over the limit"

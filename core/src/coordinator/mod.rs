@@ -272,6 +272,11 @@ pub struct Coordinator {
     driver: Driver<Update>,
     /// Updates queued behind another update of the same key, over all keys.
     queued_updates: usize,
+    /// Clients of PUTs absorbed into a later PUT's transaction, waiting for its answer.
+    absorbed_waiting: usize,
+    /// PUTs absorbed since the start: how often several updates of a key shared one
+    /// transaction.
+    absorbed_total: u64,
     /// Aborts' answers waiting for their decision records.
     answers_waiting: usize,
     reads: BTreeMap<u64, Read>,
@@ -322,6 +327,8 @@ impl Coordinator {
             keys: BTreeMap::new(),
             driver,
             queued_updates: 0,
+            absorbed_waiting: 0,
+            absorbed_total: 0,
             answers_waiting: 0,
             reads: BTreeMap::new(),
             timers: Timers::new(),
@@ -346,6 +353,12 @@ impl Coordinator {
     /// not yet acknowledged.
     pub fn open_transactions(&self) -> usize {
         self.driver.open()
+    }
+
+    /// PUTs absorbed into a later PUT of the same key since the start: the simulator
+    /// asks, so that a sweep can show the path ran.
+    pub fn absorbed_updates(&self) -> u64 {
+        self.absorbed_total
     }
 
     fn fire_timers(&mut self) {

@@ -594,6 +594,159 @@ fn updates_of_one_key_run_one_at_a_time_and_other_keys_are_not_held_up() {
     assert!(second > first);
 }
 
+const CAROL: ReplyTo = ReplyTo(300);
+const DAVE: ReplyTo = ReplyTo(400);
+
+/// The prepares sent, as (replica, txid, op).
+fn prepares(sent: &[(ServerId, ParticipantRequest)]) -> Vec<(ServerId, TxId, TxOp)> {
+    sent.iter()
+        .filter_map(|(to, m)| match m {
+            ParticipantRequest::Prepare { txid, op, .. } => Some((*to, *txid, op.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Both replicas of `key` vote ready for `txid` and acknowledge its commit.
+fn vote_and_ack(h: &mut Harness, key: &str, txid: TxId) {
+    let (a, b) = pair(key);
+    h.server(a, None, ready(txid));
+    h.server(b, None, ready(txid));
+    h.server(a, None, ack(txid));
+    h.server(b, None, ack(txid));
+}
+
+#[test]
+fn puts_queued_back_to_back_run_as_one_transaction_of_the_last_and_all_hear_its_answer() {
+    let mut h = Harness::with_ring();
+    h.client(ALICE, put("k", "1"));
+    let first = prepare_txid(&h.take_sent());
+    h.client(BOB, put("k", "2"));
+    h.client(CAROL, put("k", "3"));
+    h.client(DAVE, put("k", "4"));
+    assert!(h.take_sent().is_empty(), "the later updates wait");
+    vote_and_ack(&mut h, "k", first);
+    assert_eq!(h.replies(), vec![(ALICE, ClientResponse::Success)]);
+    // One transaction, with the last value, to both replicas.
+    let sent = prepares(&h.take_sent());
+    let (a, b) = pair("k");
+    let second = sent.first().map(|(_, txid, _)| *txid).unwrap();
+    let last = TxOp::Put { value: "4".into() };
+    assert_eq!(
+        sent,
+        vec![(a, second, last.clone()), (b, second, last)],
+        "the absorbed values are never prepared"
+    );
+    assert_eq!(h.coord.absorbed_updates(), 2);
+    assert!(h.replies().is_empty(), "nobody hears before the votes");
+    h.server(a, None, ready(second));
+    h.server(b, None, ready(second));
+    let mut replies = h.replies();
+    replies.sort_by_key(|(to, _)| to.0);
+    assert_eq!(
+        replies,
+        vec![
+            (BOB, ClientResponse::Success),
+            (CAROL, ClientResponse::Success),
+            (DAVE, ClientResponse::Success)
+        ]
+    );
+    h.client(ALICE, get("k"));
+    assert_eq!(
+        h.replies(),
+        vec![(
+            ALICE,
+            ClientResponse::Value {
+                key: "k".into(),
+                value: "4".into()
+            }
+        )],
+        "the cache holds the last value"
+    );
+}
+
+#[test]
+fn absorbed_puts_share_their_transactions_error_and_none_is_applied() {
+    let mut h = Harness::with_ring();
+    h.client(ALICE, put("k", "1"));
+    let first = prepare_txid(&h.take_sent());
+    h.client(BOB, put("k", "2"));
+    h.client(CAROL, put("k", "3"));
+    vote_and_ack(&mut h, "k", first);
+    h.replies();
+    let second = prepare_txid(&h.take_sent());
+    let (a, b) = pair("k");
+    h.server(a, None, ready(second));
+    h.server(b, None, refuse(second, ErrorCode::Locked, "held"));
+    let replies = h.replies();
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    for (who, reply) in &replies {
+        assert!([BOB, CAROL].contains(who));
+        assert_eq!(code(reply), ErrorCode::Aborted);
+    }
+    assert_eq!(replies[0].1, replies[1].1, "one answer for both");
+    h.client(ALICE, get("k"));
+    assert_eq!(
+        h.replies(),
+        vec![(
+            ALICE,
+            ClientResponse::Value {
+                key: "k".into(),
+                value: "1".into()
+            }
+        )],
+        "neither absorbed value was applied"
+    );
+}
+
+#[test]
+fn a_del_in_the_queue_ends_absorption_and_keeps_its_place() {
+    let mut h = Harness::with_ring();
+    h.client(ALICE, put("k", "1"));
+    let first = prepare_txid(&h.take_sent());
+    h.client(BOB, put("k", "2"));
+    h.client(CAROL, ClientRequest::Del { key: "k".into() });
+    h.client(DAVE, put("k", "4"));
+    vote_and_ack(&mut h, "k", first);
+    h.replies();
+    // BOB's PUT runs alone: the DEL behind it is not a PUT.
+    let sent = prepares(&h.take_sent());
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].2, TxOp::Put { value: "2".into() });
+    vote_and_ack(&mut h, "k", sent[0].1);
+    assert_eq!(h.replies(), vec![(BOB, ClientResponse::Success)]);
+    let sent = prepares(&h.take_sent());
+    assert_eq!(sent[0].2, TxOp::Del, "the DEL runs in its turn");
+    vote_and_ack(&mut h, "k", sent[0].1);
+    assert_eq!(h.replies(), vec![(CAROL, ClientResponse::Success)]);
+    let sent = prepares(&h.take_sent());
+    assert_eq!(sent[0].2, TxOp::Put { value: "4".into() });
+    assert_eq!(h.coord.absorbed_updates(), 0, "nothing was absorbed");
+}
+
+#[test]
+fn absorbed_puts_count_against_the_update_limit() {
+    let mut config = CoordinatorConfig::new(3);
+    config.max_updates = 3;
+    let mut h = Harness::new(config);
+    for id in [10, 20, 30] {
+        h.register(id, &format!("h:{id}"));
+    }
+    h.client(ALICE, put("k", "1"));
+    let first = prepare_txid(&h.take_sent());
+    h.client(BOB, put("k", "2"));
+    h.client(CAROL, put("k", "3"));
+    vote_and_ack(&mut h, "k", first);
+    h.replies();
+    // BOB waits absorbed into CAROL's transaction: two of the three places.
+    h.client(DAVE, put("other", "x"));
+    assert!(h.replies().is_empty(), "a third update still fits");
+    h.client(DAVE, put("third", "y"));
+    let replies = h.replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(code(&replies[0].1), ErrorCode::Overloaded);
+}
+
 #[test]
 fn a_queued_update_behind_a_stuck_one_answers_unavailable_in_time() {
     let mut h = Harness::with_ring();
