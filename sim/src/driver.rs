@@ -70,6 +70,8 @@ pub struct WorldStats {
     pub log_compactions: u64,
     /// KV servers' sealed segments merged.
     pub segment_merges: u64,
+    /// PUTs absorbed into a later PUT of the same key by the coordinator.
+    pub absorbed_updates: u64,
     /// Events processed.
     pub events: u64,
 }
@@ -254,6 +256,7 @@ impl World {
         self.stats.held_requests += out.held_requests;
         self.stats.log_compactions += out.log_compactions;
         self.stats.segment_merges += out.segment_merges;
+        self.stats.absorbed_updates += out.absorbed_updates;
         for step in out.served {
             let stamp = self.stamp();
             if let Err(text) = self.workload.served(stamp, step) {

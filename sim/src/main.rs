@@ -117,7 +117,7 @@ fn sweep(mode: Mode, start: u64, count: u64) -> ExitCode {
     println!(
         "faults: {} crashes ({} of a machine, {} of the coordinator), {} failed reads; {} \
          pipelined requests held for program order; {} log compactions; {} segment merges; \
-         {} values that look like log frames",
+         {} PUTs absorbed into a later one; {} values that look like log frames",
         totals.faults.crashes,
         totals.faults.machine_crashes,
         totals.faults.coordinator_crashes,
@@ -125,6 +125,7 @@ fn sweep(mode: Mode, start: u64, count: u64) -> ExitCode {
         totals.faults.held_requests,
         totals.faults.log_compactions,
         totals.faults.segment_merges,
+        totals.faults.absorbed_updates,
         totals.faults.lookalike_values
     );
     if failed.is_empty() {

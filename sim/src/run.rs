@@ -54,6 +54,8 @@ pub struct FaultCounts {
     pub log_compactions: u64,
     /// Merges of a KV server's sealed segments installed.
     pub segment_merges: u64,
+    /// PUTs absorbed into a later PUT of the same key by the coordinator.
+    pub absorbed_updates: u64,
     /// Values written that hold the bytes of a log frame (`crate::lookalike`).
     pub lookalike_values: u64,
 }
@@ -68,6 +70,7 @@ impl FaultCounts {
         self.held_requests += other.held_requests;
         self.log_compactions += other.log_compactions;
         self.segment_merges += other.segment_merges;
+        self.absorbed_updates += other.absorbed_updates;
         self.lookalike_values += other.lookalike_values;
     }
 }
@@ -218,6 +221,7 @@ pub fn run_config(config: SimConfig, trace: Trace) -> RunReport {
             held_requests: world.stats.held_requests,
             log_compactions: world.stats.log_compactions,
             segment_merges: world.stats.segment_merges,
+            absorbed_updates: world.stats.absorbed_updates,
             lookalike_values: world.lookalike_values(),
         },
         failures,

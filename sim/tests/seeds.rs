@@ -53,6 +53,10 @@ fn assert_the_faults_were_met(totals: &SweepTotals) {
         faults.segment_merges > 100,
         "the KV servers' sealed segments must be merged: {totals:?}"
     );
+    assert!(
+        faults.absorbed_updates > 100,
+        "queued PUTs of a key must be absorbed into later ones: {totals:?}"
+    );
 }
 
 // Four sweeps of 250 seeds, so that the test harness runs them side by side.

@@ -206,8 +206,10 @@ impl CoordinatorNode {
 
     fn handle_all(&mut self, now: Ts, inputs: &mut VecDeque<CoordinatorInput>, out: &mut Outbox) {
         while let Some(input) = inputs.pop_front() {
+            let absorbed = self.coordinator.absorbed_updates();
             self.coordinator.handle(now, input);
             self.coordinator.check_invariants();
+            out.absorbed_updates += self.coordinator.absorbed_updates() - absorbed;
             while let Some(output) = self.coordinator.poll_output() {
                 self.carry_out(now, output, inputs, out);
             }
