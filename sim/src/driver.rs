@@ -70,7 +70,7 @@ pub struct WorldStats {
     pub log_compactions: u64,
     /// KV servers' sealed segments merged.
     pub segment_merges: u64,
-    /// PUTs absorbed into a later PUT of the same key by the coordinator.
+    /// PUTs absorbed into another PUT of the same key.
     pub absorbed_updates: u64,
     /// Events processed.
     pub events: u64,

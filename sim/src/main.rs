@@ -117,7 +117,7 @@ fn sweep(mode: Mode, start: u64, count: u64) -> ExitCode {
     println!(
         "faults: {} crashes ({} of a machine, {} of the coordinator), {} failed reads; {} \
          pipelined requests held for program order; {} log compactions; {} segment merges; \
-         {} PUTs absorbed into a later one; {} values that look like log frames",
+         {} PUTs absorbed into another of their key; {} values that look like log frames",
         totals.faults.crashes,
         totals.faults.machine_crashes,
         totals.faults.coordinator_crashes,

@@ -54,7 +54,8 @@ pub struct FaultCounts {
     pub log_compactions: u64,
     /// Merges of a KV server's sealed segments installed.
     pub segment_merges: u64,
-    /// PUTs absorbed into a later PUT of the same key by the coordinator.
+    /// PUTs absorbed into another PUT of the same key (strong mode's coordinator, or
+    /// the peer node a client asked).
     pub absorbed_updates: u64,
     /// Values written that hold the bytes of a log frame (`crate::lookalike`).
     pub lookalike_values: u64,

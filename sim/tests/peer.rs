@@ -93,6 +93,11 @@ fn peer_worlds_vary_and_exercise_their_faults() {
         lookalikes > 10,
         "values that look like log frames: {lookalikes}"
     );
+    let absorbed: u64 = reports.iter().map(|r| r.faults.absorbed_updates).sum();
+    assert!(
+        absorbed > 10,
+        "PUTs waiting for their key absorbed into another: {absorbed}"
+    );
 }
 
 /// Eight clients spread over seven nodes, all updating one key for 20 s with no fault:

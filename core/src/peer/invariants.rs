@@ -1,5 +1,6 @@
 //! What must hold between any two inputs of a peer node.
 
+use crate::proto::TxOp;
 use crate::twopc::PrepareCheck;
 
 use super::{LogReader, Peer, Timer};
@@ -13,9 +14,20 @@ impl<R: LogReader> Peer<R> {
         self.timers.check_invariants();
         assert!(self.local.is_empty(), "a message to itself left unhandled");
         assert!(
-            self.updates.len() <= self.config.max_updates,
+            self.updates.len() + self.absorbed_waiting <= self.config.max_updates,
             "updates over the limit"
         );
+        let absorbed: usize = self.updates.values().map(|u| u.absorbed.len()).sum();
+        assert_eq!(
+            absorbed, self.absorbed_waiting,
+            "absorbed updates miscounted"
+        );
+        for (id, update) in &self.updates {
+            assert!(
+                update.absorbed.is_empty() || matches!(update.op, TxOp::Put { .. }),
+                "update {id} absorbed PUTs into a DEL"
+            );
+        }
         assert!(
             self.reads.len() <= self.config.max_reads,
             "reads over the limit"

@@ -157,6 +157,10 @@ pub struct Peer<R> {
     durability: Durability<Deferred>,
     driver: Driver<Payload>,
     updates: BTreeMap<u64, Update>,
+    /// Clients of PUTs absorbed into another update of their key, waiting for its answer.
+    absorbed_waiting: usize,
+    /// PUTs absorbed since the start, for the simulator's counters.
+    absorbed_total: u64,
     next_update: u64,
     /// Commits decided here whose end is not yet recorded.
     commits: BTreeSet<TxId>,
@@ -388,7 +392,13 @@ impl<R: LogReader> Peer<R> {
     /// Work still under way: transactions coordinated here (stray aborts included),
     /// client updates not yet answered, reads waiting.
     pub fn open_work(&self) -> usize {
-        self.driver.open() + self.updates.len() + self.reads.len()
+        self.driver.open() + self.updates.len() + self.absorbed_waiting + self.reads.len()
+    }
+
+    /// PUTs absorbed into another update of the same key since the start: the simulator
+    /// asks, so that a sweep can show the path ran.
+    pub fn absorbed_updates(&self) -> u64 {
+        self.absorbed_total
     }
 
     /// How many commits this node coordinated became durable in this run: the moment
@@ -465,6 +475,8 @@ fn empty<R: LogReader>(config: PeerConfig, reader: R) -> Result<Peer<R>, ConfigE
         durability: Durability::new(0, capacity),
         driver,
         updates: BTreeMap::new(),
+        absorbed_waiting: 0,
+        absorbed_total: 0,
         next_update: 1,
         commits: BTreeSet::new(),
         settling: BTreeMap::new(),

@@ -524,3 +524,73 @@ fn a_commit_record_without_participants_or_with_one_twice_is_an_anomaly() {
 }
 
 mod compact;
+
+#[test]
+fn puts_waiting_for_their_key_share_the_next_attempt_with_the_last_value() {
+    let mut w = World::new();
+    let first = w.put(10, "k", "v1");
+    step_until_answered(&mut w, first);
+    // Phase 2 of the first is still out: these wait for the key.
+    let waiting: Vec<_> = ["v2", "v3", "v4"]
+        .iter()
+        .map(|v| w.put(10, "k", v))
+        .collect();
+    w.run_for(200);
+    for put in &waiting {
+        assert_eq!(w.answer(*put), Some(ClientResponse::Success), "{put:?}");
+    }
+    assert_eq!(w.prepared_txids.len(), 2, "one attempt for the three");
+    assert_eq!(w.nodes[&10].as_ref().map(Peer::absorbed_updates), Some(2));
+    for id in IDS {
+        assert_eq!(w.local(id, "k"), value("v4"), "node {id}");
+    }
+}
+
+#[test]
+fn a_del_waiting_for_its_key_ends_the_run_of_absorbed_puts() {
+    let mut w = World::new();
+    let first = w.put(10, "k", "v1");
+    step_until_answered(&mut w, first);
+    let second = w.put(10, "k", "v2");
+    let del = w.client(
+        10,
+        PeerClientRequest::Client(ClientRequest::Del { key: "k".into() }),
+    );
+    let fourth = w.put(10, "k", "v4");
+    w.run_for(300);
+    for asked in [second, del, fourth] {
+        assert_eq!(w.answer(asked), Some(ClientResponse::Success), "{asked:?}");
+    }
+    assert_eq!(w.prepared_txids.len(), 4, "one attempt each");
+    assert_eq!(w.nodes[&10].as_ref().map(Peer::absorbed_updates), Some(0));
+    for id in IDS {
+        assert_eq!(w.local(id, "k"), value("v4"), "node {id}");
+    }
+}
+
+#[test]
+fn absorbed_puts_hear_their_attempts_error_and_none_is_applied() {
+    let mut w = World::new();
+    let first = w.put(10, "k", "v1");
+    step_until_answered(&mut w, first);
+    let second = w.put(10, "k", "v2");
+    let third = w.put(10, "k", "v3");
+    while !prepare_queued(&w, 10) {
+        assert!(w.deliver_one(), "the waiting updates never started");
+    }
+    assert_eq!(w.nodes[&10].as_ref().map(Peer::absorbed_updates), Some(1));
+    // Node 30 dies before the shared attempt's prepare reaches it: no vote, and the
+    // attempt fails at its timeout.
+    w.crash(30);
+    w.queue.retain(|(to, _)| *to != 30);
+    w.run_for(1500);
+    let answers = [w.answer(second), w.answer(third)];
+    assert_eq!(code(answers[0].clone()), Some(ErrorCode::Unavailable));
+    assert_eq!(
+        answers[0], answers[1],
+        "the absorbed PUT hears its carrier's answer"
+    );
+    for id in [10, 20] {
+        assert_eq!(w.local(id, "k"), value("v1"), "nothing changed on {id}");
+    }
+}

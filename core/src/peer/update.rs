@@ -5,6 +5,13 @@
 //! grows with each attempt (no-wait locking with backoff: nothing waits for a lock, so
 //! nothing deadlocks, and the jitter breaks the symmetry of colliding coordinators).
 //! Only when its timeout is spent does the client hear `aborted`.
+//!
+//! PUTs of one key that wait here for the key's attempt are absorbed into the next
+//! attempt to start, which carries the last one's value: they were all pending at once,
+//! so taking effect at one instant in arrival order, each overwritten at once by the
+//! next, is one of their linearizable orders, and each absorbed client hears the
+//! update's answer. Without it, clients writing one key through one node ran one
+//! two-phase commit after another (the same as in strong mode's coordinator).
 
 use crate::buggify::FaultSite;
 use crate::proto::peer::{PeerBody, PeerReply};
@@ -40,11 +47,14 @@ pub(super) struct Update {
     /// The attempt voting now, if one is, and when it began.
     pub(super) txid: Option<TxId>,
     pub(super) attempt_began: Ts,
+    /// The clients of later PUTs of the key absorbed into this one: answered as `from`
+    /// is, at the same moment.
+    pub(super) absorbed: Vec<ReplyTo>,
 }
 
 impl<R: LogReader> Peer<R> {
     pub(super) fn on_update(&mut self, from: ReplyTo, key: String, op: TxOp) {
-        if self.updates.len() >= self.config.max_updates
+        if self.updates.len() + self.absorbed_waiting >= self.config.max_updates
             || self.buggify.fires(self.now, FaultSite::SpuriousOverloaded)
         {
             return self.reply(
@@ -63,6 +73,7 @@ impl<R: LogReader> Peer<R> {
             collisions: 0,
             txid: None,
             attempt_began: self.now,
+            absorbed: Vec::new(),
         };
         let id = self.next_update;
         self.next_update += 1;
@@ -95,6 +106,7 @@ impl<R: LogReader> Peer<R> {
             return;
         };
         self.timers.cancel(&Timer::Retry(id));
+        self.absorb_waiting_puts(id);
         let Some(update) = self.updates.get_mut(&id) else {
             return;
         };
@@ -104,6 +116,52 @@ impl<R: LogReader> Peer<R> {
         self.driver
             .begin(self.now, txid, participants, Payload::Client(id));
         self.drain_driver();
+    }
+
+    /// Folds into update `id`, a PUT whose attempt starts now, the PUTs of its key that
+    /// arrived after it and wait for the key, up to the first later update of the key
+    /// that is not such a PUT: the attempt carries the last one's value, and their
+    /// clients hear its answer (see the module's comment).
+    fn absorb_waiting_puts(&mut self, id: u64) {
+        let Some(update) = self.updates.get(&id) else {
+            return;
+        };
+        if !matches!(update.op, TxOp::Put { .. }) {
+            return;
+        }
+        let deadline = update.deadline;
+        let mut run = Vec::new();
+        for (&later, other) in self.updates.range(id + 1..) {
+            if other.key != update.key {
+                continue;
+            }
+            let waits_for_key = other.txid.is_none()
+                && self.timers.deadline(&Timer::Retry(later)) == Some(other.deadline);
+            if !waits_for_key || !matches!(other.op, TxOp::Put { .. }) {
+                break;
+            }
+            run.push(later);
+        }
+        for later in run {
+            let Some(other) = self.updates.remove(&later) else {
+                continue;
+            };
+            self.timers.cancel(&Timer::Retry(later));
+            // Later arrivals wait longer, so the carrier's deadline holds for them all.
+            assert!(
+                other.deadline >= deadline,
+                "update {later} absorbed past its deadline"
+            );
+            // Its own absorbed clients, if it carried some in an earlier attempt, are
+            // counted already.
+            self.absorbed_waiting += 1;
+            self.absorbed_total += 1;
+            if let Some(carrier) = self.updates.get_mut(&id) {
+                carrier.op = other.op;
+                carrier.absorbed.push(other.from);
+                carrier.absorbed.extend(other.absorbed);
+            }
+        }
     }
 
     /// The answer of an update of `key` whose deadline came before it could succeed.
@@ -290,7 +348,11 @@ impl<R: LogReader> Peer<R> {
     fn answer_update(&mut self, id: u64, answer: ClientResponse) {
         if let Some(update) = self.updates.remove(&id) {
             self.timers.cancel(&Timer::Retry(id));
-            self.reply(update.from, PeerReply::Client(answer));
+            self.absorbed_waiting -= update.absorbed.len();
+            self.reply(update.from, PeerReply::Client(answer.clone()));
+            for absorbed in update.absorbed {
+                self.reply(absorbed, PeerReply::Client(answer.clone()));
+            }
             if update.txid.is_some() {
                 self.wake_key(&update.key);
             }

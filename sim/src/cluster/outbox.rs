@@ -30,7 +30,8 @@ pub struct Outbox {
     pub log_compactions: u64,
     /// A KV server installed a merge of its sealed segments in this step.
     pub segment_merges: u64,
-    /// PUTs the coordinator absorbed into a later PUT of the same key in this step.
+    /// PUTs the coordinator (or a peer node) absorbed into another PUT of the same key
+    /// in this step.
     pub absorbed_updates: u64,
     /// Client requests handed to the core and answered by it, in the order it happened.
     pub served: Vec<ServedStep>,

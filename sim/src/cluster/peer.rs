@@ -188,6 +188,7 @@ impl PeerNode {
     /// compacts the log if that is due.
     fn run(&mut self, now: Ts, input: PeerInput, out: &mut Outbox) {
         let commits = self.peer.durable_commits();
+        let absorbed = self.peer.absorbed_updates();
         let mut inputs = VecDeque::from([input]);
         self.handle_all(now, &mut inputs, out);
         if self.compact_if_due(out) {
@@ -195,6 +196,7 @@ impl PeerNode {
             self.handle_all(now, &mut inputs, out);
         }
         out.decided |= self.peer.durable_commits() > commits;
+        out.absorbed_updates += self.peer.absorbed_updates() - absorbed;
         out.sync_started |= self.journal.start_sync();
     }
 
