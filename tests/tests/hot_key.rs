@@ -1,18 +1,24 @@
 //! Many clients writing one key at once, through real processes: PUTs queued behind the
 //! key's transaction run as one transaction carrying the last value, and every client of
 //! the run hears its answer. The history (JSON and RESP clients alike) must still be
-//! linearizable, every PUT must succeed, and the coordinator's log must show fewer
-//! transactions than acknowledged PUTs: the absorbed values were never prepared.
+//! linearizable, every PUT must succeed, and the log must show fewer transactions than
+//! acknowledged PUTs: the absorbed values were never prepared. In strong mode the
+//! coordinator queues the PUTs; in peer mode the node the clients ask does.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+use std::path::Path;
+
 use ringkv_core::coordinator::record::CoordinatorRecord;
+use ringkv_core::peer::record::PeerRecord;
 use ringkv_core::proto::TxOp;
 use ringkv_core::storage::replay_log;
 use ringkv_e2e::nemesis::{run_client, ClientPlan, Port, Recorder};
+use ringkv_e2e::peer::start_peer;
 use ringkv_e2e::Cluster;
 use ringkv_sim::check::{check_linearizable, LinearizabilityConfig};
 use ringkv_sim::history::{Command, Outcome};
@@ -31,14 +37,38 @@ fn many_clients_writing_one_key_share_transactions_and_stay_linearizable() {
         &["--resp-addr", "127.0.0.1:0", "--timeout-ms", "3000"],
     );
     let resp = cluster.coordinator.addr("resp");
+    let target = |id: u32| match id % 2 {
+        0 => (Port::Json, cluster.client_addr),
+        _ => (Port::Resp, resp),
+    };
+    let acknowledged = run_on_one_key(target);
+    let log = cluster
+        .data_dir(0)
+        .parent()
+        .expect("the cluster's directory")
+        .join("coordinator")
+        .join("wal.log");
+    check_fewer_transactions(&acknowledged, &staged_values(&log));
+}
+
+#[test]
+fn many_clients_writing_one_key_through_one_peer_node_share_attempts() {
+    let cluster = start_peer(3, None, &["--timeout-ms", "3000"]);
+    let node = cluster.addrs[0];
+    let acknowledged = run_on_one_key(|_| (Port::Json, node));
+    // Every node holds every key: the first node's log has every attempt's prepare.
+    let log = cluster.data_dir(0).join("wal.log");
+    check_fewer_transactions(&acknowledged, &prepared_values(&log));
+}
+
+/// Runs the clients on the one key for a second, client `id` speaking to `target(id)`,
+/// checks the history, and returns the values of the acknowledged PUTs.
+fn run_on_one_key(target: impl Fn(u32) -> (Port, SocketAddr)) -> BTreeSet<String> {
     let recorder = Recorder::new();
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|id| {
-            let (port, target) = match id % 2 {
-                0 => (Port::Json, cluster.client_addr),
-                _ => (Port::Resp, resp),
-            };
+            let (port, target) = target(id);
             let plan = ClientPlan {
                 id,
                 seed: 0x4107_0000 ^ u64::from(id),
@@ -79,36 +109,31 @@ fn many_clients_writing_one_key_share_transactions_and_stay_linearizable() {
             other => panic!("with no faults every PUT succeeds: {value} -> {other:?}"),
         }
     }
+    eprintln!("{} PUTs acknowledged; {stats:?}", acknowledged.len());
     assert!(acknowledged.len() > 100, "{} PUTs", acknowledged.len());
+    acknowledged
+}
 
-    let prepared = staged_values(&cluster);
-    eprintln!(
-        "{} PUTs acknowledged, {} PUT transactions; {stats:?}",
-        acknowledged.len(),
-        prepared.len()
+/// Every value a transaction carried was acknowledged, and there were fewer
+/// transactions than acknowledged PUTs: some were absorbed and never prepared.
+fn check_fewer_transactions(acknowledged: &BTreeSet<String>, carried: &BTreeSet<String>) {
+    eprintln!("{} PUT transactions", carried.len());
+    assert!(
+        carried.is_subset(acknowledged),
+        "a value the clients did not hear acknowledged was prepared: {:?}",
+        carried.difference(acknowledged).collect::<Vec<_>>()
     );
     assert!(
-        prepared.is_subset(&acknowledged),
-        "a value the clients did not hear acknowledged was staged: {:?}",
-        prepared.difference(&acknowledged).collect::<Vec<_>>()
-    );
-    assert!(
-        prepared.len() < acknowledged.len(),
+        carried.len() < acknowledged.len(),
         "{} transactions for {} acknowledged PUTs: none was absorbed",
-        prepared.len(),
+        carried.len(),
         acknowledged.len()
     );
 }
 
-/// The values of the PUT transactions in the coordinator's log.
-fn staged_values(cluster: &Cluster) -> BTreeSet<String> {
-    let path = cluster
-        .data_dir(0)
-        .parent()
-        .expect("the cluster's directory")
-        .join("coordinator")
-        .join("wal.log");
-    let log = std::fs::read(&path).expect("the coordinator's log");
+/// The values of the PUT transactions in a coordinator's log.
+fn staged_values(path: &Path) -> BTreeSet<String> {
+    let log = std::fs::read(path).expect("the coordinator's log");
     let mut values = BTreeSet::new();
     let scan = replay_log(&log, |record: CoordinatorRecord, _| {
         if let CoordinatorRecord::Staged {
@@ -116,6 +141,20 @@ fn staged_values(cluster: &Cluster) -> BTreeSet<String> {
             ..
         } = record
         {
+            values.insert(value);
+        }
+        Ok(())
+    });
+    assert!(scan.bad_record.is_none(), "{:?}", scan.bad_record);
+    values
+}
+
+/// The values of the PUTs prepared in a peer node's log.
+fn prepared_values(path: &Path) -> BTreeSet<String> {
+    let log = std::fs::read(path).expect("the node's log");
+    let mut values = BTreeSet::new();
+    let scan = replay_log(&log, |record: PeerRecord, _| {
+        if let PeerRecord::PreparePut { value, .. } = record {
             values.insert(value);
         }
         Ok(())
