@@ -616,19 +616,43 @@ fn vote_and_ack(h: &mut Harness, key: &str, txid: TxId) {
     h.server(b, None, ack(txid));
 }
 
+/// ALICE's PUT of "k" runs while `queued` arrive behind it; it commits, ALICE hears
+/// `Success`, and both replicas acknowledge. Returns the prepares sent next.
+fn behind_a_first_put(
+    h: &mut Harness,
+    queued: Vec<(ReplyTo, ClientRequest)>,
+) -> Vec<(ServerId, TxId, TxOp)> {
+    h.client(ALICE, put("k", "1"));
+    let first = prepare_txid(&h.take_sent());
+    for (who, msg) in queued {
+        h.client(who, msg);
+    }
+    assert!(h.take_sent().is_empty(), "the later updates wait");
+    vote_and_ack(h, "k", first);
+    assert_eq!(h.replies(), vec![(ALICE, ClientResponse::Success)]);
+    prepares(&h.take_sent())
+}
+
+/// A GET of `key` is answered at once (from the cache) with `value`.
+fn assert_answers_at_once(h: &mut Harness, key: &str, value: &str, why: &str) {
+    h.client(ALICE, get(key));
+    let expected = ClientResponse::Value {
+        key: key.into(),
+        value: value.into(),
+    };
+    assert_eq!(h.replies(), vec![(ALICE, expected)], "{why}");
+}
+
 #[test]
 fn puts_queued_back_to_back_run_as_one_transaction_of_the_last_and_all_hear_its_answer() {
     let mut h = Harness::with_ring();
-    h.client(ALICE, put("k", "1"));
-    let first = prepare_txid(&h.take_sent());
-    h.client(BOB, put("k", "2"));
-    h.client(CAROL, put("k", "3"));
-    h.client(DAVE, put("k", "4"));
-    assert!(h.take_sent().is_empty(), "the later updates wait");
-    vote_and_ack(&mut h, "k", first);
-    assert_eq!(h.replies(), vec![(ALICE, ClientResponse::Success)]);
+    let queued = vec![
+        (BOB, put("k", "2")),
+        (CAROL, put("k", "3")),
+        (DAVE, put("k", "4")),
+    ];
     // One transaction, with the last value, to both replicas.
-    let sent = prepares(&h.take_sent());
+    let sent = behind_a_first_put(&mut h, queued);
     let (a, b) = pair("k");
     let second = sent.first().map(|(_, txid, _)| *txid).unwrap();
     let last = TxOp::Put { value: "4".into() };
@@ -651,30 +675,14 @@ fn puts_queued_back_to_back_run_as_one_transaction_of_the_last_and_all_hear_its_
             (DAVE, ClientResponse::Success)
         ]
     );
-    h.client(ALICE, get("k"));
-    assert_eq!(
-        h.replies(),
-        vec![(
-            ALICE,
-            ClientResponse::Value {
-                key: "k".into(),
-                value: "4".into()
-            }
-        )],
-        "the cache holds the last value"
-    );
+    assert_answers_at_once(&mut h, "k", "4", "the cache holds the last value");
 }
 
 #[test]
 fn absorbed_puts_share_their_transactions_error_and_none_is_applied() {
     let mut h = Harness::with_ring();
-    h.client(ALICE, put("k", "1"));
-    let first = prepare_txid(&h.take_sent());
-    h.client(BOB, put("k", "2"));
-    h.client(CAROL, put("k", "3"));
-    vote_and_ack(&mut h, "k", first);
-    h.replies();
-    let second = prepare_txid(&h.take_sent());
+    let sent = behind_a_first_put(&mut h, vec![(BOB, put("k", "2")), (CAROL, put("k", "3"))]);
+    let second = sent[0].1;
     let (a, b) = pair("k");
     h.server(a, None, ready(second));
     h.server(b, None, refuse(second, ErrorCode::Locked, "held"));
@@ -685,32 +693,19 @@ fn absorbed_puts_share_their_transactions_error_and_none_is_applied() {
         assert_eq!(code(reply), ErrorCode::Aborted);
     }
     assert_eq!(replies[0].1, replies[1].1, "one answer for both");
-    h.client(ALICE, get("k"));
-    assert_eq!(
-        h.replies(),
-        vec![(
-            ALICE,
-            ClientResponse::Value {
-                key: "k".into(),
-                value: "1".into()
-            }
-        )],
-        "neither absorbed value was applied"
-    );
+    assert_answers_at_once(&mut h, "k", "1", "neither absorbed value was applied");
 }
 
 #[test]
 fn a_del_in_the_queue_ends_absorption_and_keeps_its_place() {
     let mut h = Harness::with_ring();
-    h.client(ALICE, put("k", "1"));
-    let first = prepare_txid(&h.take_sent());
-    h.client(BOB, put("k", "2"));
-    h.client(CAROL, ClientRequest::Del { key: "k".into() });
-    h.client(DAVE, put("k", "4"));
-    vote_and_ack(&mut h, "k", first);
-    h.replies();
+    let queued = vec![
+        (BOB, put("k", "2")),
+        (CAROL, ClientRequest::Del { key: "k".into() }),
+        (DAVE, put("k", "4")),
+    ];
     // BOB's PUT runs alone: the DEL behind it is not a PUT.
-    let sent = prepares(&h.take_sent());
+    let sent = behind_a_first_put(&mut h, queued);
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[0].2, TxOp::Put { value: "2".into() });
     vote_and_ack(&mut h, "k", sent[0].1);
@@ -732,12 +727,7 @@ fn absorbed_puts_count_against_the_update_limit() {
     for id in [10, 20, 30] {
         h.register(id, &format!("h:{id}"));
     }
-    h.client(ALICE, put("k", "1"));
-    let first = prepare_txid(&h.take_sent());
-    h.client(BOB, put("k", "2"));
-    h.client(CAROL, put("k", "3"));
-    vote_and_ack(&mut h, "k", first);
-    h.replies();
+    behind_a_first_put(&mut h, vec![(BOB, put("k", "2")), (CAROL, put("k", "3"))]);
     // BOB waits absorbed into CAROL's transaction: two of the three places.
     h.client(DAVE, put("other", "x"));
     assert!(h.replies().is_empty(), "a third update still fits");
