@@ -610,18 +610,23 @@ impl LogReader for FileLogReader {
             file.read_exact_at(&mut buf, offset)
                 .map_err(|err| fail(err.to_string()))?;
         }
-        if end > pending.file_len {
-            let from = offset.saturating_sub(pending.file_len);
-            let to = end - pending.file_len;
-            let held = usize::try_from(from)
-                .ok()
-                .zip(usize::try_from(to).ok())
-                .and_then(|(from, to)| pending.bytes.get(from..to))
-                .ok_or_else(|| fail("past the end".into()))?;
-            buf.extend_from_slice(held);
-        }
+        let held = held_past_file(&pending.bytes, pending.file_len, offset, end)
+            .ok_or_else(|| fail("past the end".into()))?;
+        buf.extend_from_slice(held);
         Ok(buf)
     }
+}
+
+/// The part of the log range `offset..end` that lies past `file_end`, in the appends
+/// `held` in memory (they start at `file_end`): empty if the range ends in the file,
+/// `None` if it runs past what is held. Both logs' readers finish a read with it.
+pub(crate) fn held_past_file(held: &[u8], file_end: u64, offset: u64, end: u64) -> Option<&[u8]> {
+    if end <= file_end {
+        return Some(&[]);
+    }
+    let from = usize::try_from(offset.saturating_sub(file_end)).ok()?;
+    let to = usize::try_from(end - file_end).ok()?;
+    held.get(from..to)
 }
 
 #[cfg(test)]
@@ -629,6 +634,32 @@ mod tests {
     use super::*;
     use crate::log_writes::PREALLOC_BYTES;
     use ringkv_core::log::{decode_frames, encode_frame, frame_len, FRAME_HEADER_BYTES};
+
+    #[test]
+    fn a_read_past_the_file_takes_the_held_appends_and_no_more() {
+        let held = b"abcdef";
+        // The file ends at 100; the held appends are bytes 100..106.
+        assert_eq!(
+            held_past_file(held, 100, 90, 100),
+            Some(&b""[..]),
+            "all in the file"
+        );
+        assert_eq!(
+            held_past_file(held, 100, 90, 103),
+            Some(&b"abc"[..]),
+            "straddles"
+        );
+        assert_eq!(
+            held_past_file(held, 100, 102, 106),
+            Some(&b"cdef"[..]),
+            "all held"
+        );
+        assert_eq!(
+            held_past_file(held, 100, 104, 107),
+            None,
+            "past what is held"
+        );
+    }
 
     fn frame(payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();

@@ -35,7 +35,7 @@ use ringkv_core::replica::{LogReader, PersistToken, StorageError, SyncUrgency, V
 use crate::datadir::sync_dir;
 use crate::error::NetError;
 use crate::log_writes::LogWrites;
-use crate::logfile::{ChunkFold, RECOVERY_CHUNK_BYTES};
+use crate::logfile::{held_past_file, ChunkFold, RECOVERY_CHUNK_BYTES};
 use crate::sync_thread::{self, PendingUrgency, SyncJob, SyncThread};
 
 /// The default size at which a segment is sealed.
@@ -922,16 +922,9 @@ impl LogReader for SegmentReader {
         let mut buf = vec![0; usize::try_from(in_file).map_err(|err| fail(err.to_string()))?];
         file.read_exact_at(&mut buf, offset - shared.active_start)
             .map_err(|err| fail(err.to_string()))?;
-        if end > shared.file_end {
-            let from = offset.saturating_sub(shared.file_end);
-            let to = end - shared.file_end;
-            let held = usize::try_from(from)
-                .ok()
-                .zip(usize::try_from(to).ok())
-                .and_then(|(from, to)| shared.bytes.get(from..to))
-                .ok_or_else(|| fail("past the end".into()))?;
-            buf.extend_from_slice(held);
-        }
+        let held = held_past_file(&shared.bytes, shared.file_end, offset, end)
+            .ok_or_else(|| fail("past the end".into()))?;
+        buf.extend_from_slice(held);
         Ok(buf)
     }
 }
